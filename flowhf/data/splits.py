@@ -1,0 +1,141 @@
+"""Merge the StackExchange part files into the shipped train/test splits.
+
+Run ``python -m flowhf.data.splits`` (``--check`` only verifies the shipped files are
+up to date). The split is stratified by topic with ``test_fraction`` of every topic in test,
+and is hash-based: a row's side depends only on its question text and the seed, never on
+file order, so adding rows elsewhere does not reshuffle existing ones. Rows sharing a
+question always land on the same side, so no question leaks from train into test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from flowhf.data.loading import DataError, load_rows
+
+FIELDS = ["qid", "topic", "question", "response_j", "response_k", "rejected_kind"]
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+PARTS_DIR = SHIPPED_DIR / "_parts"
+PART_GLOB = "se_part*.jsonl"
+TRAIN_FILE, TEST_FILE = "stackexchange_train.jsonl", "stackexchange_test.jsonl"
+
+
+def read_parts(parts_dir: Path = PARTS_DIR) -> list[dict]:
+    """Every row of every part file, validated (non-empty fields, unique qid, distinct answers)."""
+    paths = sorted(parts_dir.glob(PART_GLOB))
+    if not paths:
+        raise DataError(f"no part files matching {PART_GLOB} in {parts_dir}")
+    rows, seen = [], {}
+    for path in paths:
+        for number, row in enumerate(load_rows(path, required=FIELDS), start=1):
+            where = f"{path}: row {number} (qid {row['qid']!r})"
+            qid = str(row["qid"])
+            if qid in seen:
+                raise DataError(f"{where}: duplicate qid, already used at {seen[qid]}; give it a new qid")
+            if _norm(row["response_j"]) == _norm(row["response_k"]):
+                raise DataError(f"{where}: response_j and response_k are identical; the pair carries no preference")
+            seen[qid] = where
+            rows.append(row)
+    return rows
+
+
+def split_rows(rows: list[dict], test_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Stratified, hash-based train/test split; input order is kept inside each side.
+
+    Within a topic, question groups are ranked by sha256(seed, question) and the first ones
+    go to test until the topic's test share reaches round(test_fraction * topic size).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    groups: dict[str, list[int]] = defaultdict(list)  # normalised question -> row indices
+    for index, row in enumerate(rows):
+        groups[_norm(row["question"])].append(index)
+    by_topic: dict[str, list[str]] = defaultdict(list)
+    for question, indices in groups.items():
+        by_topic[str(rows[indices[0]]["topic"])].append(question)
+    test_indices: set[int] = set()
+    for topic, questions in by_topic.items():
+        size = sum(len(groups[q]) for q in questions)
+        target = round(test_fraction * size)
+        taken = 0
+        for question in sorted(questions, key=lambda q: _rank(seed, q)):
+            if taken >= target:
+                break
+            test_indices.update(groups[question])
+            taken += len(groups[question])
+    train = [_ordered(row) for i, row in enumerate(rows) if i not in test_indices]
+    test = [_ordered(row) for i, row in enumerate(rows) if i in test_indices]
+    return train, test
+
+
+def write_splits(out_dir: Path = SHIPPED_DIR, parts_dir: Path = PARTS_DIR,
+                 test_fraction: float = 0.2, seed: int = 0, check: bool = False) -> dict[str, int]:
+    """Build the splits from the parts and write them (or, with ``check``, compare only)."""
+    train, test = split_rows(read_parts(parts_dir), test_fraction, seed)
+    _assert_disjoint(train, test)
+    outputs = {out_dir / TRAIN_FILE: train, out_dir / TEST_FILE: test}
+    for path, rows in outputs.items():
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                raise DataError(f"{path} is stale or missing; regenerate it with `python -m flowhf.data.splits`")
+        else:
+            path.write_text(text, encoding="utf-8")
+    return {"train": len(train), "test": len(test)}
+
+
+def topic_counts(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        counts[str(row["topic"])] += 1
+    return dict(sorted(counts.items()))
+
+
+def _assert_disjoint(train: list[dict], test: list[dict]) -> None:
+    shared = {_norm(r["question"]) for r in train} & {_norm(r["question"]) for r in test}
+    if shared:  # cannot happen with grouping; kept as a guard against future edits
+        raise DataError(f"{len(shared)} question(s) appear in both splits, e.g. {next(iter(shared))[:80]!r}")
+
+
+def _norm(text: str) -> str:
+    """Whitespace- and case-insensitive form used to detect the same question twice."""
+    return " ".join(str(text).split()).lower()
+
+
+def _rank(seed: int, question: str) -> str:
+    return hashlib.sha256(f"{seed}\x00{question}".encode()).hexdigest()
+
+
+def _ordered(row: dict) -> dict:
+    """Canonical field order first, any extra fields after."""
+    return {**{key: row[key] for key in FIELDS}, **{k: v for k, v in row.items() if k not in FIELDS}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flowhf.data.splits", description=__doc__.splitlines()[0])
+    parser.add_argument("--parts-dir", type=Path, default=PARTS_DIR, help="folder holding se_part*.jsonl")
+    parser.add_argument("--out-dir", type=Path, default=SHIPPED_DIR, help="where the split files are written")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of every topic put in test")
+    parser.add_argument("--seed", type=int, default=0, help="seed mixed into the question hash")
+    parser.add_argument("--check", action="store_true", help="verify the split files are current; write nothing")
+    args = parser.parse_args(argv)
+    try:
+        sizes = write_splits(args.out_dir, args.parts_dir, args.test_fraction, args.seed, args.check)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    verb = "up to date" if args.check else "written"
+    print(f"stackexchange splits {verb}: train={sizes['train']} test={sizes['test']} ({args.out_dir})")
+    if not args.check:
+        train, test = (load_rows(args.out_dir / name, required=FIELDS) for name in (TRAIN_FILE, TEST_FILE))
+        print(f"per topic: train {topic_counts(train)}\n           test  {topic_counts(test)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

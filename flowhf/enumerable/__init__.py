@@ -1,0 +1,1 @@
+"""Enumerable completion spaces: exact model distributions, known targets, a tiny-model harness."""

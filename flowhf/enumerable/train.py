@@ -1,0 +1,210 @@
+"""Train a tiny LM on an enumerable target with any objective and measure it exactly.
+
+Token layout of the tiny model: symbols 0..V-1, EOS = V, prompt tokens V+1..V+n_prompts.
+Each prompt is one token; the action space is symbols + EOS (prompt tokens masked out in
+sampling, in the loss and in the exact evaluation alike).
+
+The training step is the trainer's: sample (tempered exploration) -> recompute log-probs
+-> target log R (+ prefix log R) -> `flowhf.training.loss.objective_loss` -> update.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from flowhf.enumerable.exact import compare, exact_log_probs
+from flowhf.enumerable.targets import EnumerableTarget
+from flowhf.models.heads import FlowHead, PromptLogZHead, ScalarLogZ
+from flowhf.models.tiny import tiny_llama
+from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
+from flowhf.target import prefix_target_log_reward, target_log_reward
+from flowhf.training.loss import FLOW_OBJECTIVES, ObjectiveInputs, ObjectiveSettings, objective_loss
+
+
+@dataclass
+class ToyConfig:
+    objective: str = field(default="tb", metadata={"help": "tb | fl | db | subtb | pg (reward maximiser)."})
+    logz: str = field(default="batch", metadata={"help": "TB log Z estimator: scalar | prompt | batch."})
+    alpha: float = field(default=0.0, metadata={"help": "weight of log p_ref (the initial model) in the target."})
+    beta: float = field(default=1.0, metadata={"help": "weight of the target file's log_reward."})
+    steps: int | None = field(default=None, metadata={"help": "number of updates (or use seconds)."})
+    seconds: float | None = field(default=None, metadata={"help": "wall-clock training budget."})
+    seed: int = field(default=0, metadata={"help": "seed of model init, sampling and exploration."})
+    samples_per_prompt: int = field(default=32, metadata={"help": "k samples of each prompt per batch."})
+    lr: float = field(default=2e-3, metadata={"help": "policy learning rate (Adam)."})
+    head_lr: float = field(default=1e-2, metadata={"help": "flow head / prompt log Z head learning rate."})
+    logz_lr: float = field(default=5e-2, metadata={"help": "scalar log Z learning rate."})
+    explore_prob: float = field(default=0.5, metadata={"help": "probability of a tempered batch."})
+    temperature_low: float = field(default=1.0, metadata={"help": "tempered sampling range, low."})
+    temperature_high: float = field(default=2.0, metadata={"help": "tempered sampling range, high."})
+    subtb_lambda: float = field(default=0.9, metadata={"help": "SubTB lambda."})
+    penalty: str = field(default="squared", metadata={"help": "squared | huber."})
+    hidden_size: int = field(default=64, metadata={"help": "tiny model width."})
+    num_layers: int = field(default=3, metadata={"help": "tiny model depth."})
+    eval_every_seconds: float = field(default=30.0, metadata={"help": "exact TV checkpoints for the curve."})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads."})
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.seconds is None):
+            raise ValueError("give exactly one of steps or seconds")
+        if self.objective == "tb" and self.logz == "batch" and self.samples_per_prompt < 2:
+            raise ValueError("batch log Z needs samples_per_prompt >= 2")
+
+
+@dataclass
+class ToyResult:
+    config: dict
+    target: str
+    completions_per_prompt: int
+    steps: int
+    seconds: float
+    tv: float
+    kl_target_model: float
+    jsd: float
+    modes_found: int
+    modes_total: int
+    log_z_final: float
+    log_z_true: float
+    per_prompt: list[dict]
+    curve: list[dict]
+    log_z_curve: list[dict]
+    diverged: bool
+
+
+class ToyExperiment:
+    """A tiny LM, its frozen reference copy, heads and the target's lookup tables."""
+
+    def __init__(self, target: EnumerableTarget, config: ToyConfig):
+        self.target, self.config = target, config
+        torch.manual_seed(config.seed)
+        self.rng = random.Random(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.space = target.space
+        V, n_prompts = target.vocab_size, target.n_prompts
+        self.eos_id, self.vocab = V, V + 1 + n_prompts
+        self.allowed = torch.zeros(self.vocab, dtype=torch.bool)
+        self.allowed[: V + 1] = True
+        self.model = tiny_llama(self.vocab, seed=config.seed, hidden_size=config.hidden_size, num_layers=config.num_layers)
+        self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.table = torch.as_tensor(target.log_reward_table())  # [n_prompts, N] float64
+        self.flow_head = FlowHead(config.hidden_size)
+        self.log_z_head = PromptLogZHead(config.hidden_size) if config.logz == "prompt" else ScalarLogZ()
+        self.settings = ObjectiveSettings(
+            objective=config.objective, logz=config.logz, penalty=config.penalty, subtb_lambda=config.subtb_lambda
+        )
+        groups = [{"params": self.model.parameters(), "lr": config.lr}]
+        if config.objective in FLOW_OBJECTIVES:
+            groups.append({"params": self.flow_head.parameters(), "lr": config.head_lr})
+        if config.objective == "tb" and config.logz == "prompt":
+            groups.append({"params": self.log_z_head.parameters(), "lr": config.head_lr})
+        if config.objective == "tb" and config.logz == "scalar":
+            groups.append({"params": self.log_z_head.parameters(), "lr": config.logz_lr})
+        self.optimizer = torch.optim.Adam(groups)
+        self.ref_table = None  # exact log p_ref per prompt, computed on demand when alpha != 0
+        self.last_log_z = torch.zeros(n_prompts)
+
+    def prompt_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k, n = self.config.samples_per_prompt, self.target.n_prompts
+        group_ids = torch.arange(n).repeat_interleave(k)  # [B]
+        return (self.target.vocab_size + 1 + group_ids).unsqueeze(1), group_ids  # [B, 1], [B]
+
+    def step(self) -> dict:
+        cfg = self.config
+        prompt_ids, group_ids = self.prompt_batch()
+        prompt_mask = torch.ones_like(prompt_ids)
+        temperature = draw_temperature(cfg.explore_prob, (cfg.temperature_low, cfg.temperature_high), self.rng)
+        comp = sample_completions(
+            self.model, prompt_ids, prompt_mask, self.space.max_len, self.eos_id, self.eos_id,
+            temperature=temperature, allowed_tokens=self.allowed, generator=self.generator,
+        )
+        need_hidden = cfg.objective in FLOW_OBJECTIVES or cfg.logz == "prompt"
+        scores = completion_log_probs(
+            self.model, prompt_ids, prompt_mask, comp.ids, comp.mask, self.allowed, with_hidden=need_hidden
+        )
+        with torch.no_grad():
+            ref_log_pf = completion_log_probs(self.reference, prompt_ids, prompt_mask, comp.ids, comp.mask, self.allowed).log_pf
+        content_len = (comp.lengths - comp.ended_with_eos.long()).numpy()  # [B]
+        symbols = comp.ids.clamp(max=self.target.vocab_size - 1).numpy()  # EOS/pad never read: cut by length
+        prefix_idx = torch.as_tensor(self.space.prefix_indices(symbols, content_len))  # [B, T+1]
+        prefix_r = self.table[group_ids.unsqueeze(1), prefix_idx]  # [B, T+1]
+        final_r = prefix_r[:, -1]  # [B] (prefix past the end repeats the full string)
+        log_reward = target_log_reward(final_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask)  # [B]
+        prefix_log_reward = prefix_target_log_reward(prefix_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask)
+        inputs = ObjectiveInputs(
+            log_pf=scores.log_pf, mask=comp.mask, log_reward=log_reward, group_ids=group_ids,
+            prefix_log_reward=prefix_log_reward, ref_log_pf=ref_log_pf,
+        )
+        if cfg.objective in FLOW_OBJECTIVES:
+            inputs.log_flow = self.flow_head(scores.hidden)  # [B, T+1]
+        if cfg.objective == "tb" and cfg.logz == "prompt":
+            inputs.log_z = self.log_z_head(scores.hidden[:, :1], prompt_mask)
+        elif cfg.objective == "tb" and cfg.logz == "scalar":
+            inputs.log_z = self.log_z_head(batch_size=len(group_ids))
+        out = objective_loss(self.settings, inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        per_prompt = torch.zeros(self.target.n_prompts, dtype=torch.float64).index_add_(0, group_ids, out.log_z.double())
+        self.last_log_z = per_prompt / cfg.samples_per_prompt
+        return {"loss": float(out.loss.detach()), "log_z": float(self.last_log_z.mean()), "temperature": temperature}
+
+    def exact_target_log_reward(self, prompt: int) -> np.ndarray:
+        table = self.table[prompt].numpy() * self.config.beta
+        if self.config.alpha != 0.0:
+            table = table + self.config.alpha * exact_log_probs(
+                self.reference, [self.target.vocab_size + 1 + prompt], self.space, self.eos_id, self.allowed
+            )
+        return table
+
+    def evaluate(self) -> list[dict]:
+        rows = []
+        for p in range(self.target.n_prompts):
+            model_lp = exact_log_probs(self.model, [self.target.vocab_size + 1 + p], self.space, self.eos_id, self.allowed)
+            c = compare(self.space, self.exact_target_log_reward(p), model_lp)
+            rows.append({"prompt": p, **asdict(c), "log_z_final": float(self.last_log_z[p])})
+        return rows
+
+
+def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyResult:
+    """Train with `config` on `target` and compare the model with the target exactly."""
+    torch.set_num_threads(config.threads)
+    exp = ToyExperiment(target, config)
+    curve, log_z_curve = [], []
+    start = last_eval = time.perf_counter()
+    step, diverged = 0, False
+    while True:
+        elapsed = time.perf_counter() - start
+        if (config.steps is not None and step >= config.steps) or (config.seconds is not None and elapsed >= config.seconds):
+            break
+        info = exp.step()
+        step += 1
+        if not np.isfinite(info["loss"]) or not np.isfinite(info["log_z"]) and config.objective != "pg":
+            diverged = True
+            break
+        if step % 50 == 0:
+            log_z_curve.append({"step": step, "seconds": round(elapsed, 2), "log_z": info["log_z"], "loss": info["loss"]})
+        if time.perf_counter() - last_eval >= config.eval_every_seconds:
+            eval_start = time.perf_counter()
+            rows = exp.evaluate()
+            curve.append({"step": step, "seconds": round(elapsed, 2), "tv": float(np.mean([r["tv"] for r in rows]))})
+            start += time.perf_counter() - eval_start  # evaluation time is not training time
+            last_eval = time.perf_counter()
+            if progress:
+                progress(step, elapsed, curve[-1]["tv"], info)
+    seconds = time.perf_counter() - start
+    rows = exp.evaluate()
+    mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+    curve.append({"step": step, "seconds": round(seconds, 2), "tv": mean("tv")})
+    return ToyResult(
+        config=asdict(config), target=target.name, completions_per_prompt=target.space.size, steps=step,
+        seconds=round(seconds, 2), tv=mean("tv"), kl_target_model=mean("kl_target_model"), jsd=mean("jsd"),
+        modes_found=int(sum(r["modes_found"] for r in rows)), modes_total=int(sum(r["modes_total"] for r in rows)),
+        log_z_final=mean("log_z_final"), log_z_true=mean("log_z_true"), per_prompt=rows, curve=curve,
+        log_z_curve=log_z_curve, diverged=diverged,
+    )

@@ -1,0 +1,138 @@
+"""Figures of the evaluation: per-model score distributions and training curves.
+
+``plot_score_distributions`` overlays one histogram (density) plus a Gaussian KDE per model,
+the layout of the report's Figure 3. ``plot_training_curves`` reads each run's
+``metrics.jsonl`` (one JSON object per logged step, with a ``step`` key and namespaced
+metric keys such as ``train/loss``) and draws one panel per metric key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: evaluation runs on servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import gaussian_kde  # noqa: E402
+
+DEFAULT_CURVE_KEYS = ("train/reward_mean", "train/loss", "train/log_z", "train/kl_per_token")
+
+
+def plot_score_distributions(
+    scores_by_model: Mapping[str, Any], path: str | os.PathLike, title: str = "Score distributions"
+) -> Path:
+    """Overlaid density histograms + KDE of each model's reward scores, saved as PNG."""
+    if not scores_by_model:
+        raise ValueError("plot_score_distributions needs at least one model's scores")
+    arrays = {name: np.asarray(s, dtype=np.float64).ravel() for name, s in scores_by_model.items()}
+    for name, arr in arrays.items():
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise ValueError(f"scores of model {name!r} are empty or non-finite")
+    everything = np.concatenate(list(arrays.values()))
+    low, high = float(everything.min()), float(everything.max())
+    if high == low:  # one value everywhere: widen so the bins have a width
+        low, high = low - 0.5, high + 0.5
+    bins = np.linspace(low, high, 31)
+    grid = np.linspace(low, high, 400)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, arr in arrays.items():
+        hist = ax.hist(arr, bins=bins, density=True, alpha=0.35, label=name)
+        color = hist[2][0].get_facecolor()
+        # A KDE needs spread: with one distinct value the covariance is singular.
+        if np.unique(arr).size > 1:
+            ax.plot(grid, gaussian_kde(arr)(grid), color=color[:3], linewidth=1.8)
+    ax.set_xlabel("reward")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a run's ``metrics.jsonl``; a bad line is an error naming file and line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics log at {path}: a training run writes metrics.jsonl in its output dir")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from err
+            if not isinstance(row, dict) or "step" not in row:
+                raise ValueError(f"{path}, line {line_no}: expected a JSON object with a 'step' key")
+            rows.append(row)
+    return rows
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str, source: Path) -> tuple[list[float], list[float]]:
+    """(steps, values) of one key. Rows without the key (or with null) have no point there."""
+    steps, values = [], []
+    for row in rows:
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: step {row['step']} has non-numeric {key}={value!r}")
+        steps.append(float(row["step"]))
+        values.append(float(value))
+    return steps, values
+
+
+def plot_training_curves(
+    run_dirs: Mapping[str, str | os.PathLike],
+    path: str | os.PathLike,
+    keys: Sequence[str] = DEFAULT_CURVE_KEYS,
+) -> Path:
+    """One panel per metric key, one line per run; keys absent in a run are skipped there.
+
+    A key logged by no run gets no panel. If no run logged any of ``keys`` the figure would
+    be empty, which is an error naming the keys that were looked for.
+    """
+    if not run_dirs:
+        raise ValueError("plot_training_curves needs at least one run dir")
+    runs = {name: (Path(d), read_metrics_jsonl(d)) for name, d in run_dirs.items()}
+    panels: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for key in keys:
+        for name, (source, rows) in runs.items():
+            steps, values = _series(rows, key, source)
+            if steps:
+                panels.setdefault(key, {})[name] = (steps, values)
+    if not panels:
+        raise ValueError(f"none of the runs {list(run_dirs)} logged any of the keys {list(keys)}")
+
+    cols = min(2, len(panels))
+    rows_n = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(6 * cols, 3.6 * rows_n), squeeze=False)
+    for ax, (key, lines) in zip(axes.flat, panels.items()):
+        for name, (steps, values) in lines.items():
+            ax.plot(steps, values, label=name, linewidth=1.4)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

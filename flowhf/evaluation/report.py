@@ -1,0 +1,163 @@
+"""Writers for the evaluation outputs: report.md, metrics.json, completions.jsonl.
+
+``report.md`` follows the report's layout: Table 1 (StackExchange) or Table 2 (toxicity)
+with the columns ``Model | Mean Reward | Std Reward | Top K Mean | Top K Std | Diversity |
+Novelty``, each cell with its 95% bootstrap interval when one was computed, then a table of
+extra metrics and the Welch one-sided t-tests against the baseline.
+
+A *result* is one model's dict: ``{"model": name, "metrics": {key: value},
+"ci": {key: [low, high]}, ...}`` (the runner adds n, k and the paths it wrote).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+MAIN_COLUMNS = (
+    ("Mean Reward", "mean_reward"),
+    ("Std Reward", "std_reward"),
+    ("Top K Mean", "topk_mean"),
+    ("Top K Std", "topk_std"),
+    ("Diversity", "diversity"),
+    ("Novelty", "novelty"),
+)
+EXTRA_COLUMNS = (
+    ("Diversity (all n)", "diversity_all"),
+    ("Distinct-1", "distinct_1"),
+    ("Distinct-2", "distinct_2"),
+    ("Mean Length", "mean_length"),
+    ("KL / token", "kl_per_token"),
+)
+_TABLE_TITLES = {
+    "stackexchange": "Table 1: StackExchange",
+    "toxicity": "Table 2: Toxicity",
+}
+
+
+def format_cell(value: Any, ci: Sequence[float] | None = None, digits: int = 3) -> str:
+    """``value [low, high]``; ``n/a`` for a missing or nan value (e.g. novelty without D0)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    if ci is not None and len(ci) == 2 and all(c is not None and math.isfinite(c) for c in ci):
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return text
+
+
+def _table(results: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
+    lines = [
+        "| Model | " + " | ".join(title for title, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for res in results:
+        metrics, cis = res.get("metrics", {}), res.get("ci", {}) or {}
+        cells = [format_cell(metrics.get(key), cis.get(key)) for _, key in columns]
+        lines.append(f"| {res['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _test_line(test: Mapping[str, Any]) -> str:
+    relation = {"greater": ">", "less": "<", "two-sided": "!="}[test.get("alternative", "greater")]
+    return (
+        f"- {test['model']} vs {test['baseline']} ({test.get('metric', 'reward')}, "
+        f"H1: mean {relation} baseline): t = {test['t']:.3f}, df = {test['df']:.1f}, "
+        f"p = {test['p']:.3g}"
+    )
+
+
+def write_report_md(
+    results: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    task: str,
+    baseline: str | None = None,
+    tests: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    n: int | None = None,
+    k: int | None = None,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write the report-layout markdown tables for ``results`` (one entry per model)."""
+    if not results:
+        raise ValueError("write_report_md needs at least one model result")
+    title = _TABLE_TITLES.get(task, f"Table: {task}")
+    setting = ", ".join(s for s in (f"n = {n}" if n else "", f"K = {k}" if k else "") if s)
+    lines = [f"# Evaluation: {task}", "", f"## {title}" + (f" ({setting})" if setting else ""), ""]
+    lines += _table(results, MAIN_COLUMNS)
+    lines += [
+        "",
+        "Cells: estimate [95% percentile bootstrap interval over completions]. Std columns are "
+        "population std (ddof=0). Diversity: mean pairwise cosine distance of the top-K "
+        "completions' embeddings (i != j); Novelty: mean over the top K of the minimum cosine "
+        "distance to the training completions D0 (n/a without D0).",
+        "",
+        "## Extra metrics",
+        "",
+    ]
+    lines += _table(results, EXTRA_COLUMNS)
+    tests = list(tests or [])
+    if baseline is not None or tests:
+        lines += ["", f"## Welch one-sided t-tests vs baseline ({baseline or 'n/a'})", ""]
+        lines += [_test_line(t) for t in tests] or ["- no other model to compare"]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """nan / inf become null so metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _jsonable(value.item())
+    return value
+
+
+def write_metrics_json(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``payload`` (config + per-model results) as indented strict JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """One JSON object per completion: model, prompt, completion, reward (+ any extras)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for rec in records:
+            missing = [key for key in ("model", "prompt", "completion", "reward") if key not in rec]
+            if missing:
+                raise ValueError(f"completion record lacks {missing}: {dict(rec)!r}")
+            fh.write(json.dumps(_jsonable(dict(rec)), ensure_ascii=False) + "\n")
+    return path
+
+
+def read_completions_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records written by ``write_completions_jsonl``; a bad line names file and line."""
+    path = Path(path)
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from err
+            if not isinstance(rec, dict) or "model" not in rec or "reward" not in rec:
+                raise ValueError(f"{path}, line {line_no}: expected an object with 'model' and 'reward'")
+            records.append(rec)
+    return records

@@ -1,0 +1,190 @@
+"""Statistics for the evaluation: Welch's one-sided t-test and bootstrap confidence intervals.
+
+``metric_cis`` bootstraps every metric by resampling the ``n`` completions with replacement
+(prompt, completion and reward move together). Top-K metrics are recomputed *inside* each
+resample: the top-K set is re-selected from the resampled rewards, so the interval covers
+the uncertainty of which completions make the top K, not only of their values. A
+completion drawn twice can enter the top K twice; its pair then has distance 0, which
+lowers the diversity of that resample, the usual price of the plain bootstrap on a
+pairwise statistic. Intervals are percentile intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from flowhf.evaluation.metrics import (
+    _as_rewards,
+    _check_k,
+    l2_normalise,
+    nearest_cosine_distance,
+    ngram_lists,
+    token_lengths,
+)
+
+
+def welch_one_sided(a: Any, b: Any, alternative: str = "greater") -> dict[str, float]:
+    """Welch's unequal-variance t-test of mean(a) vs mean(b), one-sided by default.
+
+    ``alternative="greater"`` tests H1: mean(a) > mean(b) (a model beats the baseline).
+    """
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    xa, xb = _as_rewards(a), _as_rewards(b)
+    if xa.size < 2 or xb.size < 2:
+        raise ValueError(f"Welch's t-test needs >= 2 values per sample, got {xa.size} and {xb.size}")
+    res = sps.ttest_ind(xa, xb, equal_var=False, alternative=alternative)
+    return {
+        "t": float(res.statistic),
+        "df": float(res.df),
+        "p": float(res.pvalue),
+        "alternative": alternative,
+        "mean_a": float(xa.mean()),
+        "mean_b": float(xb.mean()),
+        "n_a": int(xa.size),
+        "n_b": int(xb.size),
+    }
+
+
+def _percentile_interval(samples: np.ndarray, alpha: float) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _check_bootstrap_args(n_boot: int, alpha: float) -> None:
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def bootstrap_ci(
+    values: Any,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """Percentile bootstrap ``(1 - alpha)`` interval of ``statistic`` over ``values``.
+
+    Resamples the first axis of ``values`` with replacement ``n_boot`` times using
+    ``numpy.random.default_rng(seed)``. Returns the estimate on the full sample, the
+    interval bounds and how many resamples gave a finite statistic.
+    """
+    _check_bootstrap_args(n_boot, alpha)
+    arr = np.asarray(values)
+    if arr.shape[0] == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    samples = np.empty(n_boot)
+    for b in range(n_boot):
+        samples[b] = statistic(arr[rng.integers(0, arr.shape[0], arr.shape[0])])
+    low, high = _percentile_interval(samples, alpha)
+    return {
+        "estimate": float(statistic(arr)),
+        "low": low,
+        "high": high,
+        "n_valid": int(np.isfinite(samples).sum()),
+    }
+
+
+class _NgramIndex:
+    """Integer ids of every text's n-grams, so distinct-n of a resample is a np.unique."""
+
+    def __init__(self, texts: Sequence[str], n: int) -> None:
+        ids: dict[tuple[str, ...], int] = {}
+        self.per_text = [
+            np.array([ids.setdefault(g, len(ids)) for g in grams], dtype=np.int64)
+            for grams in ngram_lists(texts, n)
+        ]
+
+    def distinct(self, idx: np.ndarray) -> float:
+        chosen = np.concatenate([self.per_text[i] for i in idx])
+        return float(np.unique(chosen).size / chosen.size) if chosen.size else float("nan")
+
+
+def _pairwise_mean_unit(unit: np.ndarray) -> float:
+    """``pairwise_cosine_distance_mean`` on already-normalised rows (no warning when K < 2)."""
+    count = unit.shape[0]
+    if count < 2:
+        return float("nan")
+    total = unit.sum(axis=0)
+    return float(1.0 - (float(total @ total) - count) / (count * (count - 1)))
+
+
+def metric_cis(
+    rewards: Any,
+    embeddings: Any,
+    ref_embeddings: Any | None,
+    k: int,
+    *,
+    completions: Sequence[str] | None = None,
+    tokenizer: Any | None = None,
+    kl_sums: Any | None = None,
+    kl_counts: Any | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals ``{metric: [low, high]}`` for every metric.
+
+    Per-completion quantities (nearest distance to D0, n-gram ids, lengths, KL sums) are
+    computed once; each resample then only re-indexes them, which keeps 1000 resamples
+    cheap even with a large D0. Metrics match ``compute_metrics`` keys.
+    """
+    _check_bootstrap_args(n_boot, alpha)
+    arr = _as_rewards(rewards)
+    n = arr.size
+    _check_k(k, n)
+    unit = l2_normalise(embeddings)
+    if unit.shape[0] != n:
+        raise ValueError(f"embeddings have {unit.shape[0]} rows for {n} rewards")
+    nearest = None
+    if ref_embeddings is not None and np.asarray(ref_embeddings).size:
+        nearest = nearest_cosine_distance(unit, ref_embeddings)
+    grams = lengths = None
+    if completions is not None:
+        if len(completions) != n:
+            raise ValueError(f"{len(completions)} completions for {n} rewards")
+        grams = {1: _NgramIndex(completions, 1), 2: _NgramIndex(completions, 2)}
+        lengths = token_lengths(completions, tokenizer)
+    if (kl_sums is None) != (kl_counts is None):
+        raise ValueError("pass both kl_sums and kl_counts, or neither")
+    if kl_sums is not None:
+        kl_sums, kl_counts = np.asarray(kl_sums, dtype=np.float64), np.asarray(kl_counts, dtype=np.float64)
+        if kl_sums.shape != (n,) or kl_counts.shape != (n,):
+            raise ValueError(f"kl_sums / kl_counts need one entry per completion ({n})")
+
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        r = arr[idx]
+        top = idx[np.argsort(-r, kind="stable")[:k]]
+        row = {
+            "mean_reward": r.mean(),
+            "std_reward": r.std(ddof=0),
+            "topk_mean": arr[top].mean(),
+            "topk_std": arr[top].std(ddof=0),
+            "diversity": _pairwise_mean_unit(unit[top]),
+            "diversity_all": _pairwise_mean_unit(unit[idx]),
+        }
+        if nearest is not None:
+            row["novelty"] = nearest[top].mean()
+        if grams is not None:
+            row["distinct_1"] = grams[1].distinct(idx)
+            row["distinct_2"] = grams[2].distinct(idx)
+            row["mean_length"] = lengths[idx].mean()
+        if kl_sums is not None:
+            counts = kl_counts[idx].sum()
+            row["kl_per_token"] = kl_sums[idx].sum() / counts if counts else np.nan
+        for key, value in row.items():
+            samples.setdefault(key, []).append(float(value))
+    return {key: list(_percentile_interval(np.array(vals), alpha)) for key, vals in samples.items()}

@@ -1,0 +1,90 @@
+"""Trajectory Balance (Malkin et al. 2022, "Trajectory balance: improved credit assignment in GFlowNets").
+
+For a prompt x and a completion y = (y_1..y_L) the TB residual is
+
+    delta(y) = log Z(x) + sum_t log pi(y_t | x, y_<t) - log R(y | x)
+
+and the loss is a penalty of delta (squared by default). On the token tree every state has
+a single parent, so the backward policy P_B is 1 and drops out.
+
+Termination: an EOS-terminated trajectory includes log pi(EOS | x, y) as its last action;
+a trajectory forced to stop at ``max_new_tokens`` has no EOS action and no EOS term (it
+stopped with probability 1). That is exactly the distribution the sampler draws from.
+
+log Z(x) comes from one of three estimators, chosen by the trainer's ``logz`` option:
+- ``scalar``: one learned parameter (the report's form, independent of x);
+- ``prompt``: a small learned head on the policy's pooled prompt hidden states
+  (``flowhf.models.heads.PromptLogZHead``);
+- ``batch``: `batch_log_z` below, the per-prompt mean of log R - log pi over k >= 2
+  samples of the same prompt, detached (VarGrad, Richter et al. 2020; TBA).
+
+Why alpha = 0 with a scalar log Z diverges on long sequences: with no LM prior in the
+target, log R(y|x) = beta * r(x, y) is O(beta) for every y, while the untrained policy
+gives a typical completion log pi ~ -T * ln|V| (near uniform over a vocabulary of |V|
+tokens). Balancing requires log Z ~ beta * r - log pi >= T * ln|V| - O(beta): hundreds to
+thousands of nats for T = 256, |V| = 50k, and different for every prompt. A single scalar
+chasing that moving, prompt-dependent target with a large learning rate is what the
+report saw grow to ~1e200. With alpha = 1 the target already contains log p_ref(y|x), so
+log Z starts near beta * E[r] and stays O(beta).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flowhf.objectives._shapes import accumulation_dtype
+
+
+def trajectory_balance(
+    log_pf: torch.Tensor,
+    mask: torch.Tensor,
+    log_reward: torch.Tensor,
+    log_z: torch.Tensor,
+) -> torch.Tensor:
+    """TB residual per trajectory.
+
+    Args:
+        log_pf: [B, T] log pi(y_t | x, y_<t) of the actions taken (any value where padded).
+        mask: [B, T] 1 for real actions, 0 for padding.
+        log_reward: [B] target log R(y | x).
+        log_z: [B] (or scalar) log Z(x).
+
+    Returns:
+        [B] residual log Z + sum_t log pi - log R, in float32 (float64 if any input is).
+    """
+    B, T = log_pf.shape
+    dtype = accumulation_dtype(log_pf, log_reward, log_z)
+    log_pf_sum = (log_pf.to(dtype) * mask.to(dtype)).sum(dim=1)  # [B]
+    return log_z.to(dtype) + log_pf_sum - log_reward.to(dtype)  # [B]
+
+
+def batch_log_z(
+    log_pf_sum: torch.Tensor,
+    log_reward: torch.Tensor,
+    group_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Per-prompt log Z estimate from k samples of the same prompt, detached (VarGrad).
+
+    log Z_hat(x) = mean_{i in group(x)} (log R(y_i|x) - log pi(y_i|x)). Plugged into TB the
+    loss becomes the within-prompt variance of log R - log pi, whose minimum is the same
+    fixed point as TB's without learning any log Z parameter.
+
+    Args:
+        log_pf_sum: [B] sum of log pi over each trajectory.
+        log_reward: [B] target log R.
+        group_ids: [B] integer id of each row's prompt; every group needs >= 2 rows.
+
+    Returns:
+        [B] the group's estimate broadcast to its rows, no gradient.
+    """
+    (B,) = log_pf_sum.shape
+    dtype = accumulation_dtype(log_pf_sum, log_reward)
+    gap = (log_reward.to(dtype) - log_pf_sum.to(dtype)).detach()  # [B]
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    if bool((counts < 2).any()):
+        raise ValueError(
+            "batch log Z needs at least 2 samples of every prompt in a batch; "
+            "set num_samples_per_prompt >= 2 or use logz='scalar'/'prompt'"
+        )
+    sums = torch.zeros(counts.shape[0], dtype=dtype, device=gap.device).index_add_(0, inverse, gap)
+    return (sums / counts.to(dtype))[inverse]  # [B]

@@ -1,0 +1,131 @@
+"""On-policy sampling of completions with a KV cache and tempered exploration.
+
+The sampler and the objectives must agree on the distribution: a completion ends at EOS
+(the EOS token is its last action) or is forced to end after ``max_new_tokens`` actions
+(no EOS action). ``allowed_tokens`` restricts the action space identically here and in
+`flowhf.sampling.logprobs`, so the recomputed log-probs are those of the sampled policy.
+
+Exploration (Hu et al. 2024): with probability ``explore_prob`` a batch is sampled at a
+temperature drawn uniformly from ``temperature_range``; otherwise at temperature 1. GFlowNet
+objectives are off-policy, so tempered samples are valid training data as long as the
+log-probs in the loss are recomputed at temperature 1 (they always are).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class Completions:
+    """Sampled completions, right-padded."""
+
+    ids: torch.Tensor  # [B, T] action token ids (pad_id where padded)
+    mask: torch.Tensor  # [B, T] 1.0 for real actions
+    ended_with_eos: torch.Tensor  # [B] bool
+    temperature: float  # temperature this batch was sampled at
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(dim=1).long()
+
+
+def draw_temperature(explore_prob: float, temperature_range: tuple[float, float], rng: random.Random) -> float:
+    """1.0, or with probability explore_prob a temperature uniform in temperature_range."""
+    if explore_prob > 0 and rng.random() < explore_prob:
+        low, high = temperature_range
+        return rng.uniform(low, high)
+    return 1.0
+
+
+def mask_logits(logits: torch.Tensor, allowed_tokens: torch.Tensor | None) -> torch.Tensor:
+    """Set logits of tokens outside the action space to -inf. allowed_tokens: [V] bool."""
+    if allowed_tokens is None:
+        return logits
+    return logits.masked_fill(~allowed_tokens.to(logits.device), float("-inf"))
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the KV-cache argument: `cache` in transformers >= 5.2x, `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding. [B, S]"""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+@torch.no_grad()
+def sample_completions(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    allowed_tokens: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Completions:
+    """Sample one completion per row of a LEFT-padded prompt batch.
+
+    Args:
+        prompt_ids: [B, P] left-padded prompt tokens; prompt_mask: [B, P].
+        top_p: nucleus sampling (1.0 = off). Anything but 1.0 samples from a policy other
+            than pi; the objectives stay valid (off-policy) but the mix changes.
+    """
+    B, P = prompt_ids.shape
+    device = prompt_ids.device
+    attention = prompt_mask.long()  # [B, P]
+    cache = DynamicCache()  # filled in place by every forward call
+    cache_arg = {cache_kwarg(model): cache}
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=attention,
+        position_ids=positions_from_mask(attention),
+        use_cache=True,
+        **cache_arg,
+    )
+    logits = out.logits[:, -1, :]  # [B, V]
+    next_position = attention.sum(dim=1, keepdim=True)  # [B, 1]
+    tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    mask = torch.zeros(B, max_new_tokens, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        scores = mask_logits(logits.float(), allowed_tokens) / temperature  # [B, V]
+        probs = torch.softmax(scores, dim=-1)
+        if top_p < 1.0:
+            probs = _nucleus(probs, top_p)
+        step_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+        step_tokens = torch.where(finished, torch.full_like(step_tokens, pad_token_id), step_tokens)
+        tokens[:, t] = step_tokens
+        mask[:, t] = (~finished).float()
+        finished = finished | (step_tokens == eos_token_id)
+        if bool(finished.all()) or t == max_new_tokens - 1:
+            break
+        attention = torch.cat([attention, torch.ones(B, 1, dtype=attention.dtype, device=device)], dim=1)
+        out = model(
+            input_ids=step_tokens.unsqueeze(1),
+            attention_mask=attention,
+            position_ids=next_position,
+            use_cache=True,
+            **cache_arg,
+        )
+        next_position = next_position + 1
+        logits = out.logits[:, -1, :]
+    length = int(mask.sum(dim=1).max().item()) if B else 0
+    return Completions(tokens[:, :length], mask[:, :length], finished, temperature)
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
+    filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
+    return filtered / filtered.sum(dim=-1, keepdim=True)

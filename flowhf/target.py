@@ -1,0 +1,102 @@
+"""The GFlowNet target: the unnormalised distribution the policy learns to sample from.
+
+    log R(y | x) = beta * r(x, y) + alpha * log p_ref(y | x)
+
+- alpha = 0, beta = 100: the FlowHF report's target (reward x 100, no LM prior). With a
+  scalar log Z this diverges on long sequences (see `flowhf/objectives/tb.py`).
+- alpha = 1: the KL-regularised target, p*(y|x) ∝ p_ref(y|x) exp(beta r(x, y)), which is
+  the optimum of KL-penalised RLHF with KL coefficient 1/beta (relative TB, TBA, the
+  red-teaming GFlowNet of Lee et al. 2024).
+
+Prefix energies (FL, SubTB with FL flows) need log R of every prefix s_t = y_<=t:
+``beta * r(x, s_t) + alpha * sum_{k<=t} log p_ref(y_k | x, y_<k)``; the reference part is
+free, already computed for the full target.
+
+beta may follow a schedule (constant, linear, cosine), as in Hu et al. 2024 (reward
+temperature annealing) and Lee et al. 2024.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from flowhf.objectives._shapes import accumulation_dtype
+
+
+def target_log_reward(
+    reward: torch.Tensor,
+    beta: float,
+    alpha: float = 0.0,
+    ref_log_pf: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log R(y|x) = beta * r + alpha * log p_ref(y|x). [B]
+
+    Args:
+        reward: [B] r(x, y).
+        beta, alpha: target weights.
+        ref_log_pf: [B, T] per-token reference log-probs (needed when alpha != 0).
+        mask: [B, T] 1 for real actions.
+    """
+    dtype = accumulation_dtype(reward)
+    out = beta * reward.to(dtype)  # [B]
+    if alpha != 0.0:
+        if ref_log_pf is None or mask is None:
+            raise ValueError("alpha != 0 needs the reference log-probs and the action mask")
+        out = out + alpha * (ref_log_pf.to(dtype) * mask.to(dtype)).sum(dim=1)
+    return out
+
+
+def prefix_target_log_reward(
+    prefix_reward: torch.Tensor,
+    beta: float,
+    alpha: float = 0.0,
+    ref_log_pf: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log R of every state s_0..s_T: beta * r(x, s_t) + alpha * cumulative log p_ref. [B, T+1]
+
+    Args:
+        prefix_reward: [B, T+1] r of each prefix (entry t: first t actions; entries past a
+            row's length repeat its final value, see `flowhf.rewards`).
+        ref_log_pf: [B, T] per-token reference log-probs; mask: [B, T].
+    """
+    B, T1 = prefix_reward.shape
+    dtype = accumulation_dtype(prefix_reward)
+    out = beta * prefix_reward.to(dtype)  # [B, T+1]
+    if alpha != 0.0:
+        if ref_log_pf is None or mask is None:
+            raise ValueError("alpha != 0 needs the reference log-probs and the action mask")
+        step = ref_log_pf.to(dtype) * mask.to(dtype)  # [B, T]
+        cum = torch.cat([step.new_zeros(B, 1), step.cumsum(dim=1)], dim=1)  # [B, T+1]
+        out = out + alpha * cum
+    return out
+
+
+@dataclass
+class BetaSchedule:
+    """beta as a function of the training step: constant, linear or cosine from start to end."""
+
+    start: float = field(default=1.0, metadata={"help": "beta at step 0 (the reward's inverse temperature)."})
+    end: float | None = field(default=None, metadata={"help": "beta at `steps` and after; None = constant."})
+    kind: str = field(default="constant", metadata={"help": "constant | linear | cosine."})
+    steps: int = field(default=0, metadata={"help": "steps over which beta moves from start to end."})
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("constant", "linear", "cosine"):
+            raise ValueError(f"beta schedule kind {self.kind!r}: use constant, linear or cosine")
+        if self.kind != "constant" and (self.end is None or self.steps <= 0):
+            raise ValueError(f"a {self.kind} beta schedule needs `end` and `steps` > 0")
+
+    def __call__(self, step: int) -> float:
+        if self.kind == "constant" or self.end is None:
+            return float(self.start)
+        progress = min(max(step / self.steps, 0.0), 1.0)
+        if self.kind == "linear":
+            weight = progress
+        else:
+            weight = 0.5 * (1.0 - math.cos(math.pi * progress))
+        return float(self.start + (self.end - self.start) * weight)
