@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -15,16 +14,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from flowhf.rewards import (  # noqa: E402
-    ClassifierReward,
-    CombinedReward,
-    EmbeddingReward,
-    PythonReward,
-    Reward,
-    RewardTransform,
-    SentimentReward,
-    ToxicityReward,
-    TransformedReward,
-    build_reward,
+    ClassifierReward, CombinedReward, EmbeddingReward, PythonReward, Reward, RewardTransform,
+    SentimentReward, ToxicityReward, TransformedReward, build_reward,
 )
 from flowhf.rewards.base import hold_values, pad_prefix_rows, prefix_positions  # noqa: E402
 
@@ -37,19 +28,12 @@ class LengthReward(Reward):
 
     name = "length"
 
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.calls = 0
-
     def score(self, prompts, completions, **columns):
-        self.calls += 1
         return torch.tensor([float(len(c)) for c in completions])
 
 
 class CharTokenizer:
     """Policy tokenizer stand-in: token id i decodes to chr(97 + i); id 99 is a special EOS."""
-
-    eos_token_id = 99
 
     def decode(self, ids, skip_special_tokens=True):
         return "".join("" if (i == 99 and skip_special_tokens) else ("<eos>" if i == 99 else chr(97 + i)) for i in ids)
@@ -79,14 +63,12 @@ def tiny_rm(bpe_tokenizer):
 
     from flowhf.models.tiny import tiny_llama_config
 
-    config = tiny_llama_config(
-        len(bpe_tokenizer), hidden_size=32, pad_token_id=bpe_tokenizer.pad_token_id,
-        eos_token_id=bpe_tokenizer.eos_token_id,
-    )
+    tok = bpe_tokenizer
+    config = tiny_llama_config(len(tok), hidden_size=32, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     config.num_labels = 1
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(config).eval()
-    return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LlamaForSequenceClassification(config).eval()
 
 
 # -- sentiment / toxicity --------------------------------------------------------------------
@@ -99,6 +81,9 @@ def test_vader_sign_and_order():
     r = reward(["p"] * 5, texts)
     assert r.dtype == torch.float32 and r.shape == (5,)
     assert r[0] > r[1] > 0 and r[2] == 0 and 0 > r[3] > r[4]
+    # One lexicon word: compound = v / sqrt(v^2 + 15) with valences good = 1.9, bad = -2.5.
+    assert r[1] == pytest.approx(1.9 / math.sqrt(1.9**2 + 15), abs=1e-4)
+    assert r[3] == pytest.approx(-2.5 / math.sqrt(2.5**2 + 15), abs=1e-4)
     assert torch.all(r.abs() <= 1)
     assert float(reward([""], [""])) == 0.0
 
@@ -117,12 +102,9 @@ def test_toxicity_modes_by_hand():
     assert ToxicityReward()([], []).shape == (0,)
     with pytest.raises(ValueError, match="log1m"):
         ToxicityReward("nope")
-
-
-def test_toxicity_clamp_at_p_one(monkeypatch):
-    reward = ToxicityReward(eps=1e-4)
-    monkeypatch.setattr(reward, "offensive_prob", lambda texts: np.ones(len(texts)))
-    assert float(reward(["x"], ["y"])) == pytest.approx(math.log(1e-4), rel=1e-6)
+    clamped = ToxicityReward(eps=1e-4)  # p = 1 gives log(eps), never -inf
+    clamped.offensive_prob = lambda texts: np.ones(len(texts))
+    assert float(clamped(["x"], ["y"])) == pytest.approx(math.log(1e-4), rel=1e-6)
 
 
 # -- combine / transforms --------------------------------------------------------------------
@@ -238,10 +220,8 @@ def test_python_callable_from_module_and_file(tmp_path, monkeypatch):
 
 
 def test_registry_parsing():
-    r = build_reward("sentiment")
-    assert isinstance(r, SentimentReward)
-    r = build_reward("toxicity:neg_prob")
-    assert isinstance(r, ToxicityReward) and r.mode == "neg_prob"
+    assert isinstance(build_reward("sentiment"), SentimentReward)
+    assert build_reward("toxicity:neg_prob").mode == "neg_prob"
     r = build_reward("0.7*sentiment + 0.3*toxicity")
     assert isinstance(r, CombinedReward) and r.weights == [0.7, 0.3]
     assert isinstance(r.rewards[1], ToxicityReward) and r.rewards[1].mode == "log1m"
@@ -285,39 +265,30 @@ def test_registry_errors():
 # -- embedding -------------------------------------------------------------------------------
 
 
-def _load_embedding_model():
+@pytest.mark.slow  # importing sentence-transformers alone takes ~10 s on a busy 2-core machine
+def test_embedding_matches_sentence_transformers():
     from sentence_transformers import SentenceTransformer
 
     from flowhf.rewards.embedding import shipped_minilm_dir
 
-    return SentenceTransformer(shipped_minilm_dir(), device="cpu")
-
-
-@pytest.mark.slow
-def test_embedding_matches_sentence_transformers():
-    start = time.time()
-    st = _load_embedding_model()
-    assert time.time() - start < 60
     completions = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A kitten rests on a rug."]
     references = ["A cat is sitting on a mat.", "A cat is sitting on a mat.", "The weather is sunny."]
-    reward = EmbeddingReward(column="reference")
-    reward._model = st  # reuse the loaded model; resolution of the default name is tested below
-    got = reward(["p"] * 3, completions, reference=references)
+    got = EmbeddingReward(column="reference")(["p"] * 3, completions, reference=references)  # default model
+    st = SentenceTransformer(shipped_minilm_dir(), device="cpu")
     a = st.encode(completions, convert_to_tensor=True, normalize_embeddings=True)
     b = st.encode(references, convert_to_tensor=True, normalize_embeddings=True)
-    expected = torch.nn.functional.cosine_similarity(a, b, dim=-1)
-    assert torch.allclose(got, expected.float(), atol=1e-5)
+    assert torch.allclose(got, torch.nn.functional.cosine_similarity(a, b, dim=-1).float(), atol=1e-5)
     assert got[0] > 0.7 and got[0] > got[1]  # paraphrase beats an unrelated sentence
-    with pytest.raises(KeyError, match="needs the dataset column 'reference'.*got columns \\['answer'\\]"):
-        reward(["p"], ["x"], answer=["y"])
 
 
-def test_embedding_default_model_is_shipped_folder():
+def test_embedding_default_model_and_missing_column():
     from flowhf.rewards.embedding import resolve_embedding_model, shipped_minilm_dir
 
     assert resolve_embedding_model("all-MiniLM-L6-v2") == shipped_minilm_dir()
     assert os.path.isfile(os.path.join(shipped_minilm_dir(), "config.json"))
     assert resolve_embedding_model("/my/model") == "/my/model"
+    with pytest.raises(KeyError, match="needs the dataset column 'reference'.*got columns \\['answer'\\]"):
+        EmbeddingReward()(["p"], ["x"], answer=["y"])  # raised before any model is loaded
 
 
 # -- classifier and the one-pass prefix scoring ----------------------------------------------
@@ -367,8 +338,9 @@ def test_one_pass_pad_equals_eos_and_truncation(bpe_tokenizer):
     tok = bpe_tokenizer
     config = tiny_llama_config(len(tok), hidden_size=32, pad_token_id=tok.eos_token_id)
     config.num_labels = 3
-    torch.manual_seed(3)
-    model = LlamaForSequenceClassification(config).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = LlamaForSequenceClassification(config).eval()
     rm = ClassifierReward(
         model=model, tokenizer=tok, label=2, output="log_prob", max_length=9, batch_size=2, prefix_mode="one_pass"
     )

@@ -75,9 +75,9 @@ def load_rows(
     label, raw = _open_source(source, split)
     rows: list[Row] = []
     for row_number, raw_row in raw:
-        if limit is not None and len(rows) >= limit:
-            break
         rows.append(_check_row(label, row_number, raw_row, columns, required))
+        if limit is not None and len(rows) >= limit:
+            break  # before reading further: rows past the limit are never parsed
     if not rows:
         raise DataError(f"{label}: no rows found; the source is empty")
     return rows

@@ -48,7 +48,7 @@ def split_rows(rows: list[dict], test_fraction: float = 0.2, seed: int = 0) -> t
     """Stratified, hash-based train/test split; input order is kept inside each side.
 
     Within a topic, question groups are ranked by sha256(seed, question) and the first ones
-    go to test until the topic's test share reaches round(test_fraction * topic size).
+    go to test until the topic's quota (see `_allocate`) is filled.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -58,11 +58,11 @@ def split_rows(rows: list[dict], test_fraction: float = 0.2, seed: int = 0) -> t
     by_topic: dict[str, list[str]] = defaultdict(list)
     for question, indices in groups.items():
         by_topic[str(rows[indices[0]]["topic"])].append(question)
+    sizes = {topic: sum(len(groups[q]) for q in questions) for topic, questions in by_topic.items()}
+    targets = _allocate(sizes, test_fraction, seed)
     test_indices: set[int] = set()
     for topic, questions in by_topic.items():
-        size = sum(len(groups[q]) for q in questions)
-        target = round(test_fraction * size)
-        taken = 0
+        target, taken = targets[topic], 0
         for question in sorted(questions, key=lambda q: _rank(seed, q)):
             if taken >= target:
                 break
@@ -71,6 +71,19 @@ def split_rows(rows: list[dict], test_fraction: float = 0.2, seed: int = 0) -> t
     train = [_ordered(row) for i, row in enumerate(rows) if i not in test_indices]
     test = [_ordered(row) for i, row in enumerate(rows) if i in test_indices]
     return train, test
+
+
+def _allocate(sizes: dict[str, int], test_fraction: float, seed: int) -> dict[str, int]:
+    """Test rows per topic: floor(share) each, then the rows still needed to reach
+    round(test_fraction * total) go to the topics with the largest remainders, so the overall
+    test share is as close to test_fraction as whole rows allow."""
+    exact = {topic: test_fraction * size for topic, size in sizes.items()}
+    targets = {topic: int(value) for topic, value in exact.items()}
+    missing = round(test_fraction * sum(sizes.values())) - sum(targets.values())
+    by_remainder = sorted(exact, key=lambda t: (-(exact[t] - targets[t]), _rank(seed, t)))
+    for topic in by_remainder[: max(missing, 0)]:
+        targets[topic] += 1
+    return targets
 
 
 def write_splits(out_dir: Path = SHIPPED_DIR, parts_dir: Path = PARTS_DIR,

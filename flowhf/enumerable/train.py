@@ -11,6 +11,7 @@ The training step is the trainer's: sample (tempered exploration) -> recompute l
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,10 +37,11 @@ class ToyConfig:
     steps: int | None = field(default=None, metadata={"help": "number of updates (or use seconds)."})
     seconds: float | None = field(default=None, metadata={"help": "wall-clock training budget."})
     seed: int = field(default=0, metadata={"help": "seed of model init, sampling and exploration."})
-    samples_per_prompt: int = field(default=32, metadata={"help": "k samples of each prompt per batch."})
+    samples_per_prompt: int = field(default=128, metadata={"help": "k samples of each prompt per batch."})
     lr: float = field(default=2e-3, metadata={"help": "policy learning rate (Adam)."})
     head_lr: float = field(default=1e-2, metadata={"help": "flow head / prompt log Z head learning rate."})
     logz_lr: float = field(default=5e-2, metadata={"help": "scalar log Z learning rate."})
+    lr_decay: str = field(default="cosine", metadata={"help": "constant | cosine: anneal all learning rates to 0 over the budget (steps or seconds)."})
     explore_prob: float = field(default=0.5, metadata={"help": "probability of a tempered batch."})
     temperature_low: float = field(default=1.0, metadata={"help": "tempered sampling range, low."})
     temperature_high: float = field(default=2.0, metadata={"help": "tempered sampling range, high."})
@@ -106,8 +108,13 @@ class ToyExperiment:
         if config.objective == "tb" and config.logz == "scalar":
             groups.append({"params": self.log_z_head.parameters(), "lr": config.logz_lr})
         self.optimizer = torch.optim.Adam(groups)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.ref_table = None  # exact log p_ref per prompt, computed on demand when alpha != 0
         self.last_log_z = torch.zeros(n_prompts)
+
+    def set_lr_factor(self, factor: float) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
 
     def prompt_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         k, n = self.config.samples_per_prompt, self.target.n_prompts
@@ -182,6 +189,9 @@ def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyRe
         elapsed = time.perf_counter() - start
         if (config.steps is not None and step >= config.steps) or (config.seconds is not None and elapsed >= config.seconds):
             break
+        if config.lr_decay == "cosine":
+            fraction = step / config.steps if config.steps is not None else elapsed / config.seconds
+            exp.set_lr_factor(0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0))))
         info = exp.step()
         step += 1
         if not np.isfinite(info["loss"]) or not np.isfinite(info["log_z"]) and config.objective != "pg":

@@ -32,6 +32,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from flowhf.models.lora import LoraSettings, apply_lora
+from flowhf.models.tiny import TINY_ALIAS, tiny_model_dir
 
 try:  # POSIX file locks; elsewhere concurrent conversions are tolerated by the atomic rename
     import fcntl
@@ -107,6 +108,7 @@ def resolve_model_path(name_or_path: str | os.PathLike, cache_dir: str | Path | 
     """Map a user model spec to something ``from_pretrained`` can read.
 
     - "smollm2" / "default"      -> the converted default model folder
+    - "tiny-random"              -> a tiny random LLaMA + tokenizer for smoke runs
     - a path to a ``.gguf`` file -> converted once into ``<cache>/<stem>-<hash>``
     - an existing local folder   -> itself
     - anything else              -> returned unchanged as a Hugging Face Hub id
@@ -116,6 +118,8 @@ def resolve_model_path(name_or_path: str | os.PathLike, cache_dir: str | Path | 
     spec = os.fspath(name_or_path)
     if spec.strip().lower() in DEFAULT_ALIASES:
         return str(default_model_dir(cache_dir))
+    if spec.strip().lower() == TINY_ALIAS:
+        return str(tiny_model_dir(cache_dir))
     path = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
         if not path.is_file():

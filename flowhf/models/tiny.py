@@ -42,3 +42,85 @@ def tiny_llama(vocab_size: int, seed: int = 0, **kwargs) -> LlamaForCausalLM:
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model
+
+
+TINY_ALIAS = "tiny-random"
+TINY_DIRNAME = "tiny-random-llama"
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer(texts: list[str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on `texts` (any input encodes; deterministic).
+
+    Special tokens follow SmolLM2's chat format, with EOS = <|im_end|>, so code paths that
+    use chat templates run unchanged on the tiny model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    )
+    fast.chat_template = _CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
+def tiny_model_dir(cache_dir=None, seed: int = 0):
+    """Folder with a tiny random LLaMA + tiny tokenizer (the `tiny-random` model alias).
+
+    Built once from the shipped prompt texts and reused; used by `configs/smoke.yaml`, the
+    `smoke` pipeline preset and the CLI tests. Never downloads anything.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from flowhf.models.loading import cache_root
+
+    target = cache_root(cache_dir) / TINY_DIRNAME
+    if (target / "config.json").is_file():
+        return target
+    texts = _shipped_texts()
+    tokenizer = tiny_tokenizer(texts)
+    model = tiny_llama(
+        len(tokenizer), seed=seed, hidden_size=64, num_layers=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-tiny-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _shipped_texts() -> list[str]:
+    import json
+    from importlib import resources
+
+    texts = ["The quick brown fox jumps over the lazy dog. 0123456789 !?.,;:'\"()[]{}<>+-*/=_#@$%^&|~`\\"]
+    shipped = resources.files("flowhf.data") / "shipped"
+    for name in ("sentiment_prompts.jsonl", "toxicity_probes.jsonl", "stackexchange_train.jsonl"):
+        path = shipped / name
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines()[:300]:
+                row = json.loads(line)
+                texts.extend(str(v) for v in row.values() if isinstance(v, str))
+    return texts

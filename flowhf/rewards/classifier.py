@@ -178,6 +178,8 @@ class ClassifierReward(Reward):
 
     def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
         """Text path: the RM tokenizes the texts itself (right-truncated to max_length)."""
+        if not completions:
+            return torch.zeros(0)
         if self.input_format == "pair":
             enc = self.tokenizer(list(prompts), list(completions), truncation=True, max_length=self.max_length)
         else:

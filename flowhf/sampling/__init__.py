@@ -2,5 +2,14 @@
 
 from flowhf.sampling.generate import Completions, draw_temperature, sample_completions
 from flowhf.sampling.logprobs import SequenceScores, completion_log_probs
+from flowhf.sampling.replay import ReplayBuffer, ReplayItem
 
-__all__ = ["Completions", "SequenceScores", "completion_log_probs", "draw_temperature", "sample_completions"]
+__all__ = [
+    "Completions",
+    "ReplayBuffer",
+    "ReplayItem",
+    "SequenceScores",
+    "completion_log_probs",
+    "draw_temperature",
+    "sample_completions",
+]

@@ -67,7 +67,7 @@ def sample_completions(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     max_new_tokens: int,
-    eos_token_id: int,
+    eos_token_id: int | list[int],
     pad_token_id: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -78,6 +78,7 @@ def sample_completions(
 
     Args:
         prompt_ids: [B, P] left-padded prompt tokens; prompt_mask: [B, P].
+        eos_token_id: one id or several (e.g. <|im_end|> and <|endoftext|>); any ends a row.
         top_p: nucleus sampling (1.0 = off). Anything but 1.0 samples from a policy other
             than pi; the objectives stay valid (off-policy) but the mix changes.
     """
@@ -98,6 +99,7 @@ def sample_completions(
     tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     mask = torch.zeros(B, max_new_tokens, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
+    eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
     for t in range(max_new_tokens):
         scores = mask_logits(logits.float(), allowed_tokens) / temperature  # [B, V]
         probs = torch.softmax(scores, dim=-1)
@@ -107,7 +109,7 @@ def sample_completions(
         step_tokens = torch.where(finished, torch.full_like(step_tokens, pad_token_id), step_tokens)
         tokens[:, t] = step_tokens
         mask[:, t] = (~finished).float()
-        finished = finished | (step_tokens == eos_token_id)
+        finished = finished | torch.isin(step_tokens, eos_ids)
         if bool(finished.all()) or t == max_new_tokens - 1:
             break
         attention = torch.cat([attention, torch.ones(B, 1, dtype=attention.dtype, device=device)], dim=1)

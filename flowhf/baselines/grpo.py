@@ -1,0 +1,132 @@
+"""GRPO baseline with TRL's `GRPOTrainer`, rewarded by any FlowHF reward.
+
+One optimizer step = ``batch_size`` completions = ``batch_size / num_generations`` prompts with
+``num_generations`` samples each (default 8 = one prompt x 8 completions, the same 8 x 32 tokens
+per step the FlowHF runs use). With a chat template the prompts are conversational (TRL renders
+them exactly as FlowHF does); the reward wrapper hands the FlowHF reward the raw question and the
+plain completion text (`flowhf.baselines.reward_adapters.grpo_reward_function`).
+
+Defaults that differ from TRL's: ``beta=0.04`` (TRL 1.12 defaults to 0, no KL; the RLHF
+comparison keeps a KL to the reference like FlowHF's alpha * log p_ref term; with LoRA the
+reference is the adapter-free model, no copy), float32, no gradient checkpointing, constant LR,
+logging every step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flowhf.baselines.budget import Budget
+from flowhf.baselines.common import (
+    COMMON_TRAINER_KWARGS,
+    RunRecorder,
+    as_conversation,
+    coerce_lora,
+    load_model,
+    load_training_rows,
+    lora_config,
+    save_merged_model,
+    step_cap,
+    uses_chat_template,
+)
+from flowhf.baselines.reward_adapters import grpo_reward_function
+from flowhf.models.lora import LoraSettings
+
+
+def grpo_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
+    """Dataset rows for GRPOTrainer: ``prompt`` (conversational or text) + the other columns."""
+    examples = []
+    for row in rows:
+        example = {k: v for k, v in row.items() if k != "prompt"}
+        prompt = str(row["prompt"])
+        example["prompt"] = as_conversation(prompt) if chat else prompt
+        examples.append(example)
+    return examples
+
+
+def run_grpo(
+    model: Any,
+    prompts_source: str | os.PathLike,
+    reward_spec: Any,
+    output_dir: str | os.PathLike,
+    *,
+    budget: Budget | dict,
+    num_generations: int = 8,
+    max_completion_length: int = 32,
+    lora: LoraSettings | dict | None = None,
+    tokenizer: Any = None,
+    lr: float = 1e-4,
+    batch_size: int | None = None,
+    beta: float = 0.04,
+    temperature: float = 1.0,
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    use_chat_template: bool = True,
+    trl_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` with TRL's GRPOTrainer on ``reward_spec``; returns the result dict.
+
+    ``reward_spec``: anything `flowhf.rewards.build_reward` accepts ("sentiment", "toxicity",
+    "classifier:PATH", a dict, a callable with the FlowHF reward signature).
+    ``batch_size``: completions per optimizer step (default ``num_generations``: one prompt).
+    ``budget``: seconds / generated_tokens / max_steps, first reached wins.
+    ``trl_overrides``: extra `trl.GRPOConfig` fields, applied last.
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    from flowhf.rewards import build_reward
+
+    set_seed(seed)
+    lora = coerce_lora(lora)
+    batch_size = batch_size or num_generations
+    if batch_size % num_generations:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations}): every "
+            "prompt's group of completions must fit in one step"
+        )
+    recorder = RunRecorder("grpo", output_dir, budget)
+    reward = build_reward(reward_spec)
+    policy, tokenizer, source = load_model(model, tokenizer)
+    chat = uses_chat_template(tokenizer, use_chat_template)
+    rows = load_training_rows(prompts_source, ["prompt"], columns, split, limit)
+    dataset = Dataset.from_list(grpo_examples(rows, chat))
+
+    config_kwargs = {
+        **COMMON_TRAINER_KWARGS,
+        "output_dir": str(output_dir),
+        "learning_rate": lr,
+        "per_device_train_batch_size": batch_size,
+        "num_generations": num_generations,
+        "max_completion_length": max_completion_length,
+        "temperature": temperature,
+        "beta": beta,
+        "seed": seed,
+        "data_seed": seed,
+        "max_steps": step_cap(recorder.budget),
+        **(trl_overrides or {}),
+    }
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=grpo_reward_function(reward, recorder.counter),
+        args=GRPOConfig(**config_kwargs),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(lora),
+        callbacks=recorder.callbacks,
+    )
+    trainer.train()
+
+    model_dir = save_merged_model(trainer.model, tokenizer, Path(output_dir) / "model")
+    settings = {
+        "prompts_source": prompts_source, "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(reward),
+        "rows": len(rows), "chat_template": chat, "num_generations": num_generations,
+        "max_completion_length": max_completion_length, "lr": lr, "batch_size": batch_size, "beta": beta,
+        "temperature": temperature, "seed": seed, "lora": lora, "trl_config": config_kwargs,
+    }
+    return recorder.finish(model_dir, source, settings)

@@ -1,0 +1,168 @@
+"""PPO baseline with TRL's `PPOTrainer` (``trl.experimental.ppo`` in TRL 1.12).
+
+Same prompts, reward and generation length as the GRPO / FlowHF runs: each PPO update samples
+one completion of up to ``max_completion_length`` tokens for each of ``batch_size`` prompts
+(default 8 x 32, the same tokens per step as GRPO's one prompt x 8), stopping at EOS.
+
+Reward: ``reward`` is either
+- a FlowHF reward spec or callable (default path): wrapped by
+  `flowhf.baselines.reward_adapters.PPOTextReward`, an nn.Module that TRL's ``get_reward`` accepts
+  (backbone + ``.score``) and that scores the decoded raw prompt + completion text with the FlowHF
+  reward. Non-neural rewards (VADER sentiment, toxicity) and classifiers with their own tokenizer
+  work this way, and PPO sees the same numbers GRPO and FlowHF see; or
+- an nn.Module sequence classifier sharing the policy's vocabulary (TRL's native route: it reads
+  the policy's token ids of the templated prompt + response directly).
+
+Pad token: see `flowhf.baselines.ppo_models` (PPO needs pad != EOS; SmolLM2 reuses an unused
+special token). The saved tokenizer is the caller's original one (pad = EOS for SmolLM2), so the
+output folder loads like the input folder. TRL's PPO loop ignores ``should_training_stop``, so
+the budget callback raises `BudgetExhausted` after the step that used the budget up; it is caught
+here and the model is saved as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from flowhf.baselines.budget import Budget, BudgetExhausted
+from flowhf.baselines.common import (
+    COMMON_TRAINER_KWARGS,
+    RunRecorder,
+    coerce_lora,
+    encode_prompt,
+    load_model,
+    load_training_rows,
+    lora_config,
+    save_merged_model,
+    step_cap,
+    uses_chat_template,
+)
+from flowhf.baselines.ppo_models import build_value_model, ensure_distinct_pad
+from flowhf.baselines.reward_adapters import PPOCountingRM, PPOTextReward
+from flowhf.models.lora import LoraSettings
+
+
+def build_reward_module(reward: Any, tokenizer: Any, rows: list[dict], prompt_ids: list[list[int]], counter) -> nn.Module:
+    """The PPO reward model: native classifier (nn.Module) or a FlowHF reward wrapped for text."""
+    if isinstance(reward, nn.Module):
+        rm_rows = reward.get_input_embeddings().num_embeddings if hasattr(reward, "get_input_embeddings") else None
+        if rm_rows is not None and rm_rows < len(tokenizer):
+            raise ValueError(
+                f"the reward model has {rm_rows} token embeddings but the policy tokenizer has {len(tokenizer)} "
+                "tokens: TRL feeds the policy's token ids to the RM unchanged, so they must share a vocabulary. "
+                "Pass a FlowHF reward spec (e.g. 'classifier:PATH') to score decoded text instead."
+            )
+        return PPOCountingRM(reward, prompt_ids, counter)
+    from flowhf.rewards import build_reward
+
+    built = build_reward(reward)
+    extra = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"}
+    return PPOTextReward(built, tokenizer, [str(r["prompt"]) for r in rows], prompt_ids, extra, counter)
+
+
+def run_ppo(
+    model: Any,
+    prompts_source: str | os.PathLike,
+    reward: Any,
+    output_dir: str | os.PathLike,
+    *,
+    budget: Budget | dict,
+    max_completion_length: int = 32,
+    batch_size: int = 8,
+    lora: LoraSettings | dict | None = None,
+    value_lora: bool = True,
+    tokenizer: Any = None,
+    lr: float = 1e-4,
+    kl_coef: float = 0.05,
+    num_ppo_epochs: int = 4,
+    temperature: float = 1.0,
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    use_chat_template: bool = True,
+    trl_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` with TRL's PPOTrainer; returns the result dict (see the module docstring).
+
+    ``batch_size``: prompts (= completions) per PPO update; one update = one step of the budget.
+    ``num_ppo_epochs``: optimisation passes over each rollout batch (TRL default 4).
+    ``trl_overrides``: extra `PPOConfig` fields, applied last.
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    set_seed(seed)
+    lora = coerce_lora(lora)
+    recorder = RunRecorder("ppo", output_dir, budget, raise_on_stop=True, vf_coef=None)
+    policy, original_tokenizer, source = load_model(model, tokenizer)
+    tokenizer = copy.deepcopy(original_tokenizer)  # the pad change stays inside this run
+    original_generation = copy.deepcopy(policy.generation_config)
+    pad = ensure_distinct_pad(tokenizer, policy)
+    tokenizer.padding_side = "left"  # TRL's PPO expects left-padded queries
+
+    chat = uses_chat_template(tokenizer, use_chat_template)
+    rows = load_training_rows(prompts_source, ["prompt"], columns, split, limit)
+    if len(rows) < batch_size:
+        raise ValueError(
+            f"{prompts_source}: {len(rows)} prompt rows but batch_size={batch_size}; TRL's PPO drops the last "
+            "incomplete batch, so it needs at least batch_size prompts (lower batch_size or add prompts)"
+        )
+    prompt_ids = [encode_prompt(tokenizer, str(row["prompt"]), use_chat_template) for row in rows]
+    reward_model = build_reward_module(reward, tokenizer, rows, prompt_ids, recorder.counter)
+    value_model = build_value_model(policy, pad["pad_token_id"], lora, value_lora)
+
+    config_kwargs = {
+        **COMMON_TRAINER_KWARGS,
+        "output_dir": str(output_dir),
+        "learning_rate": lr,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": 1,
+        "num_mini_batches": 1,
+        "num_ppo_epochs": num_ppo_epochs,
+        "total_episodes": step_cap(recorder.budget) * batch_size,
+        "response_length": max_completion_length,
+        "stop_token": "eos",
+        "temperature": temperature,
+        "kl_coef": kl_coef,
+        "num_sample_generations": 0,
+        "seed": seed,
+        **(trl_overrides or {}),
+    }
+    args = PPOConfig(**config_kwargs)
+    recorder.metrics_callback.vf_coef = args.vf_coef
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=None,
+        reward_model=reward_model,
+        train_dataset=Dataset.from_dict({"input_ids": prompt_ids}),
+        value_model=value_model,
+        peft_config=lora_config(lora),
+        callbacks=recorder.callbacks,
+    )
+    try:
+        trainer.train()
+    except BudgetExhausted:
+        pass  # the step that used the budget up has finished and been logged
+
+    trained = trainer.accelerator.unwrap_model(trainer.model).policy
+    trained.generation_config = original_generation
+    keep_tokenizer = original_tokenizer if pad["how"] != "added" else tokenizer
+    model_dir = save_merged_model(trained, keep_tokenizer, Path(output_dir) / "model")
+    settings = {
+        "prompts_source": prompts_source, "reward": reward if isinstance(reward, (str, dict, list)) else repr(type(reward)),
+        "reward_route": "native_classifier" if isinstance(reward, nn.Module) else "flowhf_text_reward",
+        "rows": len(rows), "chat_template": chat, "max_completion_length": max_completion_length,
+        "batch_size": batch_size, "lr": lr, "kl_coef": kl_coef, "num_ppo_epochs": num_ppo_epochs,
+        "temperature": temperature, "seed": seed, "lora": lora, "value_lora": value_lora, "pad": pad,
+        "trl_config": config_kwargs,
+    }
+    return recorder.finish(model_dir, source, settings)

@@ -1,0 +1,91 @@
+"""The `flowhf` command line.
+
+    flowhf train --config FILE [--set key=value ...] --output-dir DIR [--resume]
+    flowhf eval --model DIR_OR_ID [--model ...] --task {stackexchange,toxicity} ...
+    flowhf compare DIR ... --output report.md
+    flowhf reward train --config FILE [--set key=value ...]
+    flowhf exact [--objective ...]      the exact-target benchmark (benchmarks/exact_target.py)
+    flowhf demo                         the README's main job on the embedded default
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+
+def _train(args: argparse.Namespace) -> int:
+    from flowhf.training.config import FlowHFConfig, describe
+
+    if args.help_config:
+        print(describe())
+        return 0
+    if not args.config:
+        print("flowhf train: --config FILE is required (see configs/*.yaml)", file=sys.stderr)
+        return 2
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"logging.output_dir={args.output_dir}")
+    config = FlowHFConfig.from_yaml(args.config, overrides)
+    from flowhf.training.trainer import FlowHFTrainer
+    from flowhf.training.summary import write_run_summary
+
+    trainer = FlowHFTrainer(args=config)
+    trainer.train(resume=args.resume)
+    summary = write_run_summary(config.logging.output_dir)
+    print(summary)
+    return 0
+
+
+def _exact(args: argparse.Namespace) -> int:
+    from flowhf.enumerable.cli import main as exact_main
+
+    return exact_main(args.rest)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flowhf.pipeline.demo import run_demo
+
+    return run_demo(quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowhf", description="GFlowNet fine-tuning of Hugging Face causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a policy with a GFlowNet objective")
+    train.add_argument("--config", help="YAML config (see configs/)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set target.beta=10")
+    train.add_argument("--output-dir", help="run directory (overrides logging.output_dir)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run directory")
+    train.add_argument("--help-config", action="store_true", help="list every config option with its help")
+    train.set_defaults(func=_train)
+
+    from flowhf.evaluation.cli import add_compare_parser, add_eval_parser
+
+    add_eval_parser(sub)
+    add_compare_parser(sub)
+
+    from flowhf.rewards.training import add_reward_parser
+
+    add_reward_parser(sub)
+
+    exact = sub.add_parser("exact", help="exact-target benchmark (same flags as benchmarks/exact_target.py)", add_help=False)
+    exact.add_argument("rest", nargs=argparse.REMAINDER)
+    exact.set_defaults(func=_exact)
+
+    demo = sub.add_parser("demo", help="the README's main job on the embedded default")
+    demo.add_argument("--quick", action="store_true", help="a shorter run (for a first look)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

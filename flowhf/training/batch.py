@@ -1,0 +1,101 @@
+"""Assemble one training batch: prompts x k completions from policy, dataset and replay.
+
+Each prompt gets k = samples_per_prompt completions: on-policy samples (tempered
+exploration), off-policy ones from a dataset column (the report trained FlowHF off-policy
+on StackExchange answers) and replayed ones. GFlowNet objectives accept all three: the loss
+always uses log-probs recomputed under the current policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from flowhf.sampling.generate import Completions
+
+
+@dataclass
+class TrajectoryBatch:
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    ids: torch.Tensor  # [B, T] right-padded completion actions
+    mask: torch.Tensor  # [B, T]
+    ended_with_eos: torch.Tensor  # [B] bool
+    group_ids: torch.Tensor  # [B] prompt index within the step
+    prompts: list[str]  # [B] prompt texts (as given, before the chat template)
+    sources: list[str]  # [B] "policy" | "offpolicy" | "replay"
+    columns: dict[str, list] = field(default_factory=dict)  # extra dataset columns, [B] each
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(dim=1).long()
+
+    def completion_lists(self) -> list[list[int]]:
+        return [row[: int(n)].tolist() for row, n in zip(self.ids, self.lengths)]
+
+
+def encode_prompts(tokenizer, prompts: list[str], chat_template: bool) -> list[list[int]]:
+    """Token ids of each prompt, wrapped in the chat template when asked and available."""
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        out = []
+        for p in prompts:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            out.append(list(ids))
+        return out
+    return [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, P] ids and mask, padded on the left."""
+    P = max(len(r) for r in rows)
+    ids = torch.full((len(rows), P), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), P, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, P - len(r) :] = torch.as_tensor(r)
+            mask[i, P - len(r) :] = 1
+    return ids, mask
+
+
+def completions_from_texts(tokenizer, texts: list[str], max_new_tokens: int, eos_id: int, pad_id: int) -> Completions:
+    """Off-policy trajectories from text: tokens + EOS, or forced-terminated at max_new_tokens.
+
+    A text longer than max_new_tokens is cut; it then ends without EOS exactly like a
+    sampled completion forced to terminate, so the objectives treat both the same way.
+    """
+    rows, eos_flags = [], []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) < max_new_tokens:
+            rows.append(ids + [eos_id])
+            eos_flags.append(True)
+        else:
+            rows.append(ids[:max_new_tokens])
+            eos_flags.append(False)
+    return completions_from_ids(rows, eos_flags, pad_id)
+
+
+def completions_from_ids(rows: list[list[int]], ended_with_eos: list[bool], pad_id: int) -> Completions:
+    T = max(1, max((len(r) for r in rows), default=1))
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), T)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, : len(r)] = torch.as_tensor(r)
+            mask[i, : len(r)] = 1.0
+    return Completions(ids, mask, torch.as_tensor(ended_with_eos, dtype=torch.bool), 1.0)
+
+
+def concat_completions(parts: list[Completions], pad_id: int) -> Completions:
+    """Stack completion batches of different lengths (right padding)."""
+    parts = [p for p in parts if p.ids.shape[0] > 0]
+    T = max(max(p.ids.shape[1] for p in parts), 1)
+    ids, masks = [], []
+    for p in parts:
+        extra = T - p.ids.shape[1]
+        ids.append(torch.nn.functional.pad(p.ids, (0, extra), value=pad_id))
+        masks.append(torch.nn.functional.pad(p.mask, (0, extra), value=0.0))
+    return Completions(torch.cat(ids), torch.cat(masks), torch.cat([p.ended_with_eos for p in parts]), parts[0].temperature)

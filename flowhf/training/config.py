@@ -1,0 +1,269 @@
+"""FlowHFConfig: every training option, grouped, with help text; YAML + `--set` overrides.
+
+YAML files are nested by group (``model:``, ``target:``, ...). Overrides are
+``--set group.key=value`` or ``--set key=value`` (key names are unique across groups).
+Unknown groups or keys are errors that name the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelArgs:
+    name: str = _f("smollm2", "Policy: 'smollm2' (embedded default), 'tiny-random', a local folder, a .gguf file or a Hub id.")
+    dtype: str = _f("float32", "Weight dtype: float32 | bfloat16.")
+    autocast_bf16: bool = _f(False, "Run forward/backward under bf16 autocast (fast on CPUs with avx512_bf16 and on GPUs).")
+    lora: bool = _f(True, "Train LoRA adapters (reference = adapters disabled). False = full fine-tuning with a frozen copy.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: list[str] = _f(None, "Modules to adapt (default q,k,v,o projections; ['all-linear'] for all).")
+    trust_remote_code: bool = _f(False, "Allow custom model code from the Hub (off unless you trust the model).")
+    cache_dir: str | None = _f(None, "Cache for converted models (default $FLOWHF_CACHE_DIR or ~/.cache/flowhf).")
+    chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template (when it has one).")
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model.dtype={self.dtype!r}: use float32 or bfloat16")
+
+
+@dataclass
+class TargetArgs:
+    reward: str = _f("sentiment", "Reward spec for flowhf.rewards.build_reward, e.g. sentiment, toxicity, classifier:PATH, '0.5*sentiment+0.5*toxicity'.")
+    beta: float = _f(1.0, "Reward weight beta in log R = beta * r + alpha * log p_ref (the report's FlowHF uses 100).")
+    beta_end: float | None = _f(None, "Final beta of a schedule (None = constant beta).")
+    beta_schedule: str = _f("constant", "constant | linear | cosine.")
+    beta_steps: int = _f(0, "Steps over which beta moves from beta to beta_end.")
+    alpha: float = _f(1.0, "Weight of log p_ref (1 = KL-regularised target; 0 = the report's target, no LM prior).")
+    reward_floor: float | None = _f(None, "Clamp rewards below this value (a log-reward floor for rare, very negative rewards).")
+    prefix_stride: int = _f(1, "FL/SubTB prefix rewards: score every k-th prefix (k > 1 approximates, for slow non-causal rewards).")
+
+
+@dataclass
+class ObjectiveArgs:
+    objective: str = _f("subtb", "tb | fl | db | subtb | pg (pg = REINFORCE-LOO reward maximiser, for comparison).")
+    logz: str = _f("batch", "TB log Z: scalar (learned, the report's) | prompt (head on prompt states) | batch (VarGrad, detached).")
+    logz_init: float = _f(0.0, "Initial value of a learned log Z.")
+    penalty: str = _f("squared", "Regression penalty on residuals: squared | huber.")
+    huber_delta: float = _f(1.0, "Huber transition point.")
+    subtb_lambda: float = _f(0.9, "SubTB lambda (geometric weight of sub-trajectory length).")
+    subtb_energies: bool = _f(True, "SubTB flows parametrised forward-looking (F = F~ R(prefix)); needs prefix rewards.")
+    pg_kl_coef: float = _f(0.0, "pg only: KL-to-reference penalty coefficient.")
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("tb", "fl", "db", "subtb", "pg"):
+            raise ValueError(f"objective.objective={self.objective!r}: use tb, fl, db, subtb or pg")
+        if self.logz not in ("scalar", "prompt", "batch"):
+            raise ValueError(f"objective.logz={self.logz!r}: use scalar, prompt or batch")
+        if self.penalty not in ("squared", "huber"):
+            raise ValueError(f"objective.penalty={self.penalty!r}: use squared or huber")
+
+
+@dataclass
+class SamplingArgs:
+    max_new_tokens: int = _f(32, "Completion length limit; a completion without EOS is forced to end here.")
+    prompts_per_step: int = _f(2, "Distinct prompts per update.")
+    samples_per_prompt: int = _f(4, "Completions per prompt per update (k; batch log Z and pg need >= 2).")
+    explore_prob: float = _f(0.5, "Probability that a batch is sampled at a tempered temperature.")
+    temperature_low: float = _f(1.0, "Exploration temperature range, low end.")
+    temperature_high: float = _f(1.5, "Exploration temperature range, high end.")
+    top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).")
+    offpolicy_column: str | None = _f(None, "Dataset column with reference completions to train on off-policy (e.g. response_j).")
+    offpolicy_fraction: float = _f(0.0, "Fraction of each prompt's k completions taken from offpolicy_column.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.offpolicy_fraction <= 1.0:
+            raise ValueError("sampling.offpolicy_fraction must be in [0, 1]")
+        if self.offpolicy_fraction > 0 and not self.offpolicy_column:
+            raise ValueError("sampling.offpolicy_fraction > 0 needs sampling.offpolicy_column (e.g. response_j)")
+        if self.temperature_low <= 0 or self.temperature_high < self.temperature_low:
+            raise ValueError("need 0 < sampling.temperature_low <= sampling.temperature_high")
+
+
+@dataclass
+class ReplayArgs:
+    replay_ratio: float = _f(0.0, "Fraction of each prompt's k completions drawn from the replay buffer.")
+    replay_capacity: int = _f(64, "Replay items kept per prompt (lowest reward evicted).")
+    replay_prioritized: bool = _f(True, "Sample replay items with probability ∝ exp(r / replay_temperature).")
+    replay_temperature: float = _f(1.0, "Temperature of prioritised replay.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ValueError("replay.replay_ratio must be in [0, 1)")
+
+
+@dataclass
+class OptimArgs:
+    learning_rate: float = _f(1e-4, "Policy (LoRA or full) learning rate.")
+    head_learning_rate: float = _f(1e-3, "Flow head / prompt log Z head learning rate.")
+    logz_learning_rate: float = _f(1e-2, "Scalar log Z learning rate (its own, as in Malkin et al.).")
+    weight_decay: float = _f(0.0, "AdamW weight decay of the policy.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
+    warmup_steps: int = _f(0, "Linear warm-up steps.")
+    lr_scheduler: str = _f("constant", "constant | linear | cosine (after warm-up, to 0 at max_steps).")
+    max_steps: int = _f(100, "Number of updates.")
+    max_seconds: float | None = _f(None, "Stop after this much wall-clock training time (checked between steps).")
+    seed: int = _f(0, "Seed of data order, sampling and initialisation.")
+    max_skipped_steps: int = _f(5, "Stop after this many consecutive non-finite steps.")
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler not in ("constant", "linear", "cosine"):
+            raise ValueError(f"optim.lr_scheduler={self.lr_scheduler!r}: use constant, linear or cosine")
+
+
+@dataclass
+class DataArgs:
+    dataset: str = _f("sentiment_prompts", "Prompt source: shipped name, local .jsonl/.csv/.parquet, or hf:NAME[:CONFIG].")
+    split: str | None = _f(None, "Split for `datasets` sources.")
+    prompt_column: str = _f("prompt", "Column holding the prompt (e.g. question for StackExchange).")
+    reward_columns: list[str] = _f(None, "Extra dataset columns passed to the reward as keyword lists (e.g. [reference]).")
+    limit: int | None = _f(None, "Use only the first N rows.")
+
+
+@dataclass
+class LoggingArgs:
+    output_dir: str = _f("runs/flowhf", "Run directory (metrics, checkpoints, final model).")
+    logging_steps: int = _f(1, "Log metrics every N steps.")
+    save_steps: int = _f(50, "Checkpoint every N steps (0 = only at the end).")
+    save_total_limit: int = _f(2, "Keep this many recent checkpoints.")
+    report_to: list[str] = _f(None, "Sinks: jsonl, csv (always), tensorboard, wandb (when installed).")
+    histogram_every: int = _f(0, "Log log-prob / flow histograms every N steps (0 = off).")
+    progress_bar: bool = _f(True, "Show a progress bar.")
+
+
+GROUPS = {
+    "model": ModelArgs,
+    "target": TargetArgs,
+    "objective": ObjectiveArgs,
+    "sampling": SamplingArgs,
+    "replay": ReplayArgs,
+    "optim": OptimArgs,
+    "data": DataArgs,
+    "logging": LoggingArgs,
+}
+
+
+@dataclass
+class FlowHFConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    target: TargetArgs = field(default_factory=TargetArgs)
+    objective: ObjectiveArgs = field(default_factory=ObjectiveArgs)
+    sampling: SamplingArgs = field(default_factory=SamplingArgs)
+    replay: ReplayArgs = field(default_factory=ReplayArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    logging: LoggingArgs = field(default_factory=LoggingArgs)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject combinations that cannot work, saying how to fix them."""
+        o, s = self.objective, self.sampling
+        needs_k = (o.objective == "tb" and o.logz == "batch") or o.objective == "pg"
+        if needs_k and s.samples_per_prompt < 2:
+            raise ValueError(
+                f"objective={o.objective} (logz={o.logz}) needs sampling.samples_per_prompt >= 2 "
+                "(several samples of each prompt); raise it or use objective.logz=scalar/prompt"
+            )
+        n_on = s.samples_per_prompt - round(s.offpolicy_fraction * s.samples_per_prompt) - round(
+            self.replay.replay_ratio * s.samples_per_prompt
+        )
+        if n_on < 1:
+            raise ValueError("replay_ratio + offpolicy_fraction leave no on-policy sample per prompt; lower them")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None, source: str = "config") -> "FlowHFConfig":
+        data = data or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of groups ({', '.join(GROUPS)})")
+        groups = {}
+        for name, value in data.items():
+            if name not in GROUPS:
+                raise ValueError(f"{source}: unknown group {name!r}{_suggest(name, GROUPS)}; groups are {', '.join(GROUPS)}")
+            groups[name] = _build_group(GROUPS[name], value or {}, f"{source}: {name}")
+        return cls(**groups)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "FlowHFConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        apply_overrides(data, overrides or [])
+        return cls.from_dict(data, str(path))
+
+
+def _build_group(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping of keys, got {type(values).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ValueError(f"{where}: unknown key {key!r}{_suggest(key, names)}")
+    return cls(**values)
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _key_to_group() -> dict[str, str]:
+    return {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``group.key=value`` / ``key=value`` overrides (values parsed as YAML) in place."""
+    flat = _key_to_group()
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value (e.g. --set target.beta=10)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            group, name = key.split(".", 1)
+        elif key in flat:
+            group, name = flat[key], key
+        else:
+            raise ValueError(f"--set {key!r}: unknown key{_suggest(key, flat)}")
+        if group not in GROUPS:
+            raise ValueError(f"--set {key!r}: unknown group {group!r}{_suggest(group, GROUPS)}")
+        valid = {f.name for f in dataclasses.fields(GROUPS[group])}
+        if name not in valid:
+            raise ValueError(f"--set {key!r}: {group} has no key {name!r}{_suggest(name, valid)}")
+        data.setdefault(group, {})
+        if data[group] is None:
+            data[group] = {}
+        data[group][name] = yaml.safe_load(raw)
+    return data
+
+
+def describe() -> str:
+    """Every option with its default and help text (for `flowhf train --help-config`)."""
+    lines = []
+    for group, cls in GROUPS.items():
+        lines.append(f"{group}:")
+        for f in dataclasses.fields(cls):
+            lines.append(f"  {f.name} = {f.default!r}\n      {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def config_value(cfg: Any, dotted: str) -> Any:
+    group, key = dotted.split(".")
+    return getattr(getattr(cfg, group), key)

@@ -1,0 +1,68 @@
+"""After a run: a curves PNG and a short text summary from the run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+CURVE_KEYS = ("train/reward_mean", "train/kl_per_token", "train/log_z", "train/loss")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a flowhf run directory?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run_curves(run_dir: str | Path, keys=CURVE_KEYS, smooth: int = 10) -> Path:
+    """Plot `keys` against the step (raw and a moving average) into <run_dir>/curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2))
+    for ax, key in zip(axes, keys):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, alpha=0.35, lw=1)
+            if len(ys) >= smooth:
+                avg = [sum(ys[max(0, i - smooth + 1) : i + 1]) / len(ys[max(0, i - smooth + 1) : i + 1]) for i in range(len(ys))]
+                ax.plot(xs, avg, lw=2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    out = Path(run_dir) / "curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_run_summary(run_dir: str | Path, window: int = 10) -> str:
+    """First/last-window means of the key metrics, written to summary.json and returned as text."""
+    rows = read_metrics(run_dir)
+
+    def mean(key, part):
+        vals = [r[key] for r in part if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    first, last = rows[:window], rows[-window:]
+    summary = {
+        "steps": rows[-1]["step"] if rows else 0,
+        "seconds": sum(r.get("train/step_time") or 0 for r in rows),
+        **{f"first/{k}": mean(k, first) for k in CURVE_KEYS},
+        **{f"last/{k}": mean(k, last) for k in CURVE_KEYS},
+        "skipped_steps": rows[-1].get("train/skipped_steps", 0) if rows else 0,
+    }
+    png = plot_run_curves(run_dir)
+    summary["curves_png"] = str(png)
+    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    lines = [f"run {run_dir}: {summary['steps']} steps, {summary['seconds']:.0f} s of training"]
+    for k in CURVE_KEYS:
+        lines.append(f"  {k:<22} first {window}: {summary['first/' + k]:>9.4f}   last {window}: {summary['last/' + k]:>9.4f}")
+    lines.append(f"  curves: {png}")
+    return "\n".join(lines)

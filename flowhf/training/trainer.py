@@ -1,0 +1,380 @@
+"""FlowHFTrainer: GFlowNet fine-tuning of a causal LM, in the shape of a TRL trainer.
+
+    trainer = FlowHFTrainer(model="smollm2", reward_funcs="sentiment", args=config, train_dataset=rows)
+    trainer.train()
+
+One step reads top to bottom in `training_step`: sample -> score -> target -> residuals ->
+update. It runs under `accelerate` (one process by default; `accelerate launch` or
+`torchrun` for more, each process sampling its own prompts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from flowhf.data.loading import load_rows
+from flowhf.models.heads import FlowHead, PromptLogZHead, ScalarLogZ, save_policy
+from flowhf.models.loading import PolicyBundle, load_policy
+from flowhf.models.lora import LoraSettings
+from flowhf.rewards import build_reward
+from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
+from flowhf.sampling.replay import ReplayBuffer
+from flowhf.target import BetaSchedule, prefix_target_log_reward, target_log_reward
+from flowhf.training import checkpoint
+from flowhf.training.batch import (
+    TrajectoryBatch,
+    completions_from_ids,
+    completions_from_texts,
+    concat_completions,
+    encode_prompts,
+    left_pad,
+)
+from flowhf.training.config import FlowHFConfig
+from flowhf.training.logging import MetricsLogger, ProgressBar
+from flowhf.training.loss import FLOW_OBJECTIVES, ObjectiveInputs, ObjectiveSettings, objective_loss
+from flowhf.training.step_metrics import histogram_tensors, step_metrics
+
+
+class NonFiniteStep(RuntimeError):
+    pass
+
+
+class FlowHFTrainer:
+    """Train `model` so it samples completions in proportion to exp(beta r + alpha log p_ref).
+
+    Args:
+        model: a model spec ('smollm2', folder, .gguf, Hub id), a PreTrainedModel, or a
+            ready `PolicyBundle`.
+        reward_funcs: a reward spec string/dict/list (see `flowhf.rewards.build_reward`) or
+            a callable `reward(prompts, completions, **columns) -> Tensor[B]`.
+        args: FlowHFConfig.
+        train_dataset: list of row dicts; default = `args.data.dataset` loaded.
+        tokenizer: needed when `model` is a bare PreTrainedModel.
+    """
+
+    def __init__(self, model=None, reward_funcs=None, args: FlowHFConfig | None = None, train_dataset=None, tokenizer=None):
+        self.args = args or FlowHFConfig()
+        cfg = self.args
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.output_dir = Path(cfg.logging.output_dir)
+        self.bundle = self._load_model(model if model is not None else cfg.model.name, tokenizer)
+        self.tokenizer = self.bundle.tokenizer
+        self.reward_fn = self._load_reward(reward_funcs if reward_funcs is not None else cfg.target.reward)
+        self.rows = list(train_dataset) if train_dataset is not None else load_rows(
+            cfg.data.dataset, required=[cfg.data.prompt_column], split=cfg.data.split, limit=cfg.data.limit
+        )
+        self._check_rows()
+        self.settings = ObjectiveSettings(
+            objective=cfg.objective.objective, logz=cfg.objective.logz, penalty=cfg.objective.penalty,
+            huber_delta=cfg.objective.huber_delta, subtb_lambda=cfg.objective.subtb_lambda,
+            subtb_energies=cfg.objective.subtb_energies, pg_kl_coef=cfg.objective.pg_kl_coef,
+        )
+        self.beta = BetaSchedule(cfg.target.beta, cfg.target.beta_end, cfg.target.beta_schedule, cfg.target.beta_steps)
+        hidden = self.bundle.model.config.hidden_size
+        self.heads = self._build_heads(hidden)
+        self.optimizer = self._build_optimizer()
+        self.scheduler = self._build_scheduler()
+        self.model, self.optimizer, self.scheduler, *heads = self.accelerator.prepare(
+            self.bundle.model, self.optimizer, self.scheduler, *self.heads.values()
+        )
+        self.heads = dict(zip(self.heads.keys(), heads))
+        self.eos_ids = self._eos_ids()
+        self.pad_id = self.tokenizer.pad_token_id
+        self.replay = ReplayBuffer(
+            cfg.replay.replay_capacity, cfg.replay.replay_prioritized, cfg.replay.replay_temperature, seed=cfg.optim.seed
+        )
+        self.state = {"step": 0, "data_cursor": 0, "epoch": 0, "skipped_in_a_row": 0, "skipped_total": 0, "train_seconds": 0.0}
+        self.rng = random.Random(cfg.optim.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.optim.seed)
+        self.allowed_tokens = None
+
+    # ------------------------------------------------------------------ construction
+
+    def _load_model(self, model, tokenizer) -> PolicyBundle:
+        if isinstance(model, PolicyBundle):
+            return model
+        m = self.args.model
+        lora = LoraSettings(
+            r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout,
+            **({"target_modules": m.lora_target_modules} if m.lora_target_modules else {}),
+        ) if m.lora else None
+        torch.manual_seed(self.args.optim.seed)  # LoRA init is random: make it the seed's
+        return load_policy(model, lora=lora, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                           cache_dir=m.cache_dir, tokenizer=tokenizer)
+
+    def _load_reward(self, spec):
+        reward = spec if callable(spec) and not isinstance(spec, (str, dict, list)) else build_reward(spec)
+        if self.args.target.prefix_stride > 1 and hasattr(reward, "set_prefix_stride"):
+            reward.set_prefix_stride(self.args.target.prefix_stride)
+        needs_prefix = self.args.objective.objective == "fl" or (
+            self.args.objective.objective == "subtb" and self.args.objective.subtb_energies
+        )
+        if needs_prefix and not hasattr(reward, "score_prefixes"):
+            raise ValueError(
+                f"objective {self.args.objective.objective} needs prefix rewards but this reward has no score_prefixes; "
+                "wrap it with flowhf.rewards (any Reward subclass has one) or set objective.subtb_energies=false / use tb"
+            )
+        self.needs_prefix = needs_prefix
+        return reward
+
+    def _check_rows(self) -> None:
+        col = self.args.data.prompt_column
+        if not self.rows:
+            raise ValueError(f"dataset {self.args.data.dataset!r} has no rows")
+        for i, row in enumerate(self.rows):
+            if not isinstance(row.get(col), str) or not row[col].strip():
+                raise ValueError(f"dataset row {i + 1}: missing or empty prompt column {col!r}; set data.prompt_column")
+            off = self.args.sampling.offpolicy_column
+            if self.args.sampling.offpolicy_fraction > 0 and not row.get(off):
+                raise ValueError(f"dataset row {i + 1}: missing off-policy column {off!r} (sampling.offpolicy_column)")
+
+    def _build_heads(self, hidden: int) -> dict:
+        o = self.args.objective
+        heads = {}
+        if o.objective in FLOW_OBJECTIVES:
+            heads["flow_head"] = FlowHead(hidden)
+        if o.objective == "tb" and o.logz == "prompt":
+            heads["log_z_head"] = PromptLogZHead(hidden, init=o.logz_init)
+        if o.objective == "tb" and o.logz == "scalar":
+            heads["log_z"] = ScalarLogZ(init=o.logz_init)
+        return heads
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        opt = self.args.optim
+        policy = [p for p in self.bundle.model.parameters() if p.requires_grad]
+        groups = [{"params": policy, "lr": opt.learning_rate, "weight_decay": opt.weight_decay, "name": "policy"}]
+        for name, head in self.heads.items():
+            lr = opt.logz_learning_rate if name == "log_z" else opt.head_learning_rate
+            groups.append({"params": list(head.parameters()), "lr": lr, "weight_decay": 0.0, "name": name})
+        return torch.optim.AdamW(groups)
+
+    def _build_scheduler(self):
+        opt = self.args.optim
+        import math
+
+        def factor(step: int) -> float:
+            if opt.warmup_steps and step < opt.warmup_steps:
+                return (step + 1) / opt.warmup_steps
+            if opt.lr_scheduler == "constant":
+                return 1.0
+            progress = min(1.0, (step - opt.warmup_steps) / max(1, opt.max_steps - opt.warmup_steps))
+            return 1.0 - progress if opt.lr_scheduler == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def _eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.bundle.model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+        ids.update(extra if isinstance(extra, list) else ([extra] if extra is not None else []))
+        return sorted(i for i in ids if i is not None)
+
+    # ------------------------------------------------------------------ data
+
+    def next_prompt_rows(self) -> list[dict]:
+        """The next prompts_per_step rows in a seeded per-epoch shuffle (position is checkpointed)."""
+        n, out = self.args.sampling.prompts_per_step, []
+        while len(out) < n:
+            order = list(range(len(self.rows)))
+            random.Random(self.args.optim.seed * 100_003 + self.state["epoch"]).shuffle(order)
+            take = order[self.state["data_cursor"] : self.state["data_cursor"] + n - len(out)]
+            out.extend(self.rows[i] for i in take)
+            self.state["data_cursor"] += len(take)
+            if self.state["data_cursor"] >= len(self.rows):
+                self.state["epoch"] += 1
+                self.state["data_cursor"] = 0
+        return out
+
+    def build_batch(self, rows: list[dict]) -> tuple[TrajectoryBatch, float]:
+        """Prompts x k completions: on-policy (tempered), off-policy column, replay."""
+        s, cfg = self.args.sampling, self.args
+        k = s.samples_per_prompt
+        n_off = round(s.offpolicy_fraction * k)
+        prompts = [r[cfg.data.prompt_column] for r in rows]
+        # A prompt with nothing in the buffer yet gets on-policy samples in its replay slots.
+        n_replay = [round(cfg.replay.replay_ratio * k) if self.replay.size(p) else 0 for p in prompts]
+        encoded = encode_prompts(self.tokenizer, prompts, cfg.model.chat_template)
+        order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
+        temperature = draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
+        pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
+        policy = self.accelerator.unwrap_model(self.model)
+        with self._autocast():
+            sampled = sample_completions(policy, pids.to(self.device), pmask.to(self.device), s.max_new_tokens,
+                                         self.eos_ids, self.pad_id, temperature, s.top_p, self.allowed_tokens,
+                                         self.generator if self.device.type == "cpu" else None)
+        parts = [type(sampled)(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature)]
+        if n_off:
+            texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
+            order += [(g, "offpolicy") for g in range(len(rows)) for _ in range(n_off)]
+            parts.append(completions_from_texts(self.tokenizer, texts, s.max_new_tokens, self.eos_ids[0], self.pad_id))
+        if any(n_replay):
+            drawn = self.replay.sample([p for p, n in zip(prompts, n_replay) if n], [n for n in n_replay if n])
+            groups_with_replay = [g for g, n in enumerate(n_replay) if n]
+            items = [(g, item) for g, chunk in zip(groups_with_replay, drawn) for item in chunk]
+            order += [(g, "replay") for g, _ in items]
+            parts.append(completions_from_ids([list(it.token_ids) for _, it in items],
+                                              [it.ended_with_eos for _, it in items], self.pad_id))
+        comp = concat_completions(parts, self.pad_id)
+        groups = [g for g, _ in order]
+        pids, pmask = left_pad([encoded[g] for g in groups], self.pad_id)
+        columns = {c: [rows[g].get(c) for g in groups] for c in (cfg.data.reward_columns or [])}
+        batch = TrajectoryBatch(pids, pmask, comp.ids, comp.mask, comp.ended_with_eos, torch.as_tensor(groups),
+                                [prompts[g] for g in groups], [src for _, src in order], columns)
+        return batch, temperature
+
+    # ------------------------------------------------------------------ the step
+
+    def training_step(self) -> dict:
+        """sample -> score -> target -> residuals -> update. Returns the step's metrics."""
+        cfg, t0 = self.args, time.perf_counter()
+        step = self.state["step"]
+        # 1. sample
+        batch, temperature = self.build_batch(self.next_prompt_rows())
+        t_sample = time.perf_counter()
+        # 2. score: rewards of the texts (and of every prefix for FL / SubTB energies)
+        texts = self.tokenizer.batch_decode(batch.completion_lists(), skip_special_tokens=True)
+        reward = self.reward_fn(batch.prompts, texts, **batch.columns).float().cpu()  # [B]
+        if cfg.target.reward_floor is not None:
+            reward = reward.clamp_min(cfg.target.reward_floor)
+        prefix_reward = None
+        if self.needs_prefix:
+            prefix_reward = self.reward_fn.score_prefixes(batch.prompts, batch.completion_lists(), self.tokenizer, **batch.columns)
+            prefix_reward = prefix_reward.float().cpu()[:, : batch.ids.shape[1] + 1]
+            if cfg.target.reward_floor is not None:
+                prefix_reward = prefix_reward.clamp_min(cfg.target.reward_floor)
+        t_reward = time.perf_counter()
+        # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
+        dev = self.device
+        ids, mask, pids, pmask = batch.ids.to(dev), batch.mask.to(dev), batch.prompt_ids.to(dev), batch.prompt_mask.to(dev)
+        need_hidden = bool(self.heads.get("flow_head") or self.heads.get("log_z_head"))
+        with self.bundle.reference_mode() as reference, self._autocast():
+            ref_log_pf = completion_log_probs(reference, pids, pmask, ids, mask, self.allowed_tokens).log_pf.float()
+        beta = self.beta(step)
+        log_reward = target_log_reward(reward.to(dev), beta, cfg.target.alpha, ref_log_pf, mask)  # [B]
+        prefix_log_reward = None
+        if prefix_reward is not None:
+            prefix_log_reward = prefix_target_log_reward(prefix_reward.to(dev), beta, cfg.target.alpha, ref_log_pf, mask)
+        # 4. residuals under the current policy (log-probs recomputed with gradient)
+        self.model.train()
+        with self._autocast():
+            scores = completion_log_probs(self.model, pids, pmask, ids, mask, self.allowed_tokens,
+                                          with_hidden=need_hidden, with_entropy=True)
+        inputs = ObjectiveInputs(log_pf=scores.log_pf.float(), mask=mask, log_reward=log_reward,
+                                 group_ids=batch.group_ids.to(dev), prefix_log_reward=prefix_log_reward,
+                                 reward=beta * reward.to(dev), ref_log_pf=ref_log_pf)
+        if "flow_head" in self.heads:
+            inputs.log_flow = self.heads["flow_head"](scores.hidden)
+        if "log_z_head" in self.heads:
+            inputs.log_z = self.heads["log_z_head"](scores.prompt_hidden, pmask)
+        if "log_z" in self.heads:
+            inputs.log_z = self.heads["log_z"](batch_size=ids.shape[0])
+        out = objective_loss(self.settings, inputs)
+        # 5. update, never with a non-finite loss or gradient
+        skipped, grad_norm = self._update(out.loss, {"log_reward": log_reward, "log_pf": inputs.log_pf, "log_z": out.log_z})
+        t_end = time.perf_counter()
+        self._remember(batch, reward, log_reward)
+        metrics = step_metrics(batch, reward, log_reward, scores, ref_log_pf, out, beta, temperature, skipped,
+                               grad_norm, self.state, self.optimizer, (t0, t_sample, t_reward, t_end))
+        self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
+        return metrics
+
+    def _update(self, loss: torch.Tensor, named: dict) -> tuple[str | None, float]:
+        """Backward + clip + step. Returns (name of the non-finite quantity if skipped, grad norm)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        bad, grad_norm = (None if torch.isfinite(loss) else "train/loss"), float("nan")
+        if bad is None:
+            self.accelerator.backward(loss)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            max_norm = self.args.optim.max_grad_norm or float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            if not torch.isfinite(torch.tensor(grad_norm)):
+                bad = "train/grad_norm"
+        if bad is not None:
+            for name, value in named.items():  # name the culprit upstream of the loss if there is one
+                if value is not None and not torch.isfinite(value.detach()).all():
+                    bad = f"{bad} (non-finite {name})"
+                    break
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state["skipped_in_a_row"] += 1
+            self.state["skipped_total"] += 1
+            self._record_skip(bad)
+            if self.state["skipped_in_a_row"] >= self.args.optim.max_skipped_steps:
+                raise NonFiniteStep(
+                    f"{self.state['skipped_in_a_row']} consecutive steps skipped for non-finite values ({bad}); "
+                    "lower the learning rates, use objective.penalty=huber, set target.alpha=1 or use objective.logz=batch"
+                )
+            return bad, grad_norm
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state["skipped_in_a_row"] = 0
+        return None, grad_norm
+
+    def _record_skip(self, reason: str) -> None:
+        """Skipped steps are logged with the offending quantity (stderr + skipped_steps.jsonl)."""
+        import json
+        import sys
+
+        step = self.state["step"] + 1
+        print(f"[flowhf] step {step}: skipped, {reason}; nothing was applied", file=sys.stderr)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "skipped_steps.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "reason": reason}) + "\n")
+
+    def _remember(self, batch: TrajectoryBatch, reward: torch.Tensor, log_reward: torch.Tensor) -> None:
+        if self.args.replay.replay_ratio <= 0:
+            return
+        for i, tokens in enumerate(batch.completion_lists()):
+            if batch.sources[i] != "replay":
+                self.replay.add(batch.prompts[i], tokens, bool(batch.ended_with_eos[i]), float(reward[i]), float(log_reward[i]))
+
+    def _autocast(self):
+        if self.args.model.autocast_bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self, resume: bool = False) -> dict:
+        cfg = self.args
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            checkpoint.resume_latest(self)
+        checkpoint.write_config(self)
+        logger = MetricsLogger(self.output_dir, report_to=cfg.logging.report_to or ["jsonl", "csv"],
+                               histogram_every=cfg.logging.histogram_every)
+        bar = ProgressBar(cfg.optim.max_steps, initial=self.state["step"], disable=not cfg.logging.progress_bar)
+        last = {}
+        try:
+            while self.state["step"] < cfg.optim.max_steps:
+                if cfg.optim.max_seconds is not None and self.state["train_seconds"] >= cfg.optim.max_seconds:
+                    break
+                metrics = self.training_step()
+                self.state["step"] += 1
+                self.state["train_seconds"] += metrics["train/step_time"]
+                step = self.state["step"]
+                last = metrics
+                if step % cfg.logging.logging_steps == 0 or step == cfg.optim.max_steps:
+                    logger.log(step, metrics)
+                logger.log_histograms(step, self._last_hist)
+                bar.update(step, metrics)
+                if cfg.logging.save_steps and step % cfg.logging.save_steps == 0:
+                    checkpoint.save_checkpoint(self)
+        finally:
+            bar.close()
+            logger.close()
+        checkpoint.save_checkpoint(self)
+        self.save_model(self.output_dir)
+        return last
+
+    def save_model(self, directory: str | Path) -> Path:
+        """Save the policy (adapter or full model), tokenizer and heads as a loadable folder."""
+        heads = {name: self.accelerator.unwrap_model(h) for name, h in self.heads.items()}
+        meta = {"objective": self.args.objective.objective, "config": self.args.to_dict()}
+        return save_policy(self.bundle, directory, heads=heads, meta=meta)
