@@ -4,7 +4,7 @@ Same prompts, reward and generation length as the GRPO / FlowHF runs: each PPO u
 one completion of up to ``max_completion_length`` tokens for each of ``batch_size`` prompts
 (default 8 x 32, the same tokens per step as GRPO's one prompt x 8), stopping at EOS.
 
-Reward: ``reward`` is either
+Reward: ``reward_spec`` is either
 - a FlowHF reward spec or callable (default path): wrapped by
   `flowhf.baselines.reward_adapters.PPOTextReward`, an nn.Module that TRL's ``get_reward`` accepts
   (backbone + ``.score``) and that scores the decoded raw prompt + completion text with the FlowHF
@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from peft import PeftModel
 from torch import nn
 
 from flowhf.baselines.budget import Budget, BudgetExhausted
@@ -47,13 +48,19 @@ from flowhf.baselines.reward_adapters import PPOCountingRM, PPOTextReward
 from flowhf.models.lora import LoraSettings
 
 
-def build_reward_module(reward: Any, tokenizer: Any, rows: list[dict], prompt_ids: list[list[int]], counter) -> nn.Module:
-    """The PPO reward model: native classifier (nn.Module) or a FlowHF reward wrapped for text."""
+def build_reward_module(
+    reward: Any, tokenizer: Any, rows: list[dict], prompt_ids: list[list[int]], counter, vocab_size: int
+) -> nn.Module:
+    """The PPO reward model: native classifier (nn.Module) or a FlowHF reward wrapped for text.
+
+    ``vocab_size``: the policy's vocabulary before any added pad token (pad positions are masked
+    to id 0 before TRL calls the reward model, so an added pad id never reaches it).
+    """
     if isinstance(reward, nn.Module):
         rm_rows = reward.get_input_embeddings().num_embeddings if hasattr(reward, "get_input_embeddings") else None
-        if rm_rows is not None and rm_rows < len(tokenizer):
+        if rm_rows is not None and rm_rows < vocab_size:
             raise ValueError(
-                f"the reward model has {rm_rows} token embeddings but the policy tokenizer has {len(tokenizer)} "
+                f"the reward model has {rm_rows} token embeddings but the policy tokenizer has {vocab_size} "
                 "tokens: TRL feeds the policy's token ids to the RM unchanged, so they must share a vocabulary. "
                 "Pass a FlowHF reward spec (e.g. 'classifier:PATH') to score decoded text instead."
             )
@@ -68,7 +75,7 @@ def build_reward_module(reward: Any, tokenizer: Any, rows: list[dict], prompt_id
 def run_ppo(
     model: Any,
     prompts_source: str | os.PathLike,
-    reward: Any,
+    reward_spec: Any,
     output_dir: str | os.PathLike,
     *,
     budget: Budget | dict,
@@ -115,7 +122,9 @@ def run_ppo(
             "incomplete batch, so it needs at least batch_size prompts (lower batch_size or add prompts)"
         )
     prompt_ids = [encode_prompt(tokenizer, str(row["prompt"]), use_chat_template) for row in rows]
-    reward_model = build_reward_module(reward, tokenizer, rows, prompt_ids, recorder.counter)
+    reward_model = build_reward_module(
+        reward_spec, tokenizer, rows, prompt_ids, recorder.counter, len(original_tokenizer)
+    )
     value_model = build_value_model(policy, pad["pad_token_id"], lora, value_lora)
 
     config_kwargs = {
@@ -154,12 +163,14 @@ def run_ppo(
         pass  # the step that used the budget up has finished and been logged
 
     trained = trainer.accelerator.unwrap_model(trainer.model).policy
-    trained.generation_config = original_generation
+    base = trained.get_base_model() if isinstance(trained, PeftModel) else trained
+    base.generation_config = original_generation  # TRL rewrote its eos_token_id for the rollouts
     keep_tokenizer = original_tokenizer if pad["how"] != "added" else tokenizer
     model_dir = save_merged_model(trained, keep_tokenizer, Path(output_dir) / "model")
     settings = {
-        "prompts_source": prompts_source, "reward": reward if isinstance(reward, (str, dict, list)) else repr(type(reward)),
-        "reward_route": "native_classifier" if isinstance(reward, nn.Module) else "flowhf_text_reward",
+        "prompts_source": prompts_source,
+        "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(type(reward_spec)),
+        "reward_route": "native_classifier" if isinstance(reward_spec, nn.Module) else "flowhf_text_reward",
         "rows": len(rows), "chat_template": chat, "max_completion_length": max_completion_length,
         "batch_size": batch_size, "lr": lr, "kl_coef": kl_coef, "num_ppo_epochs": num_ppo_epochs,
         "temperature": temperature, "seed": seed, "lora": lora, "value_lora": value_lora, "pad": pad,

@@ -1,0 +1,85 @@
+"""CLI smoke runs as subprocesses: train (smoke config) -> eval the saved run; exact benchmark."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    proc = run("-m", "flowhf.cli", "train", "--config", "configs/smoke.yaml", "--output-dir", str(out))
+    return out, proc
+
+
+def test_train_smoke_writes_a_loadable_run(smoke_run):
+    out, proc = smoke_run
+    assert "curves:" in proc.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(r["train/loss"] is not None for r in rows)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "flowhf_heads.safetensors", "config.yaml",
+                 "curves.png", "summary.json", "histograms.jsonl"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3", "step-6"]
+
+
+def test_train_resume_continues(smoke_run, tmp_path):
+    out, _ = smoke_run
+    proc = run("-m", "flowhf.cli", "train", "--config", "configs/smoke.yaml", "--output-dir", str(out),
+               "--set", "optim.max_steps=7", "--resume")
+    assert "resumed from" in proc.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 7
+
+
+def test_eval_loads_the_trained_run(smoke_run, tmp_path):
+    out, _ = smoke_run
+    ev = tmp_path / "eval"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": f"Tell me about day {i}."}) for i in range(6)))
+    run("-m", "flowhf.cli", "eval", "--model", str(out), "--task", "toxicity", "--prompts", str(prompts), "--reward",
+        "python:flowhf.rewards.toy:letter_share", "--n", "6", "--top-k", "3", "--max-new-tokens", "8",
+        "--output-dir", str(ev), "--n-boot", "50")
+    metrics = json.loads((ev / "metrics.json").read_text())
+    text = json.dumps(metrics)
+    assert "mean_reward" in text and "diversity" in text
+    assert (ev / "report.md").is_file() and (ev / "completions.jsonl").is_file()
+
+
+def test_train_rejects_unknown_keys(tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "flowhf.cli", "train", "--config", "configs/smoke.yaml", "--set",
+                           "target.betta=3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "did you mean 'beta'" in proc.stderr
+
+
+def test_exact_benchmark_cli_writes_required_keys(tmp_path):
+    path = tmp_path / "x.json"
+    run("benchmarks/exact_target.py", "--objective", "tb", "--logz", "scalar", "--size", "quick", "--prompts", "1",
+        "--steps", "20", "--samples-per-prompt", "16", "--json", str(path))
+    record = json.loads(path.read_text())
+    for key in ("objective", "logz", "steps", "seconds", "tv", "kl_target_model", "jsd", "modes_found",
+                "modes_total", "log_z_final", "log_z_true"):
+        assert key in record, key
+    assert record["steps"] == 20 and 0.0 <= record["tv"] <= 1.0
+    all_path = tmp_path / "all.json"
+    target = tmp_path / "mine.py"
+    target.write_text("VOCAB_SIZE = 3\nMAX_LEN = 3\ndef log_reward(tokens):\n    return float(tokens.count(2))\n")
+    run("-m", "flowhf.cli", "exact", "--all", "--target", str(target), "--steps", "3", "--samples-per-prompt", "4",
+        "--json", str(all_path))
+    records = json.loads(all_path.read_text())
+    assert [r["objective"] for r in records] == ["tb", "tb", "tb", "fl", "db", "subtb", "pg"]
