@@ -22,7 +22,7 @@ import numpy as np
 from flowhf.enumerable.space import CompletionSpace, edit_distance_to
 
 # (vocab_size, max_len) of the built-in sizes. "long" has 87,381 completions per prompt.
-SIZES = {"quick": (3, 5), "default": (4, 6), "long": (4, 8)}
+SIZES = {"quick": (3, 5), "small": (3, 6), "default": (4, 6), "long": (4, 8)}
 
 # Modes per prompt: (symbols, height). Written for V >= 3; symbols >= V are folded mod V.
 _MODES = {

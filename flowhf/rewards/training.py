@@ -69,48 +69,44 @@ class RewardModelConfig:
         None, "Split for train_data when it is a `datasets` spec (test_data then uses 'test').")
     columns: dict[str, str] | None = _opt(
         None, "Map our names prompt/chosen/rejected to your columns, e.g. {prompt: question}.")
-    max_train_pairs: int | None = _opt(
-        None, "Use only the first N training pairs (null = all).")
+    max_train_pairs: int | None = _opt(None, "Use only the first N training pairs (null = all).")
     mode: str = _opt(
-        "lora", "What trains: 'lora' (adapters + head), 'head_only' (frozen backbone, linear head), 'full'.")
-    lora_r: int = _opt(
-        16, "LoRA rank (mode=lora).")
-    lora_alpha: float = _opt(
-        32.0, "LoRA scale numerator; updates are scaled by alpha / r.")
-    lora_layers: int | None = _opt(
-        None, "Put LoRA only on the top N decoder layers (cheaper backward); null = all layers.")
+        "head_only", "What trains: 'head_only' (frozen backbone run once, linear head fit on its features), "
+        "'lora' (LoRA adapters + head), 'full' (every weight).")
+    head_epochs: int = _opt(20, "head_only: passes over the cached features (milliseconds each).")
+    head_learning_rate: float = _opt(1e-3, "head_only: AdamW learning rate of the linear head.")
+    epochs: int = _opt(1, "lora/full: passes over the training pairs (each costs ~3 backbone passes on CPU).")
     learning_rate: float = _opt(
-        2e-4, "AdamW learning rate (linear decay after 10% warm-up).")
-    weight_decay: float = _opt(
-        0.0, "AdamW weight decay.")
-    epochs: int = _opt(
-        2, "Passes over the training pairs (head_only passes are nearly free).")
-    batch_size: int = _opt(
-        8, "Pairs per optimisation step (2x sequences per forward).")
+        2e-4, "lora/full: AdamW learning rate (linear warm-up over 10% of steps, then linear decay).")
+    lora_r: int = _opt(16, "lora: adapter rank.")
+    lora_alpha: float = _opt(32.0, "lora: scale numerator; updates are scaled by alpha / r.")
+    lora_layers: int | None = _opt(
+        None, "lora: adapt only the top N decoder layers (backward stops there: cheaper); null = all.")
+    weight_decay: float = _opt(0.0, "AdamW weight decay (all modes).")
+    batch_size: int = _opt(8, "Pairs per optimisation step; scoring runs 2x this many texts per forward.")
     max_length: int = _opt(
         256, "Token limit per formatted text; longer texts lose their START (the answer end is kept).")
     bf16: bool = _opt(
         True, "bfloat16 autocast for the backbone on CPU (faster with avx512_bf16); weights stay float32.")
-    seed: int = _opt(
-        0, "Seed for head init, shuffling and LoRA init.")
+    seed: int = _opt(0, "Seed for head init, shuffling and LoRA init.")
     output_dir: str = _opt(
         "outputs/reward_model", "Folder for the merged model, tokenizer, metrics.json and flowhf_reward.json.")
     template: str = _opt(
         REWARD_TEMPLATE, "Text template with {prompt} and {completion}; stored with the model for scoring.")
-    log_every: int = _opt(
-        10, "Log loss/accuracy every N steps.")
+    log_every: int = _opt(10, "Log loss/accuracy every N steps.")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("lora_r", "epochs", "batch_size", "max_length", "log_every"):
+        for name in ("head_epochs", "epochs", "lora_r", "batch_size", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("max_train_pairs", "lora_layers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or null, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "head_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         try:
             format_for_reward("p", "c", self.template)
         except (KeyError, IndexError, ValueError) as err:
@@ -158,9 +154,11 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     """Train, evaluate and save a reward model; returns the metrics also written to metrics.json."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    test_split = "test" if config.data_split else None
-    train_pairs = load_preference_pairs(config.train_data, columns=config.columns, split=config.data_split, limit=config.max_train_pairs)
-    test_pairs = load_preference_pairs(config.test_data, columns=config.columns, split=test_split) if config.test_data else []
+    train_pairs = load_preference_pairs(
+        config.train_data, columns=config.columns, split=config.data_split, limit=config.max_train_pairs)
+    test_pairs = load_preference_pairs(
+        config.test_data, columns=config.columns, split="test" if config.data_split else None
+    ) if config.test_data else []
     model, tokenizer = _load_backbone(config)
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
@@ -170,12 +168,12 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         model = _prepare_trainable(model, config)
         stats = _train_model(model, train_ids, config)
         model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    train_time = time.perf_counter() - started
-    metrics = {"train/n_pairs": len(train_pairs), "train/time_s": round(train_time, 1), **stats,
-               "mode": config.mode, "model": config.model}
+    metrics = {"train/n_pairs": len(train_pairs), "train/time_s": round(time.perf_counter() - started, 1),
+               **stats, "mode": config.mode, "model": config.model}
     if test_pairs:
         started = time.perf_counter()
-        chosen, rejected = _score_pairs(model, _tokenize_pairs(tokenizer, test_pairs, config), config)
+        test_ids = _tokenize_pairs(tokenizer, test_pairs, config)
+        chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
         metrics.update({"eval/accuracy": (chosen > rejected).float().mean().item(),
                         "eval/margin": (chosen - rejected).mean().item(), "eval/n_pairs": len(test_pairs),
                         "eval/time_s": round(time.perf_counter() - started, 1)})
@@ -185,7 +183,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
 
 
 def _load_backbone(config: RewardModelConfig):
-    """Sequence-classification model (1 output) and tokenizer, pad token set for pooling."""
+    """Sequence-classification model (1 output) and tokenizer, pad id set for last-token pooling."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = config.model
@@ -194,15 +192,16 @@ def _load_backbone(config: RewardModelConfig):
 
         path = resolve_model_path(config.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:  # the head finds the last token as the rightmost non-pad id
+    if tokenizer.pad_token is None:  # the head reads the rightmost token that is not the pad id
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id  # SmolLM2: pad == eos, never inside our texts
     return model, tokenizer
 
 
 def _tokenize_pairs(tokenizer, pairs: list[dict], config: RewardModelConfig) -> list[tuple[list[int], list[int]]]:
+    """(chosen ids, rejected ids) per pair; too-long texts lose their start, never the answer end."""
     def encode(prompt: str, completion: str) -> list[int]:
         text = format_for_reward(prompt, completion, config.template)
         return tokenizer(text, truncation=True, max_length=config.max_length)["input_ids"]
@@ -211,7 +210,7 @@ def _tokenize_pairs(tokenizer, pairs: list[dict], config: RewardModelConfig) -> 
 
 
 def _prepare_trainable(model, config: RewardModelConfig):
-    """Freeze/adapt parameters for the mode; the score head always trains."""
+    """lora: wrap with PEFT (the score head trains in full); full: every weight trains."""
     if config.mode == "full":
         return model
     from peft import LoraConfig, get_peft_model
@@ -225,26 +224,9 @@ def _prepare_trainable(model, config: RewardModelConfig):
     return get_peft_model(model, lora)
 
 
-def _batches(n: int, batch_size: int, rng: random.Random | None, ids: list | None) -> list[list[int]]:
-    """Index batches, shuffled when ``rng`` is given. With ``ids`` they are grouped by length
-    (less padding): all sorted for scoring, sorted within random chunks for training."""
-    order = list(range(n))
-    if rng is not None:
-        rng.shuffle(order)
-    if ids is not None:
-        span = n if rng is None else batch_size * 8
-        order = [i for s in range(0, n, span) for i in sorted(order[s:s + span], key=lambda i: len(ids[i][0] + ids[i][1]))]
-    batches = [order[k:k + batch_size] for k in range(0, n, batch_size)]
-    if rng is not None:
-        rng.shuffle(batches)
-    return batches
-
-
-def _collate(pairs: list[tuple[list[int], list[int]]], pad_id: int):
-    """Right-padded [chosen..., rejected...] input ids and attention mask."""
-    seqs = [c for c, _ in pairs] + [r for _, r in pairs]
-    width = max(map(len, seqs))
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+def _collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and attention mask."""
+    input_ids = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for row, seq in enumerate(seqs):
         input_ids[row, : len(seq)] = torch.tensor(seq)
@@ -256,23 +238,59 @@ def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def _rewards(model, input_ids, mask, bf16: bool) -> torch.Tensor:
+def _rewards(model, input_ids: torch.Tensor, mask: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The model's own forward, as any scorer would call it: [B] float32."""
     with _autocast(bf16):
         return model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float()
 
 
-def _fit(params, n_pairs: int, pair_rewards, config: RewardModelConfig, ids: list | None = None) -> dict:
-    """Mini-batch Bradley-Terry training: ``pair_rewards(batch) -> (r_chosen, r_rejected)``."""
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    rng = random.Random(config.seed)
-    total = -(-n_pairs // config.batch_size) * config.epochs
+def _last_token_state(model, input_ids: torch.Tensor, mask: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Backbone output at the token the head reads: [B, hidden]. Same rule as the model's
+    pooling (rightmost token that is not the pad id), so head(state) equals its reward."""
+    backbone = getattr(model, model.base_model_prefix)
+    with _autocast(bf16):
+        hidden = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+    last = (torch.arange(input_ids.shape[1]) * (input_ids != model.config.pad_token_id)).argmax(-1)
+    return hidden[torch.arange(len(last)), last]
+
+
+@torch.no_grad()
+def _score_texts(model, ids: list, config: RewardModelConfig, fn=_rewards) -> torch.Tensor:
+    """``fn`` over every chosen and rejected text: [N, 2, ...]. Texts are batched by their own
+    length (not by pair), which on the StackExchange data cuts padding from ~40% to ~1%."""
+    model.eval()
+    seqs = [seq for pair in ids for seq in pair]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    outputs, width, started = [None] * len(seqs), 2 * config.batch_size, time.perf_counter()
+    for number, start in enumerate(range(0, len(seqs), width), start=1):
+        batch = order[start:start + width]
+        for i, value in zip(batch, fn(model, *_collate([seqs[i] for i in batch], model.config.pad_token_id), config.bf16)):
+            outputs[i] = value
+        if number % config.log_every == 0:
+            logger.info("scored %d/%d texts (%.0fs)", start + len(batch), len(seqs), time.perf_counter() - started)
+    return torch.stack(outputs).view(len(ids), 2, *outputs[0].shape)
+
+
+def _fit(params, ids: list, pair_rewards, config: RewardModelConfig, epochs: int, lr: float) -> dict:
+    """Mini-batch Bradley-Terry training: ``pair_rewards(batch) -> (r_chosen, r_rejected)``.
+
+    Batches are random; within chunks of 8 batches pairs are grouped by length (less padding).
+    """
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    total = -(-len(ids) // config.batch_size) * epochs
     warmup = max(1, total // 10)  # linear warm-up, then linear decay to 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    step, started = 0, time.perf_counter()
-    for epoch in range(config.epochs):
+    rng, step, started, span = random.Random(config.seed), 0, time.perf_counter(), config.batch_size * 8
+    for epoch in range(epochs):
+        order = list(range(len(ids)))
+        rng.shuffle(order)
+        order = [i for s in range(0, len(order), span)
+                 for i in sorted(order[s:s + span], key=lambda i: len(ids[i][0]) + len(ids[i][1]))]
+        batches = [order[k:k + config.batch_size] for k in range(0, len(order), config.batch_size)]
+        rng.shuffle(batches)
         losses, accs = [], []
-        for batch in _batches(n_pairs, config.batch_size, rng, ids):
+        for batch in batches:
             chosen, rejected = pair_rewards(batch)
             loss = -F.logsigmoid(chosen - rejected).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -289,57 +307,27 @@ def _fit(params, n_pairs: int, pair_rewards, config: RewardModelConfig, ids: lis
 
 
 def _train_model(model, train_ids: list, config: RewardModelConfig) -> dict:
-    """lora / full: BT training of every parameter that requires grad (LoRA + head, or all)."""
+    """lora / full: BT training of every parameter that requires grad (adapters + head, or all)."""
     def pair_rewards(batch):
-        input_ids, mask = _collate([train_ids[i] for i in batch], model.config.pad_token_id)
-        return _rewards(model, input_ids, mask, config.bf16).chunk(2)
+        seqs = [train_ids[i][0] for i in batch] + [train_ids[i][1] for i in batch]
+        return _rewards(model, *_collate(seqs, model.config.pad_token_id), config.bf16).chunk(2)
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    stats = _fit(params, len(train_ids), pair_rewards, config, train_ids)
+    stats = _fit(params, train_ids, pair_rewards, config, config.epochs, config.learning_rate)
     model.eval()
     return stats
 
 
-@torch.no_grad()
-def _last_token_features(model, ids: list, config: RewardModelConfig) -> torch.Tensor:
-    """Backbone state at the token the head reads, for every sequence: [N, 2, hidden]."""
-    model.eval()
-    backbone, pad_id = getattr(model, model.base_model_prefix), model.config.pad_token_id
-    features = torch.empty(len(ids), 2, model.config.hidden_size)
-    for done, batch in enumerate(_batches(len(ids), config.batch_size, None, ids), start=1):
-        input_ids, mask = _collate([ids[i] for i in batch], pad_id)
-        with _autocast(config.bf16):
-            hidden = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-        # same rule as the model's own pooling: the rightmost token that is not the pad id
-        positions = torch.arange(input_ids.shape[1])
-        last = (positions * (input_ids != pad_id)).argmax(-1)
-        pooled = hidden[torch.arange(len(last)), last]
-        features[batch] = torch.stack(pooled.chunk(2), dim=1)
-        if done % config.log_every == 0:
-            logger.info("features: %d/%d pairs", min(done * config.batch_size, len(ids)), len(ids))
-    return features
-
-
 def _train_head(model, train_ids: list, config: RewardModelConfig) -> dict:
     """head_only: one frozen-backbone pass, then BT epochs of the linear head on cached features."""
-    features = _last_token_features(model, train_ids, config)
+    features = _score_texts(model, train_ids, config, fn=_last_token_state)  # [N, 2, hidden]
 
     def pair_rewards(batch):
         return model.score(features[batch]).squeeze(-1).unbind(1)
 
-    return _fit(list(model.score.parameters()), len(train_ids), pair_rewards, config)
-
-
-@torch.no_grad()
-def _score_pairs(model, ids: list, config: RewardModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of every chosen and rejected text, in input order."""
-    model.eval()
-    chosen, rejected = torch.empty(len(ids)), torch.empty(len(ids))
-    for batch in _batches(len(ids), config.batch_size, None, ids):
-        input_ids, mask = _collate([ids[i] for i in batch], model.config.pad_token_id)
-        chosen[batch], rejected[batch] = _rewards(model, input_ids, mask, config.bf16).chunk(2)
-    return chosen, rejected
+    params = list(model.score.parameters())
+    return _fit(params, train_ids, pair_rewards, config, config.head_epochs, config.head_learning_rate)
 
 
 def _save(model, tokenizer, config: RewardModelConfig, metrics: dict) -> None:
@@ -369,7 +357,9 @@ def default_reward_model_dir() -> Path:
     Training writes into a temporary folder renamed into place, so a killed run never
     leaves a half model that later calls would trust.
     """
-    root = Path(os.environ.get("FLOWHF_CACHE_DIR") or Path.home() / ".cache" / "flowhf")
+    from flowhf.models.loading import cache_root  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
+
+    root = cache_root()
     target = root / DEFAULT_RM_FOLDER
     if (target / REWARD_META_FILE).is_file():
         return target
