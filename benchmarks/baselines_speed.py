@@ -10,8 +10,9 @@ Each method runs a few steps through the real runners (`flowhf.baselines`); per-
 the differences of ``train/elapsed_seconds`` in their metrics.jsonl. The first step includes
 warm-up, so the summary gives it separately and the median of the others. The machine's load
 average before/after is recorded: other jobs share the CPU, so timings are as measured.
-Writes benchmarks/results/baselines_speed.json. Run:
-    .venv/bin/python benchmarks/baselines_speed.py [--grpo-steps 4 --ppo-steps 3 --sft-steps 4]
+``--threads 1 2`` repeats everything for each torch thread count. Writes
+benchmarks/results/baselines_speed.json. Run:
+    .venv/bin/python benchmarks/baselines_speed.py [--grpo-steps 4 --ppo-steps 3 --sft-steps 4] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import flowhf  # noqa: E402,F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch  # noqa: E402
 
 from flowhf.baselines import run_grpo, run_ppo, run_sft  # noqa: E402
@@ -62,37 +64,45 @@ def summarise(name: str, result: dict, run_dir: Path, extra: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpo-steps", type=int, default=4)
-    parser.add_argument("--ppo-steps", type=int, default=3)
-    parser.add_argument("--sft-steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    started = time.time()
-    runs = []
+def measure(args: argparse.Namespace, extra: dict) -> list[dict]:
+    """Run each method for its steps at the current thread count; one summary per method."""
+    runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="baselines-speed-") as tmp:
         tmp = Path(tmp)
         if args.grpo_steps:
             result = run_grpo("smollm2", "sentiment_prompts", "sentiment", tmp / "grpo", budget={"max_steps": args.grpo_steps},
                               num_generations=8, max_completion_length=32, lora=LORA, lr=1e-4, beta=0.04)
-            runs.append(summarise("grpo", result, tmp / "grpo", {"completions_per_step": 8, "beta": 0.04}))
+            runs.append(summarise("grpo", result, tmp / "grpo", {**extra, "completions_per_step": 8, "beta": 0.04}))
             print(json.dumps(runs[-1]))
         if args.ppo_steps:
             result = run_ppo("smollm2", "sentiment_prompts", "sentiment", tmp / "ppo", budget={"max_steps": args.ppo_steps},
                              batch_size=8, max_completion_length=32, lora=LORA, lr=1e-4, num_ppo_epochs=4)
-            runs.append(summarise("ppo", result, tmp / "ppo", {"completions_per_step": 8, "num_ppo_epochs": 4,
+            runs.append(summarise("ppo", result, tmp / "ppo", {**extra, "completions_per_step": 8, "num_ppo_epochs": 4,
                                                                "value_lora": True, "pad": result["settings"]["pad"]}))
             print(json.dumps(runs[-1]))
         if args.sft_steps:
             result = run_sft("smollm2", "stackexchange:train", tmp / "sft", budget={"max_steps": args.sft_steps},
                              lora=LORA, batch_size=8, max_length=512, lr=2e-4)
-            runs.append(summarise("sft", result, tmp / "sft", {"batch_size": 8, "max_length": 512}))
+            runs.append(summarise("sft", result, tmp / "sft", {**extra, "batch_size": 8, "max_length": 512}))
             print(json.dumps(runs[-1]))
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grpo-steps", type=int, default=4)
+    parser.add_argument("--ppo-steps", type=int, default=3)
+    parser.add_argument("--sft-steps", type=int, default=4)
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                        help="torch thread counts to measure (default: torch's own)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    started = time.time()
+    runs = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        runs += measure(args, {"torch_threads": threads})
     import trl
 
     report = {
@@ -100,7 +110,8 @@ def main() -> None:
         "setting": "8 completions x 32 new tokens per step (GRPO 1 prompt x 8, PPO 8 prompts x 1), VADER sentiment "
                    "reward, sentiment_prompts; SFT batch 8 on stackexchange:train, max_length 512; float32",
         "trl_version": trl.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": args.threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "load_average_before": [round(x, 2) for x in load_before],

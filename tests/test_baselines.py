@@ -26,7 +26,7 @@ from flowhf.baselines.common import encode_prompt
 from flowhf.baselines.config import apply_override, check_config
 from flowhf.baselines.metrics import map_logs
 from flowhf.baselines.ppo_models import ensure_distinct_pad
-from flowhf.baselines.reward_adapters import PPOTextReward, grpo_reward_function
+from flowhf.baselines.reward_adapters import PPOTextReward, PromptIndex, grpo_reward_function
 from flowhf.models.lora import LoraSettings
 from flowhf.models.tiny import tiny_llama, tiny_llama_config
 
@@ -182,8 +182,9 @@ def test_ppo_text_reward_through_trl_get_reward():
     tok = make_tokenizer()
     ensure_distinct_pad(tok, make_policy(tok))
     pad = tok.pad_token_id
-    prompts = ["what is good ?", "what is good ? good"]  # the first is a prefix of the second
-    prompt_ids = [encode_prompt(tok, p, True) for p in prompts]
+    prompts = ["what is good ?", "what is good ? good"]  # plain text: the first is a token prefix of the second
+    prompt_ids = [encode_prompt(tok, p, False) for p in prompts]
+    assert prompt_ids[1][: len(prompt_ids[0])] == prompt_ids[0]
     reward, counter = Recording(), TokenCounter()
     module = PPOTextReward(reward, tok, prompts, prompt_ids, {"topic": ["x", "y"]}, counter)
     ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -197,6 +198,17 @@ def test_ppo_text_reward_through_trl_get_reward():
     assert reward.calls[0]["completions"] == ["good good day", "bad"]
     assert reward.calls[0]["columns"] == {"topic": ["x", "y"]}
     assert counter.total == 4 + 1  # EOS counts as a generated token
+
+
+def test_prompt_index_uses_the_batch_wide_prompt_end_and_refuses_ambiguity():
+    index = PromptIndex([[5, 6], [5, 6, 7]])
+    ids = torch.tensor([[0, 5, 6, 7, 8], [5, 6, 7, 9, 0]])  # row 0 is ambiguous on its own
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    assert index.split_batch(ids, mask) == [(0, [7, 8]), (1, [9])]
+    with pytest.raises(ValueError, match="cannot tell where the prompts end"):
+        index.split_batch(torch.tensor([[5, 6, 7, 8]]), torch.ones(1, 4))
+    with pytest.raises(ValueError, match="no known training prompt"):
+        index.split_batch(torch.tensor([[4, 6]]), torch.ones(1, 2))
 
 
 def test_distinct_pad_reuses_a_spare_special_token_or_adds_one():

@@ -84,7 +84,7 @@ def _score(folder, prompts, completions) -> torch.Tensor:
 @pytest.mark.parametrize("mode", ["lora", "head_only", "full"])
 def test_reward_model_learns_marker_and_reloads_identically(tmp_path, mode):
     # head_only cannot train the backbone, so the marker sits at the token the head reads
-    overrides = {"head_only": dict(learning_rate=5e-2, epochs=40), "full": dict(learning_rate=3e-3)}.get(mode, {})
+    overrides = {"head_only": dict(head_learning_rate=1e-2, head_epochs=30), "full": dict(learning_rate=3e-3)}.get(mode, {})
     config = _config(tmp_path, marker_at_end=mode == "head_only", mode=mode, **overrides)
     metrics = train_reward_model(config)
     assert metrics["eval/accuracy"] > 0.9, metrics
@@ -121,6 +121,7 @@ def test_format_for_reward_and_truncation_keeps_answer_end(tmp_path):
     assert format_for_reward("{x}", "{y}") == "Question: {x}\n\nAnswer: {y}"  # user braces are data
     config = _config(tmp_path, epochs=1, max_length=5)
     train_reward_model(config)
+    assert json.loads((tmp_path / "rm" / "tokenizer_config.json").read_text())["truncation_side"] == "left"
     tokenizer = AutoTokenizer.from_pretrained(config.output_dir)
     ids = tokenizer("Question: w1 w2 Answer: w3 w4 w5 excellent", truncation=True, max_length=5)["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["Answer:", "w3", "w4", "w5", "excellent"]
@@ -153,3 +154,25 @@ def test_cli_reports_bad_data_with_row_and_key(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "bad.jsonl: row 2: missing key 'bad'" in err and "'rejected'" in err
+
+
+def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
+    from flowhf.rewards import training
+
+    calls = []
+
+    def fake_train(config):  # the real default trains SmolLM2 for minutes; the caching is what is tested
+        calls.append(config)
+        out = tmp_path / "cache" / config.output_dir.split("/")[-1]
+        assert out.name.startswith(".rm-stackexchange-smollm2.partial")  # never the final folder
+        out.mkdir(parents=True)
+        (out / REWARD_META_FILE).write_text("{}")
+        return {}
+
+    monkeypatch.setenv("FLOWHF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(training, "train_reward_model", fake_train)
+    first = training.default_reward_model_dir()
+    assert first == tmp_path / "cache" / "rm-stackexchange-smollm2" and (first / REWARD_META_FILE).is_file()
+    assert training.default_reward_model_dir() == first and len(calls) == 1
+    assert calls[0].model == "smollm2" and calls[0].train_data == "stackexchange:train"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["rm-stackexchange-smollm2"]

@@ -18,7 +18,7 @@ native sequence-classification RM (one that reads the policy's token ids) only t
 
 Both PPO modules split a row into prompt and completion with a `PromptIndex` (the token ids of
 every training prompt): TRL passes left-padded prompts + response, masked by the attention mask,
-and never the prompt boundary.
+but never the prompt boundary, which is recovered as the one column where every row's prompt ends.
 """
 
 from __future__ import annotations
@@ -70,34 +70,45 @@ def grpo_reward_function(
 
 
 class PromptIndex:
-    """Finds which training prompt a token row starts with (PPO passes no prompt boundary)."""
+    """Finds each row's training prompt in a PPO batch (TRL passes no prompt boundary).
+
+    TRL left-pads the prompts of a batch to one width C, so every prompt ends at column C. A
+    row alone can be ambiguous when one prompt's ids are a prefix of another's (plain-text
+    prompts; chat-templated prompts end with the generation prompt and never are), so C is
+    taken as the one column every row of the batch agrees on; no agreement is an error.
+    """
 
     def __init__(self, prompt_ids: Sequence[Sequence[int]]) -> None:
         self.rows: dict[tuple[int, ...], int] = {}
         for i, ids in enumerate(prompt_ids):
             self.rows.setdefault(tuple(int(t) for t in ids), i)  # duplicates: the first row's columns
-        # Longest first: a prompt that is a prefix of another must not shadow it.
-        self.lengths = sorted({len(k) for k in self.rows}, reverse=True)
+        self.lengths = sorted({len(k) for k in self.rows})
 
-    def split(self, ids: Sequence[int]) -> tuple[int, list[int]]:
-        """(row index of the prompt, completion ids) for one unpadded prompt+completion row."""
-        ids = [int(t) for t in ids]
-        for n in self.lengths:
-            if n <= len(ids):
-                row = self.rows.get(tuple(ids[:n]))
-                if row is not None:
-                    return row, ids[n:]
-        raise ValueError(
-            f"a PPO rollout starts with no known training prompt (first ids {ids[:12]}); the reward "
-            "wrapper must be built from the same tokenized prompts as the PPO dataset"
-        )
+    def candidates(self, ids: Sequence[int]) -> dict[int, int]:
+        """{prompt length: prompt row} for every known prompt that ``ids`` starts with."""
+        return {n: self.rows[tuple(ids[:n])] for n in self.lengths if n <= len(ids) and tuple(ids[:n]) in self.rows}
 
     def split_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[int, list[int]]]:
-        """`split` for every row of a padded batch (real tokens = attention mask)."""
-        out = []
+        """(prompt row, completion ids) for every row of a left-padded prompt+completion batch."""
+        parsed = []
         for ids, mask in zip(input_ids.tolist(), attention_mask.bool().tolist()):
-            out.append(self.split([t for t, keep in zip(ids, mask) if keep]))
-        return out
+            lead = mask.index(True) if True in mask else len(mask)  # left padding before the prompt
+            real = [int(t) for t, keep in zip(ids, mask) if keep]
+            found = self.candidates(real)
+            if not found:
+                raise ValueError(
+                    f"a PPO rollout starts with no known training prompt (first ids {real[:12]}); the reward "
+                    "wrapper must be built from the same tokenized prompts as the PPO dataset"
+                )
+            parsed.append((real, {lead + n: (row, n) for n, row in found.items()}))
+        ends = set.intersection(*(set(by_end) for _, by_end in parsed))
+        if len(ends) != 1:
+            raise ValueError(
+                f"cannot tell where the prompts end in this PPO batch (consistent prompt ends: {sorted(ends)}): some "
+                "training prompts are token prefixes of others; deduplicate them or use a chat template"
+            )
+        end = ends.pop()
+        return [(by_end[end][0], real[by_end[end][1]:]) for real, by_end in parsed]
 
 
 class _TextRewardBackbone(nn.Module):

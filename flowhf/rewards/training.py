@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from flowhf.data.loading import load_preference_pairs
 
@@ -65,8 +66,8 @@ class RewardModelConfig:
         "stackexchange:train", "Training pairs: shipped name, local file or 'hf:NAME' (see flowhf.data).")
     test_data: str | None = _opt(
         "stackexchange:test", "Held-out pairs for pairwise accuracy; null to skip evaluation.")
-    data_split: str | None = _opt(
-        None, "Split for train_data when it is a `datasets` spec (test_data then uses 'test').")
+    train_split: str | None = _opt(None, "Split of train_data when it is a `datasets` spec (default train).")
+    test_split: str | None = _opt(None, "Split of test_data when it is a `datasets` spec, e.g. test.")
     columns: dict[str, str] | None = _opt(
         None, "Map our names prompt/chosen/rejected to your columns, e.g. {prompt: question}.")
     max_train_pairs: int | None = _opt(None, "Use only the first N training pairs (null = all).")
@@ -98,15 +99,13 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("head_epochs", "epochs", "lora_r", "batch_size", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("max_train_pairs", "lora_layers"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {getattr(self, name)!r}")
-        for name in ("learning_rate", "head_learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        bad = [n for n in ("head_epochs", "epochs", "lora_r", "batch_size", "max_length", "log_every")
+               if getattr(self, n) < 1]
+        bad += [n for n in ("max_train_pairs", "lora_layers") if getattr(self, n) is not None and getattr(self, n) < 1]
+        bad += [n for n in ("learning_rate", "head_learning_rate") if getattr(self, n) <= 0]
+        if bad:
+            need = "> 0" if "rate" in bad[0] else ">= 1" + (" or null" if bad[0] in ("max_train_pairs", "lora_layers") else "")
+            raise ValueError(f"{bad[0]} must be {need}, got {getattr(self, bad[0])!r}")
         try:
             format_for_reward("p", "c", self.template)
         except (KeyError, IndexError, ValueError) as err:
@@ -129,7 +128,8 @@ def load_reward_config(path: str | os.PathLike | None = None, overrides: list[st
     for key, value in data.items():
         if key not in hints:
             close = difflib.get_close_matches(key, hints, n=1)
-            raise ValueError(f"{path or '--set'}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(hints)}"))
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {sorted(hints)}"
+            raise ValueError(f"{path or '--set'}: unknown key {key!r}; {hint}")
         data[key] = _coerce(key, value, hints[key])
     return RewardModelConfig(**data)
 
@@ -144,8 +144,9 @@ def _coerce(key: str, value, hint):
             return None
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if base in (int, str, bool, dict, list) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
-            return value
+        if base in (int, str, bool, dict, list) and isinstance(value, base):
+            if not (base is int and isinstance(value, bool)):  # YAML true is not an int here
+                return value
     expected = getattr(hint, "__name__", str(hint))
     raise ValueError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
 
@@ -154,11 +155,10 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     """Train, evaluate and save a reward model; returns the metrics also written to metrics.json."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    train_pairs = load_preference_pairs(
-        config.train_data, columns=config.columns, split=config.data_split, limit=config.max_train_pairs)
-    test_pairs = load_preference_pairs(
-        config.test_data, columns=config.columns, split="test" if config.data_split else None
-    ) if config.test_data else []
+    cols = config.columns
+    train_pairs = load_preference_pairs(config.train_data, columns=cols, split=config.train_split,
+                                        limit=config.max_train_pairs)
+    test_pairs = load_preference_pairs(config.test_data, columns=cols, split=config.test_split) if config.test_data else []
     model, tokenizer = _load_backbone(config)
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
@@ -184,29 +184,25 @@ def train_reward_model(config: RewardModelConfig) -> dict:
 
 def _load_backbone(config: RewardModelConfig):
     """Sequence-classification model (1 output) and tokenizer, pad id set for last-token pooling."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     path = config.model
     if not Path(path).is_dir():
         from flowhf.models.loading import resolve_model_path
 
         path = resolve_model_path(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    # init kwargs (not attributes) so the saved tokenizer_config.json keeps the sides for scorers
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="right", truncation_side="left")
     if tokenizer.pad_token is None:  # the head reads the rightmost token that is not the pad id
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    model.config.pad_token_id = tokenizer.pad_token_id  # SmolLM2: pad == eos, never inside our texts
+    model.config.pad_token_id = tokenizer.pad_token_id  # SmolLM2: pad == eos; our texts never end in EOS
     return model, tokenizer
 
 
 def _tokenize_pairs(tokenizer, pairs: list[dict], config: RewardModelConfig) -> list[tuple[list[int], list[int]]]:
     """(chosen ids, rejected ids) per pair; too-long texts lose their start, never the answer end."""
-    def encode(prompt: str, completion: str) -> list[int]:
-        text = format_for_reward(prompt, completion, config.template)
-        return tokenizer(text, truncation=True, max_length=config.max_length)["input_ids"]
-
-    return [(encode(p["prompt"], p["chosen"]), encode(p["prompt"], p["rejected"])) for p in pairs]
+    texts = [format_for_reward(p["prompt"], p[key], config.template) for p in pairs for key in ("chosen", "rejected")]
+    ids = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+    return list(zip(ids[0::2], ids[1::2]))
 
 
 def _prepare_trainable(model, config: RewardModelConfig):
@@ -215,10 +211,8 @@ def _prepare_trainable(model, config: RewardModelConfig):
         return model
     from peft import LoraConfig, get_peft_model
 
-    layers = None
-    if config.lora_layers is not None:
-        total = model.config.num_hidden_layers
-        layers = list(range(max(0, total - config.lora_layers), total))
+    total, top = model.config.num_hidden_layers, config.lora_layers
+    layers = None if top is None else list(range(max(0, total - top), total))
     lora = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=LORA_TARGETS, layers_to_transform=layers)
     return get_peft_model(model, lora)
@@ -234,7 +228,7 @@ def _collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return input_ids, mask
 
 
-def _autocast(enabled: bool):
+def _autocast(enabled: bool):  # bf16 matmuls on CPU (avx512_bf16); parameters stay float32
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
@@ -261,26 +255,22 @@ def _score_texts(model, ids: list, config: RewardModelConfig, fn=_rewards) -> to
     model.eval()
     seqs = [seq for pair in ids for seq in pair]
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    outputs, width, started = [None] * len(seqs), 2 * config.batch_size, time.perf_counter()
+    outputs, width, started = {}, 2 * config.batch_size, time.perf_counter()
     for number, start in enumerate(range(0, len(seqs), width), start=1):
         batch = order[start:start + width]
-        for i, value in zip(batch, fn(model, *_collate([seqs[i] for i in batch], model.config.pad_token_id), config.bf16)):
-            outputs[i] = value
+        values = fn(model, *_collate([seqs[i] for i in batch], model.config.pad_token_id), config.bf16)
+        outputs.update(zip(batch, values))
         if number % config.log_every == 0:
             logger.info("scored %d/%d texts (%.0fs)", start + len(batch), len(seqs), time.perf_counter() - started)
-    return torch.stack(outputs).view(len(ids), 2, *outputs[0].shape)
+    return torch.stack([outputs[i] for i in range(len(seqs))]).view(len(ids), 2, *outputs[0].shape)
 
 
 def _fit(params, ids: list, pair_rewards, config: RewardModelConfig, epochs: int, lr: float) -> dict:
     """Mini-batch Bradley-Terry training: ``pair_rewards(batch) -> (r_chosen, r_rejected)``.
-
-    Batches are random; within chunks of 8 batches pairs are grouped by length (less padding).
-    """
+    Batches are random; within chunks of 8 batches pairs are grouped by length (less padding)."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
     total = -(-len(ids) // config.batch_size) * epochs
-    warmup = max(1, total // 10)  # linear warm-up, then linear decay to 0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 10), total)
     rng, step, started, span = random.Random(config.seed), 0, time.perf_counter(), config.batch_size * 8
     for epoch in range(epochs):
         order = list(range(len(ids)))
@@ -300,9 +290,11 @@ def _fit(params, ids: list, pair_rewards, config: RewardModelConfig, epochs: int
             losses.append(loss.item())
             accs.append((chosen > rejected).float().mean().item())
             step += 1
-            if step % config.log_every == 0:
+            if step % config.log_every == 0 and config.mode != "head_only":  # head steps take microseconds
                 logger.info("%s epoch %d step %d/%d loss %.4f acc %.3f (%.0fs)", config.mode, epoch + 1, step,
                             total, losses[-1], accs[-1], time.perf_counter() - started)
+        logger.info("%s epoch %d/%d: mean loss %.4f, mean accuracy %.3f", config.mode, epoch + 1, epochs,
+                    sum(losses) / len(losses), sum(accs) / len(accs))
     return {"train/loss": sum(losses) / len(losses), "train/accuracy": sum(accs) / len(accs)}
 
 
@@ -351,12 +343,9 @@ def read_reward_meta(path: str | os.PathLike) -> dict:
 
 
 def default_reward_model_dir() -> Path:
-    """The default StackExchange reward model, trained on first use and cached.
-
-    Cache: ``$FLOWHF_CACHE_DIR`` else ``~/.cache/flowhf``, folder ``rm-stackexchange-smollm2``.
-    Training writes into a temporary folder renamed into place, so a killed run never
-    leaves a half model that later calls would trust.
-    """
+    """The default StackExchange RM (`RewardModelConfig()`), trained on first use and cached in
+    ``$FLOWHF_CACHE_DIR`` (else ``~/.cache/flowhf``) / ``rm-stackexchange-smollm2``. Training goes to
+    a temporary folder renamed into place, so a killed run never leaves a half model behind."""
     from flowhf.models.loading import cache_root  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
 
     root = cache_root()

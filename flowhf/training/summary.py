@@ -60,9 +60,16 @@ def write_run_summary(run_dir: str | Path, window: int = 10) -> str:
     }
     png = plot_run_curves(run_dir)
     summary["curves_png"] = str(png)
+    hist = Path(run_dir) / "histograms.jsonl"
+    if hist.is_file() and hist.stat().st_size:
+        from flowhf.training.logging import plot_histograms
+
+        summary["histograms_png"] = str(plot_histograms(hist, Path(run_dir) / "histograms.png"))
     (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
     lines = [f"run {run_dir}: {summary['steps']} steps, {summary['seconds']:.0f} s of training"]
     for k in CURVE_KEYS:
         lines.append(f"  {k:<22} first {window}: {summary['first/' + k]:>9.4f}   last {window}: {summary['last/' + k]:>9.4f}")
     lines.append(f"  curves: {png}")
+    if "histograms_png" in summary:
+        lines.append(f"  log-prob / flow histograms: {summary['histograms_png']}")
     return "\n".join(lines)

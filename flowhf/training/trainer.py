@@ -91,8 +91,9 @@ class FlowHFTrainer:
             cfg.replay.replay_capacity, cfg.replay.replay_prioritized, cfg.replay.replay_temperature, seed=cfg.optim.seed
         )
         self.state = {"step": 0, "data_cursor": 0, "epoch": 0, "skipped_in_a_row": 0, "skipped_total": 0, "train_seconds": 0.0}
-        self.rng = random.Random(cfg.optim.seed)
-        self.generator = torch.Generator(device="cpu").manual_seed(cfg.optim.seed)
+        rank = self.accelerator.process_index  # each process explores with its own stream
+        self.rng = random.Random(cfg.optim.seed + 7919 * rank)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + 7919 * rank)
         self.allowed_tokens = None
 
     # ------------------------------------------------------------------ construction
@@ -179,18 +180,24 @@ class FlowHFTrainer:
     # ------------------------------------------------------------------ data
 
     def next_prompt_rows(self) -> list[dict]:
-        """The next prompts_per_step rows in a seeded per-epoch shuffle (position is checkpointed)."""
-        n, out = self.args.sampling.prompts_per_step, []
-        while len(out) < n:
+        """This process's next prompts_per_step rows of a seeded per-epoch shuffle.
+
+        Every process walks the same order; each step consumes prompts_per_step rows per
+        process and process r takes the r-th slice, so processes never train on the same
+        prompt in a step. The cursor is checkpointed.
+        """
+        n, world, rank = self.args.sampling.prompts_per_step, self.accelerator.num_processes, self.accelerator.process_index
+        taken = []
+        while len(taken) < n * world:
             order = list(range(len(self.rows)))
             random.Random(self.args.optim.seed * 100_003 + self.state["epoch"]).shuffle(order)
-            take = order[self.state["data_cursor"] : self.state["data_cursor"] + n - len(out)]
-            out.extend(self.rows[i] for i in take)
+            take = order[self.state["data_cursor"] : self.state["data_cursor"] + n * world - len(taken)]
+            taken.extend(self.rows[i] for i in take)
             self.state["data_cursor"] += len(take)
             if self.state["data_cursor"] >= len(self.rows):
                 self.state["epoch"] += 1
                 self.state["data_cursor"] = 0
-        return out
+        return taken[rank * n : (rank + 1) * n]
 
     def build_batch(self, rows: list[dict]) -> tuple[TrajectoryBatch, float]:
         """Prompts x k completions: on-policy (tempered), off-policy column, replay."""
