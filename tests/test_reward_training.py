@@ -176,3 +176,16 @@ def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
     assert training.default_reward_model_dir() == first and len(calls) == 1
     assert calls[0].model == "smollm2" and calls[0].train_data == "stackexchange:train"
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["rm-stackexchange-smollm2"]
+
+
+def test_add_reward_parser_wires_reward_train():
+    import argparse
+
+    from flowhf.rewards.training import add_reward_parser, run_reward_train
+
+    parser = argparse.ArgumentParser(prog="flowhf")
+    add_reward_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["reward", "train", "--config", "c.yaml", "--set", "epochs=2", "--set", "seed=3"])
+    assert args.func is run_reward_train and args.config == "c.yaml" and args.set == ["epochs=2", "seed=3"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reward"])  # the sub-command is required

@@ -242,7 +242,7 @@ def test_registry_parsing():
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="unknown reward 'sentimant'.*classifier, embedding, python, sentiment, toxicity"):
+    with pytest.raises(ValueError, match="unknown reward 'sentimant'.*classifier, embedding, python, sentiment, stackexchange-rm, toxicity"):
         build_reward("sentimant")
     with pytest.raises(ValueError, match="unknown reward 'bleu'"):
         build_reward({"type": "bleu"})
@@ -406,3 +406,30 @@ def test_one_pass_verification_falls_back(tiny_rm, bpe_tokenizer, monkeypatch, c
     assert rm.prefix_route(tok)[0] == "token_ids"
     with pytest.raises(RuntimeError, match="differ"):
         _rm(tiny_rm, tok, prefix_mode="one_pass").score_prefixes(prompts, ids, tok)
+
+
+def test_classifier_uses_the_saved_reward_template(tmp_path):
+    """A FlowHF-trained RM folder carries its template; scoring must format text the same way."""
+    import json
+
+    from transformers import LlamaForSequenceClassification
+
+    from flowhf.models.tiny import tiny_llama_config, tiny_tokenizer
+    from flowhf.rewards.classifier import ClassifierReward
+
+    tok = tiny_tokenizer(["Question: what is two plus two? Answer: four. The quick brown fox."])
+    cfg = tiny_llama_config(len(tok), hidden_size=32, pad_token_id=tok.pad_token_id)
+    cfg.num_labels = 1
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(cfg)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    template = "Question: {prompt}\n\nAnswer: {completion}"
+    (tmp_path / "flowhf_reward.json").write_text(json.dumps({"template": template, "max_length": 64}))
+    reward = ClassifierReward(path=str(tmp_path))
+    assert reward.input_format == "template" and reward.max_length == 64
+    got = reward(["what is two plus two?"], ["four."])
+    ids = tok("Question: what is two plus two?\n\nAnswer: four.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = model(ids).logits[0, 0]
+    assert got[0].item() == pytest.approx(expected.item(), abs=1e-5)

@@ -112,8 +112,10 @@ def load_preference_pairs(
     ``prompt``/``chosen``/``rejected`` columns or pass a mapping.
     """
     if columns is None:
-        label, raw = _open_source(source, split)
-        first = next(iter(raw), (0, {}))[1]
+        _, raw = _open_source(source, split)
+        first = next(iter(raw), (0, {}))[1]  # peek at the first row's keys only
+        if hasattr(raw, "close"):
+            raw.close()  # release the file handle of the file readers
         keys = set(first) if isinstance(first, dict) else set()
         if not set(PAIR_KEYS) <= keys and set(STACKEXCHANGE_PAIR_COLUMNS.values()) <= keys:
             columns = dict(STACKEXCHANGE_PAIR_COLUMNS)

@@ -1,10 +1,10 @@
 """Merge the StackExchange part files into the shipped train/test splits.
 
 Run ``python -m flowhf.data.splits`` (``--check`` only verifies the shipped files are
-up to date). The split is stratified by topic with ``test_fraction`` of every topic in test,
-and is hash-based: a row's side depends only on its question text and the seed, never on
-file order, so adding rows elsewhere does not reshuffle existing ones. Rows sharing a
-question always land on the same side, so no question leaks from train into test.
+up to date). The split is stratified by topic (``test_fraction`` of every topic in test) and
+hash-based: questions are ranked by sha256(seed, question text), so file order never matters
+and adding rows moves at most the rows at a topic's quota boundary. Rows sharing a question
+(compared case- and whitespace-insensitively) land on the same side: no question leaks.
 """
 
 from __future__ import annotations

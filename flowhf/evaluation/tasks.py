@@ -1,7 +1,8 @@
 """Evaluation inputs of the report's two tasks, and of user-supplied files.
 
 - ``stackexchange``: prompts are the test-split questions; D0 (for novelty) is the
-  train-split preferred answers ``response_j``; the reward must be given (``--reward``).
+  train-split preferred answers ``response_j``; the default reward is the StackExchange reward
+  model (``stackexchange-rm``, trained on first use and cached).
 - ``toxicity``: prompts are the shipped toxicity probes; no D0 unless given (novelty is
   then n/a); the default reward is ``toxicity``.
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 TASKS = ("stackexchange", "toxicity")
-DEFAULT_REWARDS = {"toxicity": "toxicity"}
+DEFAULT_REWARDS = {"toxicity": "toxicity", "stackexchange": "stackexchange-rm"}
 
 
 @dataclass

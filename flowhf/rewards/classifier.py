@@ -11,7 +11,10 @@ required when the model has several labels) and `output`:
 
 What the model reads (`input_format`): ``concat`` = prompt + completion as one text (as TRL's
 examples do), ``completion`` = the completion alone, ``pair`` = (prompt, completion) as a text pair
-(cross-encoders). Chat templates are not applied; format the prompt beforehand if the RM needs one.
+(cross-encoders), ``template`` = ``template.format(prompt=..., completion=...)``. A reward model
+trained by `flowhf reward train` carries its template in ``flowhf_reward.json``; it is used
+automatically (input_format=None means: the saved template if there is one, else ``concat``).
+Chat templates are not applied; format the prompt beforehand if the RM needs one.
 
 Prefix scoring has three routes (`prefix_mode`), see `flowhf.rewards.classifier_prefix`:
 ``one_pass`` (causal RMs: exact, one forward per batch), ``token_ids`` (one forward per prefix, fed
@@ -33,7 +36,8 @@ from flowhf.rewards import classifier_prefix as cp
 logger = logging.getLogger(__name__)
 
 OUTPUTS = ("auto", "logit", "prob", "log_prob")
-INPUT_FORMATS = ("concat", "completion", "pair")
+INPUT_FORMATS = ("concat", "completion", "pair", "template")
+REWARD_META_FILE = "flowhf_reward.json"  # written by flowhf.rewards.training beside a trained RM
 PREFIX_MODES = ("auto", "one_pass", "token_ids", "text")
 
 
@@ -97,7 +101,8 @@ class ClassifierReward(Reward):
         tokenizer: Any = None,
         label: int | str | None = None,
         output: str = "auto",
-        input_format: str = "concat",
+        input_format: str | None = None,
+        template: str | None = None,
         batch_size: int = 16,
         max_length: int = 512,
         device: str | torch.device | None = None,
@@ -107,6 +112,15 @@ class ClassifierReward(Reward):
         verify_one_pass: bool = True,
         **base_kwargs: Any,
     ) -> None:
+        meta = _saved_meta(path)
+        if input_format is None:
+            input_format = "template" if (template or meta.get("template")) else "concat"
+        template = template or meta.get("template")
+        if input_format == "template" and (not template or not template.endswith("{completion}")):
+            raise ValueError("input_format='template' needs a template ending with '{completion}', "
+                             "e.g. 'Question: {prompt}\n\nAnswer: {completion}'")
+        if meta.get("max_length") and max_length == 512:
+            max_length = int(meta["max_length"])
         for value, allowed, key in (
             (output, OUTPUTS, "output"),
             (input_format, INPUT_FORMATS, "input_format"),
@@ -130,6 +144,9 @@ class ClassifierReward(Reward):
         self.label_index = resolve_label(model.config, label)
         self.output = output if output != "auto" else ("logit" if model.config.num_labels == 1 else "prob")
         self.input_format = input_format
+        self.template = template
+        if meta.get("truncation_side"):
+            self.tokenizer.truncation_side = meta["truncation_side"]  # as at training time
         self.batch_size = batch_size
         self.max_length = max_length
         self.prefix_mode = prefix_mode
@@ -183,10 +200,18 @@ class ClassifierReward(Reward):
         if self.input_format == "pair":
             enc = self.tokenizer(list(prompts), list(completions), truncation=True, max_length=self.max_length)
         else:
-            texts = completions if self.input_format == "completion" else [p + c for p, c in zip(prompts, completions)]
+            texts = [self.format_text(p, c) for p, c in zip(prompts, completions)]
             enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         features = [{k: enc[k][i] for k in ("input_ids", "token_type_ids") if k in enc} for i in range(len(prompts))]
         return self._forward_features(features)
+
+    def format_text(self, prompt: str, completion: str) -> str:
+        """The text the model reads for one (prompt, completion) in the concat/completion/template formats."""
+        if self.input_format == "completion":
+            return completion
+        if self.input_format == "template":
+            return self.template.format(prompt=prompt, completion=completion)
+        return prompt + completion
 
     def score_token_ids(self, sequences: list[list[int]]) -> torch.Tensor:
         """Reward of each token-id sequence exactly as given (right-truncated to max_length).
@@ -245,7 +270,8 @@ class ClassifierReward(Reward):
         prefix, _ = cp.special_affixes(self.tokenizer)
         if self.input_format == "completion":
             return [list(prefix) for _ in prompts]
-        enc = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        contexts = [self.format_text(p, "") for p in prompts]  # everything before the completion
+        enc = self.tokenizer(contexts, add_special_tokens=False)["input_ids"]
         return [list(prefix) + list(ids) for ids in enc]
 
     def score_prefixes_token_ids(self, prompts: list[str], completion_ids: list[list[int]]) -> torch.Tensor:
@@ -266,6 +292,16 @@ class ClassifierReward(Reward):
                 return self.score_prefixes_token_ids(prompts, completion_ids)
             self._one_pass_verified = True
         return values
+
+
+def _saved_meta(path: str | None) -> dict:
+    """The scoring contract saved beside a FlowHF-trained reward model ({} if none)."""
+    import json
+    from pathlib import Path
+
+    if path is None or not (Path(path) / REWARD_META_FILE).is_file():
+        return {}
+    return json.loads((Path(path) / REWARD_META_FILE).read_text(encoding="utf-8"))
 
 
 def _dtype(dtype: Any) -> Any:

@@ -8,6 +8,7 @@ negative allowed: ``sentiment + -0.5*toxicity``):
     embedding:COLUMN[@MODEL]       cosine similarity to a dataset column (default all-MiniLM-L6-v2)
     classifier:PATH_OR_ID[#LABEL]  any sequence classifier / reward model
     python:MODULE:FUNCTION         or python:path/to/file.py:FUNCTION
+    stackexchange-rm               the default StackExchange reward model (trained and cached on first use)
 
     e.g. "0.7*sentiment + 0.3*toxicity"
 
@@ -53,6 +54,14 @@ def _classifier(**kw: Any) -> Reward:
     return ClassifierReward(**kw)
 
 
+def _stackexchange_rm(**kw: Any) -> Reward:
+    """The default StackExchange reward model (Bradley-Terry on SmolLM2), trained on first use."""
+    from flowhf.rewards.classifier import ClassifierReward
+    from flowhf.rewards.training import default_reward_model_dir
+
+    return ClassifierReward(path=str(default_reward_model_dir()), name="stackexchange-rm", **kw)
+
+
 def _python(function: str | Callable[..., Any], **kw: Any) -> Reward:
     from flowhf.rewards.python_fn import python_reward
 
@@ -66,6 +75,7 @@ REWARD_TYPES: dict[str, tuple[Callable[..., Reward], str | None, bool]] = {
     "embedding": (_embedding, "column", True),
     "classifier": (_classifier, "path", True),
     "python": (_python, "function", True),
+    "stackexchange-rm": (_stackexchange_rm, None, False),
 }
 COMMON_KEYS = ("type", "weight", "normalize", "floor", "prefix_stride", "name")
 _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+?)\s*$")
