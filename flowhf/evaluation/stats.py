@@ -119,6 +119,11 @@ def _pairwise_mean_unit(unit: np.ndarray) -> float:
     return float(1.0 - (float(total @ total) - count) / (count * (count - 1)))
 
 
+# Metrics that a with-replacement resample biases (duplicates count as zero-distance pairs
+# or repeated n-grams); their intervals are bias-shifted, see metric_cis.
+DUPLICATE_BIASED = ("diversity", "diversity_all", "distinct_1", "distinct_2")
+
+
 def metric_cis(
     rewards: Any,
     embeddings: Any,
@@ -133,7 +138,8 @@ def metric_cis(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals ``{metric: [low, high]}`` for every metric.
+    """Percentile bootstrap intervals ``{metric: [low, high]}`` for every metric
+    (bias-shifted for the duplicate-sensitive ones in DUPLICATE_BIASED).
 
     Per-completion quantities (nearest distance to D0, n-gram ids, lengths, KL sums) are
     computed once; each resample then only re-indexes them, which keeps 1000 resamples
@@ -162,10 +168,7 @@ def metric_cis(
         if kl_sums.shape != (n,) or kl_counts.shape != (n,):
             raise ValueError(f"kl_sums / kl_counts need one entry per completion ({n})")
 
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+    def metrics_of(idx: np.ndarray) -> dict[str, float]:
         r = arr[idx]
         top = idx[np.argsort(-r, kind="stable")[:k]]
         row = {
@@ -185,6 +188,23 @@ def metric_cis(
         if kl_sums is not None:
             counts = kl_counts[idx].sum()
             row["kl_per_token"] = kl_sums[idx].sum() / counts if counts else np.nan
-        for key, value in row.items():
+        return row
+
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        for key, value in metrics_of(rng.integers(0, n, n)).items():
             samples.setdefault(key, []).append(float(value))
-    return {key: list(_percentile_interval(np.array(vals), alpha)) for key, vals in samples.items()}
+    estimate = metrics_of(np.arange(n))
+    out = {}
+    for key, vals in samples.items():
+        low, high = _percentile_interval(np.array(vals), alpha)
+        if key in DUPLICATE_BIASED:
+            # A resample repeats completions; repeats are pairs at distance 0 and repeated
+            # n-grams, so these metrics are biased low in every resample. Shift the
+            # percentile interval by the bootstrap bias (mean of resamples - estimate).
+            bias = float(np.nanmean(vals)) - float(estimate[key])
+            low, high = low - bias, high - bias
+        out[key] = [low, high]
+    return out
+
