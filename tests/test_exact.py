@@ -80,8 +80,8 @@ def test_user_target_file(tmp_path):
 @pytest.mark.parametrize("objective,logz", [("tb", "batch"), ("fl", "batch"), ("subtb", "batch"), ("tb", "scalar")])
 def test_tiny_model_training_lowers_tv(objective, logz):
     target = builtin_target("quick", n_prompts=1)
-    cfg = ToyConfig(objective=objective, logz=logz, steps=150, seed=0, samples_per_prompt=16, eval_every_seconds=1e9)
+    cfg = ToyConfig(objective=objective, logz=logz, steps=300, seed=0, samples_per_prompt=32, lr_decay="constant", eval_every_seconds=1e9)
     before = np.mean([r["tv"] for r in ToyExperiment(target, cfg).evaluate()])
     result = run_toy(target, cfg)
     assert np.isfinite(result.tv)
-    assert result.tv < 0.6 * before, (before, result.tv)
+    assert result.tv < 0.5 * before, (before, result.tv)
