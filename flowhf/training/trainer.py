@@ -260,7 +260,7 @@ class FlowHFTrainer:
         # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
         dev = self.device
         ids, mask, pids, pmask = batch.ids.to(dev), batch.mask.to(dev), batch.prompt_ids.to(dev), batch.prompt_mask.to(dev)
-        need_hidden = bool(self.heads.get("flow_head") or self.heads.get("log_z_head"))
+        need_hidden = "flow_head" in self.heads or "log_z_head" in self.heads
         with self.bundle.reference_mode() as reference, self._autocast():
             ref_log_pf = completion_log_probs(reference, pids, pmask, ids, mask, self.allowed_tokens).log_pf.float()
         beta = self.beta(step)
@@ -286,7 +286,8 @@ class FlowHFTrainer:
         # 5. update, never with a non-finite loss or gradient
         skipped, grad_norm = self._update(out.loss, {"log_reward": log_reward, "log_pf": inputs.log_pf, "log_z": out.log_z})
         t_end = time.perf_counter()
-        self._remember(batch, reward, log_reward)
+        if skipped is None:  # a skipped step's rows (non-finite values) never enter the replay buffer
+            self._remember(batch, reward, log_reward)
         metrics = step_metrics(batch, reward, log_reward, scores, ref_log_pf, out, beta, temperature, skipped,
                                grad_norm, self.state, self.optimizer, (t0, t_sample, t_reward, t_end))
         self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
