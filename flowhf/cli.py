@@ -4,6 +4,7 @@
     flowhf eval --model DIR_OR_ID [--model ...] --task {stackexchange,toxicity} ...
     flowhf compare DIR ... --output report.md
     flowhf reward train --config FILE [--set key=value ...]
+    flowhf reproduce --preset {smoke,cpu,paper} --output-dir DIR [--only STAGE ...] [--resume] [--dry-run]
     flowhf exact [--objective ...]      the exact-target benchmark (benchmarks/exact_target.py)
     flowhf demo                         the README's main job on the embedded default
 """
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     from flowhf.rewards.training import add_reward_parser
 
     add_reward_parser(sub)
+
+    from flowhf.pipeline.reproduce import add_reproduce_parser
+
+    add_reproduce_parser(sub)
 
     sub.add_parser("exact", help="exact-target benchmark (same flags as benchmarks/exact_target.py)", add_help=False)
 

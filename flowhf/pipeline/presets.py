@@ -1,0 +1,130 @@
+"""Presets of `flowhf reproduce`: which models, data, rewards and budget each run uses.
+
+Every method of one preset gets the SAME budget (``Preset.budget``: optimizer steps and
+wall-clock seconds, first reached wins), recorded in ``DIR/plan.json``.
+
+- ``smoke``: the tiny random policy ("tiny-random"), 2 steps per method, n=4 eval. The
+  StackExchange reward is ``python:flowhf.rewards.toy:letter_share`` (a dense toy reward),
+  NOT a trained reward model: a reward model on a random 2-layer backbone measures nothing,
+  and skipping its training keeps the whole run well under 3 minutes. The reward_model stage
+  then only records the given reward spec.
+- ``cpu``: SmolLM2-135M-Instruct + shipped data on a 2-core CPU, 60 minutes in all
+  (budget plan in ``CPU_BUDGET_PLAN``).
+- ``paper``: LLaMA-7B, the full StackExchange-paired data, the StackLLaMA reward model and
+  the RoBERTa hate-speech classifier, on GPUs with the shipped accelerate configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STAGES = ("sft", "reward_model", "ppo", "grpo", "tb", "fl_kl", "flowhf", "recommended", "eval", "report")
+BASELINE_METHODS = ("ppo", "grpo")
+FLOWHF_METHODS = ("tb", "fl_kl", "flowhf", "recommended")
+METHODS = ("sft",) + BASELINE_METHODS + FLOWHF_METHODS  # every model that is evaluated
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with its help string (mutable defaults copied per instance)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Preset:
+    """Everything one `flowhf reproduce` preset fixes."""
+
+    name: str = _f("smoke", "Preset name.")
+    policy: str = _f("tiny-random", "Starting policy (alias, folder or Hub id) fine-tuned by the SFT stage.")
+    sft_data: str = _f("stackexchange:train", "Prompt/answer pairs for SFT (question -> preferred answer).")
+    train_prompts: str = _f("stackexchange:train", "Prompts the RL / GFlowNet stages train on.")
+    eval_prompts: str = _f("stackexchange:test", "StackExchange evaluation prompts (Table 1).")
+    toxicity_prompts: str = _f("toxicity_probes", "Toxicity probe prompts (Table 2).")
+    se_reward: str | None = _f(
+        None, "Given StackExchange reward spec; None trains one in the reward_model stage.")
+    reward_model: dict = _f({}, "RewardModelConfig overrides for the reward_model stage (when se_reward is None).")
+    toxicity_reward: str = _f("toxicity", "Reward spec of the toxicity evaluation.")
+    budget: dict = _f({"max_steps": 2, "seconds": 60}, "The one budget every method gets (Budget keys).")
+    max_new_tokens: int = _f(8, "Completion length during training (all methods).")
+    batch_size: int = _f(4, "Completions per optimizer step for every method.")
+    lora: bool = _f(True, "LoRA adapters for every method (SFT included).")
+    sft_limit: int | None = _f(None, "Use only the first N SFT pairs (None = all).")
+    eval_n: int = _f(4, "Completions per evaluation task and model.")
+    eval_k: int = _f(2, "Top-K for the diversity / novelty metrics.")
+    eval_max_new_tokens: int = _f(8, "Completion length in evaluation.")
+    n_boot: int = _f(200, "Bootstrap resamples for the intervals.")
+    accelerate_config: str | None = _f(None, "Accelerate config for multi-GPU launches (paper).")
+    gpu: str = _f("none", "Hardware the preset is sized for.")
+    stage_hours: dict = _f({}, "Estimated GPU hours per stage (paper; printed by --dry-run).")
+    notes: list = _f([], "Free-text notes printed with the plan.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# 60 minutes on 2 CPU cores (SmolLM2-135M, LoRA, 32-token completions), measured order of
+# magnitude per stage: setup / model load ~20 s each, SmolLM2 eval ~1.5 s per completion.
+CPU_BUDGET_PLAN = {
+    "sft": 240,           # 4 min of SFT steps on the shipped 448 pairs
+    "reward_model": 180,  # head_only Bradley-Terry on frozen features (one backbone pass per text)
+    "per_method": 300,    # ppo, grpo, tb, fl_kl, flowhf, recommended: 6 x 5 min = 30 min
+    "eval": 600,          # 7 models x 2 tasks x n=24 completions of 32 tokens
+    "overhead": 180,      # model loading / saving / report
+}                         # total 240 + 180 + 1800 + 600 + 180 = 3000 s = 50 min (10 min slack)
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        se_reward="python:flowhf.rewards.toy:letter_share",
+        budget={"max_steps": 2, "seconds": 60},
+        sft_limit=16,
+        notes=["SE reward is the toy letter_share reward (no reward model is trained: a random "
+               "2-layer backbone would give a meaningless one); numbers test the plumbing only."],
+    ),
+    "cpu": Preset(
+        name="cpu",
+        policy="smollm2",
+        reward_model={"model": "smollm2", "mode": "head_only"},
+        budget={"max_steps": 1000, "seconds": CPU_BUDGET_PLAN["per_method"]},
+        max_new_tokens=32,
+        batch_size=8,
+        eval_n=24,
+        eval_k=8,
+        eval_max_new_tokens=32,
+        n_boot=1000,
+        gpu="2 CPU cores",
+        notes=[f"budget plan (seconds): {CPU_BUDGET_PLAN}; SFT and the reward model get their own "
+               "slots, the six compared methods share one setting."],
+    ),
+    "paper": Preset(
+        name="paper",
+        policy="huggyllama/llama-7b",
+        sft_data="hf:lvwerra/stack-exchange-paired",
+        train_prompts="hf:lvwerra/stack-exchange-paired",
+        eval_prompts="hf:lvwerra/stack-exchange-paired",
+        se_reward="classifier:trl-lib/llama-7b-se-rm-peft",
+        toxicity_reward="classifier:facebook/roberta-hate-speech-dynabench-r4-target",
+        budget={"max_steps": 2000, "seconds": 8 * 3600},
+        max_new_tokens=128,
+        batch_size=64,
+        eval_n=1000,
+        eval_k=100,
+        eval_max_new_tokens=128,
+        n_boot=1000,
+        accelerate_config="configs/accelerate/deepspeed_zero2.yaml",
+        gpu="8x A100 80GB",
+        stage_hours={"sft": 8 * 4, "reward_model": 0, "ppo": 8 * 8, "grpo": 8 * 8, "tb": 8 * 8,
+                     "fl_kl": 8 * 8, "flowhf": 8 * 8, "recommended": 8 * 8, "eval": 8 * 3, "report": 0},
+        notes=["reward model is the published StackLLaMA PEFT adapter (not retrained)",
+               "FSDP alternative: configs/accelerate/fsdp.yaml"],
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name lists the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

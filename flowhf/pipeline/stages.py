@@ -1,0 +1,197 @@
+"""One function per `flowhf reproduce` stage; each returns the JSON result written to DONE.
+
+A stage reads the results of earlier stages from ``ctx.results`` (the SFT model folder, the
+SE reward spec) so every method starts from the same SFT model with the same reward.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowhf.pipeline.presets import FLOWHF_METHODS, METHODS, Preset
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class Context:
+    """What every stage sees: the preset, the output dir, earlier results, the --resume flag."""
+
+    preset: Preset
+    out: Path
+    results: dict[str, dict] = field(default_factory=dict)
+    resume: bool = False
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    def model_dir(self, method: str) -> str:
+        """Folder of the trained model of ``method`` (evaluated in the eval stage)."""
+        return str(self.results[method]["model_dir"])
+
+    def se_reward(self) -> str:
+        return str(self.results["reward_model"]["reward"])
+
+
+def _lora(p: Preset) -> dict | None:
+    return {} if p.lora else None
+
+
+def stage_sft(ctx: Context) -> dict[str, Any]:
+    from flowhf.baselines import run_sft
+
+    p = ctx.preset
+    res = run_sft(p.policy, p.sft_data, ctx.stage_dir("sft"), budget=p.budget, lora=_lora(p),
+                  batch_size=p.batch_size, limit=p.sft_limit)
+    return {"model_dir": str(ctx.stage_dir("sft") / "model"), "result": res}
+
+
+def stage_reward_model(ctx: Context) -> dict[str, Any]:
+    """Train the SE reward model, or record the preset's given reward spec."""
+    p = ctx.preset
+    if p.se_reward is not None:
+        return {"reward": p.se_reward, "trained": False}
+    from flowhf.rewards.training import RewardModelConfig, train_reward_model
+
+    out = ctx.stage_dir("reward_model") / "model"
+    metrics = train_reward_model(RewardModelConfig(**{**p.reward_model, "output_dir": str(out)}))
+    return {"reward": f"classifier:{out}", "trained": True, "metrics": metrics}
+
+
+def _baseline(ctx: Context, method: str) -> dict[str, Any]:
+    from flowhf.baselines import run_grpo, run_ppo
+
+    p = ctx.preset
+    out = ctx.stage_dir(method)
+    common = dict(budget=p.budget, lora=_lora(p), max_completion_length=p.max_new_tokens)
+    if method == "ppo":
+        res = run_ppo(ctx.model_dir("sft"), p.train_prompts, ctx.se_reward(), out, batch_size=p.batch_size, **common)
+    else:
+        res = run_grpo(ctx.model_dir("sft"), p.train_prompts, ctx.se_reward(), out,
+                       num_generations=p.batch_size, **common)
+    return {"model_dir": str(out / "model"), "run_dir": str(out), "result": res}
+
+
+def stage_ppo(ctx: Context) -> dict[str, Any]:
+    return _baseline(ctx, "ppo")
+
+
+def stage_grpo(ctx: Context) -> dict[str, Any]:
+    return _baseline(ctx, "grpo")
+
+
+def flowhf_overrides(ctx: Context, method: str) -> list[str]:
+    """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all)."""
+    p = ctx.preset
+    budget = p.budget
+    sets = [
+        f"model.name={ctx.model_dir('sft')}",
+        f"model.lora={str(p.lora).lower()}",
+        f"target.reward={ctx.se_reward()}",
+        f"data.dataset={p.train_prompts}",
+        "data.prompt_column=question",  # StackExchange layout (shipped and lvwerra/stack-exchange-paired)
+        f"sampling.max_new_tokens={p.max_new_tokens}",
+        "sampling.prompts_per_step=1",
+        f"sampling.samples_per_prompt={p.batch_size}",
+        f"optim.max_steps={budget.get('max_steps') or 10**9}",
+        f"logging.output_dir={ctx.stage_dir(method)}",
+        "logging.progress_bar=false",
+    ]
+    if budget.get("seconds"):
+        sets.append(f"optim.max_seconds={budget['seconds']}")
+    if p.name == "smoke":
+        sets.append("model.autocast_bf16=false")
+    return sets
+
+
+def _flowhf(ctx: Context, method: str) -> dict[str, Any]:
+    from flowhf.training.config import FlowHFConfig
+    from flowhf.training.trainer import FlowHFTrainer
+
+    cfg = FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", flowhf_overrides(ctx, method))
+    last = FlowHFTrainer(args=cfg).train(resume=ctx.resume)
+    out = ctx.stage_dir(method)
+    return {"model_dir": str(out), "run_dir": str(out), "last_metrics": {k: float(v) for k, v in last.items()
+                                                                         if isinstance(v, (int, float))}}
+
+
+def _make_flowhf_stage(method: str):
+    def stage(ctx: Context) -> dict[str, Any]:
+        return _flowhf(ctx, method)
+
+    stage.__name__ = f"stage_{method}"
+    stage.__doc__ = f"FlowHFTrainer with configs/{method}.yaml, started from the SFT model."
+    return stage
+
+
+def stage_eval(ctx: Context) -> dict[str, Any]:
+    """Evaluate every method on StackExchange test (SE reward) and toxicity probes (toxicity reward)."""
+    from flowhf.evaluation.embeddings import Embedder
+    from flowhf.evaluation.generation import GenerationSettings
+    from flowhf.evaluation.runner import evaluate_models
+    from flowhf.evaluation.tasks import task_inputs
+    from flowhf.rewards import build_reward
+
+    p = ctx.preset
+    models = {m: ctx.model_dir(m) for m in METHODS}
+    run_dirs = {m: ctx.results[m]["run_dir"] for m in METHODS if "run_dir" in ctx.results[m]}
+    gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, batch_size=max(1, min(16, p.eval_n)))
+    embedder = Embedder()
+    out = {}
+    for task, source, reward in (("stackexchange", p.eval_prompts, ctx.se_reward()),
+                                 ("toxicity", p.toxicity_prompts, p.toxicity_reward)):
+        inputs = task_inputs(task, prompts_source=source)
+        directory = ctx.stage_dir("eval") / task
+        specs = [(m, *_load(path)) for m, path in models.items()]
+        evaluate_models(specs, inputs.prompts, build_reward(reward), reference_completions=inputs.reference_completions,
+                        n=p.eval_n, k=p.eval_k, generation=gen, embedder=embedder, seed=0, output_dir=directory,
+                        run_dirs=run_dirs, baseline="ppo", task=task, n_boot=p.n_boot,
+                        reward_columns=inputs.reward_columns, metadata={"reward": reward, "preset": p.name})
+        out[task] = str(directory)
+    return {"eval_dirs": out, "run_dirs": run_dirs}
+
+
+def _load(path: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of a trained method: merged folder (baselines) or FlowHF run (adapter)."""
+    from flowhf.models.loading import load_policy
+
+    bundle = load_policy(path)
+    model = bundle.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model.eval(), bundle.tokenizer
+
+
+def stage_report(ctx: Context) -> dict[str, Any]:
+    """report.md: Table 1 + Table 2 (FlowHF vs PPO t-tests inside), plots, every training curve."""
+    from flowhf.evaluation.compare import compare_evaluations
+    from flowhf.evaluation.plots import plot_training_curves
+
+    ev = ctx.results["eval"]
+    out = ctx.stage_dir("report")
+    out.mkdir(parents=True, exist_ok=True)
+    parts, files = [f"# flowhf reproduce: preset {ctx.preset.name}", "",
+                    f"Budget per method: {json.dumps(ctx.preset.budget)} (see plan.json).", ""], {}
+    for task in ("stackexchange", "toxicity"):
+        written = compare_evaluations([ev["eval_dirs"][task]], out / f"{task}.md", baseline="ppo")
+        files[task] = {k: str(v) for k, v in written.items()}
+        parts += [Path(written["report"]).read_text(encoding="utf-8"),
+                  f"![{task} reward distributions](report/{Path(written['score_distributions']).name})", ""]
+    if ev["run_dirs"]:
+        curves = plot_training_curves(ev["run_dirs"], out / "training_curves.png")
+        parts += ["## Training curves", "", f"![training curves](report/{curves.name})", ""]
+        files["training_curves"] = str(curves)
+    report = ctx.out / "report.md"
+    report.write_text("\n".join(parts), encoding="utf-8")
+    (out / "report.md").write_text("\n".join(parts), encoding="utf-8")
+    return {"report": str(report), "files": files}
+
+
+STAGE_FUNCS = {
+    "sft": stage_sft, "reward_model": stage_reward_model, "ppo": stage_ppo, "grpo": stage_grpo,
+    **{m: _make_flowhf_stage(m) for m in FLOWHF_METHODS},
+    "eval": stage_eval, "report": stage_report,
+}

@@ -1,0 +1,77 @@
+"""`flowhf reproduce`: dry-run plan touches nothing; smoke preset end to end; cached stages skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flowhf.pipeline.presets import METHODS, PRESETS, STAGES
+from flowhf.pipeline.reproduce import build_plan, run_reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_dry_run_prints_plan_and_touches_nothing(tmp_path):
+    out = tmp_path / "paper"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowhf.pipeline.reproduce", "reproduce", "--preset", "paper",
+         "--output-dir", str(out), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - started < 30
+    text = proc.stdout
+    for needle in ("huggyllama/llama-7b", "lvwerra/stack-exchange-paired", "trl-lib/llama-7b-se-rm-peft",
+                   "facebook/roberta-hate-speech-dynabench-r4-target", "deepspeed_zero2.yaml"):
+        assert needle in text
+    assert " -> ".join(STAGES) in text
+    # 8 GPUs x (4 SFT + 6 methods x 8 + 3 eval) hours, from the preset table
+    assert "estimated GPU hours: 440" in text
+    assert not out.exists() and not (tmp_path / "hf").exists()
+    assert "torch" not in proc.stderr.lower() or proc.stderr == ""
+
+
+def test_plan_rejects_unknown_stage(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        build_plan("smoke", tmp_path, ["sft", "rlhf"])
+
+
+def test_every_method_shares_one_budget():
+    for preset in PRESETS.values():
+        assert set(preset.budget) <= {"seconds", "generated_tokens", "max_steps"}
+
+
+def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    results = run_reproduce("smoke", out, log=lambda *_: None)
+    assert time.perf_counter() - started < 180
+    assert list(results) == list(STAGES)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["budget_per_method"] == {"max_steps": 2, "seconds": 60}
+    report = (out / "report.md").read_text()
+    assert "Table 1: StackExchange" in report and "Table 2: Toxicity" in report
+    for method in METHODS:  # one row per method in each table
+        assert report.count(f"| {method} |") >= 2, method
+    assert "ppo" in report and "t = " in report
+    for method in ("tb", "recommended"):  # each FlowHF run stopped at the shared 2-step budget
+        rows = [json.loads(line) for line in (out / method / "metrics.jsonl").read_text().splitlines()]
+        assert max(r["step"] for r in rows if "step" in r) == 2
+
+    done = out / "sft" / "DONE"
+    mtime = done.stat().st_mtime_ns
+    (out / "report" / "DONE").unlink()  # only the report stage must run again
+    lines: list[str] = []
+    run_reproduce("smoke", out, log=lines.append)
+    assert done.stat().st_mtime_ns == mtime
+    assert "[reproduce] sft: skipped (DONE exists)" in lines
+    assert "[reproduce] eval: skipped (DONE exists)" in lines
+    assert "[reproduce] report: running" in lines
+    assert (out / "report" / "DONE").is_file()
