@@ -34,8 +34,8 @@ def _train(args: argparse.Namespace) -> int:
 
     trainer = FlowHFTrainer(args=config)
     trainer.train(resume=args.resume)
-    summary = write_run_summary(config.logging.output_dir)
-    print(summary)
+    if trainer.accelerator.is_main_process:
+        print(write_run_summary(config.logging.output_dir))
     return 0
 
 

@@ -83,3 +83,18 @@ def test_exact_benchmark_cli_writes_required_keys(tmp_path):
         "--json", str(all_path))
     records = json.loads(all_path.read_text())
     assert [r["objective"] for r in records] == ["tb", "tb", "tb", "fl", "db", "subtb", "pg"]
+
+
+def test_two_process_ddp_training(tmp_path):
+    """torchrun with 2 gloo processes: one set of logs and one saved model, from rank 0."""
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "flowhf.cli", "train", "--config",
+                           "configs/smoke.yaml", "--output-dir", str(out), "--set", "optim.max_steps=2",
+                           "--set", "logging.save_steps=0"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert (out / "adapter_model.safetensors").is_file()

@@ -332,7 +332,8 @@ class FlowHFTrainer:
         step = self.state["step"] + 1
         print(f"[flowhf] step {step}: skipped, {reason}; nothing was applied", file=sys.stderr)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / "skipped_steps.jsonl", "a") as f:
+        name = "skipped_steps.jsonl" if self.accelerator.is_main_process else f"skipped_steps.rank{self.accelerator.process_index}.jsonl"
+        with open(self.output_dir / name, "a") as f:
             f.write(json.dumps({"step": step, "reason": reason}) + "\n")
 
     def _remember(self, batch: TrajectoryBatch, reward: torch.Tensor, log_reward: torch.Tensor) -> None:
@@ -355,31 +356,46 @@ class FlowHFTrainer:
         if resume:
             checkpoint.resume_latest(self)
         checkpoint.write_config(self)
+        main = self.accelerator.is_main_process  # one process writes logs and the model
         logger = MetricsLogger(self.output_dir, report_to=cfg.logging.report_to or ["jsonl", "csv"],
-                               histogram_every=cfg.logging.histogram_every)
-        bar = ProgressBar(cfg.optim.max_steps, initial=self.state["step"], disable=not cfg.logging.progress_bar)
+                               histogram_every=cfg.logging.histogram_every) if main else None
+        bar = ProgressBar(cfg.optim.max_steps, initial=self.state["step"], disable=not (cfg.logging.progress_bar and main))
         last = {}
         try:
             while self.state["step"] < cfg.optim.max_steps:
-                if cfg.optim.max_seconds is not None and self.state["train_seconds"] >= cfg.optim.max_seconds:
+                if self._out_of_time():
                     break
                 metrics = self.training_step()
                 self.state["step"] += 1
                 self.state["train_seconds"] += metrics["train/step_time"]
                 step = self.state["step"]
                 last = metrics
-                if step % cfg.logging.logging_steps == 0 or step == cfg.optim.max_steps:
+                if logger and (step % cfg.logging.logging_steps == 0 or step == cfg.optim.max_steps):
                     logger.log(step, metrics)
-                logger.log_histograms(step, self._last_hist)
+                if logger:
+                    logger.log_histograms(step, self._last_hist)
                 bar.update(step, metrics)
                 if cfg.logging.save_steps and step % cfg.logging.save_steps == 0:
                     checkpoint.save_checkpoint(self)
         finally:
             bar.close()
-            logger.close()
+            if logger:
+                logger.close()
         checkpoint.save_checkpoint(self)
-        self.save_model(self.output_dir)
+        self.accelerator.wait_for_everyone()
+        if main:
+            self.save_model(self.output_dir)
         return last
+
+    def _out_of_time(self) -> bool:
+        """max_seconds reached; with several processes, all stop together (the slowest decides)."""
+        limit = self.args.optim.max_seconds
+        if limit is None:
+            return False
+        over = torch.tensor([float(self.state["train_seconds"] >= limit)], device=self.device)
+        if self.accelerator.num_processes > 1:
+            over = self.accelerator.reduce(over, reduction="max")
+        return bool(over.item() > 0)
 
     def save_model(self, directory: str | Path) -> Path:
         """Save the policy (adapter or full model), tokenizer and heads as a loadable folder."""
