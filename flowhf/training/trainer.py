@@ -37,6 +37,7 @@ from flowhf.training.batch import (
 )
 from flowhf.training.config import FlowHFConfig
 from flowhf.training.logging import MetricsLogger, ProgressBar
+from flowhf.training.optim import build_optimizer, build_scheduler
 from flowhf.training.loss import FLOW_OBJECTIVES, ObjectiveInputs, ObjectiveSettings, objective_loss
 from flowhf.training.step_metrics import histogram_tensors, step_metrics
 
@@ -79,8 +80,8 @@ class FlowHFTrainer:
         self.beta = BetaSchedule(cfg.target.beta, cfg.target.beta_end, cfg.target.beta_schedule, cfg.target.beta_steps)
         hidden = self.bundle.model.config.hidden_size
         self.heads = self._build_heads(hidden)
-        self.optimizer = self._build_optimizer()
-        self.scheduler = self._build_scheduler()
+        self.optimizer = build_optimizer(self.bundle.model, self.heads, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.model, self.optimizer, self.scheduler, *heads = self.accelerator.prepare(
             self.bundle.model, self.optimizer, self.scheduler, *self.heads.values()
         )
@@ -146,29 +147,6 @@ class FlowHFTrainer:
         if o.objective == "tb" and o.logz == "scalar":
             heads["log_z"] = ScalarLogZ(init=o.logz_init)
         return heads
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        opt = self.args.optim
-        policy = [p for p in self.bundle.model.parameters() if p.requires_grad]
-        groups = [{"params": policy, "lr": opt.learning_rate, "weight_decay": opt.weight_decay, "name": "policy"}]
-        for name, head in self.heads.items():
-            lr = opt.logz_learning_rate if name == "log_z" else opt.head_learning_rate
-            groups.append({"params": list(head.parameters()), "lr": lr, "weight_decay": 0.0, "name": name})
-        return torch.optim.AdamW(groups)
-
-    def _build_scheduler(self):
-        opt = self.args.optim
-        import math
-
-        def factor(step: int) -> float:
-            if opt.warmup_steps and step < opt.warmup_steps:
-                return (step + 1) / opt.warmup_steps
-            if opt.lr_scheduler == "constant":
-                return 1.0
-            progress = min(1.0, (step - opt.warmup_steps) / max(1, opt.max_steps - opt.warmup_steps))
-            return 1.0 - progress if opt.lr_scheduler == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
