@@ -26,6 +26,14 @@ import torch
 from flowhf.objectives._shapes import accumulation_dtype
 
 
+def _reference_cumsum(ref_log_pf: torch.Tensor | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """[B, T+1] log p_ref of every prefix s_0..s_T (entry 0 is 0)."""
+    if ref_log_pf is None or mask is None:
+        raise ValueError("alpha != 0 needs the reference log-probs and the action mask")
+    step = ref_log_pf.to(dtype) * mask.to(dtype)  # [B, T]
+    return torch.cat([step.new_zeros(step.shape[0], 1), step.cumsum(dim=1)], dim=1)
+
+
 def target_log_reward(
     reward: torch.Tensor,
     beta: float,
@@ -44,9 +52,7 @@ def target_log_reward(
     dtype = accumulation_dtype(reward)
     out = beta * reward.to(dtype)  # [B]
     if alpha != 0.0:
-        if ref_log_pf is None or mask is None:
-            raise ValueError("alpha != 0 needs the reference log-probs and the action mask")
-        out = out + alpha * (ref_log_pf.to(dtype) * mask.to(dtype)).sum(dim=1)
+        out = out + alpha * _reference_cumsum(ref_log_pf, mask, dtype)[:, -1]
     return out
 
 
@@ -64,15 +70,10 @@ def prefix_target_log_reward(
             row's length repeat its final value, see `flowhf.rewards`).
         ref_log_pf: [B, T] per-token reference log-probs; mask: [B, T].
     """
-    B, T1 = prefix_reward.shape
     dtype = accumulation_dtype(prefix_reward)
     out = beta * prefix_reward.to(dtype)  # [B, T+1]
     if alpha != 0.0:
-        if ref_log_pf is None or mask is None:
-            raise ValueError("alpha != 0 needs the reference log-probs and the action mask")
-        step = ref_log_pf.to(dtype) * mask.to(dtype)  # [B, T]
-        cum = torch.cat([step.new_zeros(B, 1), step.cumsum(dim=1)], dim=1)  # [B, T+1]
-        out = out + alpha * cum
+        out = out + alpha * _reference_cumsum(ref_log_pf, mask, dtype)
     return out
 
 

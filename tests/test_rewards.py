@@ -265,32 +265,6 @@ def test_registry_errors():
 # -- embedding -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # importing sentence-transformers alone takes ~10 s on a busy 2-core machine
-def test_embedding_matches_sentence_transformers():
-    from sentence_transformers import SentenceTransformer
-
-    from flowhf.rewards.embedding import shipped_minilm_dir
-
-    completions = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A kitten rests on a rug."]
-    references = ["A cat is sitting on a mat.", "A cat is sitting on a mat.", "The weather is sunny."]
-    got = EmbeddingReward(column="reference")(["p"] * 3, completions, reference=references)  # default model
-    st = SentenceTransformer(shipped_minilm_dir(), device="cpu")
-    a = st.encode(completions, convert_to_tensor=True, normalize_embeddings=True)
-    b = st.encode(references, convert_to_tensor=True, normalize_embeddings=True)
-    assert torch.allclose(got, torch.nn.functional.cosine_similarity(a, b, dim=-1).float(), atol=1e-5)
-    assert got[0] > 0.7 and got[0] > got[1]  # paraphrase beats an unrelated sentence
-
-
-def test_embedding_default_model_and_missing_column():
-    from flowhf.rewards.embedding import resolve_embedding_model, shipped_minilm_dir
-
-    assert resolve_embedding_model("all-MiniLM-L6-v2") == shipped_minilm_dir()
-    assert os.path.isfile(os.path.join(shipped_minilm_dir(), "config.json"))
-    assert resolve_embedding_model("/my/model") == "/my/model"
-    with pytest.raises(KeyError, match="needs the dataset column 'reference'.*got columns \\['answer'\\]"):
-        EmbeddingReward()(["p"], ["x"], answer=["y"])  # raised before any model is loaded
-
-
 # -- classifier and the one-pass prefix scoring ----------------------------------------------
 
 
@@ -407,29 +381,3 @@ def test_one_pass_verification_falls_back(tiny_rm, bpe_tokenizer, monkeypatch, c
     with pytest.raises(RuntimeError, match="differ"):
         _rm(tiny_rm, tok, prefix_mode="one_pass").score_prefixes(prompts, ids, tok)
 
-
-def test_classifier_uses_the_saved_reward_template(tmp_path):
-    """A FlowHF-trained RM folder carries its template; scoring must format text the same way."""
-    import json
-
-    from transformers import LlamaForSequenceClassification
-
-    from flowhf.models.tiny import tiny_llama_config, tiny_tokenizer
-    from flowhf.rewards.classifier import ClassifierReward
-
-    tok = tiny_tokenizer(["Question: what is two plus two? Answer: four. The quick brown fox."])
-    cfg = tiny_llama_config(len(tok), hidden_size=32, pad_token_id=tok.pad_token_id)
-    cfg.num_labels = 1
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(cfg)
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    template = "Question: {prompt}\n\nAnswer: {completion}"
-    (tmp_path / "flowhf_reward.json").write_text(json.dumps({"template": template, "max_length": 64}))
-    reward = ClassifierReward(path=str(tmp_path))
-    assert reward.input_format == "template" and reward.max_length == 64
-    got = reward(["what is two plus two?"], ["four."])
-    ids = tok("Question: what is two plus two?\n\nAnswer: four.", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        expected = model(ids).logits[0, 0]
-    assert got[0].item() == pytest.approx(expected.item(), abs=1e-5)

@@ -99,10 +99,8 @@ def _gguf_cache_dir(gguf_path: Path, cache_dir: str | Path | None) -> Path:
     return cache_root(cache_dir) / f"{gguf_path.stem.lower()}-{digest}"
 
 
-def _is_model_folder(path: Path) -> bool:
-    """A finished conversion/model folder: config.json plus safetensors weights."""
+def _is_model_folder(path: Path) -> bool:  # a finished conversion: config.json + safetensors
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
 
 def resolve_model_path(name_or_path: str | os.PathLike, cache_dir: str | Path | None = None) -> str:
     """Map a user model spec to something ``from_pretrained`` can read.
