@@ -61,6 +61,9 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     for method in METHODS:  # one row per method in each table
         assert report.count(f"| {method} |") >= 2, method
     assert "ppo" in report and "t = " in report
+    assert "## Time to reach PPO's final reward" in report and "## Wall-clock per stage" in report
+    reach = json.loads((out / "report" / "reach.json").read_text())
+    assert set(reach["runs"]) == {"grpo", "tb", "fl_kl", "flowhf", "recommended"}
     for method in ("tb", "recommended"):  # each FlowHF run stopped at the shared 2-step budget
         rows = [json.loads(line) for line in (out / method / "metrics.jsonl").read_text().splitlines()]
         assert max(r["step"] for r in rows if "step" in r) == 2
@@ -73,5 +76,5 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     assert done.stat().st_mtime_ns == mtime
     assert "[reproduce] sft: skipped (DONE exists)" in lines
     assert "[reproduce] eval: skipped (DONE exists)" in lines
-    assert "[reproduce] report: running" in lines
+    assert any(line.startswith("[reproduce] stage 1/1 report: running") for line in lines), lines
     assert (out / "report" / "DONE").is_file()

@@ -46,7 +46,8 @@ class Preset:
         None, "Given StackExchange reward spec; None trains one in the reward_model stage.")
     reward_model: dict = _f({}, "RewardModelConfig overrides for the reward_model stage (when se_reward is None).")
     toxicity_reward: str = _f("toxicity", "Reward spec of the toxicity evaluation.")
-    budget: dict = _f({"max_steps": 2, "seconds": 60}, "The one budget every method gets (Budget keys).")
+    budget: dict = _f({"max_steps": 2, "seconds": 60}, "The one budget every compared method gets (Budget keys).")
+    sft_budget: dict | None = _f(None, "Budget of the SFT stage (None = the same as `budget`).")
     max_new_tokens: int = _f(8, "Completion length during training (all methods).")
     batch_size: int = _f(4, "Completions per optimizer step for every method.")
     lora: bool = _f(True, "LoRA adapters for every method (SFT included).")
@@ -58,6 +59,7 @@ class Preset:
     accelerate_config: str | None = _f(None, "Accelerate config for multi-GPU launches (paper).")
     gpu: str = _f("none", "Hardware the preset is sized for.")
     stage_hours: dict = _f({}, "Estimated GPU hours per stage (paper; printed by --dry-run).")
+    stage_seconds: dict = _f({}, "Estimated wall-clock seconds per stage (progress bars and the run's ETA).")
     notes: list = _f([], "Free-text notes printed with the plan.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,10 +71,10 @@ class Preset:
 CPU_BUDGET_PLAN = {
     "sft": 240,           # 4 min of SFT steps on the shipped 448 pairs
     "reward_model": 180,  # head_only Bradley-Terry on frozen features (one backbone pass per text)
-    "per_method": 300,    # ppo, grpo, tb, fl_kl, flowhf, recommended: 6 x 5 min = 30 min
-    "eval": 600,          # 7 models x 2 tasks x n=24 completions of 32 tokens
-    "overhead": 180,      # model loading / saving / report
-}                         # total 240 + 180 + 1800 + 600 + 180 = 3000 s = 50 min (10 min slack)
+    "per_method": 240,    # ppo, grpo, tb, fl_kl, flowhf, recommended: 6 x 4 min = 24 min
+    "eval": 800,          # 7 models x 2 tasks x n=40 completions of 32 tokens (~1.4 s each)
+    "overhead": 300,      # model loading / saving (~20-40 s per stage) / report
+}                         # total 240 + 180 + 1440 + 800 + 300 = 2960 s = 49 min (11 min slack)
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
@@ -80,6 +82,7 @@ PRESETS: dict[str, Preset] = {
         se_reward="python:flowhf.rewards.toy:letter_share",
         budget={"max_steps": 2, "seconds": 60},
         sft_limit=16,
+        stage_seconds={**{s: 8 for s in STAGES}, "eval": 30},
         notes=["SE reward is the toy letter_share reward (no reward model is trained: a random "
                "2-layer backbone would give a meaningless one); numbers test the plumbing only."],
     ),
@@ -88,13 +91,17 @@ PRESETS: dict[str, Preset] = {
         policy="smollm2",
         reward_model={"model": "smollm2", "mode": "head_only"},
         budget={"max_steps": 1000, "seconds": CPU_BUDGET_PLAN["per_method"]},
+        sft_budget={"max_steps": 1000, "seconds": CPU_BUDGET_PLAN["sft"]},
         max_new_tokens=32,
         batch_size=8,
-        eval_n=24,
+        eval_n=40,
         eval_k=8,
         eval_max_new_tokens=32,
         n_boot=1000,
         gpu="2 CPU cores",
+        stage_seconds={"sft": CPU_BUDGET_PLAN["sft"] + 40, "reward_model": CPU_BUDGET_PLAN["reward_model"],
+                       **{m: CPU_BUDGET_PLAN["per_method"] + 40 for m in BASELINE_METHODS + FLOWHF_METHODS},
+                       "eval": CPU_BUDGET_PLAN["eval"], "report": 20},
         notes=[f"budget plan (seconds): {CPU_BUDGET_PLAN}; SFT and the reward model get their own "
                "slots, the six compared methods share one setting."],
     ),
@@ -117,6 +124,8 @@ PRESETS: dict[str, Preset] = {
         gpu="8x A100 80GB",
         stage_hours={"sft": 8 * 4, "reward_model": 0, "ppo": 8 * 8, "grpo": 8 * 8, "tb": 8 * 8,
                      "fl_kl": 8 * 8, "flowhf": 8 * 8, "recommended": 8 * 8, "eval": 8 * 3, "report": 0},
+        stage_seconds={"sft": 4 * 3600, **{m: 8 * 3600 for m in BASELINE_METHODS + FLOWHF_METHODS},
+                       "eval": 3 * 3600, "report": 60},
         notes=["reward model is the published StackLLaMA PEFT adapter (not retrained)",
                "FSDP alternative: configs/accelerate/fsdp.yaml"],
     ),

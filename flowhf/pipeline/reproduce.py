@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flowhf.pipeline.presets import PRESETS, STAGES, get_preset
+from flowhf.pipeline.progress import RunClock, StageProgress, format_seconds
 
 
 def build_plan(preset_name: str, output_dir: str | os.PathLike, only: list[str] | None = None) -> dict[str, Any]:
@@ -42,10 +43,13 @@ def format_plan(plan: dict[str, Any]) -> str:
              f"  eval prompts:     {p['eval_prompts']} (Table 1), {p['toxicity_prompts']} (Table 2)",
              f"  SE reward:        {p['se_reward'] or 'trained in stage reward_model: ' + json.dumps(p['reward_model'])}",
              f"  toxicity reward:  {p['toxicity_reward']}",
-             f"  budget / method:  {json.dumps(p['budget'])}",
+             f"  budget / method:  {json.dumps(p['budget'])} (SFT: {json.dumps(p['sft_budget'] or p['budget'])})",
              f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}",
              f"  hardware:         {p['gpu']}" + (f", accelerate config {p['accelerate_config']}" if p["accelerate_config"] else ""),
              "  stages:           " + " -> ".join(plan["stages"])]
+    if p["stage_seconds"]:
+        total = sum(p["stage_seconds"].get(s, 0) for s in plan["stages"])
+        lines.append(f"  estimated wall-clock: {format_seconds(total)} for the planned stages")
     if "estimated_gpu_hours" in plan:
         lines.append(f"  estimated GPU hours: {plan['estimated_gpu_hours']} "
                      f"(per stage: {json.dumps(p['stage_hours'])})")
@@ -75,6 +79,9 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
     (out / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
     log(format_plan(plan))
     ctx = Context(preset=get_preset(preset_name), out=out, resume=resume)
+    to_run = [s for s in plan["stages"] if read_done(ctx.stage_dir(s)) is None]
+    clock = RunClock(to_run, ctx.preset.stage_seconds)
+    run_started = time.perf_counter()
     for stage in STAGES:  # earlier finished stages feed later ones even when not selected
         cached = read_done(ctx.stage_dir(stage))
         if cached is not None:
@@ -84,14 +91,16 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
             continue
         if stage not in plan["stages"]:
             continue
-        log(f"[reproduce] {stage}: running")
         started = time.perf_counter()
-        result = STAGE_FUNCS[stage](ctx)
+        with StageProgress(stage, to_run.index(stage) + 1, clock, log=log):
+            result = STAGE_FUNCS[stage](ctx)
         result = {**result, "seconds": round(time.perf_counter() - started, 1)}
+        clock.finish(stage, result["seconds"])
         ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
         (ctx.stage_dir(stage) / "DONE").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
         ctx.results[stage] = result
-        log(f"[reproduce] {stage}: done in {result['seconds']} s")
+        log(f"[reproduce] {stage}: done in {result['seconds']} s "
+            f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})")
     return ctx.results
 
 

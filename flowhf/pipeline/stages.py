@@ -35,6 +35,10 @@ class Context:
     def se_reward(self) -> str:
         return str(self.results["reward_model"]["reward"])
 
+    def reward_scale(self) -> float:
+        """Std of the SE reward over the training answers (1.0 when the preset gives the reward)."""
+        return float(self.results["reward_model"].get("score_std") or 1.0)
+
 
 def _lora(p: Preset) -> dict | None:
     return {} if p.lora else None
@@ -44,7 +48,7 @@ def stage_sft(ctx: Context) -> dict[str, Any]:
     from flowhf.baselines import run_sft
 
     p = ctx.preset
-    res = run_sft(p.policy, p.sft_data, ctx.stage_dir("sft"), budget=p.budget, lora=_lora(p),
+    res = run_sft(p.policy, p.sft_data, ctx.stage_dir("sft"), budget=p.sft_budget or p.budget, lora=_lora(p),
                   batch_size=p.batch_size, limit=p.sft_limit)
     return {"model_dir": str(ctx.stage_dir("sft") / "model"), "result": res}
 
@@ -53,12 +57,13 @@ def stage_reward_model(ctx: Context) -> dict[str, Any]:
     """Train the SE reward model, or record the preset's given reward spec."""
     p = ctx.preset
     if p.se_reward is not None:
-        return {"reward": p.se_reward, "trained": False}
+        return {"reward": p.se_reward, "trained": False, "score_std": None}
     from flowhf.rewards.training import RewardModelConfig, train_reward_model
 
     out = ctx.stage_dir("reward_model") / "model"
     metrics = train_reward_model(RewardModelConfig(**{**p.reward_model, "output_dir": str(out)}))
-    return {"reward": f"classifier:{out}", "trained": True, "metrics": metrics}
+    return {"reward": f"classifier:{out}", "trained": True, "metrics": metrics,
+            "score_std": metrics["train/score_std"]}
 
 
 def _baseline(ctx: Context, method: str) -> dict[str, Any]:
@@ -83,11 +88,29 @@ def stage_grpo(ctx: Context) -> dict[str, Any]:
     return _baseline(ctx, "grpo")
 
 
+def scaled_betas(ctx: Context, method: str) -> list[str]:
+    """``target.beta`` (and ``beta_end``) of configs/<method>.yaml divided by the reward's scale.
+
+    A config's beta is read as nats of log R per standard deviation of the reward over the
+    TRAINING answers (chosen and rejected), so one config means the same target whether the
+    reward is VADER (std ~0.5) or a reward model's logit (std ~3). Only training data sets the
+    scale; nothing is fitted to the evaluation prompts.
+    """
+    import yaml
+
+    scale = ctx.reward_scale()
+    target = (yaml.safe_load((CONFIGS / f"{method}.yaml").read_text(encoding="utf-8")) or {}).get("target", {})
+    sets = [f"target.beta={float(target.get('beta', 1.0)) / scale:.6g}"]
+    if target.get("beta_end") is not None:
+        sets.append(f"target.beta_end={float(target['beta_end']) / scale:.6g}")
+    return sets
+
+
 def flowhf_overrides(ctx: Context, method: str) -> list[str]:
     """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all)."""
     p = ctx.preset
     budget = p.budget
-    sets = [
+    sets = [*scaled_betas(ctx, method),
         f"model.name={ctx.model_dir('sft')}",
         f"model.lora={str(p.lora).lower()}",
         f"target.reward={ctx.se_reward()}",
@@ -169,12 +192,16 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     """report.md: Table 1 + Table 2 (FlowHF vs PPO t-tests inside), plots, every training curve."""
     from flowhf.evaluation.compare import compare_evaluations
     from flowhf.evaluation.plots import plot_training_curves
+    from flowhf.evaluation.reach import format_reach_markdown, reach_table
 
     ev = ctx.results["eval"]
     out = ctx.stage_dir("report")
     out.mkdir(parents=True, exist_ok=True)
     parts, files = [f"# flowhf reproduce: preset {ctx.preset.name}", "",
-                    f"Budget per method: {json.dumps(ctx.preset.budget)} (see plan.json).", ""], {}
+                    f"Budget per compared method: {json.dumps(ctx.preset.budget)}; SFT: "
+                    f"{json.dumps(ctx.preset.sft_budget or ctx.preset.budget)} (see plan.json).",
+                    f"GFlowNet beta = config beta / {ctx.reward_scale():.3g} (the SE reward's std over the training "
+                    "answers); PPO and GRPO use TRL's defaults on the same raw reward.", ""], {}
     for task in ("stackexchange", "toxicity"):
         written = compare_evaluations([ev["eval_dirs"][task]], out / f"{task}.md", baseline="ppo")
         files[task] = {k: str(v) for k, v in written.items()}
@@ -184,10 +211,29 @@ def stage_report(ctx: Context) -> dict[str, Any]:
         curves = plot_training_curves(ev["run_dirs"], out / "training_curves.png")
         parts += ["## Training curves", "", f"![training curves](report/{curves.name})", ""]
         files["training_curves"] = str(curves)
+    if "ppo" in ev["run_dirs"]:
+        reach = reach_table(ev["run_dirs"], reference="ppo")
+        (out / "reach.json").write_text(json.dumps(reach, indent=2), encoding="utf-8")
+        parts += ["## Time to reach PPO's final reward", "", format_reach_markdown(reach), ""]
+        files["reach"] = str(out / "reach.json")
+    parts += ["## Wall-clock per stage", "", "| stage | seconds | optimizer steps |", "|---|---|---|"]
+    parts += [f"| {stage} | {res.get('seconds', '-')} | {_steps(res)} |" for stage, res in ctx.results.items()]
+    parts.append("")
     report = ctx.out / "report.md"
     report.write_text("\n".join(parts), encoding="utf-8")
     (out / "report.md").write_text("\n".join(parts), encoding="utf-8")
     return {"report": str(report), "files": files}
+
+
+def _steps(result: dict) -> str:
+    """Optimizer steps a training stage ran ('-' for stages that do not train)."""
+    if "result" in result and isinstance(result["result"], dict) and "steps" in result["result"]:
+        return str(result["result"]["steps"])
+    run_dir = result.get("run_dir")
+    metrics = Path(run_dir) / "metrics.jsonl" if run_dir else None
+    if metrics is not None and metrics.is_file():
+        return str(sum(1 for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()))
+    return "-"
 
 
 STAGE_FUNCS = {

@@ -163,11 +163,15 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
     if config.mode == "head_only":
-        stats = _train_head(model, train_ids, config)
+        stats, train_scores = _train_head(model, train_ids, config)
     else:
         model = _prepare_trainable(model, config)
         stats = _train_model(model, train_ids, config)
         model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        train_scores = _score_texts(model, train_ids, config)
+    # Scale of the reward on the TRAINING answers (chosen and rejected): a GFlowNet target's beta
+    # is only meaningful relative to it (`flowhf reproduce` sets beta = config beta / score_std).
+    stats = {**stats, "train/score_mean": train_scores.mean().item(), "train/score_std": train_scores.std().item()}
     metrics = {"train/n_pairs": len(train_pairs), "train/time_s": round(time.perf_counter() - started, 1),
                **stats, "mode": config.mode, "model": config.model}
     if test_pairs:
@@ -311,7 +315,7 @@ def _train_model(model, train_ids: list, config: RewardModelConfig) -> dict:
     return stats
 
 
-def _train_head(model, train_ids: list, config: RewardModelConfig) -> dict:
+def _train_head(model, train_ids: list, config: RewardModelConfig) -> tuple[dict, torch.Tensor]:
     """head_only: one frozen-backbone pass, then BT epochs of the linear head on cached features."""
     features = _score_texts(model, train_ids, config, fn=_last_token_state)  # [N, 2, hidden]
 
@@ -319,7 +323,10 @@ def _train_head(model, train_ids: list, config: RewardModelConfig) -> dict:
         return model.score(features[batch]).squeeze(-1).unbind(1)
 
     params = list(model.score.parameters())
-    return _fit(params, train_ids, pair_rewards, config, config.head_epochs, config.head_learning_rate)
+    stats = _fit(params, train_ids, pair_rewards, config, config.head_epochs, config.head_learning_rate)
+    with torch.no_grad():
+        scores = model.score(features).squeeze(-1)  # [N, 2] the fitted head on every training text
+    return stats, scores
 
 
 def _save(model, tokenizer, config: RewardModelConfig, metrics: dict) -> None:

@@ -28,6 +28,9 @@ def step_metrics(batch: TrajectoryBatch, reward, log_reward, scores, ref_log_pf,
         "train/log_z": float(out.log_z.float().nanmean()) if out.log_z.numel() else float("nan"),
         "train/reward_mean": float(reward.mean()),
         "train/reward_std": _std(reward),
+        # the policy's own samples only: replay rows are the buffer's best and would inflate it
+        "train/reward_mean_policy": float(reward[policy_rows.to(reward.device)].mean()) if bool(policy_rows.any())
+        else float("nan"),
         "train/log_reward_mean": float(log_reward.mean()),
         # Monte-Carlo KL(pi || p_ref) on the policy's own samples (replay/off-policy rows excluded)
         "train/kl_per_seq": float(on_policy.mean()),

@@ -346,6 +346,7 @@ class FlowHFTrainer:
                 metrics = self.training_step()
                 self.state["step"] += 1
                 self.state["train_seconds"] += metrics["train/step_time"]
+                metrics["train/elapsed_seconds"] = self.state["train_seconds"]  # budget clock, as the baselines log
                 step = self.state["step"]
                 last = metrics
                 if logger and (step % cfg.logging.logging_steps == 0 or step == cfg.optim.max_steps):
