@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowhf-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo train-demo test install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The report's whole comparison on SmolLM2 (SFT, reward model, PPO, GRPO, 4 GFlowNet variants,
+# evaluation, report.md): about 50 minutes on 2 CPU cores; re-running skips finished stages.
 demo: $(STAMP)
+	$(BIN)/python -m flowhf.cli reproduce --preset cpu --output-dir runs/reproduce_cpu
+
+# One 10-minute FlowHF training run (configs/recommended.yaml, sentiment reward).
+train-demo: $(STAMP)
 	$(BIN)/python -m flowhf.cli demo
 
 test: $(STAMP)

@@ -44,9 +44,13 @@ def format_plan(plan: dict[str, Any]) -> str:
              f"  SE reward:        {p['se_reward'] or 'trained in stage reward_model: ' + json.dumps(p['reward_model'])}",
              f"  toxicity reward:  {p['toxicity_reward']}",
              f"  budget / method:  {json.dumps(p['budget'])} (SFT: {json.dumps(p['sft_budget'] or p['budget'])})",
-             f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}",
+             f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}, "
+             f"temperature={p['eval_temperature']}",
              f"  hardware:         {p['gpu']}" + (f", accelerate config {p['accelerate_config']}" if p["accelerate_config"] else ""),
              "  stages:           " + " -> ".join(plan["stages"])]
+    if p["accelerate_config"]:
+        lines.append(f"  launch:           accelerate launch --config_file {p['accelerate_config']} "
+                     f"-m flowhf.cli reproduce --preset {p['name']} --output-dir {plan['output_dir']}")
     if p["stage_seconds"]:
         total = sum(p["stage_seconds"].get(s, 0) for s in plan["stages"])
         lines.append(f"  estimated wall-clock: {format_seconds(total)} for the planned stages")
@@ -122,8 +126,21 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_plan(build_plan(args.preset, args.output_dir, args.only)))
         return 0
-    run_reproduce(args.preset, args.output_dir, args.only, args.resume)
+    results = run_reproduce(args.preset, args.output_dir, args.only, args.resume)
+    if "report" in results:
+        print(report_summary(results["report"]["report"]))
     return 0
+
+
+def report_summary(report_path: str | os.PathLike) -> str:
+    """Table 1, Table 2 and the time-to-reach table of a report.md, then the report's path."""
+    keep, lines = False, []
+    for line in Path(report_path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            keep = line.startswith(("## Table 1", "## Table 2", "## Time to reach"))
+        if keep and not line.startswith("Cells:"):
+            lines.append(line)
+    return "\n".join(lines + ["", f"Full report (plots, t-tests, wall-clock per stage): {Path(report_path).resolve()}"])
 
 
 if __name__ == "__main__":  # python -m flowhf.pipeline.reproduce ...

@@ -161,7 +161,8 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
     p = ctx.preset
     models = {m: ctx.model_dir(m) for m in METHODS}
     run_dirs = {m: ctx.results[m]["run_dir"] for m in METHODS if "run_dir" in ctx.results[m]}
-    gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, batch_size=max(1, min(16, p.eval_n)))
+    gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, temperature=p.eval_temperature,
+                             batch_size=max(1, min(16, p.eval_n)))
     embedder = Embedder()
     out = {}
     for task, source, reward in (("stackexchange", p.eval_prompts, ctx.se_reward()),
