@@ -32,7 +32,7 @@ def test_reach_uses_policy_reward_and_trailing_mean(tmp_path):
     assert table["runs"]["slow"]["reached"] is False and table["runs"]["slow"]["seconds"] is None
     assert "sft" not in table["runs"]
     text = format_reach_markdown(table)
-    assert "| slow | no | not reached |" in text and "| fast | yes | 15 |" in text
+    assert "| slow | no | not reached | 0.750 | no |" in text and "| fast | yes | 15 | 2.500 | yes |" in text
 
 
 def test_missing_metrics_names_the_directory(tmp_path):

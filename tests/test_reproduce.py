@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowhf.pipeline.presets import METHODS, PRESETS, STAGES
-from flowhf.pipeline.reproduce import build_plan, run_reproduce
+from flowhf.pipeline.reproduce import build_plan, report_summary, run_reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,7 @@ def test_paper_dry_run_prints_plan_and_touches_nothing(tmp_path):
     assert " -> ".join(STAGES) in text
     # 8 GPUs x (4 SFT + 6 methods x 8 + 3 eval) hours, from the preset table
     assert "estimated GPU hours: 440" in text
+    assert "launch:           accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml" in text
     assert not out.exists() and not (tmp_path / "hf").exists()
     assert "torch" not in proc.stderr.lower() or proc.stderr == ""
 
@@ -62,6 +63,9 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
         assert report.count(f"| {method} |") >= 2, method
     assert "ppo" in report and "t = " in report
     assert "## Time to reach PPO's final reward" in report and "## Wall-clock per stage" in report
+    summary = report_summary(out / "report.md")  # what `flowhf reproduce` prints at the end
+    assert "## Table 1" in summary and "## Table 2" in summary and "## Time to reach" in summary
+    assert summary.endswith(str((out / "report.md").resolve()))
     reach = json.loads((out / "report" / "reach.json").read_text())
     assert set(reach["runs"]) == {"grpo", "tb", "fl_kl", "flowhf", "recommended"}
     for method in ("tb", "recommended"):  # each FlowHF run stopped at the shared 2-step budget

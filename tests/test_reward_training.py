@@ -100,6 +100,12 @@ def test_reward_model_learns_marker_and_reloads_identically(tmp_path, mode):
     # batched (padded) scores equal one-at-a-time scores: the head reads the last real token
     single = torch.cat([_score(config.output_dir, [p], [c]) for p, c in zip(prompts[:4], [r["good"] for r in test[:4]])])
     torch.testing.assert_close(single, chosen[:4], atol=1e-5, rtol=1e-5)
+    # the recorded reward scale is the std of the reloaded model's scores on the TRAINING answers
+    train = _pairs(40, 1, mode == "head_only")
+    train_scores = torch.cat([_score(config.output_dir, [r["question"] for r in train], [r[k] for r in train])
+                              for k in ("good", "bad")])
+    assert metrics["train/score_std"] == pytest.approx(train_scores.std().item(), rel=1e-3)
+    assert metrics["train/score_mean"] == pytest.approx(train_scores.mean().item(), abs=1e-3)
 
 
 def test_saved_folder_records_scoring_contract(tmp_path):
