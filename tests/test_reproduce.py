@@ -82,3 +82,21 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     assert "[reproduce] eval: skipped (DONE exists)" in lines
     assert any(line.startswith("[reproduce] stage 1/1 report: running") for line in lines), lines
     assert (out / "report" / "DONE").is_file()
+
+
+def test_smoke_two_processes(tmp_path):
+    """torchrun, 2 gloo processes: every training stage runs data-parallel and stops at the same
+    step; rank 0 alone writes the logs, DONE files, evaluation and report."""
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "flowhf.cli", "reproduce", "--preset", "smoke",
+                           "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("flowhf reproduce: preset smoke") == 1  # one process prints
+    assert "## Table 1" in proc.stdout
+    for stage in STAGES:
+        assert (out / stage / "DONE").is_file(), stage
+    for method in ("sft", "ppo", "grpo", "tb", "recommended"):  # one log line per step, not one per process
+        steps = [json.loads(line)["step"] for line in (out / method / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 2, (method, steps)

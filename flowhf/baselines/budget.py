@@ -154,8 +154,18 @@ class BudgetCallback(TrainerCallback):
         self.elapsed = self.clock() - self.start
         self.steps = int(state.global_step)
 
+    def _agreed(self, reason: str | None) -> str | None:
+        """With several processes, all stop at the same step: the first limit any process hit."""
+        from flowhf.distributed import all_max
+
+        codes = ("max_steps", "seconds", "generated_tokens")
+        code = all_max(codes.index(reason) + 1 if reason else 0)
+        return codes[code - 1] if code else None
+
     def _write(self) -> None:
-        if self.record_path is not None:
+        from flowhf.distributed import is_main_process
+
+        if self.record_path is not None and is_main_process():
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             self.record_path.write_text(json.dumps(self.record(), indent=2) + "\n", encoding="utf-8")
 
@@ -167,7 +177,7 @@ class BudgetCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._update(state)
-        reason = self.exhausted()
+        reason = self._agreed(self.exhausted())
         if reason is not None:
             self.stopped_by = reason
             control.should_training_stop = True

@@ -25,6 +25,7 @@ from peft import LoraConfig, PeftModel
 from flowhf.baselines.budget import Budget, BudgetCallback, TokenCounter
 from flowhf.baselines.metrics import MetricsCallback
 from flowhf.data.loading import DataError, load_rows
+from flowhf.distributed import barrier, is_main_process
 from flowhf.models.lora import LoraSettings
 
 # Column layout of the StackExchange pairs -> the names the runners read.
@@ -142,8 +143,10 @@ def save_merged_model(model: Any, tokenizer: Any, path: str | os.PathLike) -> Pa
     path = Path(path)
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    if is_main_process():  # one process writes; the others wait until the folder is complete
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    barrier()
     return path
 
 
@@ -168,16 +171,18 @@ class RunRecorder:
     ) -> None:
         self.method = method
         self.output_dir = Path(output_dir)
+        self.main = is_main_process()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", "metrics.csv", "result.json", "budget.json"):
-            if (self.output_dir / stale).exists():  # the logger appends: a rerun must not mix two runs
+            if self.main and (self.output_dir / stale).exists():  # the logger appends: a rerun must not mix runs
                 (self.output_dir / stale).unlink()
         self.budget = Budget.coerce(budget)
         self.counter = TokenCounter()
         self.budget_callback = BudgetCallback(
             self.budget, self.counter, self.output_dir / "budget.json", raise_on_stop=raise_on_stop
         )
-        self.metrics_callback = MetricsCallback(self.output_dir, self.budget_callback, vf_coef=vf_coef)
+        self.metrics_callback = MetricsCallback(self.output_dir, self.budget_callback, vf_coef=vf_coef,
+                                                enabled=self.main)
         self.started = time.perf_counter()
 
     @property
@@ -213,7 +218,8 @@ class RunRecorder:
             "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
             "torch_threads": torch.get_num_threads(),
         }
-        (self.output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if self.main:
+            (self.output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return result
 
 

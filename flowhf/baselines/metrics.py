@@ -94,10 +94,12 @@ def map_logs(logs: Mapping[str, Any], vf_coef: float | None = None) -> tuple[dic
 class MetricsCallback(TrainerCallback):
     """Writes each TRL log call as one ``metrics.jsonl`` / ``metrics.csv`` line via FlowHF's logger."""
 
-    def __init__(self, output_dir: str | Path, budget: BudgetCallback, vf_coef: float | None = None) -> None:
+    def __init__(self, output_dir: str | Path, budget: BudgetCallback, vf_coef: float | None = None,
+                 enabled: bool = True) -> None:
         from flowhf.training.logging import MetricsLogger
 
-        self.logger = MetricsLogger(output_dir, report_to=("jsonl", "csv"))
+        # ``enabled=False`` on every process but rank 0: the numbers are kept, nothing is written
+        self.logger = MetricsLogger(output_dir, report_to=("jsonl", "csv")) if enabled else None
         self.budget = budget
         self.vf_coef = vf_coef
         self.last: dict[str, float] = {}
@@ -113,7 +115,8 @@ class MetricsCallback(TrainerCallback):
             return
         metrics["train/tokens_generated"] = float(self.budget.counter.total)
         metrics["train/elapsed_seconds"] = float(self.budget.elapsed_now())
-        self.logger.log(int(state.global_step), metrics)
+        if self.logger is not None:
+            self.logger.log(int(state.global_step), metrics)
         self.last = {k: v for k, v in metrics.items() if math.isfinite(v)}
         self.rows += 1
 
@@ -121,4 +124,5 @@ class MetricsCallback(TrainerCallback):
         self.close()
 
     def close(self) -> None:
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()

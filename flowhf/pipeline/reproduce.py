@@ -72,40 +72,73 @@ def read_done(stage_dir: Path) -> dict[str, Any] | None:
         raise ValueError(f"{done}: not valid JSON ({err}); delete it to rerun the stage") from err
 
 
+# Stages one process runs alone; in a multi-process launch the others wait for reward_model
+# (later stages need it) and stop before eval/report (long single-process work: a barrier
+# would time out).
+MAIN_ONLY_STAGES = ("reward_model", "eval", "report")
+
+
 def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[str] | None = None,
                   resume: bool = False, log=print) -> dict[str, dict]:
-    """Run (or skip when cached) every planned stage; returns {stage: result}."""
+    """Run (or skip when cached) every planned stage; returns {stage: result}.
+
+    Under ``torchrun`` / ``accelerate launch`` every process runs the training stages (the TRL
+    and FlowHF trainers are data-parallel); rank 0 alone writes plan.json and DONE files and
+    runs the reward model, evaluation and report.
+    """
+    from flowhf import distributed
     from flowhf.pipeline.stages import STAGE_FUNCS, Context
 
+    distributed.init_process_group()
+    main = distributed.is_main_process()
     out = Path(output_dir)
     plan = build_plan(preset_name, out, only)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
-    log(format_plan(plan))
     ctx = Context(preset=get_preset(preset_name), out=out, resume=resume)
-    to_run = [s for s in plan["stages"] if read_done(ctx.stage_dir(s)) is None]
+    cached = {s: read_done(ctx.stage_dir(s)) for s in STAGES}  # decided once, before any process writes
+    distributed.barrier()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
+        log(format_plan(plan))
+    else:
+        log = lambda *_: None  # noqa: E731  (one process prints)
+    to_run = [s for s in plan["stages"] if cached[s] is None]
     clock = RunClock(to_run, ctx.preset.stage_seconds)
     run_started = time.perf_counter()
     for stage in STAGES:  # earlier finished stages feed later ones even when not selected
-        cached = read_done(ctx.stage_dir(stage))
-        if cached is not None:
-            ctx.results[stage] = cached
+        if cached[stage] is not None:
+            ctx.results[stage] = cached[stage]
             if stage in plan["stages"]:
                 log(f"[reproduce] {stage}: skipped (DONE exists)")
             continue
         if stage not in plan["stages"]:
             continue
+        if not main and stage in MAIN_ONLY_STAGES:
+            if stage == "reward_model":
+                distributed.barrier()  # rank 0 trains it and writes DONE
+                ctx.results[stage] = read_done(ctx.stage_dir(stage))
+            continue
+        distributed.init_process_group()
         started = time.perf_counter()
-        with StageProgress(stage, to_run.index(stage) + 1, clock, log=log):
+        with StageProgress(stage, to_run.index(stage) + 1, clock, log=log) if main else _nothing():
             result = STAGE_FUNCS[stage](ctx)
         result = {**result, "seconds": round(time.perf_counter() - started, 1)}
         clock.finish(stage, result["seconds"])
-        ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
-        (ctx.stage_dir(stage) / "DONE").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        if main:
+            ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+            (ctx.stage_dir(stage) / "DONE").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
         ctx.results[stage] = result
+        if stage not in ("eval", "report"):
+            distributed.barrier()
         log(f"[reproduce] {stage}: done in {result['seconds']} s "
             f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})")
     return ctx.results
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
@@ -127,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
         print(format_plan(build_plan(args.preset, args.output_dir, args.only)))
         return 0
     results = run_reproduce(args.preset, args.output_dir, args.only, args.resume)
-    if "report" in results:
+    if "report" in results and "report" in results["report"]:
         print(report_summary(results["report"]["report"]))
     return 0
 
