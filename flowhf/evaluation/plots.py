@@ -22,7 +22,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
-DEFAULT_CURVE_KEYS = ("train/reward_mean", "train/loss", "train/log_z", "train/kl_per_token")
+DEFAULT_CURVE_KEYS = ("train/reward_mean", "train/loss", "train/log_z", "train/kl_per_token",
+                      "train/completion_length", "train/entropy")
+# A panel's key -> the names runs log it under, first found wins. FlowHF's policy-only reward
+# mean excludes replayed completions (the buffer's best), so it is the fair curve to compare.
+CURVE_ALIASES = {
+    "train/reward_mean": ("train/reward_mean_policy", "train/reward_mean"),
+    "train/completion_length": ("train/completion_length", "train/completion_length_mean"),
+}
 
 
 def plot_score_distributions(
@@ -79,18 +86,21 @@ def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def _series(rows: Sequence[Mapping[str, Any]], key: str, source: Path) -> tuple[list[float], list[float]]:
-    """(steps, values) of one key. Rows without the key (or with null) have no point there."""
-    steps, values = [], []
+def _series(rows: Sequence[Mapping[str, Any]], key: str, source: Path, x_key: str = "step"
+            ) -> tuple[list[float], list[float]]:
+    """(x, values) of one key (or its first alias the run logged). Rows without it have no point."""
+    names = CURVE_ALIASES.get(key, (key,))
+    key = next((name for name in names if any(row.get(name) is not None for row in rows)), names[0])
+    xs, values = [], []
     for row in rows:
         value = row.get(key)
-        if value is None:
+        if value is None or row.get(x_key) is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{source}: step {row['step']} has non-numeric {key}={value!r}")
-        steps.append(float(row["step"]))
+        xs.append(float(row[x_key]))
         values.append(float(value))
-    return steps, values
+    return xs, values
 
 
 def plot_training_curves(
@@ -100,18 +110,24 @@ def plot_training_curves(
 ) -> Path:
     """One panel per metric key, one line per run; keys absent in a run are skipped there.
 
-    A key logged by no run gets no panel. If no run logged any of ``keys`` the figure would
-    be empty, which is an error naming the keys that were looked for.
+    Each run keeps one colour in every panel. The x axis is the budget clock
+    (``train/elapsed_seconds``) when every run logs it, as methods compared under one
+    wall-clock budget take steps of very different cost; otherwise the step. Panels whose
+    values span more than three orders of magnitude use a symmetric log scale. A key logged
+    by no run gets no panel; if no run logged any of ``keys`` that is an error naming them.
     """
     if not run_dirs:
         raise ValueError("plot_training_curves needs at least one run dir")
     runs = {name: (Path(d), read_metrics_jsonl(d)) for name, d in run_dirs.items()}
+    timed = all(rows and all(r.get("train/elapsed_seconds") is not None for r in rows) for _, rows in runs.values())
+    x_key = "train/elapsed_seconds" if timed else "step"
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(runs)}
     panels: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for key in keys:
         for name, (source, rows) in runs.items():
-            steps, values = _series(rows, key, source)
-            if steps:
-                panels.setdefault(key, {})[name] = (steps, values)
+            xs, values = _series(rows, key, source, x_key)
+            if xs:
+                panels.setdefault(key, {})[name] = (xs, values)
     if not panels:
         raise ValueError(f"none of the runs {list(run_dirs)} logged any of the keys {list(keys)}")
 
@@ -119,10 +135,13 @@ def plot_training_curves(
     rows_n = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(6 * cols, 3.6 * rows_n), squeeze=False)
     for ax, (key, lines) in zip(axes.flat, panels.items()):
-        for name, (steps, values) in lines.items():
-            ax.plot(steps, values, label=name, linewidth=1.4)
-        ax.set_title(key)
-        ax.set_xlabel("step")
+        for name, (xs, values) in lines.items():
+            ax.plot(xs, values, label=name, linewidth=1.4, color=colours[name])
+        magnitudes = [abs(v) for _, values in lines.values() for v in values if v != 0]
+        if magnitudes and max(magnitudes) / max(min(magnitudes), 1e-12) > 1e3:
+            ax.set_yscale("symlog", linthresh=max(min(magnitudes), 1e-3))
+        ax.set_title(key + (" (policy samples)" if key == "train/reward_mean" else ""))
+        ax.set_xlabel("seconds of training budget" if timed else "step")
         ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
