@@ -14,7 +14,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import flowhf  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)

@@ -9,6 +9,7 @@ plan and writes nothing, loads nothing and touches no network.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -120,7 +121,7 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
             continue
         distributed.init_process_group()
         started = time.perf_counter()
-        with StageProgress(stage, to_run.index(stage) + 1, clock, log=log) if main else _nothing():
+        with StageProgress(stage, to_run.index(stage) + 1, clock, log=log) if main else contextlib.nullcontext():
             result = STAGE_FUNCS[stage](ctx)
         result = {**result, "seconds": round(time.perf_counter() - started, 1)}
         clock.finish(stage, result["seconds"])
@@ -133,12 +134,6 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
         log(f"[reproduce] {stage}: done in {result['seconds']} s "
             f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})")
     return ctx.results
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
