@@ -11,15 +11,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from flowhf.models.tiny import tiny_llama_config
-from flowhf.rewards.training import (
+from flowhf.rewards.rm_config import (
     REWARD_META_FILE,
     RewardModelConfig,
     format_for_reward,
     load_reward_config,
     read_reward_meta,
-    train_reward_cli,
-    train_reward_model,
 )
+from flowhf.rewards.training import train_reward_cli, train_reward_model
 
 FILLER = [f"w{i}" for i in range(30)]
 MARKER = "excellent"  # present in every chosen answer, absent from every rejected one

@@ -16,20 +16,15 @@ wall-clock seconds, first reached wins), recorded in ``DIR/plan.json``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from flowhf.fields import help_field as _f
 
 STAGES = ("sft", "reward_model", "ppo", "grpo", "tb", "fl_kl", "flowhf", "recommended", "eval", "report")
 BASELINE_METHODS = ("ppo", "grpo")
 FLOWHF_METHODS = ("tb", "fl_kl", "flowhf", "recommended")
 METHODS = ("sft",) + BASELINE_METHODS + FLOWHF_METHODS  # every model that is evaluated
-
-
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with its help string (mutable defaults copied per instance)."""
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 OUTPUTS = ("auto", "logit", "prob", "log_prob")
 INPUT_FORMATS = ("concat", "completion", "pair", "template")
-REWARD_META_FILE = "flowhf_reward.json"  # written by flowhf.rewards.training beside a trained RM
 PREFIX_MODES = ("auto", "one_pass", "token_ids", "text")
 
 
@@ -296,12 +295,13 @@ class ClassifierReward(Reward):
 
 def _saved_meta(path: str | None) -> dict:
     """The scoring contract saved beside a FlowHF-trained reward model ({} if none)."""
-    import json
     from pathlib import Path
+
+    from flowhf.rewards.rm_config import REWARD_META_FILE, read_reward_meta
 
     if path is None or not (Path(path) / REWARD_META_FILE).is_file():
         return {}
-    return json.loads((Path(path) / REWARD_META_FILE).read_text(encoding="utf-8"))
+    return read_reward_meta(path)
 
 
 def _dtype(dtype: Any) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import json
 import logging
 import os
@@ -26,9 +25,6 @@ import random
 import shutil
 import sys
 import time
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,118 +33,16 @@ import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from flowhf.data.loading import load_preference_pairs
+from flowhf.rewards.rm_config import (
+    DEFAULT_RM_FOLDER,
+    LORA_TARGETS,
+    REWARD_META_FILE,
+    RewardModelConfig,
+    format_for_reward,
+    load_reward_config,
+)
 
 logger = logging.getLogger(__name__)
-REWARD_TEMPLATE = "Question: {prompt}\n\nAnswer: {completion}"
-REWARD_META_FILE = "flowhf_reward.json"
-DEFAULT_RM_FOLDER = "rm-stackexchange-smollm2"
-MODES = ("lora", "head_only", "full")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def format_for_reward(prompt: str, completion: str, template: str = REWARD_TEMPLATE) -> str:
-    """The text a reward model sees; training and scoring must both use this."""
-    return template.format(prompt=prompt, completion=completion)
-
-
-def _opt(default, help_text: str):
-    """A dataclass field with its help string (listed by `flowhf reward train --help`)."""
-    return field(default=default, metadata={"help": help_text})
-
-
-@dataclass
-class RewardModelConfig:
-    """Everything `train_reward_model` needs; loadable from YAML (`load_reward_config`)."""
-
-    model: str = _opt(
-        "smollm2", "Backbone: 'smollm2' (shipped default), Hub id, local folder or GGUF file.")
-    train_data: str = _opt(
-        "stackexchange:train", "Training pairs: shipped name, local file or 'hf:NAME' (see flowhf.data).")
-    test_data: str | None = _opt(
-        "stackexchange:test", "Held-out pairs for pairwise accuracy; null to skip evaluation.")
-    train_split: str | None = _opt(None, "Split of train_data when it is a `datasets` spec (default train).")
-    test_split: str | None = _opt(None, "Split of test_data when it is a `datasets` spec, e.g. test.")
-    columns: dict[str, str] | None = _opt(
-        None, "Map our names prompt/chosen/rejected to your columns, e.g. {prompt: question}.")
-    max_train_pairs: int | None = _opt(None, "Use only the first N training pairs (null = all).")
-    mode: str = _opt(
-        "head_only", "What trains: 'head_only' (frozen backbone run once, linear head fit on its features), "
-        "'lora' (LoRA adapters + head), 'full' (every weight).")
-    head_epochs: int = _opt(20, "head_only: passes over the cached features (milliseconds each).")
-    head_learning_rate: float = _opt(1e-3, "head_only: AdamW learning rate of the linear head.")
-    epochs: int = _opt(1, "lora/full: passes over the training pairs (each costs ~3 backbone passes on CPU).")
-    learning_rate: float = _opt(
-        2e-4, "lora/full: AdamW learning rate (linear warm-up over 10% of steps, then linear decay).")
-    lora_r: int = _opt(16, "lora: adapter rank.")
-    lora_alpha: float = _opt(32.0, "lora: scale numerator; updates are scaled by alpha / r.")
-    lora_layers: int | None = _opt(
-        None, "lora: adapt only the top N decoder layers (backward stops there: cheaper); null = all.")
-    weight_decay: float = _opt(0.0, "AdamW weight decay (all modes).")
-    batch_size: int = _opt(8, "Pairs per optimisation step; scoring runs 2x this many texts per forward.")
-    max_length: int = _opt(
-        256, "Token limit per formatted text; longer texts lose their START (the answer end is kept).")
-    bf16: bool = _opt(
-        True, "bfloat16 autocast for the backbone on CPU (faster with avx512_bf16); weights stay float32.")
-    seed: int = _opt(0, "Seed for head init, shuffling and LoRA init.")
-    output_dir: str = _opt(
-        "outputs/reward_model", "Folder for the merged model, tokenizer, metrics.json and flowhf_reward.json.")
-    template: str = _opt(
-        REWARD_TEMPLATE, "Text template with {prompt} and {completion}; stored with the model for scoring.")
-    log_every: int = _opt(10, "Log loss/accuracy every N steps.")
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        bad = [n for n in ("head_epochs", "epochs", "lora_r", "batch_size", "max_length", "log_every")
-               if getattr(self, n) < 1]
-        bad += [n for n in ("max_train_pairs", "lora_layers") if getattr(self, n) is not None and getattr(self, n) < 1]
-        bad += [n for n in ("learning_rate", "head_learning_rate") if getattr(self, n) <= 0]
-        if bad:
-            need = "> 0" if "rate" in bad[0] else ">= 1" + (" or null" if bad[0] in ("max_train_pairs", "lora_layers") else "")
-            raise ValueError(f"{bad[0]} must be {need}, got {getattr(self, bad[0])!r}")
-        try:
-            format_for_reward("p", "c", self.template)
-        except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(f"template must use only {{prompt}} and {{completion}} (double other braces): {err}") from None
-
-
-def load_reward_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RewardModelConfig:
-    """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML)."""
-    data: dict = {}
-    if path is not None:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set epochs=3")
-        data[key.strip()] = yaml.safe_load(value)
-    hints = typing.get_type_hints(RewardModelConfig)
-    for key, value in data.items():
-        if key not in hints:
-            close = difflib.get_close_matches(key, hints, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {sorted(hints)}"
-            raise ValueError(f"{path or '--set'}: unknown key {key!r}; {hint}")
-        data[key] = _coerce(key, value, hints[key])
-    return RewardModelConfig(**data)
-
-
-def _coerce(key: str, value, hint):
-    """Type-check a YAML value against the field's annotation (ints accepted for floats)."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    allowed = typing.get_args(hint) if union else (hint,)
-    for kind in allowed:
-        base = typing.get_origin(kind) or kind
-        if value is None and kind is type(None):
-            return None
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base in (int, str, bool, dict, list) and isinstance(value, base):
-            if not (base is int and isinstance(value, bool)):  # YAML true is not an int here
-                return value
-    expected = getattr(hint, "__name__", str(hint))
-    raise ValueError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
 
 
 def train_reward_model(config: RewardModelConfig) -> dict:
@@ -339,14 +233,6 @@ def _save(model, tokenizer, config: RewardModelConfig, metrics: dict) -> None:
     meta = {"format": "flowhf-reward/1", "template": config.template, "max_length": config.max_length,
             "truncation_side": "left", "bf16": config.bf16, "base_model": config.model, "mode": config.mode}
     (out / REWARD_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")  # last: marks complete
-
-
-def read_reward_meta(path: str | os.PathLike) -> dict:
-    """The scoring contract saved with a model: template, max_length, truncation side, bf16."""
-    meta_path = Path(path) / REWARD_META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: {path} is not a FlowHF-trained reward model folder")
-    return json.loads(meta_path.read_text(encoding="utf-8"))
 
 
 def default_reward_model_dir() -> Path:

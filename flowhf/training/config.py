@@ -15,9 +15,7 @@ from typing import Any
 
 import yaml
 
-
-def _f(default, help: str, **kw):
-    return field(default=default, metadata={"help": help}, **kw)
+from flowhf.fields import help_field as _f
 
 
 @dataclass

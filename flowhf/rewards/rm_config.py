@@ -1,0 +1,134 @@
+"""Reward-model config and the scoring contract saved beside a trained model.
+
+Light on purpose (no torch / transformers import): the classifier reward reads the contract
+(``flowhf_reward.json``: template, max_length, truncation side) of any FlowHF-trained model,
+and `flowhf reward train --help` lists the config without loading a model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from flowhf.fields import help_field as _f
+
+REWARD_TEMPLATE = "Question: {prompt}\n\nAnswer: {completion}"
+REWARD_META_FILE = "flowhf_reward.json"
+DEFAULT_RM_FOLDER = "rm-stackexchange-smollm2"
+MODES = ("lora", "head_only", "full")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def format_for_reward(prompt: str, completion: str, template: str = REWARD_TEMPLATE) -> str:
+    """The text a reward model sees; training and scoring must both use this."""
+    return template.format(prompt=prompt, completion=completion)
+
+
+@dataclass
+class RewardModelConfig:
+    """Everything `train_reward_model` needs; loadable from YAML (`load_reward_config`)."""
+
+    model: str = _f(
+        "smollm2", "Backbone: 'smollm2' (shipped default), Hub id, local folder or GGUF file.")
+    train_data: str = _f(
+        "stackexchange:train", "Training pairs: shipped name, local file or 'hf:NAME' (see flowhf.data).")
+    test_data: str | None = _f(
+        "stackexchange:test", "Held-out pairs for pairwise accuracy; null to skip evaluation.")
+    train_split: str | None = _f(None, "Split of train_data when it is a `datasets` spec (default train).")
+    test_split: str | None = _f(None, "Split of test_data when it is a `datasets` spec, e.g. test.")
+    columns: dict[str, str] | None = _f(
+        None, "Map our names prompt/chosen/rejected to your columns, e.g. {prompt: question}.")
+    max_train_pairs: int | None = _f(None, "Use only the first N training pairs (null = all).")
+    mode: str = _f(
+        "head_only", "What trains: 'head_only' (frozen backbone run once, linear head fit on its features), "
+        "'lora' (LoRA adapters + head), 'full' (every weight).")
+    head_epochs: int = _f(20, "head_only: passes over the cached features (milliseconds each).")
+    head_learning_rate: float = _f(1e-3, "head_only: AdamW learning rate of the linear head.")
+    epochs: int = _f(1, "lora/full: passes over the training pairs (each costs ~3 backbone passes on CPU).")
+    learning_rate: float = _f(
+        2e-4, "lora/full: AdamW learning rate (linear warm-up over 10% of steps, then linear decay).")
+    lora_r: int = _f(16, "lora: adapter rank.")
+    lora_alpha: float = _f(32.0, "lora: scale numerator; updates are scaled by alpha / r.")
+    lora_layers: int | None = _f(
+        None, "lora: adapt only the top N decoder layers (backward stops there: cheaper); null = all.")
+    weight_decay: float = _f(0.0, "AdamW weight decay (all modes).")
+    batch_size: int = _f(8, "Pairs per optimisation step; scoring runs 2x this many texts per forward.")
+    max_length: int = _f(
+        256, "Token limit per formatted text; longer texts lose their START (the answer end is kept).")
+    bf16: bool = _f(
+        True, "bfloat16 autocast for the backbone on CPU (faster with avx512_bf16); weights stay float32.")
+    seed: int = _f(0, "Seed for head init, shuffling and LoRA init.")
+    output_dir: str = _f(
+        "outputs/reward_model", "Folder for the merged model, tokenizer, metrics.json and flowhf_reward.json.")
+    template: str = _f(
+        REWARD_TEMPLATE, "Text template with {prompt} and {completion}; stored with the model for scoring.")
+    log_every: int = _f(10, "Log loss/accuracy every N steps.")
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        bad = [n for n in ("head_epochs", "epochs", "lora_r", "batch_size", "max_length", "log_every")
+               if getattr(self, n) < 1]
+        bad += [n for n in ("max_train_pairs", "lora_layers") if getattr(self, n) is not None and getattr(self, n) < 1]
+        bad += [n for n in ("learning_rate", "head_learning_rate") if getattr(self, n) <= 0]
+        if bad:
+            need = "> 0" if "rate" in bad[0] else ">= 1" + (" or null" if bad[0] in ("max_train_pairs", "lora_layers") else "")
+            raise ValueError(f"{bad[0]} must be {need}, got {getattr(self, bad[0])!r}")
+        try:
+            format_for_reward("p", "c", self.template)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"template must use only {{prompt}} and {{completion}} (double other braces): {err}") from None
+
+
+def load_reward_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RewardModelConfig:
+    """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML)."""
+    data: dict = {}
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set epochs=3")
+        data[key.strip()] = yaml.safe_load(value)
+    hints = typing.get_type_hints(RewardModelConfig)
+    for key, value in data.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, hints, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {sorted(hints)}"
+            raise ValueError(f"{path or '--set'}: unknown key {key!r}; {hint}")
+        data[key] = _coerce(key, value, hints[key])
+    return RewardModelConfig(**data)
+
+
+def _coerce(key: str, value, hint):
+    """Type-check a YAML value against the field's annotation (ints accepted for floats)."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if union else (hint,)
+    for kind in allowed:
+        base = typing.get_origin(kind) or kind
+        if value is None and kind is type(None):
+            return None
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base in (int, str, bool, dict, list) and isinstance(value, base):
+            if not (base is int and isinstance(value, bool)):  # YAML true is not an int here
+                return value
+    expected = getattr(hint, "__name__", str(hint))
+    raise ValueError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def read_reward_meta(path: str | os.PathLike) -> dict:
+    """The scoring contract saved with a model: template, max_length, truncation side, bf16."""
+    meta_path = Path(path) / REWARD_META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: {path} is not a FlowHF-trained reward model folder")
+    return json.loads(meta_path.read_text(encoding="utf-8"))
