@@ -155,7 +155,8 @@ class BudgetCallback(TrainerCallback):
         self.steps = int(state.global_step)
 
     def _agreed(self, reason: str | None) -> str | None:
-        """With several processes, all stop at the same step: the first limit any process hit."""
+        """With several processes, all stop at the same step: the limit any process hit (when
+        several processes hit different limits, the later one in ``codes`` is reported)."""
         from flowhf.distributed import all_max
 
         codes = ("max_steps", "seconds", "generated_tokens")
@@ -163,9 +164,7 @@ class BudgetCallback(TrainerCallback):
         return codes[code - 1] if code else None
 
     def _write(self) -> None:
-        from flowhf.distributed import is_main_process
-
-        if self.record_path is not None and is_main_process():
+        if self.record_path is not None:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             self.record_path.write_text(json.dumps(self.record(), indent=2) + "\n", encoding="utf-8")
 

@@ -141,9 +141,9 @@ def coerce_lora(value: LoraSettings | dict | None) -> LoraSettings | None:
 def save_merged_model(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
     """Save the policy as a plain model folder (LoRA merged into the weights) + its tokenizer."""
     path = Path(path)
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    if is_main_process():  # one process writes; the others wait until the folder is complete
+    if is_main_process():  # one process merges and writes; the others wait until the folder is complete
+        if isinstance(model, PeftModel):
+            model = model.merge_and_unload()
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
     barrier()
@@ -179,7 +179,8 @@ class RunRecorder:
         self.budget = Budget.coerce(budget)
         self.counter = TokenCounter()
         self.budget_callback = BudgetCallback(
-            self.budget, self.counter, self.output_dir / "budget.json", raise_on_stop=raise_on_stop
+            self.budget, self.counter, self.output_dir / "budget.json" if self.main else None,
+            raise_on_stop=raise_on_stop
         )
         self.metrics_callback = MetricsCallback(self.output_dir, self.budget_callback, vf_coef=vf_coef,
                                                 enabled=self.main)

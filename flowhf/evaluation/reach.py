@@ -52,7 +52,10 @@ def trailing_means(values: list[float], window: int) -> list[float]:
 
 def time_to_reach(run_dir: str | Path, threshold: float, window: int = 5) -> dict[str, Any]:
     """First elapsed second where the run's trailing-mean reward >= threshold (None if never)."""
-    curve = reward_curve(run_dir)
+    return _reach(reward_curve(run_dir), threshold, window)
+
+
+def _reach(curve: list[tuple[float, float]], threshold: float, window: int) -> dict[str, Any]:
     smooth = trailing_means([r for _, r in curve], window)
     for (elapsed, _), value in zip(curve, smooth):
         if value >= threshold:
@@ -66,8 +69,8 @@ def reach_table(run_dirs: dict[str, str | Path], reference: str = "ppo", window:
     if not ref_curve:
         raise ValueError(f"{run_dirs[reference]}: the reference run {reference!r} logged no reward")
     target = trailing_means([r for _, r in ref_curve], window)[-1]
-    rows = {name: time_to_reach(path, target, window) for name, path in run_dirs.items()
-            if name != reference and reward_curve(path)}
+    curves = {name: reward_curve(path) for name, path in run_dirs.items() if name != reference}
+    rows = {name: _reach(curve, target, window) for name, curve in curves.items() if curve}
     return {"reference": reference, "target": target, "window": window,
             "reference_seconds": ref_curve[-1][0], "runs": rows}
 

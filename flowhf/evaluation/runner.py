@@ -30,9 +30,10 @@ from flowhf.evaluation.stats import metric_cis, welch_one_sided
 
 logger = logging.getLogger(__name__)
 
-# A model is a path / Hub id (loaded with flowhf.models.loading) or an already-built
-# (name, model, tokenizer) triple (tests, notebooks, a model still in memory after training).
-ModelSpec = Union[str, os.PathLike, tuple[str, Any, Any]]
+# A model is a path / Hub id (loaded with flowhf.models.loading), a (name, path) pair (a path
+# shown under another name), or an already-built (name, model, tokenizer) triple (tests,
+# notebooks, a model still in memory after training).
+ModelSpec = Union[str, os.PathLike, tuple[str, Any], tuple[str, Any, Any]]
 
 
 def default_device() -> str:
@@ -45,11 +46,15 @@ def _load_model(spec: ModelSpec, device: str | None = None) -> tuple[str, Any, A
     A model loaded here is moved to ``device`` (default: CUDA when available); a given
     (name, model, tokenizer) triple stays where its owner put it.
     """
+    name = None
     if isinstance(spec, tuple):
-        if len(spec) != 3:
-            raise ValueError("a model given as a tuple must be (name, model, tokenizer)")
-        name, model, tokenizer = spec
-        return str(name), model, tokenizer, False
+        if len(spec) == 2:
+            name, spec = spec
+        elif len(spec) == 3:
+            name, model, tokenizer = spec
+            return str(name), model, tokenizer, False
+        else:
+            raise ValueError("a model given as a tuple must be (name, path) or (name, model, tokenizer)")
     try:
         from flowhf.models.loading import load_causal_lm
     except ImportError as err:
@@ -58,7 +63,7 @@ def _load_model(spec: ModelSpec, device: str | None = None) -> tuple[str, Any, A
             "pass (name, model, tokenizer) instead"
         ) from err
     model, tokenizer = load_causal_lm(str(spec))
-    return str(spec), model.to(device or default_device()), tokenizer, True
+    return str(name or spec), model.to(device or default_device()), tokenizer, True
 
 
 def _spec_name(spec: ModelSpec) -> str:

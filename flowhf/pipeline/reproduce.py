@@ -77,6 +77,7 @@ def read_done(stage_dir: Path) -> dict[str, Any] | None:
 # (later stages need it) and stop before eval/report (long single-process work: a barrier
 # would time out).
 MAIN_ONLY_STAGES = ("reward_model", "eval", "report")
+NO_BARRIER_STAGES = tuple(s for s in MAIN_ONLY_STAGES if s != "reward_model")
 
 
 def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[str] | None = None,
@@ -129,7 +130,7 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
             ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
             (ctx.stage_dir(stage) / "DONE").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
         ctx.results[stage] = result
-        if stage not in ("eval", "report"):
+        if stage not in NO_BARRIER_STAGES:
             distributed.barrier()
         log(f"[reproduce] {stage}: done in {result['seconds']} s "
             f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})")

@@ -88,29 +88,24 @@ def stage_grpo(ctx: Context) -> dict[str, Any]:
     return _baseline(ctx, "grpo")
 
 
-def scaled_betas(ctx: Context, method: str) -> list[str]:
-    """``target.beta`` (and ``beta_end``) of configs/<method>.yaml divided by the reward's scale.
+def scale_beta(target, scale: float) -> None:
+    """Divide ``target.beta`` (and ``beta_end``) of a loaded config by the reward's scale.
 
     A config's beta is read as nats of log R per standard deviation of the reward over the
     TRAINING answers (chosen and rejected), so one config means the same target whether the
     reward is VADER (std ~0.5) or a reward model's logit (std ~3). Only training data sets the
     scale; nothing is fitted to the evaluation prompts.
     """
-    import yaml
-
-    scale = ctx.reward_scale()
-    target = (yaml.safe_load((CONFIGS / f"{method}.yaml").read_text(encoding="utf-8")) or {}).get("target", {})
-    sets = [f"target.beta={float(target.get('beta', 1.0)) / scale:.6g}"]
-    if target.get("beta_end") is not None:
-        sets.append(f"target.beta_end={float(target['beta_end']) / scale:.6g}")
-    return sets
+    target.beta /= scale
+    if target.beta_end is not None:
+        target.beta_end /= scale
 
 
 def flowhf_overrides(ctx: Context, method: str) -> list[str]:
     """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all)."""
     p = ctx.preset
     budget = p.budget
-    sets = [*scaled_betas(ctx, method),
+    sets = [
         f"model.name={ctx.model_dir('sft')}",
         f"model.lora={str(p.lora).lower()}",
         f"target.reward={ctx.se_reward()}",
@@ -135,9 +130,11 @@ def _flowhf(ctx: Context, method: str) -> dict[str, Any]:
     from flowhf.training.trainer import FlowHFTrainer
 
     cfg = FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", flowhf_overrides(ctx, method))
-    last = FlowHFTrainer(args=cfg).train(resume=ctx.resume)
+    scale_beta(cfg.target, ctx.reward_scale())
+    trainer = FlowHFTrainer(args=cfg)
+    last = trainer.train(resume=ctx.resume)
     out = ctx.stage_dir(method)
-    return {"model_dir": str(out), "run_dir": str(out), "last_metrics": {k: float(v) for k, v in last.items()
+    return {"model_dir": str(out), "run_dir": str(out), "steps": trainer.state["step"], "last_metrics": {k: float(v) for k, v in last.items()
                                                                          if isinstance(v, (int, float))}}
 
 
@@ -169,24 +166,12 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
                                  ("toxicity", p.toxicity_prompts, p.toxicity_reward)):
         inputs = task_inputs(task, prompts_source=source)
         directory = ctx.stage_dir("eval") / task
-        specs = [(m, *_load(path)) for m, path in models.items()]
-        evaluate_models(specs, inputs.prompts, build_reward(reward), reference_completions=inputs.reference_completions,
+        evaluate_models(list(models.items()), inputs.prompts, build_reward(reward), reference_completions=inputs.reference_completions,
                         n=p.eval_n, k=p.eval_k, generation=gen, embedder=embedder, seed=0, output_dir=directory,
-                        run_dirs=run_dirs, baseline="ppo", task=task, n_boot=p.n_boot,
+                        baseline="ppo", task=task, n_boot=p.n_boot,
                         reward_columns=inputs.reward_columns, metadata={"reward": reward, "preset": p.name})
         out[task] = str(directory)
     return {"eval_dirs": out, "run_dirs": run_dirs}
-
-
-def _load(path: str) -> tuple[Any, Any]:
-    """(model, tokenizer) of a trained method: merged folder (baselines) or FlowHF run (adapter)."""
-    from flowhf.models.loading import load_policy
-
-    bundle = load_policy(path)
-    model = bundle.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    return model.eval(), bundle.tokenizer
 
 
 def stage_report(ctx: Context) -> dict[str, Any]:
@@ -222,19 +207,13 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     parts.append("")
     report = ctx.out / "report.md"
     report.write_text("\n".join(parts), encoding="utf-8")
-    (out / "report.md").write_text("\n".join(parts), encoding="utf-8")
     return {"report": str(report), "files": files}
 
 
 def _steps(result: dict) -> str:
     """Optimizer steps a training stage ran ('-' for stages that do not train)."""
-    if "result" in result and isinstance(result["result"], dict) and "steps" in result["result"]:
-        return str(result["result"]["steps"])
-    run_dir = result.get("run_dir")
-    metrics = Path(run_dir) / "metrics.jsonl" if run_dir else None
-    if metrics is not None and metrics.is_file():
-        return str(sum(1 for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()))
-    return "-"
+    steps = result.get("steps", (result.get("result") or {}).get("steps"))
+    return "-" if steps is None else str(steps)
 
 
 STAGE_FUNCS = {

@@ -59,7 +59,8 @@ def _stackexchange_rm(**kw: Any) -> Reward:
     from flowhf.rewards.classifier import ClassifierReward
     from flowhf.rewards.training import default_reward_model_dir
 
-    return ClassifierReward(path=str(default_reward_model_dir()), name="stackexchange-rm", **kw)
+    kw.setdefault("name", "stackexchange-rm")
+    return ClassifierReward(path=str(default_reward_model_dir()), **kw)
 
 
 def _python(function: str | Callable[..., Any], **kw: Any) -> Reward:

@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from flowhf.data.loading import load_preference_pairs
 from flowhf.rewards.rm_config import (
@@ -82,6 +81,8 @@ def train_reward_model(config: RewardModelConfig) -> dict:
 
 def _load_backbone(config: RewardModelConfig):
     """Sequence-classification model (1 output) and tokenizer, pad id set for last-token pooling."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # here: `flowhf --help` stays fast
+
     path = config.model
     if not Path(path).is_dir():
         from flowhf.models.loading import resolve_model_path
@@ -166,6 +167,8 @@ def _score_texts(model, ids: list, config: RewardModelConfig, fn=_rewards) -> to
 def _fit(params, ids: list, pair_rewards, config: RewardModelConfig, epochs: int, lr: float) -> dict:
     """Mini-batch Bradley-Terry training: ``pair_rewards(batch) -> (r_chosen, r_rejected)``.
     Batches are random; within chunks of 8 batches pairs are grouped by length (less padding)."""
+    from transformers import get_linear_schedule_with_warmup
+
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
     total = -(-len(ids) // config.batch_size) * epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 10), total)

@@ -18,9 +18,10 @@ def step_metrics(batch: TrajectoryBatch, reward, log_reward, scores, ref_log_pf,
     tokens = mask.sum()
     lengths = mask.sum(dim=1)
     log_ratio = (scores.log_pf.detach().float() - ref_log_pf) * mask  # [B, T]
+    has_policy = "policy" in batch.sources  # decided in Python: no device sync
     policy_rows = torch.tensor([s == "policy" for s in batch.sources], device=mask.device)
-    on_policy = log_ratio[policy_rows].sum(dim=1) if bool(policy_rows.any()) else log_ratio.sum(dim=1)
-    on_tokens = mask[policy_rows].sum() if bool(policy_rows.any()) else tokens
+    on_policy = log_ratio[policy_rows].sum(dim=1) if has_policy else log_ratio.sum(dim=1)
+    on_tokens = mask[policy_rows].sum() if has_policy else tokens
     residual = out.residual.float()
     step_time = t_end - t0
     metrics = {
@@ -29,7 +30,7 @@ def step_metrics(batch: TrajectoryBatch, reward, log_reward, scores, ref_log_pf,
         "train/reward_mean": float(reward.mean()),
         "train/reward_std": _std(reward),
         # the policy's own samples only: replay rows are the buffer's best and would inflate it
-        "train/reward_mean_policy": float(reward[policy_rows.to(reward.device)].mean()) if bool(policy_rows.any())
+        "train/reward_mean_policy": float(reward[policy_rows.to(reward.device)].mean()) if has_policy
         else float("nan"),
         "train/log_reward_mean": float(log_reward.mean()),
         # Monte-Carlo KL(pi || p_ref) on the policy's own samples (replay/off-policy rows excluded)

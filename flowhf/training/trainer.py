@@ -368,13 +368,10 @@ class FlowHFTrainer:
 
     def _out_of_time(self) -> bool:
         """max_seconds reached; with several processes, all stop together (the slowest decides)."""
+        from flowhf.distributed import all_max
+
         limit = self.args.optim.max_seconds
-        if limit is None:
-            return False
-        over = torch.tensor([float(self.state["train_seconds"] >= limit)], device=self.device)
-        if self.accelerator.num_processes > 1:
-            over = self.accelerator.reduce(over, reduction="max")
-        return bool(over.item() > 0)
+        return limit is not None and all_max(int(self.state["train_seconds"] >= limit)) > 0
 
     def save_model(self, directory: str | Path) -> Path:
         """Save the policy (adapter or full model), tokenizer and heads as a loadable folder."""
