@@ -59,6 +59,8 @@ def grpo_reward_function(
         if counter is not None and completion_ids is not None:
             counter.add([len(ids) for ids in completion_ids])
         columns = {k: v for k, v in kwargs.items() if k not in TRL_REWARD_KWARGS}
+        if getattr(reward, "uses_completion_ids", False):
+            columns["completion_ids"] = completion_ids
         texts_p = [message_text(p, "user") for p in prompts]
         texts_c = [message_text(c, "assistant") for c in completions]
         scores = reward(texts_p, texts_c, **columns)
@@ -167,6 +169,8 @@ class PPOTextReward(nn.Module):
         if self.counter is not None:
             self.counter.add([len(ids) for _, ids in splits])
         columns = {k: [v[r] for r in rows] for k, v in self.columns.items()}
+        if getattr(self.reward, "uses_completion_ids", False):
+            columns["completion_ids"] = [ids.tolist() if hasattr(ids, "tolist") else list(ids) for _, ids in splits]
         scores = self.reward([self.prompts[r] for r in rows], completions, **columns)
         self.last_scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
         return self.last_scores

@@ -14,6 +14,10 @@ Prefix scoring (used as prefix energies by the FL / SubTB objectives):
 entry ``t`` is the reward of the completion cut after its first ``t`` tokens (t = 0 is the empty
 completion), T is the longest completion, and positions after a row's length repeat that row's
 final value, so column ``T`` always holds every row's full-completion reward.
+
+Token-level rewards: a reward with ``uses_completion_ids = True`` also receives
+``completion_ids`` (list of B action-id lists, EOS included when the completion ended with one),
+TRL's name for the same thing. The trainer and the GRPO / PPO adapters pass it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Reward:
     """
 
     name: str = "reward"
+    uses_completion_ids: bool = False  # True: callers pass completion_ids (see the module docstring)
 
     def __init__(
         self,

@@ -19,9 +19,10 @@ import torch
 from accelerate import Accelerator
 
 from flowhf.data.loading import load_rows
-from flowhf.models.heads import FlowHead, PromptLogZHead, ScalarLogZ, save_policy
+from flowhf.models.heads import save_policy
 from flowhf.models.loading import PolicyBundle, load_policy
 from flowhf.models.lora import LoraSettings
+from flowhf.objectives import get_objective
 from flowhf.rewards import build_reward
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
 from flowhf.sampling.replay import ReplayBuffer
@@ -37,8 +38,9 @@ from flowhf.training.batch import (
 )
 from flowhf.training.config import FlowHFConfig
 from flowhf.training.logging import MetricsLogger, ProgressBar
+from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
+from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
-from flowhf.training.loss import FLOW_OBJECTIVES, ObjectiveInputs, ObjectiveSettings, objective_loss
 from flowhf.training.step_metrics import histogram_tensors, step_metrics
 
 
@@ -72,14 +74,9 @@ class FlowHFTrainer:
             cfg.data.dataset, required=[cfg.data.prompt_column], split=cfg.data.split, limit=cfg.data.limit
         )
         self._check_rows()
-        self.settings = ObjectiveSettings(
-            objective=cfg.objective.objective, logz=cfg.objective.logz, penalty=cfg.objective.penalty,
-            huber_delta=cfg.objective.huber_delta, subtb_lambda=cfg.objective.subtb_lambda,
-            subtb_energies=cfg.objective.subtb_energies, pg_kl_coef=cfg.objective.pg_kl_coef,
-        )
+        self.settings = cfg.objective
         self.beta = BetaSchedule(cfg.target.beta, cfg.target.beta_end, cfg.target.beta_schedule, cfg.target.beta_steps)
-        hidden = self.bundle.model.config.hidden_size
-        self.heads = self._build_heads(hidden)
+        self.heads = build_heads(cfg.objective, self.bundle.model.config.hidden_size)
         self.optimizer = build_optimizer(self.bundle.model, self.heads, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.model, self.optimizer, self.scheduler, *heads = self.accelerator.prepare(
@@ -115,9 +112,7 @@ class FlowHFTrainer:
         reward = spec if callable(spec) and not isinstance(spec, (str, dict, list)) else build_reward(spec)
         if self.args.target.prefix_stride > 1 and hasattr(reward, "set_prefix_stride"):
             reward.set_prefix_stride(self.args.target.prefix_stride)
-        needs_prefix = self.args.objective.objective == "fl" or (
-            self.args.objective.objective == "subtb" and self.args.objective.subtb_energies
-        )
+        needs_prefix = get_objective(self.args.objective.objective).needs_prefix_rewards(self.args.objective)
         if needs_prefix and not hasattr(reward, "score_prefixes"):
             raise ValueError(
                 f"objective {self.args.objective.objective} needs prefix rewards but this reward has no score_prefixes; "
@@ -136,17 +131,6 @@ class FlowHFTrainer:
             off = self.args.sampling.offpolicy_column
             if self.args.sampling.offpolicy_fraction > 0 and not row.get(off):
                 raise ValueError(f"dataset row {i + 1}: missing off-policy column {off!r} (sampling.offpolicy_column)")
-
-    def _build_heads(self, hidden: int) -> dict:
-        o = self.args.objective
-        heads = {}
-        if o.objective in FLOW_OBJECTIVES:
-            heads["flow_head"] = FlowHead(hidden)
-        if o.objective == "tb" and o.logz == "prompt":
-            heads["log_z_head"] = PromptLogZHead(hidden, init=o.logz_init)
-        if o.objective == "tb" and o.logz == "scalar":
-            heads["log_z"] = ScalarLogZ(init=o.logz_init)
-        return heads
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -225,7 +209,10 @@ class FlowHFTrainer:
         t_sample = time.perf_counter()
         # 2. score: rewards of the texts (and of every prefix for FL / SubTB energies)
         texts = self.tokenizer.batch_decode(batch.completion_lists(), skip_special_tokens=True)
-        reward = self.reward_fn(batch.prompts, texts, **batch.columns).float().cpu()  # [B]
+        columns = dict(batch.columns)
+        if getattr(self.reward_fn, "uses_completion_ids", False):  # rewards defined on token ids
+            columns["completion_ids"] = batch.completion_lists()
+        reward = self.reward_fn(batch.prompts, texts, **columns).float().cpu()  # [B]
         if cfg.target.reward_floor is not None:
             reward = reward.clamp_min(cfg.target.reward_floor)
         prefix_reward = None
@@ -238,7 +225,7 @@ class FlowHFTrainer:
         # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
         dev = self.device
         ids, mask, pids, pmask = batch.ids.to(dev), batch.mask.to(dev), batch.prompt_ids.to(dev), batch.prompt_mask.to(dev)
-        need_hidden = "flow_head" in self.heads or "log_z_head" in self.heads
+        need_hidden = heads_read_hidden(self.heads)
         with self.bundle.reference_mode() as reference, self._autocast():
             ref_log_pf = completion_log_probs(reference, pids, pmask, ids, mask, self.allowed_tokens).log_pf.float()
         beta = self.beta(step)
@@ -253,13 +240,8 @@ class FlowHFTrainer:
                                           with_hidden=need_hidden, with_entropy=True)
         inputs = ObjectiveInputs(log_pf=scores.log_pf.float(), mask=mask, log_reward=log_reward,
                                  group_ids=batch.group_ids.to(dev), prefix_log_reward=prefix_log_reward,
-                                 reward=beta * reward.to(dev), ref_log_pf=ref_log_pf)
-        if "flow_head" in self.heads:
-            inputs.log_flow = self.heads["flow_head"](scores.hidden)
-        if "log_z_head" in self.heads:
-            inputs.log_z = self.heads["log_z_head"](scores.prompt_hidden, pmask)
-        if "log_z" in self.heads:
-            inputs.log_z = self.heads["log_z"](batch_size=ids.shape[0])
+                                 reward=beta * reward.to(dev), ref_log_pf=ref_log_pf,
+                                 **head_outputs(self.heads, scores, pmask))
         out = objective_loss(self.settings, inputs)
         # 5. update, never with a non-finite loss or gradient
         skipped, grad_norm = self._update(out.loss, {"log_reward": log_reward, "log_pf": inputs.log_pf, "log_z": out.log_z})
