@@ -25,12 +25,13 @@ from pathlib import Path
 from flowhf.enumerable.suite import ALL_RUNS, format_table, run_suite
 from flowhf.enumerable.targets import SIZES, builtin_target, load_target_file
 from flowhf.enumerable.train import ToyConfig
+from flowhf.objectives import OBJECTIVES, logz_modes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--objective", choices=["tb", "fl", "db", "subtb", "pg"], default="tb")
-    p.add_argument("--logz", choices=["scalar", "prompt", "batch"], default="batch", help="TB log Z estimator")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="tb")
+    p.add_argument("--logz", choices=list(logz_modes()), default="batch", help="log Z estimator (TB)")
     p.add_argument("--all", action="store_true", help="run every objective (and the reward maximiser)")
     p.add_argument("--alpha", type=float, default=0.0, help="weight of log p_ref (initial model) in the target")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the target's log_reward")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from flowhf.enumerable.targets import EnumerableTarget
+from flowhf.objectives import get_objective
 from flowhf.enumerable.train import ToyConfig, ToyResult, run_toy
 
 # (objective, logz) pairs of `--all`: every GFlowNet objective and the reward maximiser.
@@ -19,7 +20,7 @@ SUMMARY_KEYS = (
 def result_record(result: ToyResult) -> dict:
     """The JSON record of one run: the summary keys first, then the curves and per-prompt rows."""
     cfg = result.config
-    logz = cfg["logz"] if cfg["objective"] == "tb" else ("flow" if cfg["objective"] in ("fl", "db", "subtb") else "none")
+    logz = get_objective(cfg["objective"]).logz_label(ToyConfig(**cfg).objective_args())
     record = {"objective": cfg["objective"], "logz": logz, "alpha": cfg["alpha"], "target": result.target}
     record.update({k: v for k, v in asdict(result).items() if k not in ("config", "target")})
     record["config"] = cfg
@@ -28,10 +29,10 @@ def result_record(result: ToyResult) -> dict:
 
 def run_suite(target: EnumerableTarget, base: ToyConfig, runs: list[tuple[str, str]], progress=None) -> list[dict]:
     records = []
-    for objective, logz in runs:
-        config = replace(base, objective=objective, logz=logz)
+    for name, mode in runs:
+        config = replace(base, objective=name, logz=mode)
         if progress:
-            progress(f"{objective}/{logz if objective == 'tb' else '-'}")
+            progress(f"{name}/{mode if get_objective(name).logz_modes else '-'}")
         records.append(result_record(run_toy(target, config)))
     return records
 

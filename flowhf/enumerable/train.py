@@ -5,13 +5,14 @@ Each prompt is one token; the action space is symbols + EOS (prompt tokens maske
 sampling, in the loss and in the exact evaluation alike).
 
 The training step is the trainer's: sample (tempered exploration) -> recompute log-probs
--> target log R (+ prefix log R) -> `flowhf.training.loss.objective_loss` -> update.
+-> target log R (+ prefix log R) -> `flowhf.training.loss.objective_loss` -> update, with
+heads, optimiser groups and learning-rate decay built by the trainer's own functions
+(`flowhf.training.heads`, `flowhf.training.optim`).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,17 +22,20 @@ import torch
 
 from flowhf.enumerable.exact import compare, exact_log_probs
 from flowhf.enumerable.targets import EnumerableTarget
-from flowhf.models.heads import FlowHead, PromptLogZHead, ScalarLogZ
 from flowhf.models.tiny import tiny_llama
+from flowhf.objectives import get_objective
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
 from flowhf.target import prefix_target_log_reward, target_log_reward
-from flowhf.training.loss import FLOW_OBJECTIVES, ObjectiveInputs, ObjectiveSettings, objective_loss
+from flowhf.training.config import ObjectiveArgs, OptimArgs
+from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
+from flowhf.training.loss import ObjectiveInputs, objective_loss
+from flowhf.training.optim import build_optimizer, decay_factor, set_lr_factor
 
 
 @dataclass
 class ToyConfig:
-    objective: str = field(default="tb", metadata={"help": "tb | fl | db | subtb | pg (reward maximiser)."})
-    logz: str = field(default="batch", metadata={"help": "TB log Z estimator: scalar | prompt | batch."})
+    objective: str = field(default="tb", metadata={"help": "a registered objective (flowhf.objectives.OBJECTIVES)."})
+    logz: str = field(default="batch", metadata={"help": "log Z estimator of objectives that take one (TB): scalar | prompt | batch."})
     alpha: float = field(default=0.0, metadata={"help": "weight of log p_ref (the initial model) in the target."})
     beta: float = field(default=1.0, metadata={"help": "weight of the target file's log_reward."})
     steps: int | None = field(default=None, metadata={"help": "number of updates (or use seconds)."})
@@ -41,7 +45,7 @@ class ToyConfig:
     lr: float = field(default=2e-3, metadata={"help": "policy learning rate (Adam)."})
     head_lr: float = field(default=1e-2, metadata={"help": "flow head / prompt log Z head learning rate."})
     logz_lr: float = field(default=5e-2, metadata={"help": "scalar log Z learning rate."})
-    lr_decay: str = field(default="cosine", metadata={"help": "constant | cosine: anneal all learning rates to 0 over the budget (steps or seconds)."})
+    lr_decay: str = field(default="cosine", metadata={"help": "constant | linear | cosine: anneal all learning rates to 0 over the budget (steps or seconds)."})
     explore_prob: float = field(default=0.5, metadata={"help": "probability of a tempered batch."})
     temperature_low: float = field(default=1.0, metadata={"help": "tempered sampling range, low."})
     temperature_high: float = field(default=2.0, metadata={"help": "tempered sampling range, high."})
@@ -55,8 +59,17 @@ class ToyConfig:
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.seconds is None):
             raise ValueError("give exactly one of steps or seconds")
-        if self.objective == "tb" and self.logz == "batch" and self.samples_per_prompt < 2:
-            raise ValueError("batch log Z needs samples_per_prompt >= 2")
+        k = get_objective(self.objective).group_size(self.objective_args())
+        if self.samples_per_prompt < k:
+            raise ValueError(f"objective {self.objective} (logz={self.logz}) needs samples_per_prompt >= {k}")
+
+    def objective_args(self) -> ObjectiveArgs:
+        """The trainer's objective settings for this run (SubTB always forward-looking here)."""
+        return ObjectiveArgs(objective=self.objective, logz=self.logz, penalty=self.penalty, subtb_lambda=self.subtb_lambda)
+
+    def optim_args(self) -> OptimArgs:
+        """The trainer's optimiser settings: Adam (no weight decay), the toy's learning rates."""
+        return OptimArgs(learning_rate=self.lr, head_learning_rate=self.head_lr, logz_learning_rate=self.logz_lr, weight_decay=0.0)
 
 
 @dataclass
@@ -95,26 +108,16 @@ class ToyExperiment:
         self.model = tiny_llama(self.vocab, seed=config.seed, hidden_size=config.hidden_size, num_layers=config.num_layers)
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.table = torch.as_tensor(target.log_reward_table())  # [n_prompts, N] float64
-        self.flow_head = FlowHead(config.hidden_size)
-        self.log_z_head = PromptLogZHead(config.hidden_size) if config.logz == "prompt" else ScalarLogZ()
-        self.settings = ObjectiveSettings(
-            objective=config.objective, logz=config.logz, penalty=config.penalty, subtb_lambda=config.subtb_lambda
-        )
-        groups = [{"params": self.model.parameters(), "lr": config.lr}]
-        if config.objective in FLOW_OBJECTIVES:
-            groups.append({"params": self.flow_head.parameters(), "lr": config.head_lr})
-        if config.objective == "tb" and config.logz == "prompt":
-            groups.append({"params": self.log_z_head.parameters(), "lr": config.head_lr})
-        if config.objective == "tb" and config.logz == "scalar":
-            groups.append({"params": self.log_z_head.parameters(), "lr": config.logz_lr})
-        self.optimizer = torch.optim.Adam(groups)
+        self.settings = config.objective_args()
+        self.heads = build_heads(self.settings, config.hidden_size)
+        self.optimizer = build_optimizer(self.model, self.heads, config.optim_args())
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.ref_table = None  # exact log p_ref per prompt, computed on demand when alpha != 0
         self.last_log_z = torch.zeros(n_prompts)
+        self.reports_log_z = get_objective(config.objective).logz_label(self.settings) != "none"
 
     def set_lr_factor(self, factor: float) -> None:
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * factor
+        set_lr_factor(self.optimizer, self.base_lrs, factor)
 
     def prompt_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         k, n = self.config.samples_per_prompt, self.target.n_prompts
@@ -130,9 +133,8 @@ class ToyExperiment:
             self.model, prompt_ids, prompt_mask, self.space.max_len, self.eos_id, self.eos_id,
             temperature=temperature, allowed_tokens=self.allowed, generator=self.generator,
         )
-        need_hidden = cfg.objective in FLOW_OBJECTIVES or cfg.logz == "prompt"
         scores = completion_log_probs(
-            self.model, prompt_ids, prompt_mask, comp.ids, comp.mask, self.allowed, with_hidden=need_hidden
+            self.model, prompt_ids, prompt_mask, comp.ids, comp.mask, self.allowed, with_hidden=heads_read_hidden(self.heads)
         )
         with torch.no_grad():
             ref_log_pf = completion_log_probs(self.reference, prompt_ids, prompt_mask, comp.ids, comp.mask, self.allowed).log_pf
@@ -145,14 +147,8 @@ class ToyExperiment:
         prefix_log_reward = prefix_target_log_reward(prefix_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask)
         inputs = ObjectiveInputs(
             log_pf=scores.log_pf, mask=comp.mask, log_reward=log_reward, group_ids=group_ids,
-            prefix_log_reward=prefix_log_reward, ref_log_pf=ref_log_pf,
+            prefix_log_reward=prefix_log_reward, ref_log_pf=ref_log_pf, **head_outputs(self.heads, scores, prompt_mask),
         )
-        if cfg.objective in FLOW_OBJECTIVES:
-            inputs.log_flow = self.flow_head(scores.hidden)  # [B, T+1]
-        if cfg.objective == "tb" and cfg.logz == "prompt":
-            inputs.log_z = self.log_z_head(scores.hidden[:, :1], prompt_mask)
-        elif cfg.objective == "tb" and cfg.logz == "scalar":
-            inputs.log_z = self.log_z_head(batch_size=len(group_ids))
         out = objective_loss(self.settings, inputs)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -189,12 +185,12 @@ def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyRe
         elapsed = time.perf_counter() - start
         if (config.steps is not None and step >= config.steps) or (config.seconds is not None and elapsed >= config.seconds):
             break
-        if config.lr_decay == "cosine":
+        if config.lr_decay != "constant":
             fraction = step / config.steps if config.steps is not None else elapsed / config.seconds
-            exp.set_lr_factor(0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0))))
+            exp.set_lr_factor(decay_factor(config.lr_decay, fraction))
         info = exp.step()
         step += 1
-        if not np.isfinite(info["loss"]) or not np.isfinite(info["log_z"]) and config.objective != "pg":
+        if not np.isfinite(info["loss"]) or not np.isfinite(info["log_z"]) and exp.reports_log_z:
             diverged = True
             break
         if step % 50 == 0:

@@ -13,6 +13,8 @@ import torch
 
 from flowhf.objectives._shapes import accumulation_dtype, terminal_one_hot
 from flowhf.objectives.fl import forward_looking
+from flowhf.objectives.regression import Penalty
+from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec
 
 
 def detailed_balance(
@@ -36,3 +38,13 @@ def detailed_balance(
     dtype = accumulation_dtype(log_pf, log_flow, log_reward)
     terminal_only = terminal_one_hot(mask, dtype) * log_reward.to(dtype).unsqueeze(1)  # [B, T+1]
     return forward_looking(log_pf, mask, log_flow, terminal_only)
+
+
+def db_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
+    """Penalties summed over each trajectory's transitions, batch mean; log Z = log F(s_0)."""
+    residual = detailed_balance(x.log_pf, x.mask, x.log_flow, x.log_reward)  # [B, T]
+    log_z = x.log_flow[:, 0].detach().float()  # [B]
+    return LossOutput(penalty(residual).sum(dim=1).mean(), residual.sum(dim=1).detach(), log_z)
+
+
+SPEC = ObjectiveSpec("db", db_loss, flow_head=True, implied_log_z="flow", help="Detailed Balance")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 
 from flowhf.objectives._shapes import accumulation_dtype, terminal_one_hot
+from flowhf.objectives.regression import Penalty
+from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec
 
 
 def forward_looking(
@@ -55,3 +57,15 @@ def forward_looking(
 def implied_log_z(log_flow: torch.Tensor, prefix_log_reward: torch.Tensor) -> torch.Tensor:
     """log Z(x) = log F(s_0) = log F~(s_0) + log R(s_0) under the FL parametrisation. [B]"""
     return log_flow[:, 0].float() + prefix_log_reward[:, 0].float()
+
+
+def fl_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
+    """Penalties summed over each trajectory's transitions (the report's form), batch mean."""
+    residual = forward_looking(x.log_pf, x.mask, x.log_flow, x.prefix_log_reward)  # [B, T]
+    log_z = implied_log_z(x.log_flow, x.prefix_log_reward)  # [B]
+    return LossOutput(penalty(residual).sum(dim=1).mean(), residual.sum(dim=1).detach(), log_z.detach())
+
+
+SPEC = ObjectiveSpec(
+    "fl", fl_loss, flow_head=True, prefix_rewards=lambda settings: True, implied_log_z="flow", help="Forward-Looking"
+)

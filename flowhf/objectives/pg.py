@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 
 from flowhf.objectives._shapes import accumulation_dtype
+from flowhf.objectives.regression import Penalty
+from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec
 
 
 def leave_one_out_advantage(reward: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
@@ -60,3 +62,13 @@ def reinforce_loo(
         shaped = shaped - kl_coef * (log_pf_sum - (ref_log_pf.to(dtype) * m).sum(dim=1))
     advantage = leave_one_out_advantage(shaped.detach(), group_ids)  # [B]
     return -advantage * log_pf_sum  # [B]
+
+
+def pg_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
+    """Mean REINFORCE-LOO surrogate of the raw reward (log R when none is given); no log Z."""
+    reward = x.log_reward if x.reward is None else x.reward
+    per_traj = reinforce_loo(x.log_pf, x.mask, reward, x.group_ids, x.ref_log_pf, settings.pg_kl_coef)  # [B]
+    return LossOutput(per_traj.mean(), per_traj.detach(), torch.full((x.log_pf.shape[0],), float("nan")))
+
+
+SPEC = ObjectiveSpec("pg", pg_loss, min_group_size=2, help="REINFORCE-LOO reward maximiser, for comparison")

@@ -24,6 +24,7 @@ import torch
 
 from flowhf.objectives._shapes import accumulation_dtype, lengths_from_mask, terminal_one_hot
 from flowhf.objectives.regression import Penalty, squared
+from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec
 
 
 def subtb_state_log_flow(
@@ -107,3 +108,19 @@ def subtrajectory_balance(
     residuals = subtrajectory_residuals(log_pf, mask, flow)  # [B, T+1, T+1]
     weights = subtb_weights(mask, lam, weighting).to(residuals.dtype)  # [B, T+1, T+1]
     return (weights * penalty(residuals)).sum(dim=(1, 2))  # [B]
+
+
+def subtb_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
+    """SubTB(lambda) with forward-looking flows when ``settings.subtb_energies``."""
+    prefix = x.prefix_log_reward if settings.subtb_energies else None
+    per_traj = subtrajectory_balance(
+        x.log_pf, x.mask, x.log_flow, x.log_reward, settings.subtb_lambda, prefix, "geometric", penalty
+    )  # [B]
+    log_z = subtb_state_log_flow(x.log_flow, x.mask, x.log_reward, prefix)[:, 0]  # [B]
+    return LossOutput(per_traj.mean(), per_traj.detach(), log_z.detach())
+
+
+SPEC = ObjectiveSpec(
+    "subtb", subtb_loss, flow_head=True, prefix_rewards=lambda settings: settings.subtb_energies,
+    implied_log_z="flow", help="Sub-Trajectory Balance (lambda)",
+)

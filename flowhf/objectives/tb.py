@@ -11,7 +11,7 @@ Termination: an EOS-terminated trajectory includes log pi(EOS | x, y) as its las
 a trajectory forced to stop at ``max_new_tokens`` has no EOS action and no EOS term (it
 stopped with probability 1). That is exactly the distribution the sampler draws from.
 
-log Z(x) comes from one of three estimators, chosen by the trainer's ``logz`` option:
+log Z(x) comes from one of three estimators (``LOGZ_MODES`` below), chosen by ``objective.logz``:
 - ``scalar``: one learned parameter (the report's form, independent of x);
 - ``prompt``: a small learned head on the policy's pooled prompt hidden states
   (``flowhf.models.heads.PromptLogZHead``);
@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 
 from flowhf.objectives._shapes import accumulation_dtype
+from flowhf.objectives.regression import Penalty
+from flowhf.objectives.spec import LogZMode, LossOutput, ObjectiveInputs, ObjectiveSpec
 
 
 def trajectory_balance(
@@ -84,7 +86,35 @@ def batch_log_z(
     if bool((counts < 2).any()):
         raise ValueError(
             "batch log Z needs at least 2 samples of every prompt in a batch; "
-            "set num_samples_per_prompt >= 2 or use logz='scalar'/'prompt'"
+            "set sampling.samples_per_prompt >= 2 or use objective.logz=scalar/prompt"
         )
     sums = torch.zeros(counts.shape[0], dtype=dtype, device=gap.device).index_add_(0, inverse, gap)
     return (sums / counts.to(dtype))[inverse]  # [B]
+
+
+def _batch_estimate(x: ObjectiveInputs) -> torch.Tensor:
+    log_pf_sum = (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
+    return batch_log_z(log_pf_sum, x.log_reward, x.group_ids)
+
+
+def _learned_estimate(x: ObjectiveInputs) -> torch.Tensor:
+    if x.log_z is None:
+        raise ValueError("a learned log Z (logz=scalar/prompt) needs the head's output in ObjectiveInputs.log_z")
+    return x.log_z
+
+
+LOGZ_MODES = {
+    "batch": LogZMode("batch", _batch_estimate, min_group_size=2, help="VarGrad: per-prompt mean of log R - log pi, detached"),
+    "scalar": LogZMode("scalar", _learned_estimate, head="log_z", help="one learned parameter (the report's)"),
+    "prompt": LogZMode("prompt", _learned_estimate, head="log_z_head", help="learned head on the prompt's hidden states"),
+}
+
+
+def tb_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
+    """Mean penalty of the TB residuals, log Z from the estimator ``settings.logz`` names."""
+    log_z = LOGZ_MODES[settings.logz].estimate(x)  # [B]
+    residual = trajectory_balance(x.log_pf, x.mask, x.log_reward, log_z)  # [B]
+    return LossOutput(penalty(residual).mean(), residual.detach(), log_z.detach())
+
+
+SPEC = ObjectiveSpec("tb", tb_loss, logz_modes=LOGZ_MODES, help="Trajectory Balance")

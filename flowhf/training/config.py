@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from flowhf.fields import help_field as _f
+from flowhf.objectives import OBJECTIVES, get_objective, logz_modes
 
 
 @dataclass
@@ -51,8 +52,8 @@ class TargetArgs:
 
 @dataclass
 class ObjectiveArgs:
-    objective: str = _f("subtb", "tb | fl | db | subtb | pg (pg = REINFORCE-LOO reward maximiser, for comparison).")
-    logz: str = _f("batch", "TB log Z: scalar (learned, the report's) | prompt (head on prompt states) | batch (VarGrad, detached).")
+    objective: str = _f("subtb", " | ".join(f"{name} ({spec.help})" for name, spec in OBJECTIVES.items()) + ".")
+    logz: str = _f("batch", "log Z estimator (TB): " + " | ".join(f"{n} ({m.help})" for n, m in logz_modes().items()) + ".")
     logz_init: float = _f(0.0, "Initial value of a learned log Z.")
     penalty: str = _f("squared", "Regression penalty on residuals: squared | huber.")
     huber_delta: float = _f(1.0, "Huber transition point.")
@@ -61,10 +62,10 @@ class ObjectiveArgs:
     pg_kl_coef: float = _f(0.0, "pg only: KL-to-reference penalty coefficient.")
 
     def __post_init__(self) -> None:
-        if self.objective not in ("tb", "fl", "db", "subtb", "pg"):
-            raise ValueError(f"objective.objective={self.objective!r}: use tb, fl, db, subtb or pg")
-        if self.logz not in ("scalar", "prompt", "batch"):
-            raise ValueError(f"objective.logz={self.logz!r}: use scalar, prompt or batch")
+        spec = get_objective(self.objective)  # an unknown name lists the registered ones
+        if self.logz not in logz_modes():
+            raise ValueError(f"objective.logz={self.logz!r}: use {', '.join(logz_modes())}")
+        spec.logz_mode(self)  # an estimator this objective does not accept
         if self.penalty not in ("squared", "huber"):
             raise ValueError(f"objective.penalty={self.penalty!r}: use squared or huber")
 
@@ -170,10 +171,10 @@ class FlowHFConfig:
     def validate(self) -> None:
         """Reject combinations that cannot work, saying how to fix them."""
         o, s = self.objective, self.sampling
-        needs_k = (o.objective == "tb" and o.logz == "batch") or o.objective == "pg"
-        if needs_k and s.samples_per_prompt < 2:
+        k = get_objective(o.objective).group_size(o)
+        if s.samples_per_prompt < k:
             raise ValueError(
-                f"objective={o.objective} (logz={o.logz}) needs sampling.samples_per_prompt >= 2 "
+                f"objective={o.objective} (logz={o.logz}) needs sampling.samples_per_prompt >= {k} "
                 "(several samples of each prompt); raise it or use objective.logz=scalar/prompt"
             )
         n_on = s.samples_per_prompt - round(s.offpolicy_fraction * s.samples_per_prompt) - round(
