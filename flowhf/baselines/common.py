@@ -1,6 +1,6 @@
 """Helpers shared by the TRL baseline runners: data, prompt formatting, LoRA, saving, results.
 
-Prompt formatting follows FlowHF exactly (`flowhf.training.batch.encode_prompts`): when the
+Prompts are formatted and encoded by FlowHF's own path (`flowhf.sampling.prompts`): when the
 tokenizer has a chat template the prompt is one user turn with the generation prompt appended;
 otherwise the raw text is tokenized with the tokenizer's own special tokens. Rewards always see
 the RAW prompt text (the question), never the templated one, as in FlowHF.
@@ -27,6 +27,7 @@ from flowhf.baselines.metrics import MetricsCallback
 from flowhf.data.loading import DataError, load_rows
 from flowhf.distributed import barrier, is_main_process
 from flowhf.models.lora import LoraSettings
+from flowhf.sampling.prompts import as_conversation, encode_prompt, uses_chat_template  # noqa: F401  (runners import them here)
 
 # Column layout of the StackExchange pairs -> the names the runners read.
 SE_COLUMNS = {"prompt": "question", "completion": "response_j"}
@@ -68,25 +69,6 @@ def load_training_rows(
         return load_rows(source, columns=columns, required=required, split=split, limit=limit)
     except DataError as err:
         raise DataError(f"{err} (the baselines need columns {required})") from err
-
-
-def uses_chat_template(tokenizer: Any, use_chat_template: bool) -> bool:
-    return bool(use_chat_template and getattr(tokenizer, "chat_template", None))
-
-
-def as_conversation(prompt: str) -> list[dict[str, str]]:
-    """The prompt as one user turn (TRL's conversational format)."""
-    return [{"role": "user", "content": prompt}]
-
-
-def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> list[int]:
-    """Token ids of one prompt, formatted as FlowHF formats prompts (see the module docstring)."""
-    if uses_chat_template(tokenizer, use_chat_template):
-        ids = tokenizer.apply_chat_template(as_conversation(prompt), add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return [int(i) for i in ids]
-    return [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
 
 
 # -- models -------------------------------------------------------------------------------------

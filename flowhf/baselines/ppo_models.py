@@ -30,15 +30,9 @@ from peft import LoraConfig, inject_adapter_in_model
 from transformers import AutoModelForSequenceClassification
 
 from flowhf.models.lora import LoraSettings
+from flowhf.sampling.prompts import eos_ids
 
 ADDED_PAD = "<|pad|>"
-
-
-def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
-    return {int(i) for i in ids if i is not None}
 
 
 def ensure_distinct_pad(tokenizer: Any, model: Any) -> dict[str, Any]:
@@ -47,7 +41,7 @@ def ensure_distinct_pad(tokenizer: Any, model: Any) -> dict[str, Any]:
     Modifies ``tokenizer`` (and ``model``'s embeddings if a token had to be added); returns a
     record ``{"pad_token", "pad_token_id", "how": "kept" | "reused" | "added"}``.
     """
-    eos = _eos_ids(tokenizer, model)
+    eos = set(eos_ids(model, tokenizer))
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in eos:
         return {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id, "how": "kept"}
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template or "")

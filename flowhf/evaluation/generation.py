@@ -1,7 +1,7 @@
 """Sampling completions for evaluation with Hugging Face ``generate``, and their log-probs.
 
-Prompts are left-padded in batches (decoder-only models continue from the right end). When
-the tokenizer has a chat template the prompt is wrapped as one user turn with the generation
+Prompts are encoded and left-padded by `flowhf.sampling.prompts`, exactly as training and the
+baselines encode them: with a chat template the prompt is one user turn with the generation
 prompt appended, as an instruct model expects; ``use_chat_template=False`` feeds raw text.
 
 A completion ends with its first EOS token (included, as in the trajectory convention of
@@ -11,12 +11,14 @@ first EOS is padding and is masked out.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from flowhf.sampling.logprobs import completion_log_probs
+from flowhf.sampling.prompts import completion_mask, eos_ids, left_padding, pad_token_id, prompt_batch  # noqa: F401  (old names)
 
 
 @dataclass
@@ -78,68 +80,18 @@ class GeneratedBatch:
     texts: list[str]
 
 
-@contextlib.contextmanager
-def left_padding(tokenizer: Any) -> Iterator[Any]:
-    """Temporarily left-pad, with EOS as pad token when the tokenizer has none."""
-    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        yield tokenizer
-    finally:
-        tokenizer.padding_side = old_side
-        if old_pad is None:
-            tokenizer.pad_token = None
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], use_chat_template: bool) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids`` / ``attention_mask`` for a batch of prompts."""
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            for p in prompts
-        ]
-        # The template already holds BOS / role tokens: adding specials would double them.
-        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    return tokenizer(list(prompts), return_tensors="pt", padding=True)
-
-
-def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every token id that ends a completion (generation config and tokenizer EOS)."""
-    ids: set[int] = set()
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (config_eos, tokenizer.eos_token_id):
-        if value is None:
-            continue
-        ids.update(value if isinstance(value, (list, tuple)) else [value])
-    return sorted(ids)
-
-
-def completion_mask(completion_ids: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
-    """1.0 for every token up to and including the first stop token; all ones if none."""
-    length = completion_ids.shape[1]
-    if not stop_ids or length == 0:
-        return torch.ones_like(completion_ids, dtype=torch.float32)
-    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, device=completion_ids.device))
-    first = torch.where(is_stop.any(1), is_stop.int().argmax(1), torch.full_like(is_stop[:, 0], length, dtype=torch.long))
-    positions = torch.arange(length, device=completion_ids.device)
-    return (positions[None, :] <= first[:, None]).float()
+# The evaluation's old names for the shared prompt path.
+encode_prompts = prompt_batch
 
 
 @torch.inference_mode()
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings) -> GeneratedBatch:
     """Sample one completion per prompt; decoded text excludes special tokens and padding."""
     device = next(model.parameters()).device
-    with left_padding(tokenizer):
-        enc = encode_prompts(tokenizer, prompts, settings.use_chat_template)
-        pad_id = tokenizer.pad_token_id
+    enc = {key: value.to(device) for key, value in prompt_batch(tokenizer, prompts, settings.use_chat_template).items()}
     stop = eos_ids(model, tokenizer)
-    enc = {key: value.to(device) for key, value in enc.items()}
     out = model.generate(
-        **enc, pad_token_id=pad_id, eos_token_id=stop or None, **settings.generate_kwargs()
+        **enc, pad_token_id=pad_token_id(tokenizer), eos_token_id=stop or None, **settings.generate_kwargs()
     )
     completion_ids = out[:, enc["input_ids"].shape[1] :]
     mask = completion_mask(completion_ids, stop)
@@ -155,17 +107,12 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], settings:
 def completion_logprobs(model: Any, batch: GeneratedBatch) -> torch.Tensor:
     """``log p(y_t | x, y_<t)`` of every completion token under ``model`` at temperature 1.
 
-    Returns ``[B, T]`` float32, 0 where the completion mask is 0. Position ids follow the
-    left padding (cumulative attention) exactly as ``generate`` computed them.
+    Returns ``[B, T]`` float32 on the CPU, 0 where the completion mask is 0: the training
+    path's `flowhf.sampling.completion_log_probs`, so both score completions the same way.
     """
     device = next(model.parameters()).device
-    ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1).to(device)
-    attn = torch.cat([batch.prompt_mask, batch.completion_mask.to(batch.prompt_mask.dtype)], dim=1).to(device)
-    positions = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits
-    prompt_len, steps = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
-    # Logit at position i predicts token i + 1: completion token t is predicted at P - 1 + t.
-    step_logits = logits[:, prompt_len - 1 : prompt_len - 1 + steps].float()
-    logp = torch.log_softmax(step_logits, dim=-1)
-    taken = logp.gather(-1, batch.completion_ids.to(device).unsqueeze(-1)).squeeze(-1)
-    return (taken * batch.completion_mask.to(device)).cpu()
+    scores = completion_log_probs(
+        model, batch.prompt_ids.to(device), batch.prompt_mask.to(device),
+        batch.completion_ids.to(device), batch.completion_mask.to(device),
+    )
+    return scores.log_pf.cpu()

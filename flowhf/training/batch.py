@@ -3,7 +3,8 @@
 Each prompt gets k = samples_per_prompt completions: on-policy samples (tempered
 exploration), off-policy ones from a dataset column (the report trained FlowHF off-policy
 on StackExchange answers) and replayed ones. GFlowNet objectives accept all three: the loss
-always uses log-probs recomputed under the current policy.
+always uses log-probs recomputed under the current policy. Prompts are encoded and padded
+by `flowhf.sampling.prompts`, the path every method shares.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flowhf.sampling.generate import Completions
+from flowhf.sampling.prompts import encode_prompts, left_pad  # noqa: F401  (the prompt path; importable here too)
 
 
 @dataclass
@@ -33,31 +35,6 @@ class TrajectoryBatch:
 
     def completion_lists(self) -> list[list[int]]:
         return [row[: int(n)].tolist() for row, n in zip(self.ids, self.lengths)]
-
-
-def encode_prompts(tokenizer, prompts: list[str], chat_template: bool) -> list[list[int]]:
-    """Token ids of each prompt, wrapped in the chat template when asked and available."""
-    if chat_template and getattr(tokenizer, "chat_template", None):
-        out = []
-        for p in prompts:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-                ids = ids["input_ids"]
-            out.append(list(ids))
-        return out
-    return [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, P] ids and mask, padded on the left."""
-    P = max(len(r) for r in rows)
-    ids = torch.full((len(rows), P), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), P, dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, P - len(r) :] = torch.as_tensor(r)
-            mask[i, P - len(r) :] = 1
-    return ids, mask
 
 
 def completions_from_texts(tokenizer, texts: list[str], max_new_tokens: int, eos_id: int, pad_id: int) -> Completions:

@@ -25,6 +25,7 @@ from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
 from flowhf.rewards import build_reward
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
+from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad
 from flowhf.sampling.replay import ReplayBuffer
 from flowhf.target import BetaSchedule, prefix_target_log_reward, target_log_reward
 from flowhf.training import checkpoint
@@ -33,8 +34,6 @@ from flowhf.training.batch import (
     completions_from_ids,
     completions_from_texts,
     concat_completions,
-    encode_prompts,
-    left_pad,
 )
 from flowhf.training.config import FlowHFConfig
 from flowhf.training.logging import MetricsLogger, ProgressBar
@@ -83,7 +82,7 @@ class FlowHFTrainer:
             self.bundle.model, self.optimizer, self.scheduler, *self.heads.values()
         )
         self.heads = dict(zip(self.heads.keys(), heads))
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = eos_ids(self.bundle.model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self.replay = ReplayBuffer(
             cfg.replay.replay_capacity, cfg.replay.replay_prioritized, cfg.replay.replay_temperature, seed=cfg.optim.seed
@@ -131,13 +130,6 @@ class FlowHFTrainer:
             off = self.args.sampling.offpolicy_column
             if self.args.sampling.offpolicy_fraction > 0 and not row.get(off):
                 raise ValueError(f"dataset row {i + 1}: missing off-policy column {off!r} (sampling.offpolicy_column)")
-
-    def _eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        gen = getattr(self.bundle.model, "generation_config", None)
-        extra = getattr(gen, "eos_token_id", None) if gen is not None else None
-        ids.update(extra if isinstance(extra, list) else ([extra] if extra is not None else []))
-        return sorted(i for i in ids if i is not None)
 
     # ------------------------------------------------------------------ data
 

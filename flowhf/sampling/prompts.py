@@ -1,0 +1,114 @@
+"""How a prompt becomes token ids and where a completion ends: one path for every method.
+
+FlowHF training, the evaluation's sampling, the TRL baselines (and the real-LM benchmark)
+all encode prompts here, so the methods are compared on the same inputs; a test checks
+that every runner gives the same ids for the same prompt.
+
+- With a chat template (and ``use_chat_template``) a prompt is one user turn with the
+  generation prompt appended, tokenized by the template (no extra special tokens: the
+  template holds BOS / role tokens). Otherwise the raw text with the tokenizer's own
+  special tokens.
+- Prompts are LEFT-padded (a decoder-only model continues from the right end); completions
+  are right-padded (ARCHITECTURE.md).
+- A completion ends at its first EOS id: the tokenizer's EOS or any id of the model's
+  generation config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+
+def uses_chat_template(tokenizer: Any, use_chat_template: bool) -> bool:
+    """Whether prompts are wrapped: asked for and the tokenizer has a template."""
+    return bool(use_chat_template and getattr(tokenizer, "chat_template", None))
+
+
+def as_conversation(prompt: str) -> list[dict[str, str]]:
+    """The prompt as one user turn (the chat / TRL conversational format)."""
+    return [{"role": "user", "content": prompt}]
+
+
+def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> list[int]:
+    """Token ids of one prompt (see the module docstring for the format)."""
+    if uses_chat_template(tokenizer, use_chat_template):
+        ids = tokenizer.apply_chat_template(as_conversation(prompt), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+    return [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], use_chat_template: bool) -> list[list[int]]:
+    """Token ids of each prompt, unpadded."""
+    return [encode_prompt(tokenizer, p, use_chat_template) for p in prompts]
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, P] ids and mask, padded on the left."""
+    P = max(len(r) for r in rows)
+    ids = torch.full((len(rows), P), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), P, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, P - len(r) :] = torch.as_tensor(r)
+            mask[i, P - len(r) :] = 1
+    return ids, mask
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The pad id prompts are padded with: the tokenizer's, else its EOS."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+    return tokenizer.eos_token_id
+
+
+def prompt_batch(tokenizer: Any, prompts: Sequence[str], use_chat_template: bool) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids`` / ``attention_mask`` of a batch of prompts (for ``generate``)."""
+    ids, mask = left_pad(encode_prompts(tokenizer, prompts, use_chat_template), pad_token_id(tokenizer))
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@contextlib.contextmanager
+def left_padding(tokenizer: Any) -> Iterator[Any]:
+    """Temporarily left-pad, with EOS as pad token when the tokenizer has none."""
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token id that ends a completion (tokenizer EOS and the generation config's), sorted."""
+    ids: set[int] = set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (config_eos, tokenizer.eos_token_id):
+        if value is None:
+            continue
+        ids.update(int(i) for i in (value if isinstance(value, (list, tuple)) else [value]) if i is not None)
+    return sorted(ids)
+
+
+def completion_mask(completion_ids: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
+    """1.0 for every token up to and including the first stop token; all ones if none."""
+    length = completion_ids.shape[1]
+    if not stop_ids or length == 0:
+        return torch.ones_like(completion_ids, dtype=torch.float32)
+    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, device=completion_ids.device))
+    first = torch.where(is_stop.any(1), is_stop.int().argmax(1), torch.full_like(is_stop[:, 0], length, dtype=torch.long))
+    positions = torch.arange(length, device=completion_ids.device)
+    return (positions[None, :] <= first[:, None]).float()
