@@ -14,6 +14,11 @@ free, already computed for the full target.
 
 beta may follow a schedule (constant, linear, cosine), as in Hu et al. 2024 (reward
 temperature annealing) and Lee et al. 2024.
+
+The reward's scale is decided in one place, the run's config (`TargetArgs`): r is floored
+(`floor_reward`, ``target.reward_floor``) and beta is read per ``target.reward_scale`` units
+of reward (`TargetArgs.beta_per_reward`). A reward spec's own `RewardTransform` acts inside
+the reward, before either.
 """
 
 from __future__ import annotations
@@ -75,6 +80,11 @@ def prefix_target_log_reward(
     if alpha != 0.0:
         out = out + alpha * _reference_cumsum(ref_log_pf, mask, dtype)
     return out
+
+
+def floor_reward(reward: torch.Tensor, floor: float | None) -> torch.Tensor:
+    """max(r, floor) elementwise (a log-reward floor for rare, very negative rewards); r if None."""
+    return reward if floor is None else reward.clamp_min(floor)
 
 
 @dataclass

@@ -88,19 +88,6 @@ def stage_grpo(ctx: Context) -> dict[str, Any]:
     return _baseline(ctx, "grpo")
 
 
-def scale_beta(target, scale: float) -> None:
-    """Divide ``target.beta`` (and ``beta_end``) of a loaded config by the reward's scale.
-
-    A config's beta is read as nats of log R per standard deviation of the reward over the
-    TRAINING answers (chosen and rejected), so one config means the same target whether the
-    reward is VADER (std ~0.5) or a reward model's logit (std ~3). Only training data sets the
-    scale; nothing is fitted to the evaluation prompts.
-    """
-    target.beta /= scale
-    if target.beta_end is not None:
-        target.beta_end /= scale
-
-
 def flowhf_overrides(ctx: Context, method: str) -> list[str]:
     """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all)."""
     p = ctx.preset
@@ -109,6 +96,10 @@ def flowhf_overrides(ctx: Context, method: str) -> list[str]:
         f"model.name={ctx.model_dir('sft')}",
         f"model.lora={str(p.lora).lower()}",
         f"target.reward={ctx.se_reward()}",
+        # beta reads as nats of log R per std of the reward over the TRAINING answers (chosen and
+        # rejected), so one config means the same target for VADER (std ~0.5) or a reward
+        # model's logit (std ~3); nothing is fitted to the evaluation prompts.
+        f"target.reward_scale={ctx.reward_scale()!r}",
         f"data.dataset={p.train_prompts}",
         "data.prompt_column=question",  # StackExchange layout (shipped and lvwerra/stack-exchange-paired)
         f"sampling.max_new_tokens={p.max_new_tokens}",
@@ -130,7 +121,6 @@ def _flowhf(ctx: Context, method: str) -> dict[str, Any]:
     from flowhf.training.trainer import FlowHFTrainer
 
     cfg = FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", flowhf_overrides(ctx, method))
-    scale_beta(cfg.target, ctx.reward_scale())
     trainer = FlowHFTrainer(args=cfg)
     last = trainer.train(resume=ctx.resume)
     out = ctx.stage_dir(method)

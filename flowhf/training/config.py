@@ -17,6 +17,7 @@ import yaml
 
 from flowhf.fields import help_field as _f
 from flowhf.objectives import OBJECTIVES, get_objective, logz_modes
+from flowhf.target import BetaSchedule
 
 
 @dataclass
@@ -47,7 +48,20 @@ class TargetArgs:
     beta_steps: int = _f(0, "Steps over which beta moves from beta to beta_end.")
     alpha: float = _f(1.0, "Weight of log p_ref (1 = KL-regularised target; 0 = the report's target, no LM prior).")
     reward_floor: float | None = _f(None, "Clamp rewards below this value (a log-reward floor for rare, very negative rewards).")
+    reward_scale: float = _f(1.0, "Reward units per unit of beta: log R = beta * max(r, reward_floor) / reward_scale + ... "
+                                  "(`flowhf reproduce` records the reward's std over the training answers, so beta reads as nats per std).")
     prefix_stride: int = _f(1, "FL/SubTB prefix rewards: score every k-th prefix (k > 1 approximates, for slow non-causal rewards).")
+
+    def __post_init__(self) -> None:
+        self.reward_scale = float(self.reward_scale)
+        if not self.reward_scale > 0:
+            raise ValueError(f"target.reward_scale={self.reward_scale}: must be > 0")
+        self.beta_per_reward()  # a bad schedule is a config error, raised before any model loads
+
+    def beta_per_reward(self) -> BetaSchedule:
+        """beta per unit of the (floored) reward, by step: the configured beta over reward_scale."""
+        end = None if self.beta_end is None else self.beta_end / self.reward_scale
+        return BetaSchedule(self.beta / self.reward_scale, end, self.beta_schedule, self.beta_steps)
 
 
 @dataclass

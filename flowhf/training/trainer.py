@@ -27,7 +27,7 @@ from flowhf.rewards import build_reward
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
 from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad
 from flowhf.sampling.replay import ReplayBuffer
-from flowhf.target import BetaSchedule, prefix_target_log_reward, target_log_reward
+from flowhf.target import floor_reward, prefix_target_log_reward, target_log_reward
 from flowhf.training import checkpoint
 from flowhf.training.batch import (
     TrajectoryBatch,
@@ -66,15 +66,17 @@ class FlowHFTrainer:
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
         self.output_dir = Path(cfg.logging.output_dir)
-        self.bundle = self._load_model(model if model is not None else cfg.model.name, tokenizer)
-        self.tokenizer = self.bundle.tokenizer
-        self.reward_fn = self._load_reward(reward_funcs if reward_funcs is not None else cfg.target.reward)
+        # Data and reward first: their errors (a missing column, a reward without prefix scores
+        # for FL) are reported before the policy loads, as config errors are.
         self.rows = list(train_dataset) if train_dataset is not None else load_rows(
             cfg.data.dataset, required=[cfg.data.prompt_column], split=cfg.data.split, limit=cfg.data.limit
         )
         self._check_rows()
+        self.reward_fn = self._load_reward(reward_funcs if reward_funcs is not None else cfg.target.reward)
+        self.bundle = self._load_model(model if model is not None else cfg.model.name, tokenizer)
+        self.tokenizer = self.bundle.tokenizer
         self.settings = cfg.objective
-        self.beta = BetaSchedule(cfg.target.beta, cfg.target.beta_end, cfg.target.beta_schedule, cfg.target.beta_steps)
+        self.beta = cfg.target.beta_per_reward()
         self.heads = build_heads(cfg.objective, self.bundle.model.config.hidden_size)
         self.optimizer = build_optimizer(self.bundle.model, self.heads, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
@@ -204,15 +206,11 @@ class FlowHFTrainer:
         columns = dict(batch.columns)
         if getattr(self.reward_fn, "uses_completion_ids", False):  # rewards defined on token ids
             columns["completion_ids"] = batch.completion_lists()
-        reward = self.reward_fn(batch.prompts, texts, **columns).float().cpu()  # [B]
-        if cfg.target.reward_floor is not None:
-            reward = reward.clamp_min(cfg.target.reward_floor)
+        reward = floor_reward(self.reward_fn(batch.prompts, texts, **columns).float().cpu(), cfg.target.reward_floor)  # [B]
         prefix_reward = None
         if self.needs_prefix:
             prefix_reward = self.reward_fn.score_prefixes(batch.prompts, batch.completion_lists(), self.tokenizer, **batch.columns)
-            prefix_reward = prefix_reward.float().cpu()[:, : batch.ids.shape[1] + 1]
-            if cfg.target.reward_floor is not None:
-                prefix_reward = prefix_reward.clamp_min(cfg.target.reward_floor)
+            prefix_reward = floor_reward(prefix_reward.float().cpu()[:, : batch.ids.shape[1] + 1], cfg.target.reward_floor)
         t_reward = time.perf_counter()
         # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
         dev = self.device
