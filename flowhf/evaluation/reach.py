@@ -12,24 +12,19 @@ the first step whose trailing mean is >= the reference's final trailing mean.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from flowhf.training.logging import read_metrics
 
 REWARD_KEYS = ("train/reward_mean_policy", "train/reward_mean")
 
 
 def reward_curve(run_dir: str | Path) -> list[tuple[float, float]]:
     """[(elapsed_seconds, batch mean reward)] of a run, in logged order."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics.jsonl; is {run_dir} a FlowHF or baseline run directory?")
     curve = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in read_metrics(run_dir):
         reward = next((row[k] for k in REWARD_KEYS if k in row and _finite(row[k])), None)
         if reward is None or not _finite(row.get("train/elapsed_seconds")):
             continue  # e.g. SFT lines (no reward) or a step whose every reward was None

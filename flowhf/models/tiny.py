@@ -83,31 +83,19 @@ def tiny_model_dir(cache_dir=None, seed: int = 0):
     Built once from the shipped prompt texts and reused; used by `configs/smoke.yaml`, the
     `smoke` pipeline preset and the CLI tests. Never downloads anything.
     """
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
+    from flowhf.models.cache import build_folder_once, cache_root
 
-    from flowhf.models.loading import _file_lock, cache_root
-
-    target = cache_root(cache_dir) / TINY_DIRNAME
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{TINY_DIRNAME}.lock"):  # processes started together build it once
-        if (target / "config.json").is_file():
-            return target
+    def build(folder):
         tokenizer = tiny_tokenizer(_shipped_texts())
         model = tiny_llama(
             len(tokenizer), seed=seed, hidden_size=64, num_layers=2,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         )
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-tiny-", dir=target.parent))
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(target, ignore_errors=True)  # a stale folder without config.json
-        os.replace(tmp, target)
-    return target
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    # processes started together build it once
+    return build_folder_once(cache_root(cache_dir) / TINY_DIRNAME, build, lambda target: (target / "config.json").is_file())
 
 
 def _shipped_texts() -> list[str]:

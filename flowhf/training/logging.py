@@ -239,18 +239,7 @@ class MetricsLogger:
 
 def read_histograms(path: str | os.PathLike) -> list[dict]:
     """Records of a histograms.jsonl file, with the line number in errors."""
-    records = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                _ = record["step"], record["name"], record["bin_edges"], record["counts"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}, line {lineno}: not a histogram record ({err!r})") from err
-            records.append(record)
-    return records
+    return read_jsonl(path, required=("step", "name", "bin_edges", "counts"))
 
 
 def plot_histograms(histograms_jsonl: str | os.PathLike, png_path: str | os.PathLike, max_steps: int = 4) -> Path:
@@ -329,3 +318,36 @@ class ProgressBar:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------- reading back
+
+
+def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:
+    """Objects of a JSONL file (blank lines skipped), each with the ``required`` keys; a bad
+    line is an error naming the file and the line."""
+    path, rows = Path(path), []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from err
+            if not isinstance(row, dict) or any(key not in row for key in required):
+                raise ValueError(f"{path}, line {line_no}: expected a JSON object with keys {list(required)}")
+            rows.append(row)
+    return rows
+
+
+def read_metrics(run: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (FlowHF or TRL baseline); ``run`` is the run
+    folder or the file itself. The one reader of the format `MetricsLogger` writes."""
+    path = Path(run)
+    if path.is_dir() or not path.suffix:
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.jsonl; is {run} a FlowHF or baseline run directory?")
+    return read_jsonl(path, required)
+

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from flowhf.objectives import LossOutput
+from flowhf.sampling.logprobs import SequenceScores
 from flowhf.training.batch import TrajectoryBatch
 
 
@@ -11,13 +15,32 @@ def _std(x: torch.Tensor) -> float:
     return float(x.std(unbiased=False)) if x.numel() > 1 else 0.0
 
 
-def step_metrics(batch: TrajectoryBatch, reward, log_reward, scores, ref_log_pf, out, beta, temperature, skipped,
-                 grad_norm, state, optimizer, times) -> dict:
-    t0, t_sample, t_reward, t_end = times
+@dataclass
+class StepRecord:
+    """What one training step produced, named (the step's metrics are computed from it)."""
+
+    batch: TrajectoryBatch
+    reward: torch.Tensor  # [B] floored reward
+    log_reward: torch.Tensor  # [B] target log R
+    scores: SequenceScores  # the policy's log-probs (and entropy) of the batch
+    ref_log_pf: torch.Tensor  # [B, T] reference log-probs
+    out: LossOutput
+    beta: float
+    temperature: float
+    skipped: str | None  # the non-finite quantity when the update was skipped
+    grad_norm: float
+    lr: float  # the policy's learning rate
+    skipped_total: int
+    times: tuple[float, float, float, float]  # start, sampled, scored, updated (perf_counter)
+
+
+def step_metrics(r: StepRecord) -> dict:
+    batch, reward, scores, out = r.batch, r.reward, r.scores, r.out
+    t0, t_sample, t_reward, t_end = r.times
     mask = batch.mask.to(scores.log_pf.device)
     tokens = mask.sum()
     lengths = mask.sum(dim=1)
-    log_ratio = (scores.log_pf.detach().float() - ref_log_pf) * mask  # [B, T]
+    log_ratio = (scores.log_pf.detach().float() - r.ref_log_pf) * mask  # [B, T]
     has_policy = "policy" in batch.sources  # decided in Python: no device sync
     policy_rows = torch.tensor([s == "policy" for s in batch.sources], device=mask.device)
     on_policy = log_ratio[policy_rows].sum(dim=1) if has_policy else log_ratio.sum(dim=1)
@@ -32,7 +55,7 @@ def step_metrics(batch: TrajectoryBatch, reward, log_reward, scores, ref_log_pf,
         # the policy's own samples only: replay rows are the buffer's best and would inflate it
         "train/reward_mean_policy": float(reward[policy_rows.to(reward.device)].mean()) if has_policy
         else float("nan"),
-        "train/log_reward_mean": float(log_reward.mean()),
+        "train/log_reward_mean": float(r.log_reward.mean()),
         # Monte-Carlo KL(pi || p_ref) on the policy's own samples (replay/off-policy rows excluded)
         "train/kl_per_seq": float(on_policy.mean()),
         "train/kl_per_token": float(on_policy.sum() / on_tokens.clamp_min(1)),
@@ -41,18 +64,18 @@ def step_metrics(batch: TrajectoryBatch, reward, log_reward, scores, ref_log_pf,
         "train/eos_rate": float(batch.ended_with_eos.float().mean()),
         "train/residual_mean": float(residual.mean()),
         "train/residual_std": _std(residual),
-        "train/grad_norm": grad_norm,
-        "train/beta": float(beta),
-        "train/temperature": float(temperature),
-        "train/lr": float(optimizer.param_groups[0]["lr"]),
-        "train/skipped_steps": float(state["skipped_total"]),
+        "train/grad_norm": r.grad_norm,
+        "train/beta": float(r.beta),
+        "train/temperature": float(r.temperature),
+        "train/lr": float(r.lr),
+        "train/skipped_steps": float(r.skipped_total),
         "train/step_time": step_time,
         "train/sample_time": t_sample - t0,
         "train/reward_time": t_reward - t_sample,
         "train/update_time": t_end - t_reward,
         "train/tokens_per_second": float(tokens) / max(step_time, 1e-9),
     }
-    metrics["train/skipped"] = 1.0 if skipped else 0.0
+    metrics["train/skipped"] = 1.0 if r.skipped else 0.0
     return metrics
 
 

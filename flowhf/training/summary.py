@@ -6,14 +6,9 @@ import json
 import math
 from pathlib import Path
 
+from flowhf.training.logging import read_metrics
+
 CURVE_KEYS = ("train/reward_mean", "train/kl_per_token", "train/log_z", "train/loss")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a flowhf run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_run_curves(run_dir: str | Path, keys=CURVE_KEYS, smooth: int = 10) -> Path:

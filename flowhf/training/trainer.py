@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 
 from flowhf.data.loading import load_rows
-from flowhf.models.heads import save_policy
+from flowhf.models.saved_run import save_policy
 from flowhf.models.loading import PolicyBundle, load_policy
 from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
@@ -40,7 +40,7 @@ from flowhf.training.logging import MetricsLogger, ProgressBar
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
-from flowhf.training.step_metrics import histogram_tensors, step_metrics
+from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 
 
 class NonFiniteStep(RuntimeError):
@@ -238,8 +238,11 @@ class FlowHFTrainer:
         t_end = time.perf_counter()
         if skipped is None:  # a skipped step's rows (non-finite values) never enter the replay buffer
             self._remember(batch, reward, log_reward)
-        metrics = step_metrics(batch, reward, log_reward, scores, ref_log_pf, out, beta, temperature, skipped,
-                               grad_norm, self.state, self.optimizer, (t0, t_sample, t_reward, t_end))
+        metrics = step_metrics(StepRecord(
+            batch=batch, reward=reward, log_reward=log_reward, scores=scores, ref_log_pf=ref_log_pf, out=out, beta=beta,
+            temperature=temperature, skipped=skipped, grad_norm=grad_norm, lr=self.optimizer.param_groups[0]["lr"],
+            skipped_total=self.state["skipped_total"], times=(t0, t_sample, t_reward, t_end),
+        ))
         self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
         return metrics
 
@@ -297,6 +300,49 @@ class FlowHFTrainer:
         if self.args.model.autocast_bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ state
+
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        model = self.accelerator.unwrap_model(self.model)
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs: trainable weights, heads, optimiser + schedule,
+        RNG streams, step counters (with the Python RNG) and the replay buffer."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "trainable": {n: p.detach().cpu().contiguous() for n, p in self._trainable().items()},
+            "heads": {f"{name}.{k}": v.detach().cpu().contiguous() for name, head in self.heads.items()
+                      for k, v in self.accelerator.unwrap_model(head).state_dict().items()},
+            "optimizer": {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+            "trainer_state": dict(self.state, python_rng=[version, list(internal), gauss]),
+            "replay": self.replay.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict` taken from a trainer with the same model and settings."""
+        params = self._trainable()
+        mismatch = set(params) ^ set(state["trainable"])
+        if mismatch:
+            raise ValueError(f"checkpoint parameters do not match the model ({sorted(mismatch)[:5]} ...); "
+                             "resume with the same model and LoRA settings")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state["trainable"][name].to(p.device, p.dtype))
+        for name, head in self.heads.items():
+            self.accelerator.unwrap_model(head).load_state_dict(
+                {k.split(".", 1)[1]: v for k, v in state["heads"].items() if k.split(".", 1)[0] == name})
+        self.optimizer.load_state_dict(state["optimizer"]["optimizer"])
+        self.scheduler.load_state_dict(state["optimizer"]["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        counters = dict(state["trainer_state"])
+        version, internal, gauss = counters.pop("python_rng")
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.state.update(counters)
+        self.replay.load_state_dict(state["replay"])
 
     # ------------------------------------------------------------------ loop
 
