@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,38 @@ def step_cap(budget: Budget) -> int:
 
 
 # -- run bookkeeping ----------------------------------------------------------------------------
+
+
+@dataclass
+class TrlRun:
+    """A baseline run between `start_run` and `finish_run`."""
+
+    recorder: "RunRecorder"
+    policy: Any
+    tokenizer: Any
+    source: str  # what the policy was loaded from (result.json's "model")
+    lora: LoraSettings | None
+
+
+def start_run(method: str, model: Any, tokenizer: Any, output_dir: str | os.PathLike, budget: Budget | dict,
+              lora: LoraSettings | dict | None, seed: int, **recorder_kw: Any) -> TrlRun:
+    """What every TRL baseline does first: seed everything, start the recorder (budget and
+    metrics callbacks; stale outputs removed), load the policy and its tokenizer."""
+    from transformers import set_seed
+
+    set_seed(seed)
+    lora = coerce_lora(lora)
+    recorder = RunRecorder(method, output_dir, budget, **recorder_kw)
+    policy, tokenizer, source = load_model(model, tokenizer)
+    return TrlRun(recorder, policy, tokenizer, source, lora)
+
+
+def finish_run(run: TrlRun, trained: Any, tokenizer: Any, output_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every TRL baseline does last: save the merged policy under ``output_dir/model``
+    and write ``result.json``; returns the result dict."""
+    model_dir = save_merged_model(trained, tokenizer, Path(output_dir) / "model")
+    return run.recorder.finish(model_dir, run.source, settings)
+
 
 
 class RunRecorder:

@@ -2,20 +2,78 @@
 
 A config is ``method: sft | grpo | ppo`` plus the runner's keyword arguments under their own
 names (``model``, ``output_dir``, ``budget: {seconds, generated_tokens, max_steps}``, ``lora:
-{r, alpha, dropout, target_modules}`` or null, ...). Unknown keys are an error listing the valid
-ones, so a typo never silently falls back to a default. Overrides use dotted keys with YAML
-values: ``budget.max_steps=2``, ``lora=null``.
+{r, alpha, dropout, target_modules}`` or null, ...). The keys of each method are the fields of
+a dataclass below (`BaselineArgs` plus the method's own), with help text like every FlowHF
+config, and are read through the loading every config shares (`flowhf.fields`): unknown keys
+name the closest valid one, values are type-checked, required keys must be there. Overrides
+use dotted keys with YAML values: ``budget.max_steps=2``, ``lora=null``.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
+from flowhf.fields import build_dataclass, parse_assignment, read_yaml_mapping
+from flowhf.fields import help_field as _f
+
+_REQUIRED = dataclasses.MISSING
+
+
+@dataclass(kw_only=True)
+class BaselineArgs:
+    """Keys every TRL baseline takes (defaults as in the runners' signatures)."""
+
+    model: str = _f(_REQUIRED, "Policy: 'smollm2', a local folder or a Hub id (the SFT model for RLHF runs).")
+    output_dir: str = _f(_REQUIRED, "Run folder: metrics.jsonl / .csv, budget.json, result.json, model/.")
+    budget: dict = _f(_REQUIRED, "{seconds, generated_tokens, max_steps}: the first limit reached ends the run.")
+    lora: dict | None = _f(None, "{r, alpha, dropout, target_modules} of LoRA adapters, or null for full fine-tuning.")
+    seed: int = _f(0, "Seed of TRL, data order and initialisation.")
+    columns: dict | None = _f(None, "Our names (prompt, completion) -> source columns; StackExchange is mapped automatically.")
+    split: str | None = _f(None, "Split of a `datasets` source.")
+    limit: int | None = _f(None, "Use only the first N rows.")
+    use_chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template (as FlowHF does).")
+    trl_overrides: dict | None = _f(None, "Extra fields of the TRL config, applied last.")
+
+
+@dataclass(kw_only=True)
+class SFTArgs(BaselineArgs):
+    train_source: str = _f(_REQUIRED, "Prompt/completion pairs: shipped name, local file or hf:NAME.")
+    max_length: int = _f(512, "Token limit of prompt + completion.")
+    lr: float = _f(2e-4, "Learning rate.")
+    batch_size: int = _f(8, "Pairs per step.")
+    epochs: float | None = _f(None, "Passes over the data; null repeats it until the budget ends.")
+
+
+@dataclass(kw_only=True)
+class GRPOArgs(BaselineArgs):
+    prompts_source: str = _f(_REQUIRED, "Prompts: shipped name, local file or hf:NAME.")
+    reward_spec: Any = _f(_REQUIRED, "Reward spec for flowhf.rewards.build_reward (string, mapping or list).")
+    num_generations: int = _f(8, "Completions per prompt (the group of GRPO's advantage).")
+    max_completion_length: int = _f(32, "Completion length limit in tokens.")
+    lr: float = _f(1e-4, "Learning rate.")
+    batch_size: int | None = _f(None, "Completions per step (a multiple of num_generations; null = one prompt).")
+    beta: float = _f(0.04, "KL to the reference (TRL's default would be 0).")
+    temperature: float = _f(1.0, "Sampling temperature.")
+
+
+@dataclass(kw_only=True)
+class PPOArgs(BaselineArgs):
+    prompts_source: str = _f(_REQUIRED, "Prompts: shipped name, local file or hf:NAME.")
+    reward_spec: Any = _f(_REQUIRED, "Reward spec for flowhf.rewards.build_reward (string, mapping or list).")
+    max_completion_length: int = _f(32, "Completion length limit in tokens.")
+    batch_size: int = _f(8, "Prompts (= completions) per PPO update.")
+    value_lora: bool = _f(True, "Train the value model with LoRA adapters too.")
+    lr: float = _f(1e-4, "Learning rate.")
+    kl_coef: float = _f(0.05, "KL penalty coefficient.")
+    num_ppo_epochs: int = _f(4, "Optimisation passes over each rollout batch.")
+    temperature: float = _f(1.0, "Sampling temperature.")
+
+
+METHOD_ARGS = {"sft": SFTArgs, "grpo": GRPOArgs, "ppo": PPOArgs}
 
 
 def runners() -> dict[str, Callable[..., dict[str, Any]]]:
@@ -28,12 +86,7 @@ def runners() -> dict[str, Callable[..., dict[str, Any]]]:
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The YAML mapping at ``path`` with ``key.sub=value`` overrides applied."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"baseline config not found: {path}")
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: a baseline config must be a YAML mapping, got {type(config).__name__}")
+    config = read_yaml_mapping(path, "baseline config")
     for item in overrides:
         apply_override(config, item)
     return config
@@ -41,10 +94,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
 
 def apply_override(config: dict[str, Any], item: str) -> None:
     """Set ``a.b=value`` in ``config`` (value parsed as YAML)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"override {item!r} must look like key=value (e.g. budget.max_steps=2)")
-    parts = key.strip().split(".")
+    key, value = parse_assignment(item, "budget.max_steps=2")
+    parts = key.split(".")
     node = config
     for part in parts[:-1]:
         child = node.get(part)
@@ -53,25 +104,17 @@ def apply_override(config: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ValueError(f"override {item!r}: {part!r} is {child!r}, not a mapping")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = value
 
 
 def check_config(config: dict[str, Any]) -> tuple[Callable[..., dict[str, Any]], dict[str, Any]]:
-    """(runner, keyword arguments) for ``config``; unknown or missing keys raise ValueError."""
+    """(runner, keyword arguments) for ``config``; unknown, mistyped or missing keys raise ValueError."""
     method = config.get("method")
-    table = runners()
-    if method not in table:
-        raise ValueError(f"config key 'method' must be one of {sorted(table)}, got {method!r}")
-    runner = table[method]
+    if method not in METHOD_ARGS:
+        raise ValueError(f"config key 'method' must be one of {sorted(METHOD_ARGS)}, got {method!r}")
     kwargs = {k: v for k, v in config.items() if k != "method"}
-    params = inspect.signature(runner).parameters
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} for method {method!r}; valid keys: {sorted(params)}")
-    missing = sorted(n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in kwargs)
-    if missing:
-        raise ValueError(f"config for method {method!r} is missing required key(s) {missing}")
-    return runner, kwargs
+    build_dataclass(METHOD_ARGS[method], kwargs, f"config for method {method!r}")
+    return runners()[method], kwargs
 
 
 def run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -15,24 +15,20 @@ logging every step.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from flowhf.baselines.budget import Budget
 from flowhf.baselines.common import (
     COMMON_TRAINER_KWARGS,
-    RunRecorder,
-    as_conversation,
-    coerce_lora,
-    load_model,
+    finish_run,
     load_training_rows,
     lora_config,
-    save_merged_model,
+    start_run,
     step_cap,
-    uses_chat_template,
 )
 from flowhf.baselines.reward_adapters import grpo_reward_function
 from flowhf.models.lora import LoraSettings
+from flowhf.sampling.prompts import as_conversation, uses_chat_template
 
 
 def grpo_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
@@ -77,22 +73,19 @@ def run_grpo(
     ``trl_overrides``: extra `trl.GRPOConfig` fields, applied last.
     """
     from datasets import Dataset
-    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from flowhf.rewards import build_reward
 
-    set_seed(seed)
-    lora = coerce_lora(lora)
     batch_size = batch_size or num_generations
     if batch_size % num_generations:
         raise ValueError(
             f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations}): every "
             "prompt's group of completions must fit in one step"
         )
-    recorder = RunRecorder("grpo", output_dir, budget)
     reward = build_reward(reward_spec)
-    policy, tokenizer, source = load_model(model, tokenizer)
+    run = start_run("grpo", model, tokenizer, output_dir, budget, lora, seed)
+    recorder, policy, tokenizer, lora = run.recorder, run.policy, run.tokenizer, run.lora
     chat = uses_chat_template(tokenizer, use_chat_template)
     rows = load_training_rows(prompts_source, ["prompt"], columns, split, limit)
     dataset = Dataset.from_list(grpo_examples(rows, chat))
@@ -122,11 +115,10 @@ def run_grpo(
     )
     trainer.train()
 
-    model_dir = save_merged_model(trainer.model, tokenizer, Path(output_dir) / "model")
     settings = {
         "prompts_source": prompts_source, "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(reward),
         "rows": len(rows), "chat_template": chat, "num_generations": num_generations,
         "max_completion_length": max_completion_length, "lr": lr, "batch_size": batch_size, "beta": beta,
         "temperature": temperature, "seed": seed, "lora": lora, "trl_config": config_kwargs,
     }
-    return recorder.finish(model_dir, source, settings)
+    return finish_run(run, trainer.model, tokenizer, output_dir, settings)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
@@ -33,19 +32,16 @@ from torch import nn
 from flowhf.baselines.budget import Budget, BudgetExhausted
 from flowhf.baselines.common import (
     COMMON_TRAINER_KWARGS,
-    RunRecorder,
-    coerce_lora,
-    encode_prompt,
-    load_model,
+    finish_run,
     load_training_rows,
     lora_config,
-    save_merged_model,
+    start_run,
     step_cap,
-    uses_chat_template,
 )
 from flowhf.baselines.ppo_models import build_value_model, ensure_distinct_pad
 from flowhf.baselines.reward_adapters import PPOCountingRM, PPOTextReward
 from flowhf.models.lora import LoraSettings
+from flowhf.sampling.prompts import encode_prompt, uses_chat_template
 
 
 def build_reward_module(
@@ -102,13 +98,10 @@ def run_ppo(
     ``trl_overrides``: extra `PPOConfig` fields, applied last.
     """
     from datasets import Dataset
-    from transformers import set_seed
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    set_seed(seed)
-    lora = coerce_lora(lora)
-    recorder = RunRecorder("ppo", output_dir, budget, raise_on_stop=True, vf_coef=None)
-    policy, original_tokenizer, source = load_model(model, tokenizer)
+    run = start_run("ppo", model, tokenizer, output_dir, budget, lora, seed, raise_on_stop=True, vf_coef=None)
+    recorder, policy, original_tokenizer, lora = run.recorder, run.policy, run.tokenizer, run.lora
     tokenizer = copy.deepcopy(original_tokenizer)  # the pad change stays inside this run
     original_generation = copy.deepcopy(policy.generation_config)
     pad = ensure_distinct_pad(tokenizer, policy)
@@ -166,7 +159,6 @@ def run_ppo(
     base = trained.get_base_model() if isinstance(trained, PeftModel) else trained
     base.generation_config = original_generation  # TRL rewrote its eos_token_id for the rollouts
     keep_tokenizer = original_tokenizer if pad["how"] != "added" else tokenizer
-    model_dir = save_merged_model(trained, keep_tokenizer, Path(output_dir) / "model")
     settings = {
         "prompts_source": prompts_source,
         "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(type(reward_spec)),
@@ -176,4 +168,4 @@ def run_ppo(
         "temperature": temperature, "seed": seed, "lora": lora, "value_lora": value_lora, "pad": pad,
         "trl_config": config_kwargs,
     }
-    return recorder.finish(model_dir, source, settings)
+    return finish_run(run, trained, keep_tokenizer, output_dir, settings)

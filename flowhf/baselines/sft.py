@@ -14,23 +14,19 @@ folder that GFlowNet, GRPO and PPO runs start from.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from flowhf.baselines.budget import Budget
 from flowhf.baselines.common import (
     COMMON_TRAINER_KWARGS,
-    RunRecorder,
-    as_conversation,
-    coerce_lora,
-    load_model,
+    finish_run,
     load_training_rows,
     lora_config,
-    save_merged_model,
+    start_run,
     step_cap,
-    uses_chat_template,
 )
 from flowhf.models.lora import LoraSettings
+from flowhf.sampling.prompts import as_conversation, uses_chat_template
 
 
 def sft_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
@@ -76,13 +72,10 @@ def run_sft(
     ``trl_overrides``: extra `trl.SFTConfig` fields, applied last.
     """
     from datasets import Dataset
-    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    set_seed(seed)
-    lora = coerce_lora(lora)
-    recorder = RunRecorder("sft", output_dir, budget)
-    policy, tokenizer, source = load_model(model, tokenizer)
+    run = start_run("sft", model, tokenizer, output_dir, budget, lora, seed)
+    recorder, policy, tokenizer, lora = run.recorder, run.policy, run.tokenizer, run.lora
     tokenizer.padding_side = "right"  # training batches; left padding is only for generation
     chat = uses_chat_template(tokenizer, use_chat_template)
     rows = load_training_rows(train_source, ["prompt", "completion"], columns, split, limit)
@@ -114,10 +107,9 @@ def run_sft(
     trainer.train()
 
     tokenizer.padding_side = "left"  # saved for generation, as FlowHF's loader prepares it
-    model_dir = save_merged_model(trainer.model, tokenizer, Path(output_dir) / "model")
     settings = {
         "train_source": train_source, "rows": len(rows), "chat_template": chat, "max_length": max_length,
         "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs, "lora": lora,
         "trl_config": config_kwargs,
     }
-    return recorder.finish(model_dir, source, settings)
+    return finish_run(run, trainer.model, tokenizer, output_dir, settings)

@@ -7,16 +7,12 @@ and `flowhf reward train --help` lists the config without loading a model.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from flowhf.fields import build_dataclass, parse_assignment, read_yaml_mapping
 from flowhf.fields import help_field as _f
 
 REWARD_TEMPLATE = "Question: {prompt}\n\nAnswer: {completion}"
@@ -88,42 +84,11 @@ class RewardModelConfig:
 
 
 def load_reward_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RewardModelConfig:
-    """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML)."""
-    data: dict = {}
-    if path is not None:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set epochs=3")
-        data[key.strip()] = yaml.safe_load(value)
-    hints = typing.get_type_hints(RewardModelConfig)
-    for key, value in data.items():
-        if key not in hints:
-            close = difflib.get_close_matches(key, hints, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {sorted(hints)}"
-            raise ValueError(f"{path or '--set'}: unknown key {key!r}; {hint}")
-        data[key] = _coerce(key, value, hints[key])
-    return RewardModelConfig(**data)
-
-
-def _coerce(key: str, value, hint):
-    """Type-check a YAML value against the field's annotation (ints accepted for floats)."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    allowed = typing.get_args(hint) if union else (hint,)
-    for kind in allowed:
-        base = typing.get_origin(kind) or kind
-        if value is None and kind is type(None):
-            return None
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base in (int, str, bool, dict, list) and isinstance(value, base):
-            if not (base is int and isinstance(value, bool)):  # YAML true is not an int here
-                return value
-    expected = getattr(hint, "__name__", str(hint))
-    raise ValueError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+    """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML),
+    checked like every config (`flowhf.fields`)."""
+    data = read_yaml_mapping(path) if path is not None else {}
+    data.update(parse_assignment(item, "epochs=3") for item in overrides)
+    return build_dataclass(RewardModelConfig, data, str(path or "--set"))
 
 
 def read_reward_meta(path: str | os.PathLike) -> dict:

@@ -2,19 +2,19 @@
 
 YAML files are nested by group (``model:``, ``target:``, ...). Overrides are
 ``--set group.key=value`` or ``--set key=value`` (key names are unique across groups).
-Unknown groups or keys are errors that name the closest valid key.
+Unknown groups or keys are errors that name the closest valid key; values are type-checked
+(`flowhf.fields`, the loading every config shares).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from flowhf.fields import build_dataclass, parse_assignment, read_yaml_mapping, suggest
 from flowhf.fields import help_field as _f
 from flowhf.objectives import OBJECTIVES, get_objective, logz_modes
 from flowhf.target import BetaSchedule
@@ -208,33 +208,15 @@ class FlowHFConfig:
         groups = {}
         for name, value in data.items():
             if name not in GROUPS:
-                raise ValueError(f"{source}: unknown group {name!r}{_suggest(name, GROUPS)}; groups are {', '.join(GROUPS)}")
-            groups[name] = _build_group(GROUPS[name], value or {}, f"{source}: {name}")
+                raise ValueError(f"{source}: unknown group {name!r}{suggest(name, GROUPS)}; groups are {', '.join(GROUPS)}")
+            groups[name] = build_dataclass(GROUPS[name], value or {}, f"{source}: {name}")
         return cls(**groups)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "FlowHFConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_mapping(path)
         apply_overrides(data, overrides or [])
         return cls.from_dict(data, str(path))
-
-
-def _build_group(cls, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping of keys, got {type(values).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names:
-            raise ValueError(f"{where}: unknown key {key!r}{_suggest(key, names)}")
-    return cls(**values)
-
-
-def _suggest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _key_to_group() -> dict[str, str]:
@@ -245,25 +227,22 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``group.key=value`` / ``key=value`` overrides (values parsed as YAML) in place."""
     flat = _key_to_group()
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value (e.g. --set target.beta=10)")
-        key, raw = item.split("=", 1)
-        key = key.strip()
+        key, value = parse_assignment(item, "target.beta=10")
         if "." in key:
             group, name = key.split(".", 1)
         elif key in flat:
             group, name = flat[key], key
         else:
-            raise ValueError(f"--set {key!r}: unknown key{_suggest(key, flat)}")
+            raise ValueError(f"--set {key!r}: unknown key{suggest(key, flat)}")
         if group not in GROUPS:
-            raise ValueError(f"--set {key!r}: unknown group {group!r}{_suggest(group, GROUPS)}")
+            raise ValueError(f"--set {key!r}: unknown group {group!r}{suggest(group, GROUPS)}")
         valid = {f.name for f in dataclasses.fields(GROUPS[group])}
         if name not in valid:
-            raise ValueError(f"--set {key!r}: {group} has no key {name!r}{_suggest(name, valid)}")
+            raise ValueError(f"--set {key!r}: {group} has no key {name!r}{suggest(name, valid)}")
         data.setdefault(group, {})
         if data[group] is None:
             data[group] = {}
-        data[group][name] = yaml.safe_load(raw)
+        data[group][name] = value
     return data
 
 
