@@ -10,14 +10,15 @@ from flowhf.baselines.config import METHOD_ARGS, check_config, load_config, runn
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
-def test_config_fields_are_the_runner_arguments(method):
+def test_runner_options_are_the_config_fields(tmp_path, method):
+    """Each runner's keyword options are its dataclass (one place for names, defaults, help)."""
     params = inspect.signature(runners()[method]).parameters
     fields = {f.name: f for f in dataclasses.fields(METHOD_ARGS[method])}
-    assert set(params) - {"tokenizer"} == set(fields)  # a tokenizer object never comes from YAML
-    for name, f in fields.items():
-        default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
-        assert params[name].default == default, name
-        assert f.metadata["help"]
+    assert set(params) - {"tokenizer", "options"} <= set(fields)
+    assert all(f.metadata["help"] for f in fields.values())
+    positional = [f"x{i}" for i, p in enumerate(params.values()) if p.kind == p.POSITIONAL_OR_KEYWORD]
+    with pytest.raises(TypeError, match="budgett"):  # raised before any model loads
+        runners()[method](*positional, budget={"max_steps": 1}, budgett={})
 
 
 def test_values_are_type_checked(tmp_path):

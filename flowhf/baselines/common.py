@@ -149,27 +149,32 @@ class TrlRun:
     tokenizer: Any
     source: str  # what the policy was loaded from (result.json's "model")
     lora: LoraSettings | None
+    output_dir: Path
 
 
-def start_run(method: str, model: Any, tokenizer: Any, output_dir: str | os.PathLike, budget: Budget | dict,
-              lora: LoraSettings | dict | None, seed: int, **recorder_kw: Any) -> TrlRun:
+def start_run(method: str, model: Any, tokenizer: Any, args: Any, **recorder_kw: Any) -> TrlRun:
     """What every TRL baseline does first: seed everything, start the recorder (budget and
-    metrics callbacks; stale outputs removed), load the policy and its tokenizer."""
+    metrics callbacks; stale outputs removed), load the policy and its tokenizer.
+    ``args``: the run's `flowhf.baselines.config.BaselineArgs`."""
     from transformers import set_seed
 
-    set_seed(seed)
-    lora = coerce_lora(lora)
-    recorder = RunRecorder(method, output_dir, budget, **recorder_kw)
+    set_seed(args.seed)
+    lora = coerce_lora(args.lora)
+    recorder = RunRecorder(method, args.output_dir, args.budget, **recorder_kw)
     policy, tokenizer, source = load_model(model, tokenizer)
-    return TrlRun(recorder, policy, tokenizer, source, lora)
+    return TrlRun(recorder, policy, tokenizer, source, lora, Path(args.output_dir))
 
 
-def finish_run(run: TrlRun, trained: Any, tokenizer: Any, output_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
+def trainer_kwargs(args: Any, recorder: "RunRecorder") -> dict[str, Any]:
+    """TRL config fields every baseline sets the same way (then its own, then trl_overrides)."""
+    return {**COMMON_TRAINER_KWARGS, "output_dir": str(args.output_dir), "learning_rate": args.lr, "seed": args.seed}
+
+
+def finish_run(run: TrlRun, trained: Any, tokenizer: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """What every TRL baseline does last: save the merged policy under ``output_dir/model``
     and write ``result.json``; returns the result dict."""
-    model_dir = save_merged_model(trained, tokenizer, Path(output_dir) / "model")
+    model_dir = save_merged_model(trained, tokenizer, run.output_dir / "model")
     return run.recorder.finish(model_dir, run.source, settings)
-
 
 
 class RunRecorder:

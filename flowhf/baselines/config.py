@@ -49,28 +49,29 @@ class SFTArgs(BaselineArgs):
 
 
 @dataclass(kw_only=True)
-class GRPOArgs(BaselineArgs):
+class RLArgs(BaselineArgs):
+    """Keys of the two reward-driven baselines (GRPO, PPO)."""
+
     prompts_source: str = _f(_REQUIRED, "Prompts: shipped name, local file or hf:NAME.")
     reward_spec: Any = _f(_REQUIRED, "Reward spec for flowhf.rewards.build_reward (string, mapping or list).")
-    num_generations: int = _f(8, "Completions per prompt (the group of GRPO's advantage).")
     max_completion_length: int = _f(32, "Completion length limit in tokens.")
     lr: float = _f(1e-4, "Learning rate.")
-    batch_size: int | None = _f(None, "Completions per step (a multiple of num_generations; null = one prompt).")
-    beta: float = _f(0.04, "KL to the reference (TRL's default would be 0).")
     temperature: float = _f(1.0, "Sampling temperature.")
 
 
 @dataclass(kw_only=True)
-class PPOArgs(BaselineArgs):
-    prompts_source: str = _f(_REQUIRED, "Prompts: shipped name, local file or hf:NAME.")
-    reward_spec: Any = _f(_REQUIRED, "Reward spec for flowhf.rewards.build_reward (string, mapping or list).")
-    max_completion_length: int = _f(32, "Completion length limit in tokens.")
+class GRPOArgs(RLArgs):
+    num_generations: int = _f(8, "Completions per prompt (the group of GRPO's advantage).")
+    batch_size: int | None = _f(None, "Completions per step (a multiple of num_generations; null = one prompt).")
+    beta: float = _f(0.04, "KL to the reference (TRL's default would be 0).")
+
+
+@dataclass(kw_only=True)
+class PPOArgs(RLArgs):
     batch_size: int = _f(8, "Prompts (= completions) per PPO update.")
     value_lora: bool = _f(True, "Train the value model with LoRA adapters too.")
-    lr: float = _f(1e-4, "Learning rate.")
     kl_coef: float = _f(0.05, "KL penalty coefficient.")
     num_ppo_epochs: int = _f(4, "Optimisation passes over each rollout batch.")
-    temperature: float = _f(1.0, "Sampling temperature.")
 
 
 METHOD_ARGS = {"sft": SFTArgs, "grpo": GRPOArgs, "ppo": PPOArgs}

@@ -17,17 +17,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flowhf.baselines.budget import Budget
-from flowhf.baselines.common import (
-    COMMON_TRAINER_KWARGS,
-    finish_run,
-    load_training_rows,
-    lora_config,
-    start_run,
-    step_cap,
-)
+from flowhf.baselines.common import finish_run, load_training_rows, lora_config, start_run, step_cap, trainer_kwargs
+from flowhf.baselines.config import GRPOArgs
 from flowhf.baselines.reward_adapters import grpo_reward_function
-from flowhf.models.lora import LoraSettings
 from flowhf.sampling.prompts import as_conversation, uses_chat_template
 
 
@@ -48,77 +40,62 @@ def run_grpo(
     reward_spec: Any,
     output_dir: str | os.PathLike,
     *,
-    budget: Budget | dict,
-    num_generations: int = 8,
-    max_completion_length: int = 32,
-    lora: LoraSettings | dict | None = None,
     tokenizer: Any = None,
-    lr: float = 1e-4,
-    batch_size: int | None = None,
-    beta: float = 0.04,
-    temperature: float = 1.0,
-    seed: int = 0,
-    columns: dict[str, str] | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-    use_chat_template: bool = True,
-    trl_overrides: dict[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Train ``model`` with TRL's GRPOTrainer on ``reward_spec``; returns the result dict.
 
-    ``reward_spec``: anything `flowhf.rewards.build_reward` accepts ("sentiment", "toxicity",
-    "classifier:PATH", a dict, a callable with the FlowHF reward signature).
-    ``batch_size``: completions per optimizer step (default ``num_generations``: one prompt).
-    ``budget``: seconds / generated_tokens / max_steps, first reached wins.
-    ``trl_overrides``: extra `trl.GRPOConfig` fields, applied last.
+    ``options``: the other keys of `flowhf.baselines.config.GRPOArgs`, where each is described
+    (``budget`` is required). ``reward_spec``: anything `flowhf.rewards.build_reward` accepts
+    ("sentiment", "toxicity", "classifier:PATH", a dict, a callable with the FlowHF reward
+    signature). ``batch_size``: completions per optimizer step (default ``num_generations``:
+    one prompt).
     """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from flowhf.rewards import build_reward
 
-    batch_size = batch_size or num_generations
-    if batch_size % num_generations:
+    a = GRPOArgs(model=model, prompts_source=prompts_source, reward_spec=reward_spec, output_dir=output_dir, **options)
+    batch_size = a.batch_size or a.num_generations
+    if batch_size % a.num_generations:
         raise ValueError(
-            f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations}): every "
+            f"batch_size ({batch_size}) must be a multiple of num_generations ({a.num_generations}): every "
             "prompt's group of completions must fit in one step"
         )
     reward = build_reward(reward_spec)
-    run = start_run("grpo", model, tokenizer, output_dir, budget, lora, seed)
-    recorder, policy, tokenizer, lora = run.recorder, run.policy, run.tokenizer, run.lora
-    chat = uses_chat_template(tokenizer, use_chat_template)
-    rows = load_training_rows(prompts_source, ["prompt"], columns, split, limit)
+    run = start_run("grpo", model, tokenizer, a)
+    recorder, tokenizer = run.recorder, run.tokenizer
+    chat = uses_chat_template(tokenizer, a.use_chat_template)
+    rows = load_training_rows(prompts_source, ["prompt"], a.columns, a.split, a.limit)
     dataset = Dataset.from_list(grpo_examples(rows, chat))
 
     config_kwargs = {
-        **COMMON_TRAINER_KWARGS,
-        "output_dir": str(output_dir),
-        "learning_rate": lr,
+        **trainer_kwargs(a, recorder),
         "per_device_train_batch_size": batch_size,
-        "num_generations": num_generations,
-        "max_completion_length": max_completion_length,
-        "temperature": temperature,
-        "beta": beta,
-        "seed": seed,
-        "data_seed": seed,
+        "num_generations": a.num_generations,
+        "max_completion_length": a.max_completion_length,
+        "temperature": a.temperature,
+        "beta": a.beta,
+        "data_seed": a.seed,
         "max_steps": step_cap(recorder.budget),
-        **(trl_overrides or {}),
+        **(a.trl_overrides or {}),
     }
     trainer = GRPOTrainer(
-        model=policy,
+        model=run.policy,
         reward_funcs=grpo_reward_function(reward, recorder.counter),
         args=GRPOConfig(**config_kwargs),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(lora),
+        peft_config=lora_config(run.lora),
         callbacks=recorder.callbacks,
     )
     trainer.train()
 
     settings = {
         "prompts_source": prompts_source, "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(reward),
-        "rows": len(rows), "chat_template": chat, "num_generations": num_generations,
-        "max_completion_length": max_completion_length, "lr": lr, "batch_size": batch_size, "beta": beta,
-        "temperature": temperature, "seed": seed, "lora": lora, "trl_config": config_kwargs,
+        "rows": len(rows), "chat_template": chat, "num_generations": a.num_generations,
+        "max_completion_length": a.max_completion_length, "lr": a.lr, "batch_size": batch_size, "beta": a.beta,
+        "temperature": a.temperature, "seed": a.seed, "lora": run.lora, "trl_config": config_kwargs,
     }
-    return finish_run(run, trainer.model, tokenizer, output_dir, settings)
+    return finish_run(run, trainer.model, tokenizer, settings)

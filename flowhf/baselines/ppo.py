@@ -29,18 +29,11 @@ from typing import Any
 from peft import PeftModel
 from torch import nn
 
-from flowhf.baselines.budget import Budget, BudgetExhausted
-from flowhf.baselines.common import (
-    COMMON_TRAINER_KWARGS,
-    finish_run,
-    load_training_rows,
-    lora_config,
-    start_run,
-    step_cap,
-)
+from flowhf.baselines.budget import BudgetExhausted
+from flowhf.baselines.common import finish_run, load_training_rows, lora_config, start_run, step_cap, trainer_kwargs
+from flowhf.baselines.config import PPOArgs
 from flowhf.baselines.ppo_models import build_value_model, ensure_distinct_pad
 from flowhf.baselines.reward_adapters import PPOCountingRM, PPOTextReward
-from flowhf.models.lora import LoraSettings
 from flowhf.sampling.prompts import encode_prompt, uses_chat_template
 
 
@@ -74,68 +67,52 @@ def run_ppo(
     reward_spec: Any,
     output_dir: str | os.PathLike,
     *,
-    budget: Budget | dict,
-    max_completion_length: int = 32,
-    batch_size: int = 8,
-    lora: LoraSettings | dict | None = None,
-    value_lora: bool = True,
     tokenizer: Any = None,
-    lr: float = 1e-4,
-    kl_coef: float = 0.05,
-    num_ppo_epochs: int = 4,
-    temperature: float = 1.0,
-    seed: int = 0,
-    columns: dict[str, str] | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-    use_chat_template: bool = True,
-    trl_overrides: dict[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Train ``model`` with TRL's PPOTrainer; returns the result dict (see the module docstring).
 
-    ``batch_size``: prompts (= completions) per PPO update; one update = one step of the budget.
-    ``num_ppo_epochs``: optimisation passes over each rollout batch (TRL default 4).
-    ``trl_overrides``: extra `PPOConfig` fields, applied last.
+    ``options``: the other keys of `flowhf.baselines.config.PPOArgs`, where each is described
+    (``budget`` is required). ``batch_size``: prompts (= completions) per PPO update; one
+    update = one step of the budget.
     """
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    run = start_run("ppo", model, tokenizer, output_dir, budget, lora, seed, raise_on_stop=True, vf_coef=None)
-    recorder, policy, original_tokenizer, lora = run.recorder, run.policy, run.tokenizer, run.lora
+    a = PPOArgs(model=model, prompts_source=prompts_source, reward_spec=reward_spec, output_dir=output_dir, **options)
+    run = start_run("ppo", model, tokenizer, a, raise_on_stop=True, vf_coef=None)
+    recorder, policy, original_tokenizer = run.recorder, run.policy, run.tokenizer
     tokenizer = copy.deepcopy(original_tokenizer)  # the pad change stays inside this run
     original_generation = copy.deepcopy(policy.generation_config)
     pad = ensure_distinct_pad(tokenizer, policy)
     tokenizer.padding_side = "left"  # TRL's PPO expects left-padded queries
 
-    chat = uses_chat_template(tokenizer, use_chat_template)
-    rows = load_training_rows(prompts_source, ["prompt"], columns, split, limit)
-    if len(rows) < batch_size:
+    chat = uses_chat_template(tokenizer, a.use_chat_template)
+    rows = load_training_rows(prompts_source, ["prompt"], a.columns, a.split, a.limit)
+    if len(rows) < a.batch_size:
         raise ValueError(
-            f"{prompts_source}: {len(rows)} prompt rows but batch_size={batch_size}; TRL's PPO drops the last "
+            f"{prompts_source}: {len(rows)} prompt rows but batch_size={a.batch_size}; TRL's PPO drops the last "
             "incomplete batch, so it needs at least batch_size prompts (lower batch_size or add prompts)"
         )
-    prompt_ids = [encode_prompt(tokenizer, str(row["prompt"]), use_chat_template) for row in rows]
+    prompt_ids = [encode_prompt(tokenizer, str(row["prompt"]), a.use_chat_template) for row in rows]
     reward_model = build_reward_module(
         reward_spec, tokenizer, rows, prompt_ids, recorder.counter, len(original_tokenizer)
     )
-    value_model = build_value_model(policy, pad["pad_token_id"], lora, value_lora)
+    value_model = build_value_model(policy, pad["pad_token_id"], run.lora, a.value_lora)
 
     config_kwargs = {
-        **COMMON_TRAINER_KWARGS,
-        "output_dir": str(output_dir),
-        "learning_rate": lr,
-        "per_device_train_batch_size": batch_size,
+        **trainer_kwargs(a, recorder),
+        "per_device_train_batch_size": a.batch_size,
         "gradient_accumulation_steps": 1,
         "num_mini_batches": 1,
-        "num_ppo_epochs": num_ppo_epochs,
-        "total_episodes": step_cap(recorder.budget) * batch_size,
-        "response_length": max_completion_length,
+        "num_ppo_epochs": a.num_ppo_epochs,
+        "total_episodes": step_cap(recorder.budget) * a.batch_size,
+        "response_length": a.max_completion_length,
         "stop_token": "eos",
-        "temperature": temperature,
-        "kl_coef": kl_coef,
+        "temperature": a.temperature,
+        "kl_coef": a.kl_coef,
         "num_sample_generations": 0,
-        "seed": seed,
-        **(trl_overrides or {}),
+        **(a.trl_overrides or {}),
     }
     args = PPOConfig(**config_kwargs)
     recorder.metrics_callback.vf_coef = args.vf_coef
@@ -147,7 +124,7 @@ def run_ppo(
         reward_model=reward_model,
         train_dataset=Dataset.from_dict({"input_ids": prompt_ids}),
         value_model=value_model,
-        peft_config=lora_config(lora),
+        peft_config=lora_config(run.lora),
         callbacks=recorder.callbacks,
     )
     try:
@@ -163,9 +140,9 @@ def run_ppo(
         "prompts_source": prompts_source,
         "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(type(reward_spec)),
         "reward_route": "native_classifier" if isinstance(reward_spec, nn.Module) else "flowhf_text_reward",
-        "rows": len(rows), "chat_template": chat, "max_completion_length": max_completion_length,
-        "batch_size": batch_size, "lr": lr, "kl_coef": kl_coef, "num_ppo_epochs": num_ppo_epochs,
-        "temperature": temperature, "seed": seed, "lora": lora, "value_lora": value_lora, "pad": pad,
+        "rows": len(rows), "chat_template": chat, "max_completion_length": a.max_completion_length,
+        "batch_size": a.batch_size, "lr": a.lr, "kl_coef": a.kl_coef, "num_ppo_epochs": a.num_ppo_epochs,
+        "temperature": a.temperature, "seed": a.seed, "lora": run.lora, "value_lora": a.value_lora, "pad": pad,
         "trl_config": config_kwargs,
     }
-    return finish_run(run, trained, keep_tokenizer, output_dir, settings)
+    return finish_run(run, trained, keep_tokenizer, settings)

@@ -16,16 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flowhf.baselines.budget import Budget
-from flowhf.baselines.common import (
-    COMMON_TRAINER_KWARGS,
-    finish_run,
-    load_training_rows,
-    lora_config,
-    start_run,
-    step_cap,
-)
-from flowhf.models.lora import LoraSettings
+from flowhf.baselines.common import finish_run, load_training_rows, lora_config, start_run, step_cap, trainer_kwargs
+from flowhf.baselines.config import SFTArgs
 from flowhf.sampling.prompts import as_conversation, uses_chat_template
 
 
@@ -49,67 +41,53 @@ def run_sft(
     train_source: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
-    budget: Budget | dict,
-    lora: LoraSettings | dict | None = None,
     tokenizer: Any = None,
-    max_length: int = 512,
-    lr: float = 2e-4,
-    batch_size: int = 8,
-    seed: int = 0,
-    epochs: float | None = None,
-    columns: dict[str, str] | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-    use_chat_template: bool = True,
-    trl_overrides: dict[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on prompt/completion pairs with TRL's SFTTrainer; returns the result dict.
 
     ``model``: "smollm2", a folder, a Hub id, or a built model (then pass ``tokenizer``).
-    ``budget``: seconds and/or max_steps (SFT generates no tokens, so a token limit never fires).
-    ``epochs``: passes over the data; None repeats the data until the budget ends.
-    ``columns``: our name -> source column (default: StackExchange's question/response_j mapped).
-    ``trl_overrides``: extra `trl.SFTConfig` fields, applied last.
+    ``options``: the other keys of `flowhf.baselines.config.SFTArgs`, where each is described
+    (``budget`` is required: seconds and/or max_steps; SFT generates no tokens, so a token
+    limit never fires).
     """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    run = start_run("sft", model, tokenizer, output_dir, budget, lora, seed)
-    recorder, policy, tokenizer, lora = run.recorder, run.policy, run.tokenizer, run.lora
+    a = SFTArgs(model=model, train_source=train_source, output_dir=output_dir, **options)
+    run = start_run("sft", model, tokenizer, a)
+    recorder, tokenizer = run.recorder, run.tokenizer
     tokenizer.padding_side = "right"  # training batches; left padding is only for generation
-    chat = uses_chat_template(tokenizer, use_chat_template)
-    rows = load_training_rows(train_source, ["prompt", "completion"], columns, split, limit)
+    chat = uses_chat_template(tokenizer, a.use_chat_template)
+    rows = load_training_rows(train_source, ["prompt", "completion"], a.columns, a.split, a.limit)
     dataset = Dataset.from_list(sft_examples(rows, chat))
 
-    max_steps = recorder.budget.max_steps or (-1 if epochs is not None else step_cap(recorder.budget))
+    max_steps = recorder.budget.max_steps or (-1 if a.epochs is not None else step_cap(recorder.budget))
     config_kwargs = {
-        **COMMON_TRAINER_KWARGS,
-        "output_dir": str(output_dir),
-        "learning_rate": lr,
-        "per_device_train_batch_size": batch_size,
-        "seed": seed,
-        "data_seed": seed,
+        **trainer_kwargs(a, recorder),
+        "per_device_train_batch_size": a.batch_size,
+        "data_seed": a.seed,
         "max_steps": max_steps,
-        "num_train_epochs": float(epochs) if epochs is not None else 1.0,
-        "max_length": max_length,
+        "num_train_epochs": float(a.epochs) if a.epochs is not None else 1.0,
+        "max_length": a.max_length,
         "completion_only_loss": True,
         "packing": False,
-        **(trl_overrides or {}),
+        **(a.trl_overrides or {}),
     }
     trainer = SFTTrainer(
-        model=policy,
+        model=run.policy,
         args=SFTConfig(**config_kwargs),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(lora),
+        peft_config=lora_config(run.lora),
         callbacks=recorder.callbacks,
     )
     trainer.train()
 
     tokenizer.padding_side = "left"  # saved for generation, as FlowHF's loader prepares it
     settings = {
-        "train_source": train_source, "rows": len(rows), "chat_template": chat, "max_length": max_length,
-        "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs, "lora": lora,
+        "train_source": train_source, "rows": len(rows), "chat_template": chat, "max_length": a.max_length,
+        "lr": a.lr, "batch_size": a.batch_size, "seed": a.seed, "epochs": a.epochs, "lora": run.lora,
         "trl_config": config_kwargs,
     }
-    return finish_run(run, trainer.model, tokenizer, output_dir, settings)
+    return finish_run(run, trainer.model, tokenizer, settings)
