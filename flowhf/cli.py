@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("exact", help="exact-target benchmark (same flags as benchmarks/exact_target.py)", add_help=False)
 
+    bench = sub.add_parser("bench", help="benchmarks on a real LM")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    from flowhf.lmtask.bench import build_parser as lm_target_parser, run_from_args
+
+    lm_target = bench_sub.add_parser("lm-target", help="exact distribution matching on SmolLM2 vs GRPO / PPO")
+    lm_target_parser(lm_target).set_defaults(func=run_from_args)
+
     demo = sub.add_parser("demo", help="the README's main job on the embedded default")
     demo.add_argument("--quick", action="store_true", help="a shorter run (for a first look)")
     demo.set_defaults(func=_demo)

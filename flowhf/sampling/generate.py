@@ -61,6 +61,19 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
 
 
+def distinct_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Rows holding the same (left-padded) prompt.
+
+    Returns (G distinct prompts, first row of each [G], distinct index of each row [B]).
+    """
+    keys = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    _, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [B]
+    B = keys.shape[0]
+    first = torch.full((int(inverse.max()) + 1 if B else 0,), B, dtype=torch.long, device=keys.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(B, device=keys.device), reduce="amin")  # [G]
+    return len(first), first, inverse
+
+
 @torch.no_grad()
 def sample_completions(
     model: torch.nn.Module,
@@ -87,14 +100,20 @@ def sample_completions(
     attention = prompt_mask.long()  # [B, P]
     cache = DynamicCache()  # filled in place by every forward call
     cache_arg = {cache_kwarg(model): cache}
+    # k samples of one prompt: prefill each distinct prompt once, then index its cache out to the rows.
+    n_distinct, first, inverse = distinct_rows(prompt_ids, prompt_mask)
+    rows = first if n_distinct < B else slice(None)
     out = model(
-        input_ids=prompt_ids,
-        attention_mask=attention,
-        position_ids=positions_from_mask(attention),
+        input_ids=prompt_ids[rows],
+        attention_mask=attention[rows],
+        position_ids=positions_from_mask(attention[rows]),
         use_cache=True,
         **cache_arg,
     )
-    logits = out.logits[:, -1, :]  # [B, V]
+    logits = out.logits[:, -1, :]  # [G, V]
+    if n_distinct < B:
+        cache.batch_select_indices(inverse)
+        logits = logits[inverse]  # [B, V]
     next_position = attention.sum(dim=1, keepdim=True)  # [B, 1]
     tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     mask = torch.zeros(B, max_new_tokens, device=device)

@@ -1,0 +1,15 @@
+"""Exact distribution matching on SmolLM2-135M: FlowHF objectives vs TRL GRPO / PPO.
+
+    python benchmarks/lm_target.py --task benchmarks/lm_tasks/numbers_uniform.yaml --method recommended \
+        --seconds 600 --seed 0 --json benchmarks/results/lm_target/numbers.json
+    python benchmarks/lm_target.py --task benchmarks/lm_tasks/numbers_uniform.yaml --all --seconds 600
+
+Same as `flowhf bench lm-target ...`; see flowhf/lmtask/bench.py.
+"""
+
+import sys
+
+from flowhf.lmtask.bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""`flowhf bench lm-target` / `benchmarks/lm_target.py`: train a method on a task, measure it exactly.
+
+One run: warm start (cached) -> exact target from the starting model -> train `method` for
+`seconds` -> exact metrics (+ optional sampling check) -> JSON. `--all` runs every method on a
+task, skipping those whose JSON already exists (a killed sweep resumes), then writes a
+markdown table and one bar plot of learned vs target per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from flowhf.lmtask.methods import METHODS, RunSpec, train_method
+from flowhf.lmtask.task import load_task
+
+RESULTS = Path("benchmarks/results/lm_target")
+TABLE_KEYS = ("tv", "kl", "answer_mass", "coverage", "answers_total", "top_share", "entropy", "steps", "seconds")
+
+
+def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Path | None,
+            sample_check: int = 0, run_dir: Path | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    from flowhf.lmtask.exact import ExactTarget
+    from flowhf.lmtask.warmstart import warm_start_dir
+    from flowhf.models.loading import load_causal_lm
+
+    task = load_task(task_path)
+    start_dir = warm_start_dir()
+    reference, tokenizer = load_causal_lm(str(start_dir), dtype="float32")
+    target = ExactTarget.build(task, reference, tokenizer)
+    del reference
+    run_dir = run_dir or Path("runs/lm_target") / task.name / f"{method}-seed{seed}"
+    spec = RunSpec(method=method, seconds=seconds, seed=seed, output_dir=run_dir, overrides=tuple(overrides))
+    trained = train_method(task, start_dir, spec, tokenizer)
+    result = {"task": task.name, "task_file": str(task_path), "method": method, "seed": seed, "budget_seconds": seconds,
+              "steps": trained.steps, "seconds": trained.seconds, "start_model": str(start_dir),
+              "load_average": os.getloadavg()[0], "torch_threads": torch.get_num_threads(),
+              **target.evaluate(trained.model), "details": trained.details}
+    if sample_check:
+        result["sampling_check"] = target.sampling_check(trained.model, task.max_new_tokens, n=sample_check, seed=seed)
+    if out_json:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, out_json)
+    return result
+
+
+def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=METHODS, sample_check: int = 0) -> list[dict]:
+    task = load_task(task_path)
+    results = []
+    for method in methods:
+        path = out_dir / f"{task.name}__{method}__seed{seed}.json"
+        if path.exists():
+            print(f"[lm-target] {path} exists: skipped (delete it to rerun)")
+            results.append(json.loads(path.read_text()))
+            continue
+        t0 = time.perf_counter()
+        results.append(run_one(task_path, method, seconds, seed, path, sample_check if method == "recommended" else 0))
+        print(f"[lm-target] {task.name} {method}: tv {results[-1]['tv']:.3f} coverage "
+              f"{results[-1]['coverage']}/{results[-1]['answers_total']} ({time.perf_counter() - t0:.0f} s)")
+    write_table(results, out_dir / f"{task.name}__seed{seed}.md")
+    plot_distributions(results, out_dir / f"{task.name}__seed{seed}.png")
+    return results
+
+
+def table_rows(results: list[dict]) -> str:
+    head = "| method | TV | KL(target‖model) | answer mass | coverage | top share | entropy | steps | seconds |"
+    lines = [head, "|" + "---|" * 9]
+    for r in results:
+        lines.append(f"| {r['method']} | {r['tv']:.3f} | {r['kl']:.3f} | {r['answer_mass']:.3f} | "
+                     f"{r['coverage']}/{r['answers_total']} | {r['top_share']:.3f} | {r['entropy']:.2f} | {r['steps']} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_table(results: list[dict], path: Path) -> None:
+    if not results:
+        return
+    r0 = results[0]
+    header = (f"# {r0['task']} (seed {r0['seed']}, {r0['budget_seconds']:.0f} s per method)\n\n"
+              f"Target entropy among answers {r0['target_entropy']:.2f} nats, target top share {r0['target_top_share']:.3f}.\n\n")
+    path.write_text(header + table_rows(results) + "\n")
+
+
+def plot_distributions(results: list[dict], path: Path) -> None:
+    """One panel per method: the model's exact probability of each answer (bars) vs the target (line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prompts = len(results[0]["per_prompt"])
+    fig, axes = plt.subplots(len(results), prompts, figsize=(max(8, 0.22 * len(results[0]["per_prompt"][0]["distribution"]["answers"])) * prompts,
+                                                            1.9 * len(results)), squeeze=False, sharex="col")
+    for row, r in enumerate(results):
+        for col, pp in enumerate(r["per_prompt"]):
+            d, ax = pp["distribution"], axes[row][col]
+            names = d["answers"] + ["(other)"]
+            x = range(len(names))
+            ax.bar(x, d["model"], color="tab:blue" if r["method"] not in ("grpo", "ppo", "pg") else "tab:red", alpha=0.8)
+            ax.step(x, d["target"], where="mid", color="black", linewidth=1.2)
+            ax.set_ylim(0, max(max(d["target"]), min(1.0, max(d["model"]))) * 1.15)
+            ax.set_ylabel(r["method"], fontsize=8)
+            ax.set_title(f"TV {pp['tv']:.2f}, coverage {pp['coverage']}/{pp['answers_total']}", fontsize=8, loc="right")
+            ax.tick_params(labelsize=6)
+            if row == len(results) - 1:
+                ax.set_xticks(list(x), names, rotation=90)
+    fig.suptitle(f"{results[0]['task']}: exact model probabilities (bars) vs target (line), same start and budget", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lm_target", description=__doc__)
+    parser.add_argument("--task", required=True, help="task YAML (see benchmarks/lm_tasks/)")
+    parser.add_argument("--method", choices=METHODS, help="one method (or --all)")
+    parser.add_argument("--all", action="store_true", help="every method, resumable; writes table + plot")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="with --all: only these methods")
+    parser.add_argument("--seconds", type=float, default=600.0, help="wall-clock training budget per method")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="result JSON of one run")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="with --all: folder of JSON, table and plot")
+    parser.add_argument("--sample-check", type=int, default=0, help="also draw N samples and compare with the exact figures")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="FlowHF config override (key=value)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args) -> int:
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.all:
+        run_all(args.task, args.seconds, args.seed, args.out_dir, tuple(args.methods or METHODS), args.sample_check)
+        return 0
+    if not args.method:
+        raise SystemExit("give --method METHOD or --all")
+    result = run_one(args.task, args.method, args.seconds, args.seed, args.json, args.sample_check, overrides=tuple(args.overrides))
+    print(table_rows([result]))
+    if "sampling_check" in result:
+        print(f"sampling check: max |z| {result['sampling_check']['max_abs_z']:.2f}, min chi2 p {result['sampling_check']['min_chi2_p']:.3f}")
+    return 0

@@ -1,0 +1,127 @@
+"""One runner per method on a distribution task, all from the same start and under one budget.
+
+Every method gets: the warm-started SmolLM2 (`warmstart.py`) with fresh LoRA adapters of the
+same shape, the task's prompts encoded by the same chat template, the same `AnswerSetReward`,
+the same completion limit and the same wall-clock budget. FlowHF methods train through
+`FlowHFTrainer` with `configs/lm_target.yaml` plus the task's target (beta, alpha); GRPO and PPO
+are TRL's trainers through `flowhf.baselines` with their project defaults. Each returns the
+trained model, which `ExactTarget.evaluate` then measures exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flowhf.lmtask.reward import AnswerSetReward
+from flowhf.lmtask.task import LMTask
+from flowhf.models.lora import LoraSettings
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lm_target.yaml"
+# FlowHF methods: the recommended config, then each objective / log Z mode on the same config.
+FLOWHF_METHODS = {
+    "recommended": [],
+    "tb-batch": ["objective.objective=tb", "objective.logz=batch"],
+    "tb-scalar": ["objective.objective=tb", "objective.logz=scalar"],
+    "tb-prompt": ["objective.objective=tb", "objective.logz=prompt"],
+    "fl": ["objective.objective=fl"],
+    "subtb": ["objective.objective=subtb", "objective.subtb_energies=false"],
+    "pg": ["objective.objective=pg", "replay.replay_ratio=0"],
+}
+TRL_METHODS = ("grpo", "ppo")
+METHODS = ("untrained", *FLOWHF_METHODS, *TRL_METHODS)
+LORA = LoraSettings(r=16, alpha=32, dropout=0.0)  # every method's adapters
+
+
+@dataclass
+class RunSpec:
+    method: str
+    seconds: float
+    seed: int
+    output_dir: Path
+    config: Path = CONFIG
+    overrides: tuple[str, ...] = ()  # extra --set overrides for FlowHF methods
+
+
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    steps: int
+    seconds: float
+    details: dict
+
+
+def train_method(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Trained:
+    if spec.method not in METHODS:
+        raise ValueError(f"unknown method {spec.method!r}: use one of {', '.join(METHODS)}")
+    if spec.method == "untrained":
+        from flowhf.models.loading import load_causal_lm
+
+        return Trained(load_causal_lm(str(start_dir), dtype="float32")[0], 0, 0.0, {})
+    if spec.method in FLOWHF_METHODS:
+        return _train_flowhf(task, start_dir, spec)
+    return _train_trl(task, start_dir, spec, tokenizer)
+
+
+def flowhf_config(task: LMTask, start_dir: Path, spec: RunSpec):
+    from flowhf.training.config import FlowHFConfig
+
+    overrides = [
+        f"model.name={start_dir}", f"target.beta={task.beta}", f"target.alpha={task.alpha}",
+        f"sampling.max_new_tokens={task.max_new_tokens}", f"sampling.prompts_per_step={len(task.items)}",
+        f"optim.max_seconds={spec.seconds}", f"optim.seed={spec.seed}", f"logging.output_dir={spec.output_dir}",
+        *FLOWHF_METHODS[spec.method], *spec.overrides,
+    ]
+    return FlowHFConfig.from_yaml(spec.config, overrides)
+
+
+def _train_flowhf(task: LMTask, start_dir: Path, spec: RunSpec) -> Trained:
+    from flowhf.models.loading import load_tokenizer
+    from flowhf.training.trainer import FlowHFTrainer
+
+    config = flowhf_config(task, start_dir, spec)
+    tok = load_tokenizer(str(start_dir))
+    reward = AnswerSetReward(task, tok, [tok.eos_token_id])
+    trainer = FlowHFTrainer(reward_funcs=reward, args=config, train_dataset=[{"prompt": p} for p in task.prompts])
+    reward.eos_ids = set(trainer.eos_ids)  # the trainer's EOS set decides where sampling stops
+    start = time.perf_counter()
+    last = trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    details = {"config": config.to_dict(), "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
+    return Trained(model, trainer.state["step"], round(trainer.state["train_seconds"], 2),
+                   {**details, "total_seconds": round(time.perf_counter() - start, 2)})
+
+
+def _train_trl(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Trained:
+    from flowhf.baselines.budget import Budget
+    from flowhf.lmtask.exact import eos_ids_of
+    from flowhf.models.loading import load_causal_lm
+
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    # PPO samples one completion per prompt row and needs >= batch_size rows: repeat the prompts
+    # so each PPO update sees 8 completions, as one GRPO group of 8 does.
+    copies = 1 if spec.method == "grpo" else math.ceil(8 / len(task.items))
+    prompts_file = spec.output_dir / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts * copies))
+    start_model, _ = load_causal_lm(str(start_dir), dtype="float32")
+    reward = AnswerSetReward(task, tokenizer, eos_ids_of(tokenizer, start_model))
+    common = dict(budget=Budget(seconds=spec.seconds), max_completion_length=task.max_new_tokens, lora=LORA,
+                  tokenizer=tokenizer, seed=spec.seed)
+    torch.manual_seed(spec.seed)
+    if spec.method == "grpo":
+        from flowhf.baselines.grpo import run_grpo
+
+        result = run_grpo(start_model, prompts_file, reward, spec.output_dir, **common)
+    else:
+        from flowhf.baselines.ppo import run_ppo
+
+        result = run_ppo(start_model, prompts_file, reward, spec.output_dir, **common)
+    model, _ = load_causal_lm(result["model_dir"], dtype="float32")
+    keep = ("steps", "wall_clock_seconds", "tokens_generated", "final_reward_mean", "stopped_by", "settings")
+    return Trained(model.eval(), int(result["steps"]), float(result["wall_clock_seconds"]),
+                   {k: result.get(k) for k in keep})

@@ -1,0 +1,172 @@
+"""The distribution-task file: prompts, enumerated answers with rewards, and the target.
+
+    name: numbers-uniform
+    prompts: ["Pick a random whole number from 1 to 50. Reply with the number only."]
+    answers: {"1": 1.0, "2": 1.0}     # completion text -> reward r (shared by string prompts)
+    other_reward: -8.0                # reward of every other completion
+    beta: 10.0
+    alpha: 0.0                        # target log R = beta * r + alpha * log p_ref; 0 or 1
+    max_new_tokens: 6
+
+A prompt may also be a mapping ``{prompt: TEXT, answers: {...}}`` with answers of its own.
+Prompts get the tokenizer's chat template, exactly as in training.
+
+The reward is defined on TOKEN SEQUENCES: a completion is an answer only if its ids equal the
+answer's canonical tokenization (``tokenizer(text, add_special_tokens=False)``) followed by an
+EOS id. A text-level reward would also pay every other tokenization of the same string
+("San Francisco" as "San"+" Francisco", "S"+"an"+" Francisco", ...). At alpha 0 those
+spellings have no prior to hold them back, so the target itself would move most of its
+mass onto token sequences no tokenizer produces, and nothing in the exact partition
+below would measure it. Keep rewards on canonical ids (`AnswerSetReward` does), or use
+alpha = 1, where the reference's own probabilities keep odd spellings negligible.
+
+alpha is restricted to 0 or 1: only then is the target mass of "everything else" exact (a
+count of sequences, or one minus the reference's answer mass).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KEYS = ("name", "description", "prompts", "answers", "other_reward", "beta", "alpha", "max_new_tokens")
+
+
+class TaskError(ValueError):
+    """A task file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class PromptAnswers:
+    prompt: str
+    answers: dict[str, float]  # answer text -> reward
+
+
+@dataclass(frozen=True)
+class LMTask:
+    name: str
+    items: tuple[PromptAnswers, ...]
+    other_reward: float
+    beta: float
+    alpha: float
+    max_new_tokens: int
+    description: str = ""
+    source: str = "<task>"
+
+    @property
+    def prompts(self) -> list[str]:
+        return [item.prompt for item in self.items]
+
+    @property
+    def answers_total(self) -> int:
+        return sum(len(item.answers) for item in self.items)
+
+    def canonical_ids(self, tokenizer) -> list[dict[str, list[int]]]:
+        """Per prompt: answer text -> its canonical token ids (no EOS). Checked against the limit."""
+        out = []
+        for i, item in enumerate(self.items):
+            ids = {text: list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in item.answers}
+            seen: dict[tuple[int, ...], str] = {}
+            for text, seq in ids.items():
+                if len(seq) + 1 > self.max_new_tokens:
+                    raise TaskError(
+                        f"{self.source}: answers[{text!r}] of prompt {i + 1} is {len(seq)} tokens, so with EOS it needs "
+                        f"max_new_tokens >= {len(seq) + 1} (have {self.max_new_tokens}); raise max_new_tokens"
+                    )
+                if not seq:
+                    raise TaskError(f"{self.source}: answers[{text!r}] of prompt {i + 1} tokenizes to nothing")
+                if tuple(seq) in seen:
+                    raise TaskError(
+                        f"{self.source}: answers {seen[tuple(seq)]!r} and {text!r} of prompt {i + 1} have the same "
+                        "token ids; keep one"
+                    )
+                seen[tuple(seq)] = text
+            out.append(ids)
+        return out
+
+
+def load_task(path: str | Path) -> LMTask:
+    """Read and check a task file (see the module docstring for the format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"task file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise TaskError(f"{path}: not a readable YAML file: {err}") from None
+    return task_from_dict(data, str(path))
+
+
+def task_from_dict(data: Any, source: str = "<task>") -> LMTask:
+    if not isinstance(data, dict):
+        raise TaskError(f"{source}: the top level must be a mapping with keys {', '.join(KEYS)}")
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise TaskError(f"{source}: unknown key(s) {unknown}; valid keys are {', '.join(KEYS)}")
+    for key in ("prompts", "other_reward", "beta", "max_new_tokens"):
+        if key not in data:
+            raise TaskError(f"{source}: missing key {key!r}")
+    shared = _answers(data["answers"], source, "answers") if "answers" in data else None
+    items = tuple(_prompt_item(p, shared, source, i) for i, p in enumerate(_list(data["prompts"], source)))
+    alpha = _number(data.get("alpha", 0.0), source, "alpha")
+    if alpha not in (0.0, 1.0):
+        raise TaskError(f"{source}: alpha={alpha}: use 0 (no prior) or 1 (KL-regularised); only these are exact")
+    max_new = data["max_new_tokens"]
+    if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 2:
+        raise TaskError(f"{source}: max_new_tokens must be an integer >= 2 (an answer token plus EOS), got {max_new!r}")
+    name = data.get("name") or Path(source).stem
+    return LMTask(
+        name=str(name), items=items, other_reward=_number(data["other_reward"], source, "other_reward"),
+        beta=_number(data["beta"], source, "beta"), alpha=alpha, max_new_tokens=max_new,
+        description=str(data.get("description", "")), source=source,
+    )
+
+
+def _list(value: Any, source: str) -> list:
+    if isinstance(value, str) or not isinstance(value, list) or not value:
+        raise TaskError(f"{source}: prompts must be a non-empty list of strings or {{prompt, answers}} mappings")
+    return value
+
+
+def _prompt_item(value: Any, shared: dict | None, source: str, i: int) -> PromptAnswers:
+    where = f"prompts[{i}]"
+    if isinstance(value, str):
+        if shared is None:
+            raise TaskError(f"{source}: {where} is a plain string but there is no top-level 'answers'")
+        text, answers = value, shared
+    elif isinstance(value, dict):
+        extra = sorted(set(value) - {"prompt", "answers"})
+        if extra or "prompt" not in value:
+            raise TaskError(f"{source}: {where} must have keys 'prompt' and optionally 'answers' (got {sorted(value)})")
+        text = value["prompt"]
+        answers = _answers(value["answers"], source, f"{where}.answers") if "answers" in value else shared
+        if answers is None:
+            raise TaskError(f"{source}: {where} has no 'answers' and there is no top-level 'answers'")
+    else:
+        raise TaskError(f"{source}: {where} must be a string or a mapping, got {type(value).__name__}")
+    if not isinstance(text, str) or not text.strip():
+        raise TaskError(f"{source}: {where} has an empty prompt")
+    return PromptAnswers(text, answers)
+
+
+def _answers(value: Any, source: str, key: str) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise TaskError(f"{source}: {key} must be a non-empty mapping of answer text -> reward")
+    out = {}
+    for text, reward in value.items():
+        if not isinstance(text, (str, int)) or isinstance(text, bool) or not str(text).strip():
+            raise TaskError(f"{source}: {key} has an empty or non-text answer {text!r}")
+        if str(text) in out:
+            raise TaskError(f"{source}: {key}: answer {str(text)!r} appears twice (YAML reads 1 and '1' as one text)")
+        out[str(text)] = _number(reward, source, f"{key}[{str(text)!r}]")
+    return out
+
+
+def _number(value: Any, source: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TaskError(f"{source}: {key} must be a finite number, got {value!r}")
+    return float(value)
