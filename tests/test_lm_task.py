@@ -25,11 +25,12 @@ TASK = {"name": "tiny", "prompts": ["q"], "answers": {"a": 1.0, "b": 1.0, "ab": 
 
 
 def char_tokenizer():
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, **{c: 3 + i for i, c in enumerate(CHARS)}}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.decoder = decoders.Fuse()  # decode = concatenation, as byte-level BPE
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>")
     fast.padding_side = "left"
@@ -215,3 +216,54 @@ def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
     after = target.evaluate(trained.model)
     assert trained.steps == 30
     assert after["tv"] < 0.5 * before, (before, after["tv"])
+
+
+def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):
+    """`flowhf bench lm-target --all` as a subprocess: FlowHF, TRL GRPO and PPO on the tiny model."""
+    import subprocess
+    import sys
+
+    task = tmp_path / "letters.yaml"
+    task.write_text(yaml.safe_dump({"name": "letters", "prompts": ["Name a letter."], "answers": {"a": 1.0, "b": 1.0},
+                                    "other_reward": -3.0, "beta": 1.0, "alpha": 0.0, "max_new_tokens": 3}))
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "flowhf.cli", "bench", "lm-target", "--task", str(task), "--all", "--methods", "untrained",
+           "recommended", "grpo", "ppo", "--model", "tiny-random", "--no-warm-start", "--seconds", "2", "--out-dir", str(out),
+           "--sample-check", "50", "--set", "lora_r=4", "--set", "lora_alpha=8"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "FAILED" not in done.stderr, done.stderr[-3000:]
+    for method in ("untrained", "recommended", "grpo", "ppo"):
+        result = json.loads((out / f"letters__{method}__seed0.json").read_text())
+        for key in ("tv", "kl", "answer_mass", "coverage", "answers_total", "top_share", "entropy", "steps", "seconds",
+                    "method", "task"):
+            assert key in result, (method, key)
+        assert result["answers_total"] == 2 and 0.0 <= result["tv"] <= 1.0
+        assert (result["steps"] >= 1) == (method != "untrained")
+    assert "sampling_check" in json.loads((out / "letters__recommended__seed0.json").read_text())
+    assert "| grpo |" in (out / "letters__seed0.md").read_text()
+    assert (out / "letters__seed0.png").stat().st_size > 1000
+
+
+def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():
+    """Why the reward is on canonical ids: with a merge 'ab', the text "ab" has two spellings."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from flowhf.lmtask.task import spellings
+
+    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "a": 3, "b": 4, "c": 5, "q": 6, "ab": 7}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
+    bpe.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    assert tok("ab", add_special_tokens=False)["input_ids"] == [7]  # canonical: the merged token
+    assert spellings("ab", tok, max_tokens=2) == 2 and spellings("ab", tok, max_tokens=1) == 1
+    assert spellings("abab", tok, max_tokens=4) == 4
+    task = task_from_dict({**TASK, "answers": {"ab": 1.0}})
+    on_ids = AnswerSetReward(task, tok, [2])
+    text_level = {"ab": 1.0}  # what a reward on decoded text sees
+    non_canonical = [3, 4, 2]
+    assert tok.decode(non_canonical, skip_special_tokens=True) == "ab"
+    assert text_level[tok.decode(non_canonical, skip_special_tokens=True)] == 1.0  # paid as the answer
+    assert on_ids(["q"], ["ab"], completion_ids=[non_canonical]).item() == task.other_reward
+    assert on_ids(["q"], ["ab"], completion_ids=[[7, 2]]).item() == 1.0

@@ -11,30 +11,48 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sys
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from flowhf.lmtask.methods import METHODS, RunSpec, train_method
+from flowhf.lmtask.methods import DEFAULT_SWEEP, METHODS, RunSpec, train_method
 from flowhf.lmtask.task import load_task
 
 RESULTS = Path("benchmarks/results/lm_target")
 TABLE_KEYS = ("tv", "kl", "answer_mass", "coverage", "answers_total", "top_share", "entropy", "steps", "seconds")
 
 
+@dataclass(frozen=True)
+class Start:
+    """The model every method starts from: `model`, format-warm-started unless `warm_start` is off."""
+
+    model: str = "smollm2"
+    warm_start: bool = True
+
+    def folder(self) -> Path:
+        from flowhf.lmtask.warmstart import warm_start_dir
+        from flowhf.models.loading import resolve_model_path
+
+        return warm_start_dir(self.model) if self.warm_start else Path(resolve_model_path(self.model))
+
+
 def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Path | None,
-            sample_check: int = 0, run_dir: Path | None = None, overrides: tuple[str, ...] = ()) -> dict:
+            sample_check: int = 0, start: Start = Start(), overrides: tuple[str, ...] = ()) -> dict:
     from flowhf.lmtask.exact import ExactTarget
-    from flowhf.lmtask.warmstart import warm_start_dir
     from flowhf.models.loading import load_causal_lm
 
     task = load_task(task_path)
-    start_dir = warm_start_dir()
+    start_dir = start.folder()
     reference, tokenizer = load_causal_lm(str(start_dir), dtype="float32")
     target = ExactTarget.build(task, reference, tokenizer)
     del reference
-    run_dir = run_dir or Path("runs/lm_target") / task.name / f"{method}-seed{seed}"
+    run_dir = Path("runs/lm_target") / task.name / f"{method}-seed{seed}"  # scratch: the JSON is the result
+    shutil.rmtree(run_dir, ignore_errors=True)
     spec = RunSpec(method=method, seconds=seconds, seed=seed, output_dir=run_dir, overrides=tuple(overrides))
     trained = train_method(task, start_dir, spec, tokenizer)
     result = {"task": task.name, "task_file": str(task_path), "method": method, "seed": seed, "budget_seconds": seconds,
@@ -51,7 +69,8 @@ def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Pa
     return result
 
 
-def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=METHODS, sample_check: int = 0) -> list[dict]:
+def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=DEFAULT_SWEEP, sample_check: int = 0,
+            start: Start = Start(), overrides: tuple[str, ...] = ()) -> list[dict]:
     task = load_task(task_path)
     results = []
     for method in methods:
@@ -61,9 +80,17 @@ def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=ME
             results.append(json.loads(path.read_text()))
             continue
         t0 = time.perf_counter()
-        results.append(run_one(task_path, method, seconds, seed, path, sample_check if method == "recommended" else 0))
+        try:
+            results.append(run_one(task_path, method, seconds, seed, path, sample_check if method == "recommended" else 0,
+                                   start, overrides))
+        except Exception:  # one failing method must not lose the others; no JSON, so a rerun retries it
+            traceback.print_exc()
+            print(f"[lm-target] {task.name} {method}: FAILED (see the traceback above); continuing", file=sys.stderr)
+            continue
         print(f"[lm-target] {task.name} {method}: tv {results[-1]['tv']:.3f} coverage "
               f"{results[-1]['coverage']}/{results[-1]['answers_total']} ({time.perf_counter() - t0:.0f} s)")
+    if not results:
+        return results
     write_table(results, out_dir / f"{task.name}__seed{seed}.md")
     plot_distributions(results, out_dir / f"{task.name}__seed{seed}.png")
     return results
@@ -121,12 +148,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--task", required=True, help="task YAML (see benchmarks/lm_tasks/)")
     parser.add_argument("--method", choices=METHODS, help="one method (or --all)")
     parser.add_argument("--all", action="store_true", help="every method, resumable; writes table + plot")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, help="with --all: only these methods")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="with --all: only these methods, in this order (default: all but tb-batch, which is recommended)")
     parser.add_argument("--seconds", type=float, default=600.0, help="wall-clock training budget per method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="result JSON of one run")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="with --all: folder of JSON, table and plot")
     parser.add_argument("--sample-check", type=int, default=0, help="also draw N samples and compare with the exact figures")
+    parser.add_argument("--model", default="smollm2", help="starting model (every method starts from it)")
+    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                        help="start from --model itself, without the generic bare-answer warm start")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="FlowHF config override (key=value)")
     return parser
 
@@ -139,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_from_args(args) -> int:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.all:
-        run_all(args.task, args.seconds, args.seed, args.out_dir, tuple(args.methods or METHODS), args.sample_check)
+        run_all(args.task, args.seconds, args.seed, args.out_dir, tuple(args.methods or DEFAULT_SWEEP), args.sample_check,
+                Start(args.model, args.warm_start), tuple(args.overrides))
         return 0
     if not args.method:
         raise SystemExit("give --method METHOD or --all")
-    result = run_one(args.task, args.method, args.seconds, args.seed, args.json, args.sample_check, overrides=tuple(args.overrides))
+    result = run_one(args.task, args.method, args.seconds, args.seed, args.json, args.sample_check,
+                     Start(args.model, args.warm_start), tuple(args.overrides))
     print(table_rows([result]))
     if "sampling_check" in result:
         print(f"sampling check: max |z| {result['sampling_check']['max_abs_z']:.2f}, min chi2 p {result['sampling_check']['min_chi2_p']:.3f}")

@@ -23,17 +23,10 @@ import torch
 from scipy.special import logsumexp
 
 from flowhf.sampling import completion_log_probs, sample_completions
-from flowhf.training.batch import completions_from_ids, encode_prompts, left_pad
+from flowhf.sampling.prompts import encode_prompts, eos_ids, left_pad
+from flowhf.training.batch import completions_from_ids
 
 NEG = -1e300  # log of "no mass", kept finite for float64 arithmetic
-
-
-def eos_ids_of(tokenizer, model) -> list[int]:
-    """Every id that ends a completion: the tokenizer's EOS and the generation config's."""
-    ids = {tokenizer.eos_token_id}
-    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(extra if isinstance(extra, list) else [extra])
-    return sorted(int(i) for i in ids if i is not None)
 
 
 def action_vocab_size(model) -> int:
@@ -129,7 +122,7 @@ class ExactTarget:
     @classmethod
     def build(cls, task, reference, tokenizer, chat_template: bool = True) -> "ExactTarget":
         """The task's exact target; `reference` gives log p_ref when alpha = 1 (the starting model)."""
-        eos = eos_ids_of(tokenizer, reference)
+        eos = eos_ids(reference, tokenizer)
         prompt_ids = encode_prompts(tokenizer, task.prompts, chat_template)
         canonical_maps = task.canonical_ids(tokenizer)
         answers = [list(item.answers) for item in task.items]

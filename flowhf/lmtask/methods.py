@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +35,8 @@ FLOWHF_METHODS = {
 }
 TRL_METHODS = ("grpo", "ppo")
 METHODS = ("untrained", *FLOWHF_METHODS, *TRL_METHODS)
+# recommended is TB with the batch (VarGrad) log Z on configs/lm_target.yaml: tb-batch repeats it
+DEFAULT_SWEEP = tuple(m for m in METHODS if m != "tb-batch")
 LORA = LoraSettings(r=16, alpha=32, dropout=0.0)  # every method's adapters
 
 
@@ -98,9 +100,8 @@ def _train_flowhf(task: LMTask, start_dir: Path, spec: RunSpec) -> Trained:
 
 
 def _train_trl(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Trained:
-    from flowhf.baselines.budget import Budget
-    from flowhf.lmtask.exact import eos_ids_of
     from flowhf.models.loading import load_causal_lm
+    from flowhf.sampling.prompts import eos_ids
 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     # PPO samples one completion per prompt row and needs >= batch_size rows: repeat the prompts
@@ -109,8 +110,8 @@ def _train_trl(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Train
     prompts_file = spec.output_dir / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts * copies))
     start_model, _ = load_causal_lm(str(start_dir), dtype="float32")
-    reward = AnswerSetReward(task, tokenizer, eos_ids_of(tokenizer, start_model))
-    common = dict(budget=Budget(seconds=spec.seconds), max_completion_length=task.max_new_tokens, lora=LORA,
+    reward = AnswerSetReward(task, tokenizer, eos_ids(start_model, tokenizer))
+    common = dict(budget={"seconds": spec.seconds}, max_completion_length=task.max_new_tokens, lora=asdict(LORA),
                   tokenizer=tokenizer, seed=spec.seed)
     torch.manual_seed(spec.seed)
     if spec.method == "grpo":

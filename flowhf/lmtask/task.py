@@ -170,3 +170,29 @@ def _number(value: Any, source: str, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TaskError(f"{source}: {key} must be a finite number, got {value!r}")
     return float(value)
+
+
+def spellings(text: str, tokenizer, max_tokens: int) -> int:
+    """How many token sequences of at most `max_tokens` tokens spell `text` (canonical one included).
+
+    Counts segmentations of `text` into the decoded strings of single non-special tokens, which
+    is exact for byte-level BPE (a sequence decodes to the concatenation of its tokens). At
+    alpha 0 a text-level reward pays every one of them, so the canonical sequence would get
+    only 1/spellings of its answer's target mass.
+    """
+    special = set(tokenizer.all_special_ids)
+    pieces: dict[str, int] = {}
+    for i in range(len(tokenizer)):
+        if i not in special:
+            piece = tokenizer.decode([i])
+            if piece and piece in text:
+                pieces[piece] = pieces.get(piece, 0) + 1
+    # ways[n][j]: sequences of n tokens spelling text[:j]
+    ways = [[0] * (len(text) + 1) for _ in range(max_tokens + 1)]
+    ways[0][0] = 1
+    for n in range(max_tokens):
+        for i, count in enumerate(ways[n]):
+            if count:
+                for j in range(i + 1, len(text) + 1):
+                    ways[n + 1][j] += count * pieces.get(text[i:j], 0)
+    return sum(ways[n][len(text)] for n in range(1, max_tokens + 1))

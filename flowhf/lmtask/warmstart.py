@@ -24,7 +24,8 @@ from flowhf.models.cache import build_folder_once, cache_root
 from flowhf.models.loading import _is_model_folder, load_policy, resolve_model_path
 from flowhf.models.lora import LoraSettings
 from flowhf.sampling import completion_log_probs
-from flowhf.training.batch import completions_from_ids, encode_prompts, left_pad
+from flowhf.sampling.prompts import encode_prompts, left_pad
+from flowhf.training.batch import completions_from_ids
 
 DATA_FILE = "short_answers.jsonl"
 
