@@ -7,24 +7,31 @@
     flowhf reproduce --preset {smoke,cpu,paper} --output-dir DIR [--only STAGE ...] [--resume] [--dry-run]
     flowhf exact [--objective ...]      the exact-target benchmark (benchmarks/exact_target.py)
     flowhf demo                         the README's main job on the embedded default
+
+A mistake the user can fix (a config or data problem, a missing model, an occupied output
+folder, a corrupt checkpoint) prints one line ``flowhf: error: ...`` and a hint, and exits
+with code 2; ``--debug`` (anywhere on the line) or ``FLOWHF_DEBUG=1`` shows the traceback.
+Any other exception is an internal error: traceback, exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import warnings
 
 
 def _train(args: argparse.Namespace) -> int:
+    from flowhf.errors import ConfigError
     from flowhf.training.config import FlowHFConfig, describe
 
     if args.help_config:
         print(describe())
         return 0
     if not args.config:
-        print("flowhf train: --config FILE is required (see configs/*.yaml)", file=sys.stderr)
-        return 2
+        raise ConfigError("flowhf train: --config FILE is required", "see configs/*.yaml, e.g. --config configs/smoke.yaml")
     overrides = list(args.set or [])
     if args.output_dir:
         overrides.append(f"logging.output_dir={args.output_dir}")
@@ -47,6 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowhf", description="GFlowNet fine-tuning of Hugging Face causal LMs.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors (also FLOWHF_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a policy with a GFlowNet objective")
@@ -88,12 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    return guarded(lambda: _dispatch(argv), debug)
+
+
+def guarded(run, debug: bool = False) -> int:
+    """``run()``'s exit code; a user error becomes one line + hint on stderr and exit code 2
+    (its traceback with ``debug`` or FLOWHF_DEBUG=1)."""
+    debug = debug or os.environ.get("FLOWHF_DEBUG", "") not in ("", "0")
+    try:
+        return int(run() or 0)
+    except Exception as err:  # noqa: BLE001  (sorted into user errors and internal ones)
+        message = user_error_message(err)
+        if message is None or debug:
+            raise
+        print(message, file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["exact"]:  # its own parser: every flag of benchmarks/exact_target.py
         from flowhf.enumerable.cli import main as exact_main
 
         return exact_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """``flowhf: error: ...`` (one line) plus a hint for an error the user can fix; None for
+    an internal error. Missing files are user errors too (a path typed on the command line)."""
+    from flowhf.errors import UserError
+
+    if not isinstance(err, (UserError, FileNotFoundError)):
+        return None
+    text = " ".join(str(err).split())  # one line, whatever the message's layout
+    hint = getattr(err, "hint", "") or "check the path"
+    if isinstance(err, FileNotFoundError) and not isinstance(err, UserError) and err.filename:
+        text = f"{err.strerror or 'not found'}: {err.filename}"
+    return f"flowhf: error: {text}\nflowhf: hint: {hint} (--debug shows the traceback)"
 
 
 if __name__ == "__main__":

@@ -4,28 +4,93 @@ every ``--help-config``) and the loading of YAML files and ``--set key=value`` o
 FlowHFConfig (grouped keys), RewardModelConfig (flat keys) and the baseline configs
 (flat keys, a method each) are all read through `read_yaml_mapping`, `parse_assignment` and
 `build_dataclass`: one place that rejects unknown keys (naming the closest valid one) and
-type-checks values against the field annotations.
+type-checks values against the field annotations, then against the field's ``allowed`` range
+or choices. Errors are `ConfigError`s naming the file and line of the key (or the ``--set``
+that gave it), the bad value and what is allowed, raised before any model loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from flowhf.errors import ConfigError
 
-def help_field(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with ``metadata["help"]``; a dict/list default is copied per instance."""
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: finite, between optional bounds (open or closed)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def ok(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        low = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return low and (self.high is None or (value < self.high if self.high_open else value <= self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"a number {'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "a finite number"
+        return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Allowed values: one of a fixed set (for a list field: each item)."""
+
+    values: tuple
+
+    def ok(self, value: Any) -> bool:
+        items = value if isinstance(value, list) else [value]
+        return all(v in self.values for v in items)
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+PROBABILITY = Range(0, 1)
+
+
+def help_field(default: Any, help: str, allowed: Range | OneOf | None = None, **kw: Any) -> Any:
+    """A dataclass field with ``metadata["help"]`` (and ``["allowed"]``, checked on load);
+    a dict/list default is copied per instance."""
+    meta = {"help": help, "allowed": allowed}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+class Source:
+    """Where config values came from, for errors: a YAML file (each key's line) and the
+    dotted keys that ``--set`` gave."""
+
+    def __init__(self, path: str | os.PathLike | None = None, lines: dict | None = None) -> None:
+        self.path, self.lines, self.overridden = path, lines or {}, set()
+
+    def where(self, *keys: str) -> str:
+        dotted = ".".join(keys)
+        if dotted in self.overridden:
+            return f"--set {dotted}"
+        for n in range(len(keys), 0, -1):  # the key's own line, else its group's
+            if keys[:n] in self.lines:
+                return f"{self.path}, line {self.lines[keys[:n]]}"
+        return str(self.path or "config")
 
 
 def suggest(key: str, options) -> str:
@@ -36,21 +101,53 @@ def suggest(key: str, options) -> str:
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
     """The mapping a YAML file holds (an empty file is {}); anything else is an error."""
+    return read_yaml_with_lines(path, what)[0]
+
+
+def read_yaml_with_lines(path: str | os.PathLike, what: str = "config") -> tuple[dict, Source]:
+    """The mapping a YAML file holds and its `Source` (the line of every key, for errors).
+    A missing file, bad syntax, non-UTF-8 bytes or a top level that is not a mapping are
+    `ConfigError`s naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raise ConfigError(f"{what} file {path} does not exist", "check the path (shipped configs are in configs/)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: YAML syntax error: {getattr(err, 'problem', None) or err}",
+                          "fix the YAML syntax (indentation, ':' after keys, quotes)") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
+        raise ConfigError(f"{path}, line 1: expected a mapping of {what} keys (key: value), got a {type(data).__name__}",
+                          "the top level of a config file is `key: value` lines")
+    return data, Source(path, _key_lines(node))
+
+
+def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
+    """(key, subkey, ...) -> 1-based line of every key of a composed YAML mapping."""
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            lines[path] = key.start_mark.line + 1
+            lines.update(_key_lines(value, path))
+    return lines
 
 
 def parse_assignment(item: str, example: str = "key=value") -> tuple[str, Any]:
     """``key=value`` -> (key, value parsed as YAML)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--set {item!r}: expected key=value (e.g. --set {example})")
-    return key.strip(), yaml.safe_load(raw)
+        raise ConfigError(f"--set {item!r}: expected key=value (e.g. --set {example})")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML", "quote it, e.g. --set key='a: b'") from None
 
 
 def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISSING) -> Any:
@@ -68,31 +165,65 @@ def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISS
             return None
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if base is float and isinstance(value, str) and _is_number(value):
+            return float(value)  # YAML reads 1e-4 (no dot) as a string
         if base in (int, str, bool, dict, list) and isinstance(value, base):
             if not (base is int and isinstance(value, bool)):  # YAML true is not an int here
                 return value
     expected = getattr(hint, "__name__", str(hint))
-    raise ValueError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
 
 
-def build_dataclass(cls, values: dict, where: str):
-    """``cls(**values)`` after rejecting unknown keys and values of the wrong type."""
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_allowed(key: str, value: Any, f: dataclasses.Field) -> Any:
+    """``value`` if it is in the field's allowed range or choices (None passes: it means unset)."""
+    allowed = f.metadata.get("allowed")
+    if allowed is None or value is None or allowed.ok(value):
+        return value
+    raise ConfigError(f"config key {key!r}: must be {allowed}")
+
+
+def build_dataclass(cls, values: dict, where: str, source: Source | None = None, group: tuple = ()):
+    """``cls(**values)`` after rejecting unknown keys and values of the wrong type or range.
+    Errors name ``where`` or, given ``source``, the file and line (or ``--set``) of the key."""
+    locate = (lambda *k: source.where(*group, *k)) if source else (lambda *k: where)
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping of keys, got {type(values).__name__}")
+        raise ConfigError(f"{locate()}: {where}: expected a mapping of keys, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     checked = {}
     missing = sorted(n for n, f in fields.items() if n not in values and _required(f))
     if missing:
-        raise ValueError(f"{where}: missing required key(s) {missing}")
+        raise ConfigError(f"{locate()}: missing required key(s) {missing}")
     for key, value in values.items():
         if key not in fields:
-            raise ValueError(f"{where}: unknown key {key!r}{suggest(key, fields) or f'; valid keys: {sorted(fields)}'}")
+            raise ConfigError(f"{locate(key)}: unknown key {'.'.join((*group, key))!r}"
+                              f"{suggest(key, fields) or f'; valid keys: {sorted(fields)}'}")
         try:
-            checked[key] = check_value(key, value, hints[key], fields[key].default)
+            checked[key] = check_allowed(key, check_value(key, value, hints[key], fields[key].default), fields[key])
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
-    return cls(**checked)
+            raise ConfigError(_bad_value(locate(key), ".".join((*group, key)), value, err, fields[key])) from None
+    try:
+        return cls(**checked)
+    except (ValueError, TypeError) as err:  # a __post_init__ check across keys
+        raise ConfigError(f"{locate()}: {err}") from None
+
+
+def _bad_value(where: str, dotted: str, value: Any, err: Exception, f: dataclasses.Field) -> str:
+    """``FILE, line N: key='bad': expected ...`` (or ``--set key='bad': ...``)."""
+    detail = str(err).split(": ", 1)[-1]
+    allowed = f.metadata.get("allowed")
+    if allowed is not None and "must be" not in detail:
+        detail += f"; must be {allowed}"
+    head = f"--set {dotted}={value!r}" if where.startswith("--set") else f"{where}: {dotted}={value!r}"
+    return f"{head}: {detail}"
 
 
 def _required(f: dataclasses.Field) -> bool:

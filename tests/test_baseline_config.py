@@ -27,7 +27,7 @@ def test_values_are_type_checked(tmp_path):
                     "budget: {max_steps: 1}\n")
     runner, kwargs = check_config(load_config(path, ["lr=0.001", "num_generations=4"]))
     assert runner.__name__ == "run_grpo" and kwargs["num_generations"] == 4
-    with pytest.raises(ValueError, match="config key 'num_generations': expected int"):
+    with pytest.raises(ValueError, match="num_generations='four': expected int"):
         check_config(load_config(path, ["num_generations=four"]))
     with pytest.raises(ValueError, match="did you mean 'temperature'"):
         check_config(load_config(path, ["temprature=1.0"]))

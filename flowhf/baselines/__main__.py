@@ -25,4 +25,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flowhf.cli import guarded
+
+    sys.exit(guarded(main))

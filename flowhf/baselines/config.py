@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flowhf.fields import build_dataclass, parse_assignment, read_yaml_mapping
+from flowhf.errors import ConfigError
+from flowhf.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, build_dataclass, parse_assignment, read_yaml_mapping
 from flowhf.fields import help_field as _f
 
 _REQUIRED = dataclasses.MISSING
@@ -34,7 +35,7 @@ class BaselineArgs:
     seed: int = _f(0, "Seed of TRL, data order and initialisation.")
     columns: dict | None = _f(None, "Our names (prompt, completion) -> source columns; StackExchange is mapped automatically.")
     split: str | None = _f(None, "Split of a `datasets` source.")
-    limit: int | None = _f(None, "Use only the first N rows.")
+    limit: int | None = _f(None, "Use only the first N rows.", allowed=AT_LEAST_ONE)
     use_chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template (as FlowHF does).")
     trl_overrides: dict | None = _f(None, "Extra fields of the TRL config, applied last.")
 
@@ -42,10 +43,10 @@ class BaselineArgs:
 @dataclass(kw_only=True)
 class SFTArgs(BaselineArgs):
     train_source: str = _f(_REQUIRED, "Prompt/completion pairs: shipped name, local file or hf:NAME.")
-    max_length: int = _f(512, "Token limit of prompt + completion.")
-    lr: float = _f(2e-4, "Learning rate.")
-    batch_size: int = _f(8, "Pairs per step.")
-    epochs: float | None = _f(None, "Passes over the data; null repeats it until the budget ends.")
+    max_length: int = _f(512, "Token limit of prompt + completion.", allowed=AT_LEAST_ONE)
+    lr: float = _f(2e-4, "Learning rate.", allowed=POSITIVE)
+    batch_size: int = _f(8, "Pairs per step.", allowed=AT_LEAST_ONE)
+    epochs: float | None = _f(None, "Passes over the data; null repeats it until the budget ends.", allowed=POSITIVE)
 
 
 @dataclass(kw_only=True)
@@ -54,24 +55,24 @@ class RLArgs(BaselineArgs):
 
     prompts_source: str = _f(_REQUIRED, "Prompts: shipped name, local file or hf:NAME.")
     reward_spec: Any = _f(_REQUIRED, "Reward spec for flowhf.rewards.build_reward (string, mapping or list).")
-    max_completion_length: int = _f(32, "Completion length limit in tokens.")
-    lr: float = _f(1e-4, "Learning rate.")
-    temperature: float = _f(1.0, "Sampling temperature.")
+    max_completion_length: int = _f(32, "Completion length limit in tokens.", allowed=AT_LEAST_ONE)
+    lr: float = _f(1e-4, "Learning rate.", allowed=POSITIVE)
+    temperature: float = _f(1.0, "Sampling temperature.", allowed=POSITIVE)
 
 
 @dataclass(kw_only=True)
 class GRPOArgs(RLArgs):
-    num_generations: int = _f(8, "Completions per prompt (the group of GRPO's advantage).")
+    num_generations: int = _f(8, "Completions per prompt (the group of GRPO's advantage).", allowed=Range(2))
     batch_size: int | None = _f(None, "Completions per step (a multiple of num_generations; null = one prompt).")
-    beta: float = _f(0.04, "KL to the reference (TRL's default would be 0).")
+    beta: float = _f(0.04, "KL to the reference (TRL's default would be 0).", allowed=NON_NEGATIVE)
 
 
 @dataclass(kw_only=True)
 class PPOArgs(RLArgs):
-    batch_size: int = _f(8, "Prompts (= completions) per PPO update.")
+    batch_size: int = _f(8, "Prompts (= completions) per PPO update.", allowed=AT_LEAST_ONE)
     value_lora: bool = _f(True, "Train the value model with LoRA adapters too.")
-    kl_coef: float = _f(0.05, "KL penalty coefficient.")
-    num_ppo_epochs: int = _f(4, "Optimisation passes over each rollout batch.")
+    kl_coef: float = _f(0.05, "KL penalty coefficient.", allowed=NON_NEGATIVE)
+    num_ppo_epochs: int = _f(4, "Optimisation passes over each rollout batch.", allowed=AT_LEAST_ONE)
 
 
 METHOD_ARGS = {"sft": SFTArgs, "grpo": GRPOArgs, "ppo": PPOArgs}
@@ -103,7 +104,7 @@ def apply_override(config: dict[str, Any], item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ValueError(f"override {item!r}: {part!r} is {child!r}, not a mapping")
+            raise ConfigError(f"override {item!r}: {part!r} is {child!r}, not a mapping")
         node = child
     node[parts[-1]] = value
 
@@ -112,7 +113,7 @@ def check_config(config: dict[str, Any]) -> tuple[Callable[..., dict[str, Any]],
     """(runner, keyword arguments) for ``config``; unknown, mistyped or missing keys raise ValueError."""
     method = config.get("method")
     if method not in METHOD_ARGS:
-        raise ValueError(f"config key 'method' must be one of {sorted(METHOD_ARGS)}, got {method!r}")
+        raise ConfigError(f"config key 'method' must be one of {sorted(METHOD_ARGS)}, got {method!r}")
     kwargs = {k: v for k, v in config.items() if k != "method"}
     build_dataclass(METHOD_ARGS[method], kwargs, f"config for method {method!r}")
     return runners()[method], kwargs

@@ -25,6 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from flowhf.errors import UserError
+
 SHIPPED_FILES = {
     "stackexchange:train": "stackexchange_train.jsonl",
     "stackexchange:test": "stackexchange_test.jsonl",
@@ -39,7 +41,7 @@ PAIR_KEYS = ("prompt", "chosen", "rejected")
 Row = dict[str, Any]
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data source is missing, unreadable, or has a row that fails validation."""
 
 

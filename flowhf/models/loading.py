@@ -183,8 +183,10 @@ def _convert_into(gguf_path: Path, target: Path) -> None:
 
 def _offline_hint(spec: str, err: Exception) -> OSError:
     """Error for a Hub id that could not be loaded (typically: offline, not cached)."""
+    from flowhf.errors import ModelNotFound
+
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    return OSError(
+    return ModelNotFound(
         f"Could not load model {spec!r}: it is not a local folder or .gguf file, so it was "
         f"treated as a Hugging Face Hub id{' (HF_HUB_OFFLINE is set)' if offline else ''}, and "
         "loading failed. The model is not available offline: download it on a connected "

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowhf.fields import build_dataclass, parse_assignment, read_yaml_mapping
+from flowhf.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, OneOf, Source, build_dataclass, parse_assignment, read_yaml_with_lines
 from flowhf.fields import help_field as _f
 
 REWARD_TEMPLATE = "Question: {prompt}\n\nAnswer: {completion}"
@@ -41,23 +41,23 @@ class RewardModelConfig:
     test_split: str | None = _f(None, "Split of test_data when it is a `datasets` spec, e.g. test.")
     columns: dict[str, str] | None = _f(
         None, "Map our names prompt/chosen/rejected to your columns, e.g. {prompt: question}.")
-    max_train_pairs: int | None = _f(None, "Use only the first N training pairs (null = all).")
+    max_train_pairs: int | None = _f(None, "Use only the first N training pairs (null = all).", allowed=AT_LEAST_ONE)
     mode: str = _f(
         "head_only", "What trains: 'head_only' (frozen backbone run once, linear head fit on its features), "
-        "'lora' (LoRA adapters + head), 'full' (every weight).")
-    head_epochs: int = _f(20, "head_only: passes over the cached features (milliseconds each).")
-    head_learning_rate: float = _f(1e-3, "head_only: AdamW learning rate of the linear head.")
-    epochs: int = _f(1, "lora/full: passes over the training pairs (each costs ~3 backbone passes on CPU).")
+        "'lora' (LoRA adapters + head), 'full' (every weight).", allowed=OneOf(MODES))
+    head_epochs: int = _f(20, "head_only: passes over the cached features (milliseconds each).", allowed=AT_LEAST_ONE)
+    head_learning_rate: float = _f(1e-3, "head_only: AdamW learning rate of the linear head.", allowed=POSITIVE)
+    epochs: int = _f(1, "lora/full: passes over the training pairs (each costs ~3 backbone passes on CPU).", allowed=AT_LEAST_ONE)
     learning_rate: float = _f(
-        2e-4, "lora/full: AdamW learning rate (linear warm-up over 10% of steps, then linear decay).")
-    lora_r: int = _f(16, "lora: adapter rank.")
-    lora_alpha: float = _f(32.0, "lora: scale numerator; updates are scaled by alpha / r.")
+        2e-4, "lora/full: AdamW learning rate (linear warm-up over 10% of steps, then linear decay).", allowed=POSITIVE)
+    lora_r: int = _f(16, "lora: adapter rank.", allowed=AT_LEAST_ONE)
+    lora_alpha: float = _f(32.0, "lora: scale numerator; updates are scaled by alpha / r.", allowed=POSITIVE)
     lora_layers: int | None = _f(
-        None, "lora: adapt only the top N decoder layers (backward stops there: cheaper); null = all.")
-    weight_decay: float = _f(0.0, "AdamW weight decay (all modes).")
-    batch_size: int = _f(8, "Pairs per optimisation step; scoring runs 2x this many texts per forward.")
+        None, "lora: adapt only the top N decoder layers (backward stops there: cheaper); null = all.", allowed=AT_LEAST_ONE)
+    weight_decay: float = _f(0.0, "AdamW weight decay (all modes).", allowed=NON_NEGATIVE)
+    batch_size: int = _f(8, "Pairs per optimisation step; scoring runs 2x this many texts per forward.", allowed=AT_LEAST_ONE)
     max_length: int = _f(
-        256, "Token limit per formatted text; longer texts lose their START (the answer end is kept).")
+        256, "Token limit per formatted text; longer texts lose their START (the answer end is kept).", allowed=AT_LEAST_ONE)
     bf16: bool = _f(
         True, "bfloat16 autocast for the backbone on CPU (faster with avx512_bf16); weights stay float32.")
     seed: int = _f(0, "Seed for head init, shuffling and LoRA init.")
@@ -65,18 +65,10 @@ class RewardModelConfig:
         "outputs/reward_model", "Folder for the merged model, tokenizer, metrics.json and flowhf_reward.json.")
     template: str = _f(
         REWARD_TEMPLATE, "Text template with {prompt} and {completion}; stored with the model for scoring.")
-    log_every: int = _f(10, "Log loss/accuracy every N steps.")
+    log_every: int = _f(10, "Log loss/accuracy every N steps.", allowed=AT_LEAST_ONE)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        bad = [n for n in ("head_epochs", "epochs", "lora_r", "batch_size", "max_length", "log_every")
-               if getattr(self, n) < 1]
-        bad += [n for n in ("max_train_pairs", "lora_layers") if getattr(self, n) is not None and getattr(self, n) < 1]
-        bad += [n for n in ("learning_rate", "head_learning_rate") if getattr(self, n) <= 0]
-        if bad:
-            need = "> 0" if "rate" in bad[0] else ">= 1" + (" or null" if bad[0] in ("max_train_pairs", "lora_layers") else "")
-            raise ValueError(f"{bad[0]} must be {need}, got {getattr(self, bad[0])!r}")
+        # ranges and choices: each field's `allowed`, checked on load (flowhf.fields)
         try:
             format_for_reward("p", "c", self.template)
         except (KeyError, IndexError, ValueError) as err:
@@ -86,9 +78,12 @@ class RewardModelConfig:
 def load_reward_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RewardModelConfig:
     """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML),
     checked like every config (`flowhf.fields`)."""
-    data = read_yaml_mapping(path) if path is not None else {}
-    data.update(parse_assignment(item, "epochs=3") for item in overrides)
-    return build_dataclass(RewardModelConfig, data, str(path or "--set"))
+    data, source = read_yaml_with_lines(path, "reward-model config") if path is not None else ({}, Source("--set"))
+    for item in overrides:
+        key, value = parse_assignment(item, "epochs=3")
+        data[key] = value
+        source.overridden.add(key)
+    return build_dataclass(RewardModelConfig, data, "reward-model config", source)
 
 
 def read_reward_meta(path: str | os.PathLike) -> dict:

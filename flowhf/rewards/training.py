@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -279,11 +278,7 @@ def add_reward_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_reward_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        metrics = train_reward_model(load_reward_config(args.config, args.set))
-    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    metrics = train_reward_model(load_reward_config(args.config, args.set))  # user errors: flowhf.cli.guarded
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -292,4 +287,6 @@ def train_reward_cli(argv: list[str] | None = None) -> int:
     """``flowhf reward train`` as a function: ``argv`` is what follows ``train``."""
     parser = argparse.ArgumentParser(prog="flowhf reward train", description="Train a Bradley-Terry reward model.")
     _add_train_args(parser)
-    return run_reward_train(parser.parse_args(argv))
+    from flowhf.cli import guarded
+
+    return guarded(lambda: run_reward_train(parser.parse_args(argv)))

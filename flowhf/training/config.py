@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 
-from flowhf.fields import build_dataclass, parse_assignment, read_yaml_mapping, suggest
+from flowhf.errors import ConfigError
+from flowhf.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, OneOf, Range, Source
+from flowhf.fields import build_dataclass, parse_assignment, read_yaml_with_lines, suggest
 from flowhf.fields import help_field as _f
 from flowhf.objectives import OBJECTIVES, get_objective, logz_modes
 from flowhf.target import BetaSchedule
@@ -23,12 +25,12 @@ from flowhf.target import BetaSchedule
 @dataclass
 class ModelArgs:
     name: str = _f("smollm2", "Policy: 'smollm2' (embedded default), 'tiny-random', a local folder, a .gguf file or a Hub id.")
-    dtype: str = _f("float32", "Weight dtype: float32 | bfloat16.")
+    dtype: str = _f("float32", "Weight dtype: float32 | bfloat16.", allowed=OneOf(("float32", "bfloat16")))
     autocast_bf16: bool = _f(False, "Run forward/backward under bf16 autocast (fast on CPUs with avx512_bf16 and on GPUs).")
     lora: bool = _f(True, "Train LoRA adapters (reference = adapters disabled). False = full fine-tuning with a frozen copy.")
-    lora_r: int = _f(16, "LoRA rank.")
-    lora_alpha: int = _f(32, "LoRA alpha.")
-    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_r: int = _f(16, "LoRA rank.", allowed=AT_LEAST_ONE)
+    lora_alpha: int = _f(32, "LoRA alpha.", allowed=POSITIVE)
+    lora_dropout: float = _f(0.0, "LoRA dropout.", allowed=Range(0, 1, high_open=True))
     lora_target_modules: list[str] = _f(None, "Modules to adapt (default q,k,v,o projections; ['all-linear'] for all).")
     trust_remote_code: bool = _f(False, "Allow custom model code from the Hub (off unless you trust the model).")
     cache_dir: str | None = _f(None, "Cache for converted models (default $FLOWHF_CACHE_DIR or ~/.cache/flowhf).")
@@ -42,15 +44,15 @@ class ModelArgs:
 @dataclass
 class TargetArgs:
     reward: str = _f("sentiment", "Reward spec for flowhf.rewards.build_reward, e.g. sentiment, toxicity, classifier:PATH, '0.5*sentiment+0.5*toxicity'.")
-    beta: float = _f(1.0, "Reward weight beta in log R = beta * r + alpha * log p_ref (the report's FlowHF uses 100).")
+    beta: float = _f(1.0, "Reward weight beta in log R = beta * r + alpha * log p_ref (the report's FlowHF uses 100).", allowed=Range())
     beta_end: float | None = _f(None, "Final beta of a schedule (None = constant beta).")
-    beta_schedule: str = _f("constant", "constant | linear | cosine.")
-    beta_steps: int = _f(0, "Steps over which beta moves from beta to beta_end.")
-    alpha: float = _f(1.0, "Weight of log p_ref (1 = KL-regularised target; 0 = the report's target, no LM prior).")
+    beta_schedule: str = _f("constant", "constant | linear | cosine.", allowed=OneOf(("constant", "linear", "cosine")))
+    beta_steps: int = _f(0, "Steps over which beta moves from beta to beta_end.", allowed=NON_NEGATIVE)
+    alpha: float = _f(1.0, "Weight of log p_ref (1 = KL-regularised target; 0 = the report's target, no LM prior).", allowed=Range())
     reward_floor: float | None = _f(None, "Clamp rewards below this value (a log-reward floor for rare, very negative rewards).")
     reward_scale: float = _f(1.0, "Reward units per unit of beta: log R = beta * max(r, reward_floor) / reward_scale + ... "
                                   "(`flowhf reproduce` records the reward's std over the training answers, so beta reads as nats per std).")
-    prefix_stride: int = _f(1, "FL/SubTB prefix rewards: score every k-th prefix (k > 1 approximates, for slow non-causal rewards).")
+    prefix_stride: int = _f(1, "FL/SubTB prefix rewards: score every k-th prefix (k > 1 approximates, for slow non-causal rewards).", allowed=AT_LEAST_ONE)
 
     def __post_init__(self) -> None:
         self.reward_scale = float(self.reward_scale)
@@ -68,12 +70,12 @@ class TargetArgs:
 class ObjectiveArgs:
     objective: str = _f("subtb", " | ".join(f"{name} ({spec.help})" for name, spec in OBJECTIVES.items()) + ".")
     logz: str = _f("batch", "log Z estimator (TB): " + " | ".join(f"{n} ({m.help})" for n, m in logz_modes().items()) + ".")
-    logz_init: float = _f(0.0, "Initial value of a learned log Z.")
-    penalty: str = _f("squared", "Regression penalty on residuals: squared | huber.")
-    huber_delta: float = _f(1.0, "Huber transition point.")
-    subtb_lambda: float = _f(0.9, "SubTB lambda (geometric weight of sub-trajectory length).")
+    logz_init: float = _f(0.0, "Initial value of a learned log Z.", allowed=Range())
+    penalty: str = _f("squared", "Regression penalty on residuals: squared | huber.", allowed=OneOf(("squared", "huber")))
+    huber_delta: float = _f(1.0, "Huber transition point.", allowed=POSITIVE)
+    subtb_lambda: float = _f(0.9, "SubTB lambda (geometric weight of sub-trajectory length).", allowed=POSITIVE)
     subtb_energies: bool = _f(True, "SubTB flows parametrised forward-looking (F = F~ R(prefix)); needs prefix rewards.")
-    pg_kl_coef: float = _f(0.0, "pg only: KL-to-reference penalty coefficient.")
+    pg_kl_coef: float = _f(0.0, "pg only: KL-to-reference penalty coefficient.", allowed=NON_NEGATIVE)
 
     def __post_init__(self) -> None:
         spec = get_objective(self.objective)  # an unknown name lists the registered ones
@@ -86,15 +88,15 @@ class ObjectiveArgs:
 
 @dataclass
 class SamplingArgs:
-    max_new_tokens: int = _f(32, "Completion length limit; a completion without EOS is forced to end here.")
-    prompts_per_step: int = _f(2, "Distinct prompts per update.")
-    samples_per_prompt: int = _f(4, "Completions per prompt per update (k; batch log Z and pg need >= 2).")
-    explore_prob: float = _f(0.5, "Probability that a batch is sampled at a tempered temperature.")
-    temperature_low: float = _f(1.0, "Exploration temperature range, low end.")
-    temperature_high: float = _f(1.5, "Exploration temperature range, high end.")
-    top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).")
+    max_new_tokens: int = _f(32, "Completion length limit; a completion without EOS is forced to end here.", allowed=AT_LEAST_ONE)
+    prompts_per_step: int = _f(2, "Distinct prompts per update.", allowed=AT_LEAST_ONE)
+    samples_per_prompt: int = _f(4, "Completions per prompt per update (k; batch log Z and pg need >= 2).", allowed=AT_LEAST_ONE)
+    explore_prob: float = _f(0.5, "Probability that a batch is sampled at a tempered temperature.", allowed=PROBABILITY)
+    temperature_low: float = _f(1.0, "Exploration temperature range, low end.", allowed=POSITIVE)
+    temperature_high: float = _f(1.5, "Exploration temperature range, high end.", allowed=POSITIVE)
+    top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))
     offpolicy_column: str | None = _f(None, "Dataset column with reference completions to train on off-policy (e.g. response_j).")
-    offpolicy_fraction: float = _f(0.0, "Fraction of each prompt's k completions taken from offpolicy_column.")
+    offpolicy_fraction: float = _f(0.0, "Fraction of each prompt's k completions taken from offpolicy_column.", allowed=PROBABILITY)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.offpolicy_fraction <= 1.0:
@@ -107,10 +109,10 @@ class SamplingArgs:
 
 @dataclass
 class ReplayArgs:
-    replay_ratio: float = _f(0.0, "Fraction of each prompt's k completions drawn from the replay buffer.")
-    replay_capacity: int = _f(64, "Replay items kept per prompt (lowest reward evicted).")
+    replay_ratio: float = _f(0.0, "Fraction of each prompt's k completions drawn from the replay buffer.", allowed=Range(0, 1, high_open=True))
+    replay_capacity: int = _f(64, "Replay items kept per prompt (lowest reward evicted).", allowed=AT_LEAST_ONE)
     replay_prioritized: bool = _f(True, "Sample replay items with probability ∝ exp(r / replay_temperature).")
-    replay_temperature: float = _f(1.0, "Temperature of prioritised replay.")
+    replay_temperature: float = _f(1.0, "Temperature of prioritised replay.", allowed=POSITIVE)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.replay_ratio < 1.0:
@@ -119,17 +121,17 @@ class ReplayArgs:
 
 @dataclass
 class OptimArgs:
-    learning_rate: float = _f(1e-4, "Policy (LoRA or full) learning rate.")
-    head_learning_rate: float = _f(1e-3, "Flow head / prompt log Z head learning rate.")
-    logz_learning_rate: float = _f(1e-2, "Scalar log Z learning rate (its own, as in Malkin et al.).")
-    weight_decay: float = _f(0.0, "AdamW weight decay of the policy.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
-    warmup_steps: int = _f(0, "Linear warm-up steps.")
-    lr_scheduler: str = _f("constant", "constant | linear | cosine (after warm-up, to 0 at max_steps).")
-    max_steps: int = _f(100, "Number of updates.")
-    max_seconds: float | None = _f(None, "Stop after this much wall-clock training time (checked between steps).")
+    learning_rate: float = _f(1e-4, "Policy (LoRA or full) learning rate.", allowed=POSITIVE)
+    head_learning_rate: float = _f(1e-3, "Flow head / prompt log Z head learning rate.", allowed=POSITIVE)
+    logz_learning_rate: float = _f(1e-2, "Scalar log Z learning rate (its own, as in Malkin et al.).", allowed=POSITIVE)
+    weight_decay: float = _f(0.0, "AdamW weight decay of the policy.", allowed=NON_NEGATIVE)
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).", allowed=NON_NEGATIVE)
+    warmup_steps: int = _f(0, "Linear warm-up steps.", allowed=NON_NEGATIVE)
+    lr_scheduler: str = _f("constant", "constant | linear | cosine (after warm-up, to 0 at max_steps).", allowed=OneOf(("constant", "linear", "cosine")))
+    max_steps: int = _f(100, "Number of updates.", allowed=AT_LEAST_ONE)
+    max_seconds: float | None = _f(None, "Stop after this much wall-clock training time (checked between steps).", allowed=POSITIVE)
     seed: int = _f(0, "Seed of data order, sampling and initialisation.")
-    max_skipped_steps: int = _f(5, "Stop after this many consecutive non-finite steps.")
+    max_skipped_steps: int = _f(5, "Stop after this many consecutive non-finite steps.", allowed=AT_LEAST_ONE)
 
     def __post_init__(self) -> None:
         if self.lr_scheduler not in ("constant", "linear", "cosine"):
@@ -142,17 +144,17 @@ class DataArgs:
     split: str | None = _f(None, "Split for `datasets` sources.")
     prompt_column: str = _f("prompt", "Column holding the prompt (e.g. question for StackExchange).")
     reward_columns: list[str] = _f(None, "Extra dataset columns passed to the reward as keyword lists (e.g. [reference]).")
-    limit: int | None = _f(None, "Use only the first N rows.")
+    limit: int | None = _f(None, "Use only the first N rows.", allowed=AT_LEAST_ONE)
 
 
 @dataclass
 class LoggingArgs:
     output_dir: str = _f("runs/flowhf", "Run directory (metrics, checkpoints, final model).")
-    logging_steps: int = _f(1, "Log metrics every N steps.")
-    save_steps: int = _f(50, "Checkpoint every N steps (0 = only at the end).")
-    save_total_limit: int = _f(2, "Keep this many recent checkpoints.")
-    report_to: list[str] = _f(None, "Sinks: jsonl, csv (always), tensorboard, wandb (when installed).")
-    histogram_every: int = _f(0, "Log log-prob / flow histograms every N steps (0 = off).")
+    logging_steps: int = _f(1, "Log metrics every N steps.", allowed=AT_LEAST_ONE)
+    save_steps: int = _f(50, "Checkpoint every N steps (0 = only at the end).", allowed=NON_NEGATIVE)
+    save_total_limit: int = _f(2, "Keep this many recent checkpoints.", allowed=AT_LEAST_ONE)
+    report_to: list[str] = _f(None, "Sinks: jsonl, csv (always), tensorboard, wandb (when installed).", allowed=OneOf(("jsonl", "csv", "tensorboard", "wandb")))
+    histogram_every: int = _f(0, "Log log-prob / flow histograms every N steps (0 = off).", allowed=NON_NEGATIVE)
     progress_bar: bool = _f(True, "Show a progress bar.")
 
 
@@ -201,31 +203,39 @@ class FlowHFConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None, source: str = "config") -> "FlowHFConfig":
+    def from_dict(cls, data: dict | None, source: str | Source = "config") -> "FlowHFConfig":
+        """A checked config from group -> key -> value; errors are `ConfigError`s naming the
+        file and line (or the ``--set``) of the key, the bad value and what is allowed."""
+        src = source if isinstance(source, Source) else Source(source)
         data = data or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of groups ({', '.join(GROUPS)})")
+            raise ConfigError(f"{src.where()}: expected a mapping of groups ({', '.join(GROUPS)})")
         groups = {}
         for name, value in data.items():
             if name not in GROUPS:
-                raise ValueError(f"{source}: unknown group {name!r}{suggest(name, GROUPS)}; groups are {', '.join(GROUPS)}")
-            groups[name] = build_dataclass(GROUPS[name], value or {}, f"{source}: {name}")
-        return cls(**groups)
+                raise ConfigError(f"{src.where(name)}: unknown group {name!r}{suggest(name, GROUPS)}; "
+                                  f"groups are {', '.join(GROUPS)}")
+            groups[name] = build_dataclass(GROUPS[name], value or {}, name, src, (name,))
+        try:
+            return cls(**groups)
+        except ValueError as err:  # a combination across groups
+            raise ConfigError(f"{src.where()}: {err}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "FlowHFConfig":
-        data = read_yaml_mapping(path)
-        apply_overrides(data, overrides or [])
-        return cls.from_dict(data, str(path))
+        data, source = read_yaml_with_lines(path)
+        source.overridden = apply_overrides(data, overrides or [])
+        return cls.from_dict(data, source)
 
 
 def _key_to_group() -> dict[str, str]:
     return {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``group.key=value`` / ``key=value`` overrides (values parsed as YAML) in place."""
-    flat = _key_to_group()
+def apply_overrides(data: dict, overrides: list[str]) -> set[str]:
+    """Apply ``group.key=value`` / ``key=value`` overrides (values parsed as YAML) in place;
+    returns the dotted keys set (errors then name the ``--set``, not the file)."""
+    flat, done = _key_to_group(), set()
     for item in overrides:
         key, value = parse_assignment(item, "target.beta=10")
         if "." in key:
@@ -233,17 +243,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         elif key in flat:
             group, name = flat[key], key
         else:
-            raise ValueError(f"--set {key!r}: unknown key{suggest(key, flat)}")
+            raise ConfigError(f"--set {key!r}: unknown key{suggest(key, flat)}")
         if group not in GROUPS:
-            raise ValueError(f"--set {key!r}: unknown group {group!r}{suggest(group, GROUPS)}")
+            raise ConfigError(f"--set {key!r}: unknown group {group!r}{suggest(group, GROUPS)}")
         valid = {f.name for f in dataclasses.fields(GROUPS[group])}
         if name not in valid:
-            raise ValueError(f"--set {key!r}: {group} has no key {name!r}{suggest(name, valid)}")
-        data.setdefault(group, {})
-        if data[group] is None:
+            raise ConfigError(f"--set {key!r}: {group} has no key {name!r}{suggest(name, valid)}")
+        if not isinstance(data.get(group), dict):
             data[group] = {}
         data[group][name] = value
-    return data
+        done.add(f"{group}.{name}")
+    return done
 
 
 def describe() -> str:

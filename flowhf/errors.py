@@ -1,0 +1,45 @@
+"""Errors a user can act on. The CLI prints them as one line (``flowhf: error: ...``) plus a
+hint and exits with code 2, without a traceback (``--debug`` or ``FLOWHF_DEBUG=1`` shows it);
+any other exception is an internal error and keeps its traceback (exit 1)."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake the user can fix; ``hint`` says what to change."""
+
+    default_hint = "fix what the message names and run again"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint or self.default_hint
+
+
+class ConfigError(UserError, ValueError):
+    """A config value, key or file that cannot be used (raised before anything loads)."""
+
+    default_hint = "fix the value in the file or the --set (`flowhf train --help-config` lists every key)"
+
+
+class RunDirError(UserError):
+    """The output folder holds another run, or is locked by a running one."""
+
+    default_hint = "use --resume to continue that run, --overwrite to replace it, or another --output-dir"
+
+
+class CheckpointError(UserError):
+    """No checkpoint of the run folder can be restored."""
+
+    default_hint = "rerun with --overwrite to start again, or restore the checkpoint files"
+
+
+class ModelNotFound(UserError, OSError):
+    """A model spec that is not a local folder, a shipped alias, or reachable on the Hub."""
+
+    default_hint = "use a local model folder, a .gguf file or a shipped alias (smollm2, tiny-random)"
+
+
+class RewardError(UserError, ValueError):
+    """A reward returned a value the target cannot use (NaN, ±inf)."""
+
+    default_hint = "fix the reward, or set target.nonfinite_reward=floor (with target.reward_floor) to floor such values"

@@ -1,0 +1,110 @@
+"""Every bad input of issue 14, through the `flowhf` CLI in-process: the exit code, the one-line
+message, no traceback, and the files of an earlier run unchanged. Config cases also check that
+no model was loaded. The table of these cases (benchmarks/results/reliability/bad_inputs.md)
+is written by this test with FLOWHF_WRITE_TABLE=1 and otherwise checked against it."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from flowhf import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "benchmarks" / "results" / "reliability" / "bad_inputs.md"
+SMOKE = "configs/smoke.yaml"
+
+
+def _write(path: Path, text: str | bytes) -> str:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+# (case, what the user did, argv given tmp folder + earlier run, expected exit code, message start)
+CASES = [
+    ("learning_rate=abc", lambda t, run: ["train", "--config", SMOKE, "--set", "optim.learning_rate=abc", "--output-dir", str(run)],
+     2, "flowhf: error: --set optim.learning_rate='abc': expected float"),
+    ("logging_steps=0", lambda t, run: ["train", "--config", SMOKE, "--set", "logging_steps=0", "--output-dir", str(run)],
+     2, "flowhf: error: --set logging.logging_steps=0: must be a number >= 1"),
+    ("max_new_tokens=0", lambda t, run: ["train", "--config", SMOKE, "--set", "max_new_tokens=0", "--output-dir", str(run)],
+     2, "flowhf: error: --set sampling.max_new_tokens=0: must be a number >= 1"),
+    ("max_steps=-5", lambda t, run: ["train", "--config", SMOKE, "--set", "max_steps=-5", "--output-dir", str(run)],
+     2, "flowhf: error: --set optim.max_steps=-5: must be a number >= 1"),
+    ("explore_prob=1.5 in a file", lambda t, run: ["train", "--config", _write(t / "p.yaml", "sampling:\n  explore_prob: 1.5\n"),
+                                                   "--output-dir", str(run)],
+     2, "flowhf: error: {t}/p.yaml, line 2: sampling.explore_prob=1.5: must be a number in [0, 1]"),
+    ("unknown enum value", lambda t, run: ["train", "--config", SMOKE, "--set", "optim.lr_scheduler=cosin", "--output-dir", str(run)],
+     2, "flowhf: error: --set optim.lr_scheduler='cosin': must be one of constant, linear, cosine"),
+    ("YAML top level is a list", lambda t, run: ["train", "--config", _write(t / "l.yaml", "- a\n- b\n"), "--output-dir", str(run)],
+     2, "flowhf: error: {t}/l.yaml, line 1: expected a mapping of config keys"),
+    ("YAML syntax error", lambda t, run: ["train", "--config", _write(t / "s.yaml", "optim:\n  seed: [1\n"), "--output-dir", str(run)],
+     2, "flowhf: error: {t}/s.yaml, line 3: YAML syntax error"),
+    ("missing config file", lambda t, run: ["train", "--config", str(t / "nope.yaml"), "--output-dir", str(run)],
+     2, "flowhf: error: config file {t}/nope.yaml does not exist"),
+    ("reward-model config value", lambda t, run: ["reward", "train", "--set", "batch_size=0", "--set", f"output_dir={run}"],
+     2, "flowhf: error: --set batch_size=0: must be a number >= 1"),
+]
+CONFIG_CASES = {c[0] for c in CASES}
+
+
+def _hashes(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def earlier_run(tmp_path):
+    """A folder holding an earlier run's files (their content only matters for the hashes)."""
+    run = tmp_path / "earlier"
+    (run / "checkpoints" / "step-3").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1, "time": 0, "train/loss": 1.0}\n')
+    (run / "config.yaml").write_text("model: {name: tiny-random}\n")
+    (run / "checkpoints" / "step-3" / "trainer_state.json").write_text('{"step": 3}')
+    return run
+
+
+def _no_model(*_, **__):
+    raise AssertionError("a model was loaded for a config error")
+
+
+@pytest.mark.parametrize("case,argv,code,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, argv, code, message, tmp_path, earlier_run, capsys, monkeypatch):
+    if case in CONFIG_CASES:
+        import flowhf.models.loading as loading
+
+        monkeypatch.setattr(loading, "load_policy", _no_model)
+        monkeypatch.setattr(loading, "load_causal_lm", _no_model)
+    before = _hashes(earlier_run)
+    assert cli.main(argv(tmp_path, earlier_run)) == code
+    err = capsys.readouterr().err
+    expected = message.format(t=tmp_path)
+    assert err.startswith(expected), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the error line and its hint
+    assert _hashes(earlier_run) == before, "files of the earlier run changed"
+    _record(case, err.splitlines()[0].replace(str(tmp_path), "<tmp>"), code)
+
+
+def _record(case: str, line: str, code: int) -> None:
+    """Write the table row (FLOWHF_WRITE_TABLE=1) or check the committed table holds it."""
+    row = f"| {case} | `{line}` | {code} | unchanged |"
+    if os.environ.get("FLOWHF_WRITE_TABLE"):
+        rows = TABLE.read_text().splitlines() if TABLE.is_file() else _HEADER
+        rows = [r for r in rows if not r.startswith(f"| {case} |")] + [row]
+        TABLE.write_text("\n".join(rows) + "\n")
+    else:
+        assert row in TABLE.read_text(), f"{TABLE} is out of date: rerun with FLOWHF_WRITE_TABLE=1"
+
+
+_HEADER = [
+    "# Bad inputs: message, exit code, earlier run's files",
+    "",
+    "Written by `FLOWHF_WRITE_TABLE=1 pytest tests/test_bad_inputs.py` (test_bad_input); every row is",
+    "asserted by `make test`: exit code, this exact first line (plus one hint line, no traceback), and the",
+    "SHA-256 of every file of an earlier run in the output folder unchanged. Config rows also assert that",
+    "no model was loaded. `<tmp>` is the test's temporary folder.",
+    "",
+    "| case | message (first line) | exit code | files of earlier runs |",
+    "|---|---|---|---|",
+]
