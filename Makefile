@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The report's whole comparison on SmolLM2 (SFT, reward model, PPO, GRPO, 4 GFlowNet variants,
-# evaluation, report.md): about 45 minutes on 2 CPU cores (44 min measured); re-running skips finished stages.
+# evaluation, report.md): about 45 minutes on 2 CPU cores (44 min measured); re-running (--resume) skips verified stages.
 demo: $(STAMP)
-	$(BIN)/python -m flowhf.cli reproduce --preset cpu --output-dir runs/reproduce_cpu
+	$(BIN)/python -m flowhf.cli reproduce --preset cpu --output-dir runs/reproduce_cpu --resume
 
 # One 10-minute FlowHF training run (configs/recommended.yaml, sentiment reward).
 train-demo: $(STAMP)

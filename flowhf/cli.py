@@ -1,6 +1,6 @@
 """The `flowhf` command line.
 
-    flowhf train --config FILE [--set key=value ...] --output-dir DIR [--resume]
+    flowhf train --config FILE [--set key=value ...] --output-dir DIR [--resume | --overwrite]
     flowhf eval --model DIR_OR_ID [--model ...] --task {stackexchange,toxicity} ...
     flowhf compare DIR ... --output report.md
     flowhf reward train --config FILE [--set key=value ...]
@@ -36,13 +36,17 @@ def _train(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides.append(f"logging.output_dir={args.output_dir}")
     config = FlowHFConfig.from_yaml(args.config, overrides)
-    from flowhf.training.trainer import FlowHFTrainer
-    from flowhf.training.summary import write_run_summary
+    from flowhf.run_dir import claim_run_dir
 
-    trainer = FlowHFTrainer(args=config)
-    trainer.train(resume=args.resume)
-    if trainer.accelerator.is_main_process:
-        print(write_run_summary(config.logging.output_dir))
+    # the folder is checked (and locked) before the model loads
+    with claim_run_dir(config.logging.output_dir, args.resume, args.overwrite, config.to_dict()):
+        from flowhf.training.trainer import FlowHFTrainer
+        from flowhf.training.summary import write_run_summary
+
+        trainer = FlowHFTrainer(args=config)
+        trainer.train(resume=args.resume)
+        if trainer.accelerator.is_main_process:
+            print(write_run_summary(config.logging.output_dir))
     return 0
 
 
@@ -61,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config (see configs/)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set target.beta=10")
     train.add_argument("--output-dir", help="run directory (overrides logging.output_dir)")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in the run directory from its newest verified checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="delete the run already in the run directory and start again")
     train.add_argument("--help-config", action="store_true", help="list every config option with its help")
     train.set_defaults(func=_train)
 

@@ -6,11 +6,15 @@ is written by this test with FLOWHF_WRITE_TABLE=1 and otherwise checked against 
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
+import yaml
+
 from flowhf import cli
+from flowhf.training.config import FlowHFConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "results" / "reliability" / "bad_inputs.md"
@@ -45,8 +49,22 @@ CASES = [
      2, "flowhf: error: config file {t}/nope.yaml does not exist"),
     ("reward-model config value", lambda t, run: ["reward", "train", "--set", "batch_size=0", "--set", f"output_dir={run}"],
      2, "flowhf: error: --set batch_size=0: must be a number >= 1"),
+    ("occupied output folder", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(run)],
+     2, "flowhf: error: {t}/earlier already holds a run (checkpoints, config.yaml, metrics.jsonl); nothing was changed"),
+    ("folder locked by a live run", lambda t, run: _locked(run) + ["train", "--config", SMOKE, "--output-dir", str(run), "--overwrite"],
+     2, "flowhf: error: {t}/earlier is in use by a running run (pid 1 on <host>)"),
+    ("--resume with another target", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(run), "--resume",
+                                                     "--set", "target.beta=2"],
+     2, "flowhf: error: --resume: the config differs from the run's {t}/earlier/config.yaml in 1 key(s): target.beta: 5.0 -> 2.0"),
+    ("--resume and --overwrite", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(run), "--resume", "--overwrite"],
+     2, "flowhf: error: --resume and --overwrite exclude each other"),
+    ("baseline into an occupied folder", lambda t, run: ["baseline", _write(t / "g.yaml", f"method: grpo\nmodel: tiny-random\n"
+                                                         f"prompts_source: sentiment_prompts\nreward_spec: sentiment\n"
+                                                         f"output_dir: {run}\nbudget: {{max_steps: 1}}\n")],
+     2, "flowhf: error: {t}/earlier already holds a run"),
 ]
-CONFIG_CASES = {c[0] for c in CASES}
+# Cases raised before any model may load (all but those that need a model to fail).
+NO_MODEL_CASES = {c[0] for c in CASES}
 
 
 def _hashes(folder: Path) -> dict:
@@ -56,13 +74,32 @@ def _hashes(folder: Path) -> dict:
 
 @pytest.fixture
 def earlier_run(tmp_path):
-    """A folder holding an earlier run's files (their content only matters for the hashes)."""
+    """A folder holding an earlier run's files (its config.yaml is the smoke config's; the other
+    files' content only matters for the hashes)."""
     run = tmp_path / "earlier"
     (run / "checkpoints" / "step-3").mkdir(parents=True)
     (run / "metrics.jsonl").write_text('{"step": 1, "time": 0, "train/loss": 1.0}\n')
-    (run / "config.yaml").write_text("model: {name: tiny-random}\n")
+    config = FlowHFConfig.from_yaml(SMOKE, [f"logging.output_dir={run}"]).to_dict()
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / "checkpoints" / "step-3" / "trainer_state.json").write_text('{"step": 3}')
     return run
+
+
+def _locked(run: Path) -> list[str]:
+    """Make ``run`` locked by pid 1 (always alive) on this host; no argv of its own."""
+    import socket
+
+    (run / ".flowhf.lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": 0}))
+    return []
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["baseline"]:  # python -m flowhf.baselines CONFIG
+        from flowhf.baselines.__main__ import main
+        from flowhf.cli import guarded
+
+        return guarded(lambda: main(argv[1:]))
+    return cli.main(argv)
 
 
 def _no_model(*_, **__):
@@ -71,14 +108,15 @@ def _no_model(*_, **__):
 
 @pytest.mark.parametrize("case,argv,code,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case, argv, code, message, tmp_path, earlier_run, capsys, monkeypatch):
-    if case in CONFIG_CASES:
+    if case in NO_MODEL_CASES:
         import flowhf.models.loading as loading
 
         monkeypatch.setattr(loading, "load_policy", _no_model)
         monkeypatch.setattr(loading, "load_causal_lm", _no_model)
+    args = argv(tmp_path, earlier_run)  # may add to the earlier run (a lock), before the hashes
     before = _hashes(earlier_run)
-    assert cli.main(argv(tmp_path, earlier_run)) == code
-    err = capsys.readouterr().err
+    assert _main(args) == code
+    err = capsys.readouterr().err.replace(socket.gethostname(), "<host>")
     expected = message.format(t=tmp_path)
     assert err.startswith(expected), err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the error line and its hint

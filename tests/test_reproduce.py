@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowhf.pipeline.presets import METHODS, PRESETS, STAGES
+from flowhf.errors import RunDirError
 from flowhf.pipeline.reproduce import build_plan, report_summary, run_reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +77,12 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     mtime = done.stat().st_mtime_ns
     (out / "report" / "DONE").unlink()  # only the report stage must run again
     lines: list[str] = []
-    run_reproduce("smoke", out, log=lines.append)
+    with pytest.raises(RunDirError, match="already holds a run"):  # one run per folder
+        run_reproduce("smoke", out, log=lines.append)
+    run_reproduce("smoke", out, log=lines.append, resume=True)
     assert done.stat().st_mtime_ns == mtime
-    assert "[reproduce] sft: skipped (DONE exists)" in lines
-    assert "[reproduce] eval: skipped (DONE exists)" in lines
+    assert "[reproduce] sft: skipped (DONE verified)" in lines
+    assert "[reproduce] eval: skipped (DONE verified)" in lines
     assert any(line.startswith("[reproduce] stage 1/1 report: running") for line in lines), lines
     assert (out / "report" / "DONE").is_file()
 

@@ -13,7 +13,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML config, e.g. configs/baselines/grpo.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Override a config key (dotted, YAML value), e.g. --set budget.max_steps=2")
+    parser.add_argument("--overwrite", action="store_true", help="delete a run already in output_dir")
     args = parser.parse_args(argv)
+    if args.overwrite:
+        args.overrides.append("overwrite=true")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
     from flowhf.baselines.config import run_config
 

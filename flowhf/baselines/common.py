@@ -27,6 +27,7 @@ from flowhf.baselines.metrics import MetricsCallback
 from flowhf.data.loading import DataError, load_rows
 from flowhf.distributed import barrier, is_main_process
 from flowhf.models.lora import LoraSettings
+from flowhf.run_dir import acquire_lock, prepare_run_dir, release_lock
 from flowhf.sampling.prompts import as_conversation, encode_prompt, uses_chat_template  # noqa: F401  (runners import them here)
 
 # Column layout of the StackExchange pairs -> the names the runners read.
@@ -160,6 +161,11 @@ def start_run(method: str, model: Any, tokenizer: Any, args: Any, **recorder_kw:
 
     set_seed(args.seed)
     lora = coerce_lora(args.lora)
+    # one run per folder, checked before the policy loads; the lock is released by finish_run
+    # (or, when training fails, found stale by the next run)
+    prepare_run_dir(args.output_dir, overwrite=args.overwrite)
+    if is_main_process():
+        acquire_lock(args.output_dir)
     recorder = RunRecorder(method, args.output_dir, args.budget, **recorder_kw)
     policy, tokenizer, source = load_model(model, tokenizer)
     return TrlRun(recorder, policy, tokenizer, source, lora, Path(args.output_dir))
@@ -174,7 +180,9 @@ def finish_run(run: TrlRun, trained: Any, tokenizer: Any, settings: dict[str, An
     """What every TRL baseline does last: save the merged policy under ``output_dir/model``
     and write ``result.json``; returns the result dict."""
     model_dir = save_merged_model(trained, tokenizer, run.output_dir / "model")
-    return run.recorder.finish(model_dir, run.source, settings)
+    result = run.recorder.finish(model_dir, run.source, settings)
+    release_lock(run.output_dir)
+    return result
 
 
 class RunRecorder:
@@ -191,10 +199,7 @@ class RunRecorder:
         self.method = method
         self.output_dir = Path(output_dir)
         self.main = is_main_process()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "metrics.csv", "result.json", "budget.json"):
-            if self.main and (self.output_dir / stale).exists():  # the logger appends: a rerun must not mix runs
-                (self.output_dir / stale).unlink()
+        self.output_dir.mkdir(parents=True, exist_ok=True)  # no earlier run here: start_run refused it
         self.budget = Budget.coerce(budget)
         self.counter = TokenCounter()
         self.budget_callback = BudgetCallback(

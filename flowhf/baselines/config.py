@@ -38,6 +38,7 @@ class BaselineArgs:
     limit: int | None = _f(None, "Use only the first N rows.", allowed=AT_LEAST_ONE)
     use_chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template (as FlowHF does).")
     trl_overrides: dict | None = _f(None, "Extra fields of the TRL config, applied last.")
+    overwrite: bool = _f(False, "Delete a run already in output_dir (otherwise such a folder is refused).")
 
 
 @dataclass(kw_only=True)

@@ -22,6 +22,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo") -> int:
     from flowhf.training.summary import write_run_summary
     from flowhf.training.trainer import FlowHFTrainer
 
+    output_dir = _free_folder(output_dir)  # one run per folder: a second demo never touches the first
     overrides = [f"logging.output_dir={output_dir}"]
     if quick:
         overrides += ["optim.max_seconds=120"]
@@ -32,3 +33,14 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo") -> int:
     FlowHFTrainer(args=config).train()
     print(write_run_summary(output_dir))
     return 0
+
+
+def _free_folder(folder: str) -> str:
+    """``folder``, or ``folder-2``, ``folder-3``, ... : the first that holds no run."""
+    from flowhf.run_dir import run_entries
+
+    candidate, n = folder, 1
+    while run_entries(candidate):
+        n += 1
+        candidate = f"{folder}-{n}"
+    return candidate

@@ -1,9 +1,12 @@
 """`flowhf reproduce`: every stage of the report's comparison, cached per stage.
 
-Stages run in order (see ``presets.STAGES``). Each writes ``DIR/<stage>/DONE`` holding its
-JSON result; a stage with DONE is skipped on a re-run, one without is rerun (the FlowHF
-trainer stages continue from their last checkpoint with --resume). ``--dry-run`` prints the
-plan and writes nothing, loads nothing and touches no network.
+Stages run in order (see ``presets.STAGES``). Each writes ``DIR/<stage>/DONE`` (last, by
+rename) holding its JSON result and the size of every output it wrote. One run per folder: a
+folder holding an earlier reproduce is refused unless ``--resume`` (continue it) or
+``--overwrite`` (delete it). On ``--resume`` a stage is skipped only when its DONE verifies
+(every output listed still there, same size); any other stage reruns from an emptied folder,
+except a FlowHF trainer stage with checkpoints, which continues from its own newest one.
+``--dry-run`` prints the plan and writes nothing, loads nothing and touches no network.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowhf.pipeline.presets import PRESETS, STAGES, get_preset
+from flowhf.pipeline.presets import FLOWHF_METHODS, PRESETS, STAGES, get_preset
 from flowhf.pipeline.progress import RunClock, StageProgress, format_seconds
 
 
@@ -62,15 +65,54 @@ def format_plan(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def read_done(stage_dir: Path) -> dict[str, Any] | None:
-    """The cached result of a finished stage, or None when it has not finished."""
+def read_done(stage_dir: Path, log=print) -> dict[str, Any] | None:
+    """The cached result of a finished stage, or None when it must run: no DONE, or a DONE
+    that does not verify (unreadable, or an output it lists missing or of another size)."""
     done = stage_dir / "DONE"
     if not done.is_file():
         return None
     try:
-        return json.loads(done.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{done}: not valid JSON ({err}); delete it to rerun the stage") from err
+        result = json.loads(done.read_text(encoding="utf-8"))
+        problem = _unverified(stage_dir.parent, result.get("outputs"))
+    except (json.JSONDecodeError, AttributeError) as err:
+        problem = f"DONE is not a JSON object ({err})"
+    if problem:
+        log(f"[reproduce] {stage_dir.name}: DONE not trusted ({problem}); the stage runs again")
+        return None
+    return result
+
+
+def _unverified(root: Path, outputs: dict | None) -> str | None:
+    if outputs is None:
+        return "it lists no outputs"
+    for rel, size in outputs.items():
+        path = root / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != size:
+            return f"{rel} has {path.stat().st_size} bytes, DONE recorded {size}"
+    return None
+
+
+def stage_outputs(root: Path, stage_dir: Path, result: dict) -> dict[str, int]:
+    """{path relative to the run folder: size} of the stage folder's files and of files the
+    result names elsewhere (report.md)."""
+    files = [p for p in stage_dir.rglob("*") if p.is_file() and p.name != "DONE"] if stage_dir.is_dir() else []
+    files += [Path(v) for v in result.values() if isinstance(v, str) and Path(v).is_file()]
+    return {str(p.resolve().relative_to(root.resolve())): p.stat().st_size for p in dict.fromkeys(files)
+            if p.resolve().is_relative_to(root.resolve())}
+
+
+def fresh_stage_dir(ctx, stage: str) -> None:
+    """An unfinished stage never starts from another attempt's leftovers: its folder is
+    emptied, except a FlowHF stage resumed from its own checkpoints (config checked on resume)."""
+    import shutil
+
+    directory = ctx.stage_dir(stage)
+    if ctx.resume and stage in FLOWHF_METHODS and (directory / "checkpoints").is_dir():
+        return
+    if directory.exists():
+        shutil.rmtree(directory)
 
 
 # Stages one process runs alone; in a multi-process launch the others wait for reward_model
@@ -81,26 +123,33 @@ NO_BARRIER_STAGES = tuple(s for s in MAIN_ONLY_STAGES if s != "reward_model")
 
 
 def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[str] | None = None,
-                  resume: bool = False, log=print) -> dict[str, dict]:
+                  resume: bool = False, log=print, overwrite: bool = False) -> dict[str, dict]:
     """Run (or skip when cached) every planned stage; returns {stage: result}.
 
     Under ``torchrun`` / ``accelerate launch`` every process runs the training stages (the TRL
     and FlowHF trainers are data-parallel); rank 0 alone writes plan.json and DONE files and
     runs the reward model, evaluation and report.
     """
+    from flowhf.run_dir import claim_run_dir
+
+    plan = build_plan(preset_name, output_dir, only)  # a bad --only is an error before the folder is touched
+    with claim_run_dir(output_dir, resume, overwrite, log=log):
+        return _run_stages(preset_name, Path(output_dir), plan, resume, log)
+
+
+def _run_stages(preset_name: str, out: Path, plan: dict, resume: bool, log) -> dict[str, dict]:
     from flowhf import distributed
     from flowhf.pipeline.stages import STAGE_FUNCS, Context
+    from flowhf.run_dir import atomic_write_text
 
     distributed.init_process_group()
     main = distributed.is_main_process()
-    out = Path(output_dir)
-    plan = build_plan(preset_name, out, only)
     ctx = Context(preset=get_preset(preset_name), out=out, resume=resume)
-    cached = {s: read_done(ctx.stage_dir(s)) for s in STAGES}  # decided once, before any process writes
+    cached = {s: read_done(ctx.stage_dir(s), log if main else (lambda *_: None)) for s in STAGES}  # decided once
     distributed.barrier()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
+        atomic_write_text(out / "plan.json", json.dumps(plan, indent=2))
         log(format_plan(plan))
     else:
         log = lambda *_: None  # noqa: E731  (one process prints)
@@ -111,7 +160,7 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
         if cached[stage] is not None:
             ctx.results[stage] = cached[stage]
             if stage in plan["stages"]:
-                log(f"[reproduce] {stage}: skipped (DONE exists)")
+                log(f"[reproduce] {stage}: skipped (DONE verified)")
             continue
         if stage not in plan["stages"]:
             continue
@@ -121,6 +170,10 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
                 ctx.results[stage] = read_done(ctx.stage_dir(stage))
             continue
         distributed.init_process_group()
+        if main:
+            fresh_stage_dir(ctx, stage)
+        if stage not in MAIN_ONLY_STAGES:
+            distributed.barrier()  # no process starts the stage before its folder is ready
         started = time.perf_counter()
         with StageProgress(stage, to_run.index(stage) + 1, clock, log=log) if main else contextlib.nullcontext():
             result = STAGE_FUNCS[stage](ctx)
@@ -128,7 +181,8 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
         clock.finish(stage, result["seconds"])
         if main:
             ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
-            (ctx.stage_dir(stage) / "DONE").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+            result["outputs"] = stage_outputs(out, ctx.stage_dir(stage), result)
+            atomic_write_text(ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str))
         ctx.results[stage] = result
         if stage not in NO_BARRIER_STAGES:
             distributed.barrier()
@@ -145,7 +199,10 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke", help="Models, data and budget.")
     parser.add_argument("--output-dir", required=True, help="Folder for every stage's outputs and report.md.")
     parser.add_argument("--only", nargs="+", metavar="STAGE", choices=STAGES, help=f"Run only these of {list(STAGES)}.")
-    parser.add_argument("--resume", action="store_true", help="Unfinished FlowHF stages continue from their checkpoint.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue the reproduce in --output-dir: verified stages are skipped, FlowHF stages continue "
+                             "from their checkpoint, other unfinished stages rerun from an emptied folder.")
+    parser.add_argument("--overwrite", action="store_true", help="Delete the reproduce already in --output-dir and start again.")
     parser.add_argument("--dry-run", action="store_true", help="Print the plan; load nothing, write nothing.")
     parser.set_defaults(func=main)
     return parser
@@ -155,7 +212,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_plan(build_plan(args.preset, args.output_dir, args.only)))
         return 0
-    results = run_reproduce(args.preset, args.output_dir, args.only, args.resume)
+    results = run_reproduce(args.preset, args.output_dir, args.only, args.resume, overwrite=args.overwrite)
     if "report" in results and "report" in results["report"]:
         print(report_summary(results["report"]["report"]))
     return 0

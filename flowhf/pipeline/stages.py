@@ -195,8 +195,9 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     parts += ["## Wall-clock per stage", "", "| stage | seconds | optimizer steps |", "|---|---|---|"]
     parts += [f"| {stage} | {res.get('seconds', '-')} | {_steps(res)} |" for stage, res in ctx.results.items()]
     parts.append("")
-    report = ctx.out / "report.md"
-    report.write_text("\n".join(parts), encoding="utf-8")
+    from flowhf.run_dir import atomic_write_text
+
+    report = atomic_write_text(ctx.out / "report.md", "\n".join(parts))
     return {"report": str(report), "files": files}
 
 

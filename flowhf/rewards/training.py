@@ -262,6 +262,7 @@ def default_reward_model_dir() -> Path:
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of RewardModelConfig keys (e.g. configs/reward_model.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="delete a reward model already in output_dir")
     parser.epilog = "config keys:\n" + "\n".join(
         f"  {f.name} (default {f.default!r}): {f.metadata['help']}" for f in dataclasses.fields(RewardModelConfig))
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -278,7 +279,11 @@ def add_reward_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_reward_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    metrics = train_reward_model(load_reward_config(args.config, args.set))  # user errors: flowhf.cli.guarded
+    from flowhf.run_dir import claim_run_dir
+
+    config = load_reward_config(args.config, args.set)  # user errors: flowhf.cli.guarded
+    with claim_run_dir(config.output_dir, overwrite=args.overwrite):  # before the backbone loads
+        metrics = train_reward_model(config)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -24,6 +24,7 @@ from flowhf.models.loading import PolicyBundle, load_policy
 from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
 from flowhf.rewards import build_reward
+from flowhf.run_dir import claim_run_dir
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
 from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad
 from flowhf.sampling.replay import ReplayBuffer
@@ -346,7 +347,16 @@ class FlowHFTrainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train(self, resume: bool = False) -> dict:
+    def train(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train until max_steps / max_seconds; returns the last step's metrics.
+
+        One run per folder (`flowhf.run_dir`): an output folder holding another run is refused
+        unless ``resume`` (continue it; its config must match) or ``overwrite`` (delete it).
+        The folder is locked while the run lasts."""
+        with claim_run_dir(self.output_dir, resume, overwrite, self.args.to_dict()):
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict:
         cfg = self.args
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if resume:
