@@ -62,9 +62,13 @@ CASES = [
                                                          f"prompts_source: sentiment_prompts\nreward_spec: sentiment\n"
                                                          f"output_dir: {run}\nbudget: {{max_steps: 1}}\n")],
      2, "flowhf: error: {t}/earlier already holds a run"),
+    ("corrupt checkpoints", lambda t, run: _damaged_run(t / "c") + ["train", "--config", SMOKE, "--output-dir", str(t / "c"),
+                                                                     "--resume", *TINY_RUN],
+     2, "flowhf: error: no checkpoint under {t}/c/checkpoints can be restored (step-3: trainable.safetensors has 7 bytes"),
 ]
+MODEL_CASES = {"corrupt checkpoints"}
 # Cases raised before any model may load (all but those that need a model to fail).
-NO_MODEL_CASES = {c[0] for c in CASES}
+NO_MODEL_CASES = {c[0] for c in CASES} - MODEL_CASES
 
 
 def _hashes(folder: Path) -> dict:
@@ -83,6 +87,17 @@ def earlier_run(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / "checkpoints" / "step-3" / "trainer_state.json").write_text('{"step": 3}')
     return run
+
+
+TINY_RUN = ["--set", "max_steps=3", "--set", "progress_bar=false", "--set", "histogram_every=0"]
+
+
+def _damaged_run(folder: Path) -> list[str]:
+    """A 3-step smoke run in ``folder`` whose every checkpoint is then truncated."""
+    assert cli.main(["train", "--config", SMOKE, "--output-dir", str(folder), *TINY_RUN]) == 0
+    for weights in (folder / "checkpoints").glob("step-*/trainable.safetensors"):
+        weights.write_bytes(b"garbage")
+    return []
 
 
 def _locked(run: Path) -> list[str]:
@@ -114,12 +129,15 @@ def test_bad_input(case, argv, code, message, tmp_path, earlier_run, capsys, mon
         monkeypatch.setattr(loading, "load_policy", _no_model)
         monkeypatch.setattr(loading, "load_causal_lm", _no_model)
     args = argv(tmp_path, earlier_run)  # may add to the earlier run (a lock), before the hashes
+    capsys.readouterr()  # what preparing the case printed
     before = _hashes(earlier_run)
     assert _main(args) == code
     err = capsys.readouterr().err.replace(socket.gethostname(), "<host>")
     expected = message.format(t=tmp_path)
+    assert "Traceback" not in err and "flowhf: error:" in err, err
+    err = err[err.index("flowhf: error:"):]  # (a model case may first print transformers' loading bar)
     assert err.startswith(expected), err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the error line and its hint
+    assert len(err.strip().splitlines()) == 2  # the error line and its hint, nothing after
     assert _hashes(earlier_run) == before, "files of the earlier run changed"
     _record(case, err.splitlines()[0].replace(str(tmp_path), "<tmp>"), code)
 

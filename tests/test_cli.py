@@ -98,3 +98,10 @@ def test_two_process_ddp_training(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert (out / "adapter_model.safetensors").is_file()
+    from flowhf.training.checkpoint import verify
+
+    saved = out / "checkpoints" / "step-2"  # each process saves its own RNG streams and replay buffer
+    assert verify(saved) is None
+    for name in ("rng.pt", "replay.json", "python_rng.json"):
+        assert (saved / name).is_file() and (saved / "rank-1" / name).is_file(), name
+    assert (saved / "rank-1" / "python_rng.json").read_text() != (saved / "python_rng.json").read_text()

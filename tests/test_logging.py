@@ -133,8 +133,9 @@ def test_tensorboard_absent_warns_once_and_skips(tmp_path, monkeypatch):
 
 
 class FakeWriter:
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, purge_step=None):
         self.log_dir, self.scalars, self.histograms, self.closed = log_dir, [], [], False
+        self.purge_step = purge_step  # a resumed run drops TensorBoard events from here on
 
     def add_scalar(self, key, value, step):
         self.scalars.append((key, value, step))

@@ -7,13 +7,20 @@ Layout of ``<output_dir>/checkpoints/step-N/``:
     rng.pt                  torch global + sampling generator states (weights_only=True)
     trainer_state.json      step, data cursor, epoch, skip counters, python RNG state
     replay.json             replay buffer
-Written to a temporary folder and renamed, so a killed save never leaves a half checkpoint.
-What goes in is `FlowHFTrainer.state_dict()`; this module only owns the file layout.
+    rank-R/                 process R's own rng.pt, replay.json and python RNG (multi-process runs, R >= 1)
+    manifest.json           size and SHA-256 of every file above, written last
+Written to a temporary folder and renamed, so a killed save never leaves a half checkpoint
+(resume deletes the ``.tmp-step-*`` folders a killed save leaves). Resume takes the newest
+checkpoint whose manifest verifies and that loads, naming any it skipped and why; pruning
+keeps the newest verified one. What goes in is `FlowHFTrainer.state_dict()`; this module
+only owns the file layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,6 +29,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from flowhf.errors import CheckpointError
 from flowhf.models.cache import atomic_folder
 
 CHECKPOINTS = "checkpoints"
@@ -29,63 +37,171 @@ _STEP = re.compile(r"^step-(\d+)$")
 
 
 def save_checkpoint(trainer) -> Path | None:
-    """Write ``trainer.state_dict()`` as ``checkpoints/step-N`` (rank 0 only), keeping the newest ones."""
-    if not trainer.accelerator.is_main_process:
-        return None
+    """Write ``trainer.state_dict()`` as ``checkpoints/step-N`` (every process its own part,
+    rank 0 the folder), keeping the newest ones. Every process must call it."""
     root = Path(trainer.output_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{trainer.state['step']}"
     state = trainer.state_dict()
+    rank, main = trainer.accelerator.process_index, trainer.accelerator.is_main_process
+    if trainer.accelerator.num_processes > 1:  # each rank's own streams and replay, beside rank 0's
+        if not main:
+            root.mkdir(parents=True, exist_ok=True)
+            with atomic_folder(root / f".rank-{rank}-step-{trainer.state['step']}") as tmp:
+                _write_rank_state(tmp, state)
+        trainer.accelerator.wait_for_everyone()
+    if not main:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
     with atomic_folder(final) as tmp:
         save_file(state["trainable"], str(tmp / "trainable.safetensors"))
         save_file(state["heads"], str(tmp / "heads.safetensors"))
         torch.save(state["optimizer"], tmp / "optimizer.pt")
-        torch.save(state["rng"], tmp / "rng.pt")
+        _write_rank_state(tmp, state)
         (tmp / "trainer_state.json").write_text(json.dumps(state["trainer_state"]))
-        (tmp / "replay.json").write_text(json.dumps(state["replay"]))
+        for r in range(1, trainer.accelerator.num_processes):
+            os.replace(root / f".rank-{r}-step-{trainer.state['step']}", tmp / f"rank-{r}")
+        _hook("FLOWHF_TEST_STALL_SAVE")
+        write_manifest(tmp)  # last: a checkpoint without a verifying manifest is never trusted
     _prune(root, trainer.args.logging.save_total_limit)
     return final
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint folder read back as the dict `FlowHFTrainer.load_state_dict` takes."""
+def _write_rank_state(folder: Path, state: dict) -> None:
+    torch.save(state["rng"], folder / "rng.pt")
+    (folder / "replay.json").write_text(json.dumps(state["replay"]))
+    (folder / "python_rng.json").write_text(json.dumps(state["trainer_state"]["python_rng"]))
+
+
+def _hook(name: str) -> None:
+    """Fault-injection hook (benchmarks/fault_injection.py): with ``name`` set to seconds,
+    stall the save here, inside the temporary folder, so a kill lands mid-save."""
+    import time
+
+    if os.environ.get(name):
+        time.sleep(float(os.environ[name]))
+
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def verify(folder: str | Path, hashes: bool = True) -> str | None:
+    """None when ``folder``'s manifest lists every file with its size (and hash); else why not."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "no manifest (an unfinished or pre-manifest save)"
+    except (OSError, ValueError) as err:
+        return f"unreadable manifest ({err})"
+    for name, want in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {want['size']}"
+        if hashes and _sha256(path) != want["sha256"]:
+            return f"{name} does not match its SHA-256"
+    return None
+
+
+def load_checkpoint(path: str | Path, rank: int = 0) -> dict:
+    """A checkpoint folder read back as the dict `FlowHFTrainer.load_state_dict` takes
+    (``rank``: whose RNG streams and replay buffer)."""
     path = Path(path)
+    own = path if rank == 0 else path / f"rank-{rank}"
+    if not own.is_dir():
+        raise CheckpointError(f"{path} has no state of process {rank}: it was saved by fewer processes",
+                              "resume with the number of processes the run was saved with")
+    trainer_state = json.loads((path / "trainer_state.json").read_text())
+    if (own / "python_rng.json").is_file():
+        trainer_state["python_rng"] = json.loads((own / "python_rng.json").read_text())
     return {
         "trainable": load_file(str(path / "trainable.safetensors")),
         "heads": load_file(str(path / "heads.safetensors")),
         "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
-        "rng": torch.load(path / "rng.pt", weights_only=True),
-        "trainer_state": json.loads((path / "trainer_state.json").read_text()),
-        "replay": json.loads((path / "replay.json").read_text()),
+        "rng": torch.load(own / "rng.pt", weights_only=True),
+        "trainer_state": trainer_state,
+        "replay": json.loads((own / "replay.json").read_text()),
     }
 
 
+def _steps(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)))
+
+
 def _prune(root: Path, keep: int) -> None:
-    steps = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)))
+    steps = _steps(root)
+    newest_verified = next((p for _, p in reversed(steps) if verify(p, hashes=False) is None), None)
     for _, path in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(path, ignore_errors=True)
+        if path != newest_verified:  # never the last checkpoint a resume could use
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    root = Path(output_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return None
-    steps = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)))
+    steps = _steps(Path(output_dir) / CHECKPOINTS)
     return steps[-1][1] if steps else None
 
 
+def remove_leftovers(output_dir: str | Path) -> list[str]:
+    """Delete the temporary folders killed saves left (the caller holds the run's lock)."""
+    root = Path(output_dir) / CHECKPOINTS
+    stale = [p for p in root.glob(".tmp-*")] + [p for p in root.glob(".rank-*")] if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in stale]
+
+
 def resume_latest(trainer) -> Path | None:
-    """Restore the newest checkpoint of the run directory (no-op with a note if there is none)."""
-    path = latest_checkpoint(trainer.output_dir)
-    if path is None:
-        print(f"[flowhf] --resume: no checkpoint under {trainer.output_dir}/{CHECKPOINTS}; starting from step 0")
+    """Restore the newest checkpoint that verifies and loads (no-op with a note if there is
+    none). Skipped checkpoints are named with the reason; if every one fails, CheckpointError."""
+    main = trainer.accelerator.is_main_process
+    say = print if main else (lambda *_: None)
+    if main:
+        removed = remove_leftovers(trainer.output_dir)
+        if removed:
+            say(f"[flowhf] removed {len(removed)} unfinished checkpoint save(s): {', '.join(sorted(removed))}")
+    steps = _steps(Path(trainer.output_dir) / CHECKPOINTS)
+    if not steps:
+        say(f"[flowhf] --resume: no checkpoint under {trainer.output_dir}/{CHECKPOINTS}; starting from step 0")
         return None
-    try:
-        trainer.load_state_dict(load_checkpoint(path))
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-    print(f"[flowhf] resumed from {path} (step {trainer.state['step']})")
-    return path
+    skipped = []
+    for _, path in reversed(steps):
+        problem = verify(path)
+        if problem is None:
+            try:
+                state = load_checkpoint(path, trainer.accelerator.process_index)
+            except CheckpointError:
+                raise
+            except Exception as err:  # noqa: BLE001  (a damaged file of any kind: try the previous one)
+                problem = f"{type(err).__name__}: {err}"
+        if problem is not None:
+            skipped.append(f"{path.name}: {problem}")
+            say(f"[flowhf] skipping checkpoint {path}: {problem}")
+            continue
+        try:
+            trainer.load_state_dict(state)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+        say(f"[flowhf] resumed from {path} (step {trainer.state['step']})")
+        return path
+    raise CheckpointError(f"no checkpoint under {trainer.output_dir}/{CHECKPOINTS} can be restored ("
+                          + "; ".join(skipped) + ")")
 
 
 def write_config(trainer) -> None:

@@ -13,7 +13,9 @@ Files written under `output_dir`:
 - `histograms.jsonl`: `{"step", "name", "bin_edges", "counts", "count", "nonfinite"}` per histogram
   (the per-token log-prob and flow distributions of the FlowHF report's Figure 2);
   `plot_histograms` turns it into a PNG.
-Resuming into the same folder appends to the existing files and keeps the CSV columns.
+Resuming into the same folder first cuts every log back to the checkpoint's step
+(`cut_logs_back`; TensorBoard through ``purge_step``), then appends and keeps the CSV columns,
+so an interrupted and resumed run has the same rows as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class MetricsLogger:
         run_name: TensorBoard sub-folder and W&B run name.
         histogram_every: log histograms every this many steps (0 disables them).
         wandb_project / config: W&B project and run config (ignored without wandb).
+        purge_step: on resume, TensorBoard drops its events from this step on.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class MetricsLogger:
         histogram_every: int = 0,
         wandb_project: str | None = None,
         config: Mapping | None = None,
+        purge_step: int | None = None,
     ) -> None:
         self.report_to = [report_to] if isinstance(report_to, str) else list(report_to)
         unknown = [b for b in self.report_to if b not in BACKENDS]
@@ -150,7 +154,7 @@ class MetricsLogger:
             module = optional_import("torch.utils.tensorboard", "tensorboard")
             if module is not None:
                 log_dir = self.output_dir / "tensorboard" / (run_name or "")
-                self._tb = module.SummaryWriter(log_dir=str(log_dir))
+                self._tb = module.SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self._wandb = None
         if "wandb" in self.report_to:
             self._wandb = optional_import("wandb", "wandb")
@@ -351,3 +355,52 @@ def read_metrics(run: str | os.PathLike, required: tuple[str, ...] = ()) -> list
         raise FileNotFoundError(f"{path}: no metrics.jsonl; is {run} a FlowHF or baseline run directory?")
     return read_jsonl(path, required)
 
+
+
+def cut_logs_back(output_dir: str | os.PathLike, step: int) -> dict[str, int]:
+    """Drop the rows logged after ``step`` (a resumed run's checkpoint step) from metrics.jsonl,
+    metrics.csv, histograms.jsonl and skipped_steps*.jsonl; a torn last line of a killed write
+    goes too. Files are rewritten by rename. Returns {file: rows dropped}."""
+    folder, dropped = Path(output_dir), {}
+    for path in [folder / "metrics.jsonl", folder / "histograms.jsonl", *sorted(folder.glob("skipped_steps*.jsonl"))]:
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+            dropped[path.name] = _rewrite_if(path, lines, kept, "".join(f"{line}\n" for line in kept))
+    csv_path = folder / "metrics.csv"
+    if csv_path.is_file() and csv_path.stat().st_size:
+        with csv_path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header, rows = next(reader), list(reader)
+        kept = [r for r in rows if len(r) == len(header) and _is_at_most(r[0], step)]
+        out = [header, *kept]
+        dropped["metrics.csv"] = _rewrite_if(csv_path, rows, kept, None, out)
+    return {k: v for k, v in dropped.items() if v}
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def _is_at_most(text: str, step: int) -> bool:
+    try:
+        return float(text) <= step
+    except ValueError:
+        return False
+
+
+def _rewrite_if(path: Path, before: list, kept: list, text: str | None, csv_rows: list | None = None) -> int:
+    if len(kept) == len(before):
+        return 0
+    tmp = path.with_name(f".tmp-{path.name}")
+    if csv_rows is not None:
+        with tmp.open("w", newline="") as fh:
+            csv.writer(fh).writerows(csv_rows)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return len(before) - len(kept)

@@ -37,7 +37,7 @@ from flowhf.training.batch import (
     concat_completions,
 )
 from flowhf.training.config import FlowHFConfig
-from flowhf.training.logging import MetricsLogger, ProgressBar
+from flowhf.training.logging import MetricsLogger, ProgressBar, cut_logs_back
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
@@ -359,12 +359,17 @@ class FlowHFTrainer:
     def _train(self, resume: bool) -> dict:
         cfg = self.args
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        main = self.accelerator.is_main_process  # one process writes logs and the model
         if resume:
             checkpoint.resume_latest(self)
+            if main:  # rows logged after the checkpoint are logged again below: drop them first
+                dropped = cut_logs_back(self.output_dir, self.state["step"])
+                if dropped:
+                    print(f"[flowhf] logs cut back to step {self.state['step']}: {dropped}")
         checkpoint.write_config(self)
-        main = self.accelerator.is_main_process  # one process writes logs and the model
         logger = MetricsLogger(self.output_dir, report_to=cfg.logging.report_to or ["jsonl", "csv"],
-                               histogram_every=cfg.logging.histogram_every) if main else None
+                               histogram_every=cfg.logging.histogram_every,
+                               purge_step=self.state["step"] + 1 if resume else None) if main else None
         bar = ProgressBar(cfg.optim.max_steps, initial=self.state["step"], disable=not (cfg.logging.progress_bar and main))
         last = {}
         try:
