@@ -65,8 +65,11 @@ CASES = [
     ("corrupt checkpoints", lambda t, run: _damaged_run(t / "c") + ["train", "--config", SMOKE, "--output-dir", str(t / "c"),
                                                                      "--resume", *TINY_RUN],
      2, "flowhf: error: no checkpoint under {t}/c/checkpoints can be restored (step-3: trainable.safetensors has 7 bytes"),
+    ("infinite reward", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(t / "inf"), *TINY_RUN,
+                                        "--set", "target.reward=python:tests.test_bad_inputs:infinite_reward"],
+     2, "flowhf: error: reward 'python:infinite_reward' gave a value of inf for prompt "),
 ]
-MODEL_CASES = {"corrupt checkpoints"}
+MODEL_CASES = {"corrupt checkpoints", "infinite reward"}
 # Cases raised before any model may load (all but those that need a model to fail).
 NO_MODEL_CASES = {c[0] for c in CASES} - MODEL_CASES
 
@@ -87,6 +90,11 @@ def earlier_run(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / "checkpoints" / "step-3" / "trainer_state.json").write_text('{"step": 3}')
     return run
+
+
+def infinite_reward(prompts, completions, **_):
+    """A reward that overflows to +inf (the reward of the 'infinite reward' case)."""
+    return [float("inf")] * len(prompts)
 
 
 TINY_RUN = ["--set", "max_steps=3", "--set", "progress_bar=false", "--set", "histogram_every=0"]
@@ -144,7 +152,7 @@ def test_bad_input(case, argv, code, message, tmp_path, earlier_run, capsys, mon
 
 def _record(case: str, line: str, code: int) -> None:
     """Write the table row (FLOWHF_WRITE_TABLE=1) or check the committed table holds it."""
-    row = f"| {case} | `{line}` | {code} | unchanged |"
+    row = f"| {case} | `` {line} `` | {code} | unchanged |"  # double backticks: a message may hold one
     if os.environ.get("FLOWHF_WRITE_TABLE"):
         rows = TABLE.read_text().splitlines() if TABLE.is_file() else _HEADER
         rows = [r for r in rows if not r.startswith(f"| {case} |")] + [row]

@@ -88,7 +88,7 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path):
 
     def flaky(prompts, completions, **_):
         calls["n"] += 1
-        return torch.full((len(prompts),), float("nan") if calls["n"] >= 2 else 0.5)
+        return torch.full((len(prompts),), 3e38 if calls["n"] >= 2 else 0.5)  # finite, but beta * r overflows
 
     cfg = tiny_config(tmp_path, "objective.objective=tb", "optim.max_skipped_steps=2", steps=5)
     trainer = FlowHFTrainer(args=cfg, reward_funcs=flaky)
@@ -100,8 +100,45 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path):
     assert all(torch.equal(before[n], after[n]) for n in before), "a skipped step changed parameters"
     record = json.loads((tmp_path / "run" / "skipped_steps.jsonl").read_text().splitlines()[0])
     assert "log_reward" in record["reason"]
-    with pytest.raises(NonFiniteStep, match="consecutive"):
+    with pytest.raises(NonFiniteStep, match="2 consecutive steps skipped for a non-finite .*log_reward.*; likely cause: the target log R"):
         trainer.training_step()
+
+
+def test_nonfinite_reward_is_an_error_naming_it_or_floored_and_counted(tmp_path):
+    from flowhf.errors import RewardError
+
+    def infinite(prompts, completions, **_):
+        return torch.tensor([float("inf")] + [0.5] * (len(prompts) - 1))
+
+    trainer = FlowHFTrainer(args=tiny_config(tmp_path, "objective.objective=tb"), reward_funcs=infinite)
+    with pytest.raises(RewardError, match=r"reward 'infinite' gave a value of inf at step 1 for prompt '.+' and completion"):
+        trainer.training_step()
+    floored = FlowHFTrainer(args=tiny_config(tmp_path, "objective.objective=subtb", "target.nonfinite_reward=floor",
+                                             "target.reward_floor=-1"), reward_funcs=_with_prefixes(infinite))
+    metrics = floored.training_step()
+    assert metrics["train/nonfinite_rewards"] == 1.0 and metrics["train/skipped"] == 0.0
+    with pytest.raises(ValueError, match="needs target.reward_floor"):
+        tiny_config(tmp_path, "target.nonfinite_reward=floor")
+
+
+def _with_prefixes(fn):
+    from flowhf.rewards.base import Reward
+
+    class Wrapped(Reward):
+        def __call__(self, prompts, completions, **kw):
+            return fn(prompts, completions)
+
+    return Wrapped()
+
+
+def test_a_run_that_applied_no_update_fails(tmp_path):
+    def overflow(prompts, completions, **_):
+        return torch.full((len(prompts),), 3e38)
+
+    trainer = FlowHFTrainer(args=tiny_config(tmp_path, "objective.objective=tb", "optim.max_skipped_steps=5", steps=2),
+                            reward_funcs=overflow)
+    with pytest.raises(NonFiniteStep, match="no update was applied: all 2 steps were skipped"):
+        trainer.train()
 
 
 def test_saved_run_loads_with_peft_and_transformers(tmp_path):

@@ -41,6 +41,7 @@ class Reward:
 
     name: str = "reward"
     uses_completion_ids: bool = False  # True: callers pass completion_ids (see the module docstring)
+    allow_nonfinite: bool = False  # True: NaN/±inf are returned, for a caller that floors them (the trainer)
 
     def __init__(
         self,
@@ -79,8 +80,8 @@ class Reward:
 
     def __call__(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
         check_batch(prompts, completions, columns, self.name)
-        out = self.score(list(prompts), list(completions), **columns)
-        return as_reward_tensor(out, len(prompts), self.name)
+        out = as_reward_tensor(self.score(list(prompts), list(completions), **columns), len(prompts), self.name)
+        return out if self.allow_nonfinite else check_finite(out, self.name, list(prompts), list(completions))
 
     # -- prefixes ---------------------------------------------------------------------------
 
@@ -142,10 +143,21 @@ def as_reward_tensor(value: Any, batch_size: int, name: str) -> torch.Tensor:
             f"reward '{name}' returned shape {tuple(out.shape)}, expected ({batch_size},): "
             "one float per completion"
         )
-    bad = torch.isnan(out).nonzero().flatten().tolist()
-    if bad:
-        raise ValueError(f"reward '{name}' returned NaN for rows {bad[:10]}")
     return out
+
+
+def check_finite(values: torch.Tensor, name: str, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    """``values`` if all finite; else the one rule for NaN and ±inf rewards: an error naming the
+    reward, the prompt and the completion (the trainer's target.nonfinite_reward=floor is the
+    way to accept them)."""
+    bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+    if bad:
+        from flowhf.errors import RewardError
+
+        i = bad[0]
+        raise RewardError(f"reward {name!r} gave a value of {values[i].item()} for prompt {prompts[i][:80]!r} and completion "
+                          f"{completions[i][:80]!r} ({len(bad)} non-finite in the batch); NaN and ±inf rewards are errors by default")
+    return values
 
 
 # -- prefix helpers ----------------------------------------------------------------------------

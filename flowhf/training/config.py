@@ -52,6 +52,9 @@ class TargetArgs:
     reward_floor: float | None = _f(None, "Clamp rewards below this value (a log-reward floor for rare, very negative rewards).")
     reward_scale: float = _f(1.0, "Reward units per unit of beta: log R = beta * max(r, reward_floor) / reward_scale + ... "
                                   "(`flowhf reproduce` records the reward's std over the training answers, so beta reads as nats per std).")
+    nonfinite_reward: str = _f("error", "A NaN or ±inf reward: 'error' (stop, naming the reward, prompt and completion) or "
+                                        "'floor' (use target.reward_floor instead; counted as train/nonfinite_rewards).",
+                               allowed=OneOf(("error", "floor")))
     prefix_stride: int = _f(1, "FL/SubTB prefix rewards: score every k-th prefix (k > 1 approximates, for slow non-causal rewards).", allowed=AT_LEAST_ONE)
 
     def __post_init__(self) -> None:
@@ -59,6 +62,8 @@ class TargetArgs:
         if not self.reward_scale > 0:
             raise ValueError(f"target.reward_scale={self.reward_scale}: must be > 0")
         self.beta_per_reward()  # a bad schedule is a config error, raised before any model loads
+        if self.nonfinite_reward == "floor" and self.reward_floor is None:
+            raise ValueError("target.nonfinite_reward=floor needs target.reward_floor (the value a NaN/±inf reward becomes)")
 
     def beta_per_reward(self) -> BetaSchedule:
         """beta per unit of the (floored) reward, by step: the configured beta over reward_scale."""

@@ -19,6 +19,7 @@ import torch
 from accelerate import Accelerator
 
 from flowhf.data.loading import load_rows
+from flowhf.errors import RewardError, UserError
 from flowhf.models.saved_run import save_policy
 from flowhf.models.loading import PolicyBundle, load_policy
 from flowhf.models.lora import LoraSettings
@@ -44,8 +45,31 @@ from flowhf.training.optim import build_optimizer, build_scheduler
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 
 
-class NonFiniteStep(RuntimeError):
-    pass
+class NonFiniteStep(UserError, RuntimeError):
+    """Training stopped: steps kept being non-finite, or no update was applied at all."""
+
+
+# The quantity a skipped step names -> (its likely cause, what to change).
+_CAUSES = {
+    "log_reward": ("the target log R: the reward or the reference log-probs",
+                   "check the reward's values; a very negative reward wants target.reward_floor"),
+    "log_pf": ("the policy's log-probs: the model diverged", "lower optim.learning_rate"),
+    "log_z": ("log Z diverged", "lower optim.logz_learning_rate or use objective.logz=batch"),
+    "grad_norm": ("exploding gradients", "lower the learning rates, set optim.max_grad_norm or objective.penalty=huber"),
+    "loss": ("the loss overflowed", "lower the learning rates, use objective.penalty=huber or objective.logz=batch"),
+}
+
+
+def _cause_key(bad: str) -> str:
+    return next((k for k in ("log_reward", "log_pf", "log_z", "grad_norm") if k in bad), "loss")
+
+
+def _likely_cause(bad: str) -> str:
+    return _CAUSES[_cause_key(bad)][0]
+
+
+def _fix(bad: str) -> str:
+    return _CAUSES[_cause_key(bad)][1]
 
 
 class FlowHFTrainer:
@@ -112,6 +136,9 @@ class FlowHFTrainer:
 
     def _load_reward(self, spec):
         reward = spec if callable(spec) and not isinstance(spec, (str, dict, list)) else build_reward(spec)
+        self.reward_name = spec if isinstance(spec, str) else getattr(spec, "__name__", type(spec).__name__)
+        if self.args.target.nonfinite_reward == "floor" and hasattr(reward, "allow_nonfinite"):
+            reward.allow_nonfinite = True  # the trainer floors them (and counts them) itself
         if self.args.target.prefix_stride > 1 and hasattr(reward, "set_prefix_stride"):
             reward.set_prefix_stride(self.args.target.prefix_stride)
         needs_prefix = get_objective(self.args.objective.objective).needs_prefix_rewards(self.args.objective)
@@ -207,11 +234,14 @@ class FlowHFTrainer:
         columns = dict(batch.columns)
         if getattr(self.reward_fn, "uses_completion_ids", False):  # rewards defined on token ids
             columns["completion_ids"] = batch.completion_lists()
-        reward = floor_reward(self.reward_fn(batch.prompts, texts, **columns).float().cpu(), cfg.target.reward_floor)  # [B]
+        raw = self.reward_fn(batch.prompts, texts, **columns).float().cpu()  # [B]
+        n_nonfinite = int((~torch.isfinite(raw)).sum())
+        reward = floor_reward(self._finite(raw, batch, texts), cfg.target.reward_floor)
         prefix_reward = None
         if self.needs_prefix:
             prefix_reward = self.reward_fn.score_prefixes(batch.prompts, batch.completion_lists(), self.tokenizer, **batch.columns)
-            prefix_reward = floor_reward(prefix_reward.float().cpu()[:, : batch.ids.shape[1] + 1], cfg.target.reward_floor)
+            prefix_reward = self._finite(prefix_reward.float().cpu()[:, : batch.ids.shape[1] + 1], batch, texts, "prefix ")
+            prefix_reward = floor_reward(prefix_reward, cfg.target.reward_floor)
         t_reward = time.perf_counter()
         # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
         dev = self.device
@@ -245,7 +275,23 @@ class FlowHFTrainer:
             skipped_total=self.state["skipped_total"], times=(t0, t_sample, t_reward, t_end),
         ))
         self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
+        if cfg.target.nonfinite_reward == "floor":
+            metrics["train/nonfinite_rewards"] = float(n_nonfinite)
         return metrics
+
+    def _finite(self, values: torch.Tensor, batch: TrajectoryBatch, texts: list[str], what: str = "") -> torch.Tensor:
+        """``values`` when all finite. Otherwise, by target.nonfinite_reward: an error naming the
+        reward, the prompt and the completion, or the reward floor in their place."""
+        bad = ~torch.isfinite(values)
+        if not bad.any():
+            return values
+        if self.args.target.nonfinite_reward == "floor":
+            return torch.where(bad, torch.full_like(values, self.args.target.reward_floor), values)
+        row = int(bad.reshape(len(values), -1).any(1).nonzero()[0])
+        value = values.reshape(len(values), -1)[row][bad.reshape(len(values), -1)[row]][0].item()
+        raise RewardError(
+            f"reward {self.reward_name!r} gave a {what}value of {value} at step {self.state['step'] + 1} for prompt "
+            f"{batch.prompts[row][:80]!r} and completion {texts[row][:80]!r}; NaN and ±inf rewards are errors by default")
 
     def _update(self, loss: torch.Tensor, named: dict) -> tuple[str | None, float]:
         """Backward + clip + step. Returns (name of the non-finite quantity if skipped, grad norm)."""
@@ -269,9 +315,8 @@ class FlowHFTrainer:
             self._record_skip(bad)
             if self.state["skipped_in_a_row"] >= self.args.optim.max_skipped_steps:
                 raise NonFiniteStep(
-                    f"{self.state['skipped_in_a_row']} consecutive steps skipped for non-finite values ({bad}); "
-                    "lower the learning rates, use objective.penalty=huber, set target.alpha=1 or use objective.logz=batch"
-                )
+                    f"{self.state['skipped_in_a_row']} consecutive steps skipped for a non-finite {bad}; "
+                    f"likely cause: {_likely_cause(bad)}", _fix(bad))
             return bad, grad_norm
         self.optimizer.step()
         self.scheduler.step()
@@ -393,6 +438,9 @@ class FlowHFTrainer:
             bar.close()
             if logger:
                 logger.close()
+        if self.state["step"] > 0 and self.state["skipped_total"] >= self.state["step"]:
+            raise NonFiniteStep(f"no update was applied: all {self.state['step']} steps were skipped for non-finite values "
+                                f"(see {self.output_dir / 'skipped_steps.jsonl'})", "fix the quantity named there")
         checkpoint.save_checkpoint(self)
         self.accelerator.wait_for_everyone()
         if main:
