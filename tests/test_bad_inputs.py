@@ -68,8 +68,21 @@ CASES = [
     ("infinite reward", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(t / "inf"), *TINY_RUN,
                                         "--set", "target.reward=python:tests.test_bad_inputs:infinite_reward"],
      2, "flowhf: error: reward 'python:infinite_reward' gave a value of inf for prompt "),
+    ("non-UTF-8 data file", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(t / "d"), "--set",
+                                            "data.dataset=" + _write(t / "latin1.jsonl", '{"prompt": "ok"}\n{"prompt": "café"}\n'.encode("latin-1"))],
+     2, "flowhf: error: {t}/latin1.jsonl: line 2: not UTF-8 text (byte 0xe9 at column 16)"),
+    ("empty prompt", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(t / "d"), "--set",
+                                     "data.dataset=" + _write(t / "empty.jsonl", '{"prompt": "ok"}\n{"prompt": "  "}\n')],
+     2, "flowhf: error: {t}/empty.jsonl: row 2: empty value for key 'prompt'"),
+    ("unknown model, offline", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(t / "m"),
+                                               "--set", "model.name=someone/no-such-model"],
+     2, "flowhf: error: model 'someone/no-such-model' is not a local folder, a .gguf file or a shipped alias"),
+    ("9,000-token prompt, long_prompts=error", lambda t, run: ["train", "--config", SMOKE, "--output-dir", str(t / "l"), *TINY_RUN,
+                                                                "--set", "sampling.long_prompts=error", "--set", "data.dataset="
+                                                                + _write(t / "long.jsonl", json.dumps({"prompt": "word " * 9000}) + "\n")],
+     2, "flowhf: error: prompt 'word word word word word word word word word word word word '... has"),
 ]
-MODEL_CASES = {"corrupt checkpoints", "infinite reward"}
+MODEL_CASES = {"corrupt checkpoints", "infinite reward", "unknown model, offline", "9,000-token prompt, long_prompts=error"}
 # Cases raised before any model may load (all but those that need a model to fail).
 NO_MODEL_CASES = {c[0] for c in CASES} - MODEL_CASES
 
@@ -132,10 +145,9 @@ def _no_model(*_, **__):
 @pytest.mark.parametrize("case,argv,code,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case, argv, code, message, tmp_path, earlier_run, capsys, monkeypatch):
     if case in NO_MODEL_CASES:
-        import flowhf.models.loading as loading
+        import transformers  # patched on the class: no module keeps an unpatched reference
 
-        monkeypatch.setattr(loading, "load_policy", _no_model)
-        monkeypatch.setattr(loading, "load_causal_lm", _no_model)
+        monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", _no_model)
     args = argv(tmp_path, earlier_run)  # may add to the earlier run (a lock), before the hashes
     capsys.readouterr()  # what preparing the case printed
     before = _hashes(earlier_run)

@@ -44,6 +44,8 @@ Row = dict[str, Any]
 class DataError(UserError, ValueError):
     """A data source is missing, unreadable, or has a row that fails validation."""
 
+    default_hint = "fix the data at the file and line named, or point the config at another source"
+
 
 def shipped_path(name: str) -> Path:
     """Path of a shipped data file (``stackexchange:train``, ``toxicity_probes``, ...)."""
@@ -190,6 +192,8 @@ def _no_split(source: str, split: str | None) -> None:
 
 def _read_local(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".csv"):
+        _check_utf8(path)
     if suffix == ".jsonl":
         return _read_jsonl(path)
     if suffix == ".json":
@@ -197,6 +201,18 @@ def _read_local(path: Path) -> Iterator[tuple[int, Any]]:
     if suffix == ".csv":
         return _read_csv(path)
     return _read_parquet(path)
+
+
+def _check_utf8(path: Path) -> None:
+    """A text data file that is not UTF-8 is an error naming the file, line and byte."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
+                        "save the file as UTF-8") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:

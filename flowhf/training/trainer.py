@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from flowhf.data.loading import load_rows
+from flowhf.data.loading import DataError, load_rows
 from flowhf.errors import RewardError, UserError
 from flowhf.models.saved_run import save_policy
 from flowhf.models.loading import PolicyBundle, load_policy
@@ -191,7 +191,7 @@ class FlowHFTrainer:
         prompts = [r[cfg.data.prompt_column] for r in rows]
         # A prompt with nothing in the buffer yet gets on-policy samples in its replay slots.
         n_replay = [round(cfg.replay.replay_ratio * k) if self.replay.size(p) else 0 for p in prompts]
-        encoded = encode_prompts(self.tokenizer, prompts, cfg.model.chat_template)
+        encoded = self._fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), prompts)
         order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
         temperature = draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
         pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
@@ -219,6 +219,23 @@ class FlowHFTrainer:
         batch = TrajectoryBatch(pids, pmask, comp.ids, comp.mask, comp.ended_with_eos, torch.as_tensor(groups),
                                 [prompts[g] for g in groups], [src for _, src in order], columns)
         return batch, temperature
+
+    def _fit_prompts(self, encoded: list[list[int]], prompts: list[str]) -> list[list[int]]:
+        """Prompts that leave room for max_new_tokens in the model's context: longer ones are cut
+        from the left (counted in train/truncated_prompts), or an error (sampling.long_prompts)."""
+        context = getattr(self.bundle.model.config, "max_position_embeddings", None)
+        max_new = self.args.sampling.max_new_tokens
+        self._truncated = 0
+        if not context:
+            return encoded
+        room = context - max_new
+        long = [i for i, ids in enumerate(encoded) if len(ids) > room]
+        if long and (room < 1 or self.args.sampling.long_prompts == "error"):
+            raise DataError(f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; the model reads "
+                            f"{context} and sampling.max_new_tokens={max_new} leaves {max(room, 0)} for the prompt",
+                            "shorten the prompts, lower sampling.max_new_tokens, or set sampling.long_prompts=truncate")
+        self._truncated = len(long)
+        return [ids[-room:] if len(ids) > room else ids for ids in encoded]
 
     # ------------------------------------------------------------------ the step
 
@@ -277,6 +294,8 @@ class FlowHFTrainer:
         self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
         if cfg.target.nonfinite_reward == "floor":
             metrics["train/nonfinite_rewards"] = float(n_nonfinite)
+        if self._truncated:
+            metrics["train/truncated_prompts"] = float(self._truncated)
         return metrics
 
     def _finite(self, values: torch.Tensor, batch: TrajectoryBatch, texts: list[str], what: str = "") -> torch.Tensor:
