@@ -106,3 +106,21 @@ def test_release_only_removes_our_own_lock(tmp_path):
     tmp_path.joinpath(LOCK).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": time.time()}))
     release_lock(tmp_path)
     assert (tmp_path / LOCK).is_file()
+
+
+def test_reproduce_trusts_done_only_when_its_outputs_verify(tmp_path):
+    from flowhf.pipeline.reproduce import read_done, stage_outputs
+
+    stage = tmp_path / "sft"
+    (stage / "model").mkdir(parents=True)
+    (stage / "model" / "weights.bin").write_bytes(b"12345")
+    result = {"model_dir": str(stage / "model")}
+    (stage / "DONE").write_text(json.dumps({**result, "outputs": stage_outputs(tmp_path, stage, result)}))
+    assert read_done(stage)["outputs"] == {"sft/model/weights.bin": 5}
+    said = []
+    (stage / "model" / "weights.bin").write_bytes(b"123")
+    assert read_done(stage, said.append) is None and "weights.bin has 3 bytes, DONE recorded 5" in said[0]
+    (stage / "model" / "weights.bin").unlink()
+    assert read_done(stage, said.append) is None and "is missing" in said[1]
+    (stage / "DONE").write_text('{"model_dir": "x"}')  # written before DONE listed outputs
+    assert read_done(stage, said.append) is None and "lists no outputs" in said[2]

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from flowhf.run_dir import atomic_write_text
+
 MAIN_COLUMNS = (
     ("Mean Reward", "mean_reward"),
     ("Std Reward", "std_reward"),
@@ -107,8 +109,7 @@ def write_report_md(
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")  # a kill never leaves half a report
 
 
 def _jsonable(value: Any) -> Any:
@@ -128,8 +129,7 @@ def write_metrics_json(payload: Mapping[str, Any], path: str | os.PathLike) -> P
     """Write ``payload`` (config + per-model results) as indented strict JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
