@@ -188,7 +188,11 @@ def train_trials(n: int, ddp: bool, steps: int, max_kills: int, seed: int, work:
             f"metrics {'=' if metrics else 'DIFFER'}")
         shutil.rmtree(out, ignore_errors=True)
     identical = sum(t["weights_identical"] and t["metrics_identical"] for t in trials)
-    return {"trials": n, "identical": identical, "steps": steps, "reference_seconds": round(duration, 1), "per_trial": trials}
+    killed = sum(any(k["kind"] != "none (ended before the kill)" for k in t["kills"]) for t in trials)
+    return {"trials": n, "identical": identical, "trials_with_a_kill": killed,
+            "kills": sum(k["kind"] != "none (ended before the kill)" for t in trials for k in t["kills"]),
+            "kills_inside_a_save": sum(k["kind"] == "during_save" for t in trials for k in t["kills"]),
+            "steps": steps, "reference_seconds": round(duration, 1), "per_trial": trials}
 
 
 def report_body(path: Path) -> str:
