@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowhf-installed
 
-.PHONY: demo train-demo test install bench clean
+.PHONY: demo train-demo test install bench bench-lm clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_target.py --all --seconds 300 --json benchmarks/results/exact_target.json
+
+# Exact distribution matching on SmolLM2: every method on every shipped task, 10 minutes each
+# (about 7 hours on 2 cores; resumable: finished methods are skipped), then the summary.
+bench-lm: $(STAMP)
+	for t in benchmarks/lm_tasks/*.yaml; do $(BIN)/python benchmarks/lm_target.py --task $$t --all --seconds 600 --sample-check 2000 || exit 1; done
+	$(BIN)/python benchmarks/lm_target.py --summary
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -243,6 +243,10 @@ def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):
     assert "sampling_check" in json.loads((out / "letters__recommended__seed0.json").read_text())
     assert "| grpo |" in (out / "letters__seed0.md").read_text()
     assert (out / "letters__seed0.png").stat().st_size > 1000
+    summary = subprocess.run([sys.executable, "-m", "flowhf.cli", "bench", "lm-target", "--summary", "--out-dir", str(out)],
+                             capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0 and "| ppo |" in summary.stdout, summary.stderr[-2000:]
+    assert (out / "summary.png").is_file()
 
 
 def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():

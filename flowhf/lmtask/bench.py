@@ -18,6 +18,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flowhf.lmtask.methods import DEFAULT_SWEEP, METHODS, RunSpec, train_method
@@ -143,9 +144,49 @@ def plot_distributions(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def summarize(out_dir: Path) -> Path:
+    """summary.md (every task x method found) and summary.png (TV and coverage per task, per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__*__seed*.json"))]
+    if not results:
+        raise SystemExit(f"no results in {out_dir}")
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    methods = [m for m in METHODS if any(r["method"] == m for r in results)]
+    lines = []
+    for task in tasks:
+        rows = sorted((r for r in results if r["task"] == task), key=lambda r: (METHODS.index(r["method"]), r["seed"]))
+        lines += [f"### {task}", "", table_rows(rows), ""]
+    (out_dir / "summary.md").write_text("\n".join(lines))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        for ax, key in zip(axes, ("tv", "coverage")):
+            values = []
+            for task in tasks:
+                found = [r for r in results if r["task"] == task and r["method"] == method]
+                value = np.mean([r[key] / (r["answers_total"] if key == "coverage" else 1) for r in found]) if found else np.nan
+                values.append(value)
+            ax.bar(np.arange(len(tasks)) + i * width, values, width, label=method)
+    for ax, title in zip(axes, ("total variation to the target (lower is better)", "answers covered (>= half their target mass)")):
+        ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    axes[0].axhline(0.10, color="black", linewidth=0.8, linestyle="--")
+    axes[1].axhline(0.90, color="black", linewidth=0.8, linestyle="--")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out_dir / "summary.png", dpi=110)
+    plt.close(fig)
+    return out_dir / "summary.md"
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="lm_target", description=__doc__)
-    parser.add_argument("--task", required=True, help="task YAML (see benchmarks/lm_tasks/)")
+    parser.add_argument("--task", help="task YAML (see benchmarks/lm_tasks/)")
+    parser.add_argument("--summary", action="store_true", help="only write summary.md / summary.png of --out-dir")
     parser.add_argument("--method", choices=METHODS, help="one method (or --all)")
     parser.add_argument("--all", action="store_true", help="every method, resumable; writes table + plot")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="with --all: only these methods, in this order (default: all but tb-batch, which is recommended)")
@@ -167,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args) -> int:
+    if args.summary:
+        print(summarize(args.out_dir).read_text())
+        return 0
+    if not args.task:
+        raise SystemExit("give --task FILE (or --summary)")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.all:
         run_all(args.task, args.seconds, args.seed, args.out_dir, tuple(args.methods or DEFAULT_SWEEP), args.sample_check,
