@@ -99,18 +99,50 @@ def start(cmd: list[str], stall: float | None = None):
                             text=True, start_new_session=True)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def kill(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL the run's whole process tree at once, as a crash or `kill -9` of every process would."""
+    victims = [proc.pid, *descendants(proc.pid)]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+    for _ in range(250):  # all gone before the next start
+        if not any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in victims[1:]):
+            return
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def finish(proc, what: str) -> None:
     _, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} exited {proc.returncode}:\n{err[-3000:]}")
+        lines = [line for line in err.splitlines() if "flowhf" in line or "Error" in line]  # the cause, not the frames
+        raise RuntimeError(f"{what} exited {proc.returncode}:\n" + "\n".join(lines[-30:]))
 
 
 def run_to_end(cmd: list[str], what: str) -> float:

@@ -67,7 +67,19 @@ def lock_is_live(lock: dict) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
+    state = _proc_stat(pid)  # where /proc exists: a zombie (killed, not yet reaped) or a reused pid is dead
+    if state is not None and (state[0] == "Z" or ("pid_start" in lock and state[1] != lock["pid_start"])):
+        return False
     return True
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of ``pid`` from /proc, or None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[19])
 
 
 def _describe(lock: dict) -> str:
@@ -152,6 +164,9 @@ def acquire_lock(folder: str | os.PathLike) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    stat = _proc_stat(os.getpid())
+    if stat is not None:
+        mine["pid_start"] = stat[1]  # tells this process from a later one given the same pid
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -49,8 +49,14 @@ def save_checkpoint(trainer) -> Path | None:
             with atomic_folder(root / f".rank-{rank}-step-{trainer.state['step']}") as tmp:
                 _write_rank_state(tmp, state)
         trainer.accelerator.wait_for_everyone()
-    if not main:
-        return None
+    try:
+        return _save_main(trainer, root, final, state) if main else None
+    finally:
+        if trainer.accelerator.num_processes > 1:  # no process starts its next save before this one is complete
+            trainer.accelerator.wait_for_everyone()
+
+
+def _save_main(trainer, root: Path, final: Path, state: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with atomic_folder(final) as tmp:
         save_file(state["trainable"], str(tmp / "trainable.safetensors"))

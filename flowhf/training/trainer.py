@@ -460,7 +460,8 @@ class FlowHFTrainer:
         if self.state["step"] > 0 and self.state["skipped_total"] >= self.state["step"]:
             raise NonFiniteStep(f"no update was applied: all {self.state['step']} steps were skipped for non-finite values "
                                 f"(see {self.output_dir / 'skipped_steps.jsonl'})", "fix the quantity named there")
-        checkpoint.save_checkpoint(self)
+        if not (cfg.logging.save_steps and self.state["step"] % cfg.logging.save_steps == 0 and last):
+            checkpoint.save_checkpoint(self)  # (unless the loop's last step just saved it)
         self.accelerator.wait_for_everyone()
         if main:
             self.save_model(self.output_dir)
