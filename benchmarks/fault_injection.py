@@ -156,7 +156,8 @@ def in_save(out: Path) -> bool:
     return root.is_dir() and any(p.name.startswith(".tmp-step-") for p in root.iterdir())
 
 
-def killed_run(cmd: list[str], rng: random.Random, duration: float, during_save: bool) -> dict:
+def killed_run(cmd: list[str], rng: random.Random, duration: float, during_save: bool,
+               span: tuple[float, float] = (0.2, 0.95)) -> dict:
     """Start ``cmd`` and SIGKILL it: inside a checkpoint save, or at a random moment.
     Returns what happened (None when the run ended before the kill)."""
     out = Path(cmd[cmd.index("--output-dir") + 1])
@@ -174,7 +175,7 @@ def killed_run(cmd: list[str], rng: random.Random, duration: float, during_save:
                     time.sleep(0.02)
             time.sleep(0.02)
     else:
-        at = rng.uniform(0.2, 0.95) * duration
+        at = rng.uniform(*span) * duration
         while proc.poll() is None and time.perf_counter() - started < at:
             time.sleep(0.02)
         if proc.poll() is None:
@@ -227,10 +228,11 @@ def train_trials(n: int, ddp: bool, steps: int, max_kills: int, seed: int, work:
             "steps": steps, "reference_seconds": round(duration, 1), "per_trial": trials}
 
 
-def report_body(path: Path) -> str:
-    """report.md without its timing sections (wall-clock per stage, time to reach PPO)."""
+def report_body(run: Path) -> str:
+    """report.md without its timing sections (wall-clock per stage, time to reach PPO), the run
+    folder's path replaced by <run>."""
     keep, lines = True, []
-    for line in path.read_text().splitlines():
+    for line in (run / "report.md").read_text().replace(str(run), "<run>").splitlines():
         if line.startswith("## "):
             keep = not line.startswith(("## Wall-clock", "## Time to reach"))
         if keep:
@@ -249,10 +251,13 @@ def reproduce_trials(n: int, seed: int, work: Path, log) -> dict:
     rng, trials = random.Random(seed + 1), []
     for i in range(n):
         out = work / f"reproduce-{i}"
-        kill_info = killed_run(cmd(out, False), rng, duration, during_save=False)
+        kill_info = killed_run(cmd(out, False), rng, duration, during_save=False, span=(0.2, 0.8))
+        kill_info["stages_done_at_kill"] = sorted(p.parent.name for p in out.glob("*/DONE"))
         run_to_end(cmd(out, True), "reproduce --resume")
-        same = report_body(reference / "report.md") == report_body(out / "report.md")
-        trials.append({"trial": i, "kill": kill_info, "report_identical": same})
+        a, b = report_body(reference).splitlines(), report_body(out).splitlines()
+        same = a == b
+        first_diff = next(([x, y] for x, y in zip(a, b) if x != y), None if same else ["(lengths differ)", ""])
+        trials.append({"trial": i, "kill": kill_info, "report_identical": same, "first_difference": first_diff})
         log(f"reproduce trial {i}: killed at {kill_info.get('at_seconds')} s -> report {'=' if same else 'DIFFERS'}")
         shutil.rmtree(out, ignore_errors=True)
     return {"trials": n, "identical": sum(t["report_identical"] for t in trials),
