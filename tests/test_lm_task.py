@@ -19,6 +19,7 @@ from flowhf.lmtask.exact import ExactTarget, log_other_count, partition_metrics
 from flowhf.lmtask.reward import AnswerSetReward
 from flowhf.lmtask.task import task_from_dict
 
+TASKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_tasks"
 CHARS = ["a", "b", "c", "q"]
 TASK = {"name": "tiny", "prompts": ["q"], "answers": {"a": 1.0, "b": 1.0, "ab": 0.0},
         "other_reward": -5.0, "beta": 1.0, "alpha": 0.0, "max_new_tokens": 3}
@@ -63,7 +64,7 @@ def test_char_tokenizer_is_one_token_per_char(tiny):
 # -- task files --------------------------------------------------------------------------------
 
 def test_shipped_tasks_load_and_meet_the_issue(tmp_path):
-    tasks = {p.stem: load_task(p) for p in Path("benchmarks/lm_tasks").glob("*.yaml")}
+    tasks = {p.stem: load_task(p) for p in TASKS_DIR.glob("*.yaml")}
     assert len(tasks) >= 4
     uniform0 = [t for t in tasks.values() if t.alpha == 0 and all(len(set(i.answers.values())) == 1 for i in t.items)]
     assert any(t.answers_total >= 40 for t in uniform0)
@@ -271,3 +272,16 @@ def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():
     assert text_level[tok.decode(non_canonical, skip_special_tokens=True)] == 1.0  # paid as the answer
     assert on_ids(["q"], ["ab"], completion_ids=[non_canonical]).item() == task.other_reward
     assert on_ids(["q"], ["ab"], completion_ids=[[7, 2]]).item() == 1.0
+
+
+def test_warm_start_data_holds_no_task_answer_and_no_digit():
+    """The generic warm start teaches the bare-answer format, never a task's distribution."""
+    from flowhf.lmtask.warmstart import short_answer_rows
+
+    rows = short_answer_rows()
+    assert len(rows) >= 100 and len({r["category"] for r in rows}) >= 30
+    taught = {r["answer"].strip().lower() for r in rows}
+    for path in TASKS_DIR.glob("*.yaml"):
+        answers = {a.strip().lower() for item in load_task(path).items for a in item.answers}
+        assert not taught & answers, (path.name, sorted(taught & answers))
+    assert not any(ch.isdigit() for r in rows for ch in r["answer"] + r["prompt"])
