@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 
 from flowhf.data.loading import DataError, load_rows
-from flowhf.errors import RewardError, UserError
+from flowhf.errors import RewardError
 from flowhf.models.saved_run import save_policy
 from flowhf.models.loading import PolicyBundle, load_policy
 from flowhf.models.lora import LoraSettings
@@ -38,38 +38,13 @@ from flowhf.training.batch import (
     concat_completions,
 )
 from flowhf.training.config import FlowHFConfig
-from flowhf.training.logging import MetricsLogger, ProgressBar, cut_logs_back
+from flowhf.training.log_files import cut_logs_back
+from flowhf.training.logging import MetricsLogger, ProgressBar
+from flowhf.training.nonfinite import NonFiniteStep, fix_for, likely_cause
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
-
-
-class NonFiniteStep(UserError, RuntimeError):
-    """Training stopped: steps kept being non-finite, or no update was applied at all."""
-
-
-# The quantity a skipped step names -> (its likely cause, what to change).
-_CAUSES = {
-    "log_reward": ("the target log R: the reward or the reference log-probs",
-                   "check the reward's values; a very negative reward wants target.reward_floor"),
-    "log_pf": ("the policy's log-probs: the model diverged", "lower optim.learning_rate"),
-    "log_z": ("log Z diverged", "lower optim.logz_learning_rate or use objective.logz=batch"),
-    "grad_norm": ("exploding gradients", "lower the learning rates, set optim.max_grad_norm or objective.penalty=huber"),
-    "loss": ("the loss overflowed", "lower the learning rates, use objective.penalty=huber or objective.logz=batch"),
-}
-
-
-def _cause_key(bad: str) -> str:
-    return next((k for k in ("log_reward", "log_pf", "log_z", "grad_norm") if k in bad), "loss")
-
-
-def _likely_cause(bad: str) -> str:
-    return _CAUSES[_cause_key(bad)][0]
-
-
-def _fix(bad: str) -> str:
-    return _CAUSES[_cause_key(bad)][1]
 
 
 class FlowHFTrainer:
@@ -335,7 +310,7 @@ class FlowHFTrainer:
             if self.state["skipped_in_a_row"] >= self.args.optim.max_skipped_steps:
                 raise NonFiniteStep(
                     f"{self.state['skipped_in_a_row']} consecutive steps skipped for a non-finite {bad}; "
-                    f"likely cause: {_likely_cause(bad)}", _fix(bad))
+                    f"likely cause: {likely_cause(bad)}", fix_for(bad))
             return bad, grad_norm
         self.optimizer.step()
         self.scheduler.step()

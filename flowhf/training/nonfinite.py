@@ -1,0 +1,32 @@
+"""Why a training step was skipped: the non-finite quantity, its likely cause and the fix."""
+
+from __future__ import annotations
+
+from flowhf.errors import UserError
+
+
+class NonFiniteStep(UserError, RuntimeError):
+    """Training stopped: steps kept being non-finite, or no update was applied at all."""
+
+
+# The quantity a skipped step names -> (its likely cause, what to change).
+_CAUSES = {
+    "log_reward": ("the target log R: the reward or the reference log-probs",
+                   "check the reward's values; a very negative reward wants target.reward_floor"),
+    "log_pf": ("the policy's log-probs: the model diverged", "lower optim.learning_rate"),
+    "log_z": ("log Z diverged", "lower optim.logz_learning_rate or use objective.logz=batch"),
+    "grad_norm": ("exploding gradients", "lower the learning rates, set optim.max_grad_norm or objective.penalty=huber"),
+    "loss": ("the loss overflowed", "lower the learning rates, use objective.penalty=huber or objective.logz=batch"),
+}
+
+
+def _cause_key(bad: str) -> str:
+    return next((k for k in ("log_reward", "log_pf", "log_z", "grad_norm") if k in bad), "loss")
+
+
+def likely_cause(bad: str) -> str:
+    return _CAUSES[_cause_key(bad)][0]
+
+
+def fix_for(bad: str) -> str:
+    return _CAUSES[_cause_key(bad)][1]
