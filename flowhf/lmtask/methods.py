@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from flowhf.lmtask.reward import AnswerSetReward
 from flowhf.lmtask.task import LMTask
-from flowhf.models.lora import LoraSettings
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lm_target.yaml"
 # FlowHF methods: the recommended config, then each objective / log Z mode on the same config.
@@ -37,7 +36,6 @@ TRL_METHODS = ("grpo", "ppo")
 METHODS = ("untrained", *FLOWHF_METHODS, *TRL_METHODS)
 # recommended is TB with the batch (VarGrad) log Z on configs/lm_target.yaml: tb-batch repeats it
 DEFAULT_SWEEP = tuple(m for m in METHODS if m != "tb-batch")
-LORA = LoraSettings(r=16, alpha=32, dropout=0.0)  # every method's adapters
 
 
 @dataclass
@@ -82,6 +80,15 @@ def flowhf_config(task: LMTask, start_dir: Path, spec: RunSpec):
     return FlowHFConfig.from_yaml(spec.config, overrides)
 
 
+def adapter_shape(config: Path) -> dict:
+    """The LoRA shape of the FlowHF config, so GRPO and PPO get exactly the same adapters."""
+    from flowhf.training.config import FlowHFConfig
+
+    m = FlowHFConfig.from_yaml(config).model
+    shape = {"r": m.lora_r, "alpha": m.lora_alpha, "dropout": m.lora_dropout}
+    return {**shape, "target_modules": m.lora_target_modules} if m.lora_target_modules else shape
+
+
 def _train_flowhf(task: LMTask, start_dir: Path, spec: RunSpec) -> Trained:
     from flowhf.models.loading import load_tokenizer
     from flowhf.training.trainer import FlowHFTrainer
@@ -111,7 +118,7 @@ def _train_trl(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Train
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts * copies))
     start_model, _ = load_causal_lm(str(start_dir), dtype="float32")
     reward = AnswerSetReward(task, tokenizer, eos_ids(start_model, tokenizer))
-    common = dict(budget={"seconds": spec.seconds}, max_completion_length=task.max_new_tokens, lora=asdict(LORA),
+    common = dict(budget={"seconds": spec.seconds}, max_completion_length=task.max_new_tokens, lora=adapter_shape(spec.config),
                   tokenizer=tokenizer, seed=spec.seed)
     torch.manual_seed(spec.seed)
     if spec.method == "grpo":
