@@ -77,7 +77,7 @@ def test_user_target_file(tmp_path):
         load_target_file(bad)
 
 
-@pytest.mark.parametrize("objective,logz", [("tb", "batch"), ("fl", "batch"), ("subtb", "batch"), ("tb", "scalar")])
+@pytest.mark.parametrize("objective,logz", [("tb", "batch"), ("tb", "importance"), ("fl", "batch"), ("subtb", "batch"), ("tb", "scalar")])
 def test_tiny_model_training_lowers_tv(objective, logz):
     target = builtin_target("quick", n_prompts=1)
     cfg = ToyConfig(objective=objective, logz=logz, steps=300, seed=0, samples_per_prompt=32, lr_decay="constant", eval_every_seconds=1e9)

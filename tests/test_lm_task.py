@@ -202,7 +202,7 @@ def test_exact_figures_agree_with_2000_samples(tiny):
 
 
 def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
-    from flowhf.lmtask.methods import RunSpec, train_method
+    from flowhf.lmtask.methods import RunSpec, StartModel, train_method
 
     task = task_from_dict(TASK)
     from flowhf.models.loading import load_causal_lm
@@ -213,7 +213,7 @@ def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
     spec = RunSpec("recommended", seconds=1e9, seed=0, output_dir=tmp_path / "run",
                    overrides=("model.chat_template=false", "optim.max_steps=30", "optim.max_seconds=null",
                               "model.lora=false", "optim.learning_rate=0.01"))
-    trained = train_method(task, tiny_dir, spec, tok)
+    trained = train_method(task, StartModel(start, tok, tiny_dir, target.eos_ids), spec)
     after = target.evaluate(trained.model)
     assert trained.steps == 30
     assert after["tv"] < 0.5 * before, (before, after["tv"])

@@ -7,6 +7,7 @@ import torch
 
 from flowhf.objectives import (
     batch_log_z,
+    importance_log_z,
     detailed_balance,
     forward_looking,
     huber,
@@ -49,6 +50,47 @@ def test_batch_log_z_is_detached_group_mean():
     assert not got.requires_grad
     with pytest.raises(ValueError, match="at least 2 samples"):
         batch_log_z(log_pf_sum[:3], log_r[:3], groups[:3])
+
+
+def test_importance_log_z_matches_float64_reference():
+    log_r = torch.tensor([0.0, 1.0, -80.0, 2.0, 2.0, 5.0], dtype=torch.float64)
+    log_q = torch.tensor([-1.0, -2.0, -3.0, -0.5, float("nan"), -1.5], dtype=torch.float64, requires_grad=True)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    got = importance_log_z(log_r, log_q, groups)
+    # group 0: mean of R/q over its 3 sampled rows; group 1: the NaN (replay) row is left out
+    g0 = math.log((math.exp(1.0) + math.exp(3.0) + math.exp(-77.0)) / 3)
+    g1 = math.log((math.exp(2.5) + math.exp(6.5)) / 2)
+    assert got.dtype == torch.float64 and not got.requires_grad
+    assert got.tolist() == pytest.approx([g0] * 3 + [g1] * 3, abs=1e-12)
+
+
+def test_importance_log_z_is_exact_at_the_fixed_point():
+    """q proportional to R: every ratio R/q is Z, whatever was sampled."""
+    log_z = 3.7
+    log_r = torch.tensor([0.0, -2.0, -50.0, 1.0])
+    got = importance_log_z(log_r, log_r - log_z, torch.zeros(4, dtype=torch.long))
+    assert got.tolist() == pytest.approx([log_z] * 4, abs=1e-5)
+
+
+def test_importance_log_z_ignores_what_batch_mean_is_dragged_by():
+    """Two answers (log R 0) and two far-off samples (log R -80), sampled on-policy.
+
+    The VarGrad mean lands ~40 nats below the answers' log R - log pi, so both answers get a
+    large negative residual (the collapse mechanism); the importance estimate leaves them
+    near zero."""
+    log_r = torch.tensor([0.0, 0.0, -80.0, -80.0])
+    log_pi = torch.tensor([-1.0, -2.0, -1.5, -1.5])  # the policy sampled these rows: q = pi
+    groups = torch.zeros(4, dtype=torch.long)
+    vargrad = batch_log_z(log_pi, log_r, groups)
+    weighted = importance_log_z(log_r, log_pi, groups)
+    assert (vargrad + log_pi - log_r)[:2].max() < -35
+    assert (weighted + log_pi - log_r)[:2].abs().max() < 1.5
+
+
+def test_importance_log_z_names_the_fix_without_sampled_rows():
+    log_q = torch.tensor([-1.0, float("nan")])
+    with pytest.raises(ValueError, match="replay_ratio"):
+        importance_log_z(torch.zeros(2), log_q, torch.tensor([0, 1]))
 
 
 def _fl_reference(log_pf, L, flow, prefix_log_r):

@@ -40,3 +40,18 @@ def test_shared_prompt_pass_equals_the_joint_pass():
     assert torch.allclose(shared.prompt_hidden[real], prompt_hidden[real], atol=1e-5)
     for a, b in zip(grads_shared, grads_joint):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_sampler_log_q_is_the_log_prob_it_sampled_from():
+    """At temperature 1 log_q equals the recomputed log pi; tempered, it is the tempered log-prob."""
+    from flowhf.sampling.generate import sample_completions
+
+    model = tiny_llama(16, seed=1, hidden_size=32, num_layers=2).eval()
+    prompt_ids, prompt_mask, _, _ = batch()
+    for temperature in (1.0, 2.0):
+        gen = torch.Generator().manual_seed(3)
+        comp = sample_completions(model, prompt_ids, prompt_mask, 4, 2, 0, temperature=temperature, generator=gen)
+        with torch.no_grad():
+            logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[0].float()
+        tempered = torch.log_softmax(logits / temperature, -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(comp.log_q, (tempered * comp.mask).sum(1), atol=1e-4)

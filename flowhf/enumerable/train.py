@@ -35,7 +35,7 @@ from flowhf.training.optim import build_optimizer, decay_factor, set_lr_factor
 @dataclass
 class ToyConfig:
     objective: str = field(default="tb", metadata={"help": "a registered objective (flowhf.objectives.OBJECTIVES)."})
-    logz: str = field(default="batch", metadata={"help": "log Z estimator of objectives that take one (TB): scalar | prompt | batch."})
+    logz: str = field(default="batch", metadata={"help": "log Z estimator of objectives that take one (TB): scalar | prompt | batch | importance."})
     alpha: float = field(default=0.0, metadata={"help": "weight of log p_ref (the initial model) in the target."})
     beta: float = field(default=1.0, metadata={"help": "weight of the target file's log_reward."})
     steps: int | None = field(default=None, metadata={"help": "number of updates (or use seconds)."})
@@ -147,7 +147,7 @@ class ToyExperiment:
         prefix_log_reward = prefix_target_log_reward(prefix_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask)
         inputs = ObjectiveInputs(
             log_pf=scores.log_pf, mask=comp.mask, log_reward=log_reward, group_ids=group_ids,
-            prefix_log_reward=prefix_log_reward, ref_log_pf=ref_log_pf, **head_outputs(self.heads, scores, prompt_mask),
+            prefix_log_reward=prefix_log_reward, ref_log_pf=ref_log_pf, log_q=comp.log_q, **head_outputs(self.heads, scores, prompt_mask),
         )
         out = objective_loss(self.settings, inputs)
         self.optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowhf.lmtask.methods import DEFAULT_SWEEP, METHODS, RunSpec, train_method
+from flowhf.lmtask.methods import DEFAULT_SWEEP, METHODS, RunSpec, StartModel, train_method
 from flowhf.lmtask.task import load_task
 
 RESULTS = Path("benchmarks/results/lm_target")
@@ -51,11 +51,12 @@ def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Pa
     start_dir = start.folder()
     reference, tokenizer = load_causal_lm(str(start_dir), dtype="float32")
     target = ExactTarget.build(task, reference, tokenizer)
-    del reference
+    # the target is fixed now: the same loaded model is the start every method trains from
+    starting = StartModel(reference, tokenizer, start_dir, target.eos_ids)
     run_dir = Path("runs/lm_target") / task.name / f"{method}-seed{seed}"  # scratch: the JSON is the result
     shutil.rmtree(run_dir, ignore_errors=True)
     spec = RunSpec(method=method, seconds=seconds, seed=seed, output_dir=run_dir, overrides=tuple(overrides))
-    trained = train_method(task, start_dir, spec, tokenizer)
+    trained = train_method(task, starting, spec)
     result = {"task": task.name, "task_file": str(task_path), "method": method, "seed": seed, "budget_seconds": seconds,
               "steps": trained.steps, "seconds": trained.seconds, "start_model": str(start_dir),
               "load_average": os.getloadavg()[0], "torch_threads": torch.get_num_threads(),

@@ -36,18 +36,17 @@ def action_vocab_size(model) -> int:
 
 @torch.no_grad()
 def answer_log_probs(model, prompt_ids: list[int], canonical: list[list[int]], eos_ids: list[int], pad_id: int) -> np.ndarray:
-    """[A] log q(a | prompt) of every answer, EOS ids summed (float64)."""
+    """[A] log q(a | prompt) of every answer, EOS ids summed (float64), in one batched pass."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    per_eos = []
-    for eos in eos_ids:
-        comp = completions_from_ids([c + [eos] for c in canonical], [True] * len(canonical), pad_id)
-        pids, pmask = left_pad([prompt_ids] * len(canonical), pad_id)
-        lp = completion_log_probs(model, pids.to(device), pmask.to(device), comp.ids.to(device), comp.mask.to(device)).log_pf
-        per_eos.append(lp.double().sum(dim=1).cpu().numpy())  # [A]
+    rows = [c + [eos] for eos in eos_ids for c in canonical]  # [E * A], EOS-major
+    comp = completions_from_ids(rows, [True] * len(rows), pad_id)
+    pids, pmask = left_pad([prompt_ids] * len(rows), pad_id)
+    lp = completion_log_probs(model, pids.to(device), pmask.to(device), comp.ids.to(device), comp.mask.to(device)).log_pf
     model.train(was_training)
-    return logsumexp(np.stack(per_eos), axis=0)
+    per_eos = lp.double().sum(dim=1).cpu().numpy().reshape(len(eos_ids), len(canonical))  # [E, A]
+    return logsumexp(per_eos, axis=0)
 
 
 def log_other_count(vocab_size: int, n_eos: int, max_new_tokens: int, n_answers: int) -> float:

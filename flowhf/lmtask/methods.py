@@ -25,6 +25,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lm_target.yaml"
 # FlowHF methods: the recommended config, then each objective / log Z mode on the same config.
 FLOWHF_METHODS = {
     "recommended": [],
+    "tb-importance": ["objective.objective=tb", "objective.logz=importance"],
     "tb-batch": ["objective.objective=tb", "objective.logz=batch"],
     "tb-scalar": ["objective.objective=tb", "objective.logz=scalar"],
     "tb-prompt": ["objective.objective=tb", "objective.logz=prompt"],
@@ -49,6 +50,16 @@ class RunSpec:
 
 
 @dataclass
+class StartModel:
+    """The loaded starting model every method trains from (each run consumes it: LoRA goes in place)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    folder: Path  # where it was loaded from (recorded in configs and results)
+    eos_ids: list[int]  # where a completion ends: the exact target's EOS set, shared by every reward
+
+
+@dataclass
 class Trained:
     model: torch.nn.Module
     steps: int
@@ -56,16 +67,14 @@ class Trained:
     details: dict
 
 
-def train_method(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Trained:
+def train_method(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     if spec.method not in METHODS:
         raise ValueError(f"unknown method {spec.method!r}: use one of {', '.join(METHODS)}")
     if spec.method == "untrained":
-        from flowhf.models.loading import load_causal_lm
-
-        return Trained(load_causal_lm(str(start_dir), dtype="float32")[0], 0, 0.0, {})
+        return Trained(start.model.eval(), 0, 0.0, {})
     if spec.method in FLOWHF_METHODS:
-        return _train_flowhf(task, start_dir, spec)
-    return _train_trl(task, start_dir, spec, tokenizer)
+        return _train_flowhf(task, start, spec)
+    return _train_trl(task, start, spec)
 
 
 def flowhf_config(task: LMTask, start_dir: Path, spec: RunSpec):
@@ -89,26 +98,24 @@ def adapter_shape(config: Path) -> dict:
     return {**shape, "target_modules": m.lora_target_modules} if m.lora_target_modules else shape
 
 
-def _train_flowhf(task: LMTask, start_dir: Path, spec: RunSpec) -> Trained:
-    from flowhf.models.loading import load_tokenizer
+def _train_flowhf(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     from flowhf.training.trainer import FlowHFTrainer
 
-    config = flowhf_config(task, start_dir, spec)
-    tok = load_tokenizer(str(start_dir))
-    reward = AnswerSetReward(task, tok, [tok.eos_token_id])
-    trainer = FlowHFTrainer(reward_funcs=reward, args=config, train_dataset=[{"prompt": p} for p in task.prompts])
-    reward.eos_ids = set(trainer.eos_ids)  # the trainer's EOS set decides where sampling stops
-    start = time.perf_counter()
+    config = flowhf_config(task, start.folder, spec)
+    reward = AnswerSetReward(task, start.tokenizer, start.eos_ids)
+    trainer = FlowHFTrainer(start.model, reward, config, [{"prompt": p} for p in task.prompts], start.tokenizer)
+    if set(trainer.eos_ids) != set(start.eos_ids):
+        raise RuntimeError(f"the trainer stops at EOS ids {trainer.eos_ids}, the exact target at {start.eos_ids}")
+    begin = time.perf_counter()
     last = trainer.train()
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     details = {"config": config.to_dict(), "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
     return Trained(model, trainer.state["step"], round(trainer.state["train_seconds"], 2),
-                   {**details, "total_seconds": round(time.perf_counter() - start, 2)})
+                   {**details, "total_seconds": round(time.perf_counter() - begin, 2)})
 
 
-def _train_trl(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Trained:
+def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     from flowhf.models.loading import load_causal_lm
-    from flowhf.sampling.prompts import eos_ids
 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     # PPO samples one completion per prompt row and needs >= batch_size rows: repeat the prompts
@@ -116,19 +123,18 @@ def _train_trl(task: LMTask, start_dir: Path, spec: RunSpec, tokenizer) -> Train
     copies = 1 if spec.method == "grpo" else math.ceil(8 / len(task.items))
     prompts_file = spec.output_dir / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts * copies))
-    start_model, _ = load_causal_lm(str(start_dir), dtype="float32")
-    reward = AnswerSetReward(task, tokenizer, eos_ids(start_model, tokenizer))
+    reward = AnswerSetReward(task, start.tokenizer, start.eos_ids)
     common = dict(budget={"seconds": spec.seconds}, max_completion_length=task.max_new_tokens, lora=adapter_shape(spec.config),
-                  tokenizer=tokenizer, seed=spec.seed)
+                  tokenizer=start.tokenizer, seed=spec.seed)
     torch.manual_seed(spec.seed)
     if spec.method == "grpo":
         from flowhf.baselines.grpo import run_grpo
 
-        result = run_grpo(start_model, prompts_file, reward, spec.output_dir, **common)
+        result = run_grpo(start.model, prompts_file, reward, spec.output_dir, **common)
     else:
         from flowhf.baselines.ppo import run_ppo
 
-        result = run_ppo(start_model, prompts_file, reward, spec.output_dir, **common)
+        result = run_ppo(start.model, prompts_file, reward, spec.output_dir, **common)
     model, _ = load_causal_lm(result["model_dir"], dtype="float32")
     keep = ("steps", "wall_clock_seconds", "tokens_generated", "final_reward_mean", "stopped_by", "settings")
     return Trained(model.eval(), int(result["steps"]), float(result["wall_clock_seconds"]),

@@ -33,6 +33,7 @@ class ObjectiveInputs:
     prefix_log_reward: torch.Tensor | None = None  # [B, T+1] log R of every prefix (fl, subtb)
     reward: torch.Tensor | None = None  # [B] raw reward (pg maximises beta * r + ...)
     ref_log_pf: torch.Tensor | None = None  # [B, T] reference log-probs (pg KL)
+    log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row, NaN if not sampled now (importance log Z)
 
 
 @dataclass

@@ -11,12 +11,15 @@ Termination: an EOS-terminated trajectory includes log pi(EOS | x, y) as its las
 a trajectory forced to stop at ``max_new_tokens`` has no EOS action and no EOS term (it
 stopped with probability 1). That is exactly the distribution the sampler draws from.
 
-log Z(x) comes from one of three estimators (``LOGZ_MODES`` below), chosen by ``objective.logz``:
+log Z(x) comes from one of four estimators (``LOGZ_MODES`` below), chosen by ``objective.logz``:
 - ``scalar``: one learned parameter (the report's form, independent of x);
 - ``prompt``: a small learned head on the policy's pooled prompt hidden states
   (``flowhf.models.heads.PromptLogZHead``);
 - ``batch``: `batch_log_z` below, the per-prompt mean of log R - log pi over k >= 2
-  samples of the same prompt, detached (VarGrad, Richter et al. 2020; TBA).
+  samples of the same prompt, detached (VarGrad, Richter et al. 2020; TBA);
+- ``importance``: `importance_log_z` below, log of the importance-weighted mean of R / q
+  over the step's samples of the prompt, detached. The one to use when rewards span
+  many nats (alpha = 0 with a harsh reward for everything else).
 
 Why alpha = 0 with a scalar log Z diverges on long sequences: with no LM prior in the
 target, log R(y|x) = beta * r(x, y) is O(beta) for every y, while the untrained policy
@@ -92,9 +95,66 @@ def batch_log_z(
     return (sums / counts.to(dtype))[inverse]  # [B]
 
 
+def importance_log_z(
+    log_reward: torch.Tensor,
+    log_q: torch.Tensor,
+    group_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Per-prompt importance-sampling estimate of log Z from this step's samples, detached.
+
+    Z(x) = sum_y R(y|x) = E_{y ~ q}[R(y|x) / q(y|x)], so
+
+        log Z_hat(x) = logsumexp_{i in group(x), sampled} (log R_i - log q_i) - log n_x
+
+    where q is the distribution each row was drawn from (tempered, nucleus: the sampler's
+    own log-prob, `flowhf.sampling.generate.Completions.log_q`) and n_x the number of rows of
+    x sampled this step. Rows not drawn from a known q (replay, off-policy text; NaN
+    ``log_q``) take their group's estimate but do not enter it.
+
+    Why not `batch_log_z` (the mean of log R - log pi): at alpha = 0 a completion outside
+    the rewarded set sits ~beta * (r_answer - r_other) nats below every answer. The mean
+    averages those in, lands tens of nats under the answers' log R - log pi, and gives
+    every sampled answer the same large negative residual: the loss then pushes up
+    whatever is sampled most, and the policy collapses onto a few answers (measured on
+    SmolLM2, `benchmarks/lm_target.py`). The log-mean-exp weighs each row by R / q, so
+    those rows count for ~nothing and the estimate tracks the answers. It is consistent
+    (exact as n_x grows), biased low for small n_x (Jensen), and has the same fixed point:
+    when pi = q is proportional to R every term equals log Z.
+
+    Args:
+        log_reward: [B] target log R.
+        log_q: [B] log-prob of each row under its sampling distribution; NaN if not sampled.
+        group_ids: [B] integer id of each row's prompt; every group needs a sampled row.
+
+    Returns:
+        [B] the group's estimate broadcast to its rows, no gradient.
+    """
+    dtype = accumulation_dtype(log_reward, log_q)
+    weight = (log_reward.to(dtype) - log_q.to(dtype)).detach()  # [B] log R/q
+    sampled = torch.isfinite(log_q)  # [B]
+    _, inverse = torch.unique(group_ids, return_inverse=True)  # [B]
+    G = int(inverse.max()) + 1 if inverse.numel() else 0
+    n = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(0, inverse, sampled.to(dtype))  # [G]
+    if bool((n < 1).any()):
+        raise ValueError(
+            "importance log Z needs at least one freshly sampled row of every prompt in a batch; "
+            "lower replay.replay_ratio / sampling.offpolicy_fraction, or use objective.logz=batch"
+        )
+    masked = torch.where(sampled, weight, torch.full_like(weight, float("-inf")))  # [B]
+    peak = torch.full((G,), float("-inf"), dtype=dtype, device=weight.device).scatter_reduce(0, inverse, masked, "amax")
+    total = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(0, inverse, (masked - peak[inverse]).exp())
+    return (peak + total.log() - n.log())[inverse]  # [B]
+
+
 def _batch_estimate(x: ObjectiveInputs) -> torch.Tensor:
     log_pf_sum = (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
     return batch_log_z(log_pf_sum, x.log_reward, x.group_ids)
+
+
+def _importance_estimate(x: ObjectiveInputs) -> torch.Tensor:
+    if x.log_q is None:
+        raise ValueError("objective.logz=importance needs the sampler's log-probs (ObjectiveInputs.log_q)")
+    return importance_log_z(x.log_reward, x.log_q, x.group_ids)
 
 
 def _learned_estimate(x: ObjectiveInputs) -> torch.Tensor:
@@ -105,6 +165,8 @@ def _learned_estimate(x: ObjectiveInputs) -> torch.Tensor:
 
 LOGZ_MODES = {
     "batch": LogZMode("batch", _batch_estimate, min_group_size=2, help="VarGrad: per-prompt mean of log R - log pi, detached"),
+    "importance": LogZMode("importance", _importance_estimate, min_group_size=2,
+                           help="per-prompt log-mean-exp of log R - log q over the step's samples, detached"),
     "scalar": LogZMode("scalar", _learned_estimate, head="log_z", help="one learned parameter (the report's)"),
     "prompt": LogZMode("prompt", _learned_estimate, head="log_z_head", help="learned head on the prompt's hidden states"),
 }

@@ -29,6 +29,10 @@ class Completions:
     mask: torch.Tensor  # [B, T] 1.0 for real actions
     ended_with_eos: torch.Tensor  # [B] bool
     temperature: float  # temperature this batch was sampled at
+    # [B] log-prob of each completion under the distribution it was drawn from (tempered,
+    # nucleus, masked): the proposal q of importance-weighted log Z. NaN for rows that were
+    # not sampled here (replay, off-policy text); None when nobody recorded it.
+    log_q: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -118,6 +122,7 @@ def sample_completions(
     tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     mask = torch.zeros(B, max_new_tokens, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
+    log_q = torch.zeros(B, device=device)
     eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
     for t in range(max_new_tokens):
         scores = mask_logits(logits.float(), allowed_tokens) / temperature  # [B, V]
@@ -125,6 +130,7 @@ def sample_completions(
         if top_p < 1.0:
             probs = _nucleus(probs, top_p)
         step_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+        log_q += _log_prob_of(scores, probs, step_tokens, top_p) * (~finished).float()
         step_tokens = torch.where(finished, torch.full_like(step_tokens, pad_token_id), step_tokens)
         tokens[:, t] = step_tokens
         mask[:, t] = (~finished).float()
@@ -142,7 +148,14 @@ def sample_completions(
         next_position = next_position + 1
         logits = out.logits[:, -1, :]
     length = int(mask.sum(dim=1).max().item()) if B else 0
-    return Completions(tokens[:, :length], mask[:, :length], finished, temperature)
+    return Completions(tokens[:, :length], mask[:, :length], finished, temperature, log_q)
+
+
+def _log_prob_of(scores: torch.Tensor, probs: torch.Tensor, tokens: torch.Tensor, top_p: float) -> torch.Tensor:
+    """[B] log-prob of the drawn tokens under the distribution they were drawn from."""
+    if top_p < 1.0:  # the nucleus renormalised probs; log_softmax of the scores would not match them
+        return probs.gather(1, tokens.unsqueeze(1)).squeeze(1).log()
+    return torch.log_softmax(scores, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:

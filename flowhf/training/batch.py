@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import random
+
 import torch
 
+from flowhf.data.loading import DataError
 from flowhf.sampling.generate import Completions
 from flowhf.sampling.prompts import encode_prompts, left_pad  # noqa: F401  (the prompt path; importable here too)
 
@@ -28,6 +31,7 @@ class TrajectoryBatch:
     prompts: list[str]  # [B] prompt texts (as given, before the chat template)
     sources: list[str]  # [B] "policy" | "offpolicy" | "replay"
     columns: dict[str, list] = field(default_factory=dict)  # extra dataset columns, [B] each
+    log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row; NaN unless sampled this step
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -75,4 +79,44 @@ def concat_completions(parts: list[Completions], pad_id: int) -> Completions:
         extra = T - p.ids.shape[1]
         ids.append(torch.nn.functional.pad(p.ids, (0, extra), value=pad_id))
         masks.append(torch.nn.functional.pad(p.mask, (0, extra), value=0.0))
-    return Completions(torch.cat(ids), torch.cat(masks), torch.cat([p.ended_with_eos for p in parts]), parts[0].temperature)
+    log_q = torch.cat([p.log_q if p.log_q is not None else torch.full((p.ids.shape[0],), float("nan")) for p in parts])
+    return Completions(torch.cat(ids), torch.cat(masks), torch.cat([p.ended_with_eos for p in parts]), parts[0].temperature, log_q)
+
+
+def step_prompt_rows(rows: list[dict], per_process: int, world: int, rank: int, seed: int, state: dict) -> list[dict]:
+    """This process's next ``per_process`` rows of a seeded per-epoch shuffle.
+
+    Every process walks the same order; each step consumes per_process rows per process and
+    process ``rank`` takes the rank-th slice, so processes never train on the same prompt in
+    a step. The cursor (``state["data_cursor"]``, ``state["epoch"]``) advances in place and
+    is checkpointed by the trainer.
+    """
+    taken = []
+    while len(taken) < per_process * world:
+        order = list(range(len(rows)))
+        random.Random(seed * 100_003 + state["epoch"]).shuffle(order)
+        take = order[state["data_cursor"] : state["data_cursor"] + per_process * world - len(taken)]
+        taken.extend(rows[i] for i in take)
+        state["data_cursor"] += len(take)
+        if state["data_cursor"] >= len(rows):
+            state["epoch"] += 1
+            state["data_cursor"] = 0
+    return taken[rank * per_process : (rank + 1) * per_process]
+
+
+def fit_prompts(encoded: list[list[int]], prompts: list[str], context: int | None, max_new_tokens: int,
+                long_prompts: str) -> tuple[list[list[int]], int]:
+    """Prompts that leave room for max_new_tokens in the model's context, and how many were cut.
+
+    A longer prompt is cut from the left (``long_prompts="truncate"``) or is an error naming
+    it and the fix (``"error"``; also when no room is left at all).
+    """
+    if not context:
+        return encoded, 0
+    room = context - max_new_tokens
+    long = [i for i, ids in enumerate(encoded) if len(ids) > room]
+    if long and (room < 1 or long_prompts == "error"):
+        raise DataError(f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; the model reads "
+                        f"{context} and sampling.max_new_tokens={max_new_tokens} leaves {max(room, 0)} for the prompt",
+                        "shorten the prompts, lower sampling.max_new_tokens, or set sampling.long_prompts=truncate")
+    return [ids[-room:] if len(ids) > room else ids for ids in encoded], len(long)

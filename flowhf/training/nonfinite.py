@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 from flowhf.errors import UserError
 
 
@@ -30,3 +34,13 @@ def likely_cause(bad: str) -> str:
 
 def fix_for(bad: str) -> str:
     return _CAUSES[_cause_key(bad)][1]
+
+
+def record_skip(output_dir: Path, rank: int, step: int, reason: str) -> None:
+    """Log a skipped step with the offending quantity: stderr and ``skipped_steps.jsonl``
+    (``skipped_steps.rankR.jsonl`` for process R >= 1)."""
+    print(f"[flowhf] step {step}: skipped, {reason}; nothing was applied", file=sys.stderr)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = "skipped_steps.jsonl" if rank == 0 else f"skipped_steps.rank{rank}.jsonl"
+    with open(output_dir / name, "a") as f:
+        f.write(json.dumps({"step": step, "reason": reason}) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from flowhf.data.loading import DataError, load_rows
+from flowhf.data.loading import load_rows
 from flowhf.errors import RewardError
 from flowhf.models.saved_run import save_policy
 from flowhf.models.loading import PolicyBundle, load_policy
@@ -27,6 +27,7 @@ from flowhf.objectives import get_objective
 from flowhf.rewards import build_reward
 from flowhf.run_dir import claim_run_dir
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
+from flowhf.sampling.generate import Completions
 from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad
 from flowhf.sampling.replay import ReplayBuffer
 from flowhf.target import floor_reward, prefix_target_log_reward, target_log_reward
@@ -36,14 +37,17 @@ from flowhf.training.batch import (
     completions_from_ids,
     completions_from_texts,
     concat_completions,
+    fit_prompts,
+    step_prompt_rows,
 )
 from flowhf.training.config import FlowHFConfig
 from flowhf.training.log_files import cut_logs_back
 from flowhf.training.logging import MetricsLogger, ProgressBar
-from flowhf.training.nonfinite import NonFiniteStep, fix_for, likely_cause
+from flowhf.training.nonfinite import NonFiniteStep, fix_for, likely_cause, record_skip
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
+from flowhf.training.state import restore_trainer_state, trainer_state
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 
 
@@ -139,24 +143,9 @@ class FlowHFTrainer:
     # ------------------------------------------------------------------ data
 
     def next_prompt_rows(self) -> list[dict]:
-        """This process's next prompts_per_step rows of a seeded per-epoch shuffle.
-
-        Every process walks the same order; each step consumes prompts_per_step rows per
-        process and process r takes the r-th slice, so processes never train on the same
-        prompt in a step. The cursor is checkpointed.
-        """
-        n, world, rank = self.args.sampling.prompts_per_step, self.accelerator.num_processes, self.accelerator.process_index
-        taken = []
-        while len(taken) < n * world:
-            order = list(range(len(self.rows)))
-            random.Random(self.args.optim.seed * 100_003 + self.state["epoch"]).shuffle(order)
-            take = order[self.state["data_cursor"] : self.state["data_cursor"] + n * world - len(taken)]
-            taken.extend(self.rows[i] for i in take)
-            self.state["data_cursor"] += len(take)
-            if self.state["data_cursor"] >= len(self.rows):
-                self.state["epoch"] += 1
-                self.state["data_cursor"] = 0
-        return taken[rank * n : (rank + 1) * n]
+        """This process's rows for the next step (`flowhf.training.batch.step_prompt_rows`)."""
+        n, acc = self.args.sampling.prompts_per_step, self.accelerator
+        return step_prompt_rows(self.rows, n, acc.num_processes, acc.process_index, self.args.optim.seed, self.state)
 
     def build_batch(self, rows: list[dict]) -> tuple[TrajectoryBatch, float]:
         """Prompts x k completions: on-policy (tempered), off-policy column, replay."""
@@ -166,7 +155,9 @@ class FlowHFTrainer:
         prompts = [r[cfg.data.prompt_column] for r in rows]
         # A prompt with nothing in the buffer yet gets on-policy samples in its replay slots.
         n_replay = [round(cfg.replay.replay_ratio * k) if self.replay.size(p) else 0 for p in prompts]
-        encoded = self._fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), prompts)
+        context = getattr(self.bundle.model.config, "max_position_embeddings", None)
+        encoded, self._truncated = fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), prompts,
+                                               context, s.max_new_tokens, s.long_prompts)
         order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
         temperature = draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
         pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
@@ -175,7 +166,7 @@ class FlowHFTrainer:
             sampled = sample_completions(policy, pids.to(self.device), pmask.to(self.device), s.max_new_tokens,
                                          self.eos_ids, self.pad_id, temperature, s.top_p, self.allowed_tokens,
                                          self.generator if self.device.type == "cpu" else None)
-        parts = [type(sampled)(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature)]
+        parts = [Completions(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature, sampled.log_q.cpu())]
         if n_off:
             texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
             order += [(g, "offpolicy") for g in range(len(rows)) for _ in range(n_off)]
@@ -192,25 +183,8 @@ class FlowHFTrainer:
         pids, pmask = left_pad([encoded[g] for g in groups], self.pad_id)
         columns = {c: [rows[g].get(c) for g in groups] for c in (cfg.data.reward_columns or [])}
         batch = TrajectoryBatch(pids, pmask, comp.ids, comp.mask, comp.ended_with_eos, torch.as_tensor(groups),
-                                [prompts[g] for g in groups], [src for _, src in order], columns)
+                                [prompts[g] for g in groups], [src for _, src in order], columns, comp.log_q)
         return batch, temperature
-
-    def _fit_prompts(self, encoded: list[list[int]], prompts: list[str]) -> list[list[int]]:
-        """Prompts that leave room for max_new_tokens in the model's context: longer ones are cut
-        from the left (counted in train/truncated_prompts), or an error (sampling.long_prompts)."""
-        context = getattr(self.bundle.model.config, "max_position_embeddings", None)
-        max_new = self.args.sampling.max_new_tokens
-        self._truncated = 0
-        if not context:
-            return encoded
-        room = context - max_new
-        long = [i for i, ids in enumerate(encoded) if len(ids) > room]
-        if long and (room < 1 or self.args.sampling.long_prompts == "error"):
-            raise DataError(f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; the model reads "
-                            f"{context} and sampling.max_new_tokens={max_new} leaves {max(room, 0)} for the prompt",
-                            "shorten the prompts, lower sampling.max_new_tokens, or set sampling.long_prompts=truncate")
-        self._truncated = len(long)
-        return [ids[-room:] if len(ids) > room else ids for ids in encoded]
 
     # ------------------------------------------------------------------ the step
 
@@ -253,7 +227,7 @@ class FlowHFTrainer:
                                           with_hidden=need_hidden, with_entropy=True)
         inputs = ObjectiveInputs(log_pf=scores.log_pf.float(), mask=mask, log_reward=log_reward,
                                  group_ids=batch.group_ids.to(dev), prefix_log_reward=prefix_log_reward,
-                                 reward=beta * reward.to(dev), ref_log_pf=ref_log_pf,
+                                 reward=beta * reward.to(dev), ref_log_pf=ref_log_pf, log_q=batch.log_q.to(dev),
                                  **head_outputs(self.heads, scores, pmask))
         out = objective_loss(self.settings, inputs)
         # 5. update, never with a non-finite loss or gradient
@@ -306,7 +280,7 @@ class FlowHFTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.state["skipped_in_a_row"] += 1
             self.state["skipped_total"] += 1
-            self._record_skip(bad)
+            record_skip(self.output_dir, self.accelerator.process_index, self.state["step"] + 1, bad)
             if self.state["skipped_in_a_row"] >= self.args.optim.max_skipped_steps:
                 raise NonFiniteStep(
                     f"{self.state['skipped_in_a_row']} consecutive steps skipped for a non-finite {bad}; "
@@ -316,18 +290,6 @@ class FlowHFTrainer:
         self.scheduler.step()
         self.state["skipped_in_a_row"] = 0
         return None, grad_norm
-
-    def _record_skip(self, reason: str) -> None:
-        """Skipped steps are logged with the offending quantity (stderr + skipped_steps.jsonl)."""
-        import json
-        import sys
-
-        step = self.state["step"] + 1
-        print(f"[flowhf] step {step}: skipped, {reason}; nothing was applied", file=sys.stderr)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        name = "skipped_steps.jsonl" if self.accelerator.is_main_process else f"skipped_steps.rank{self.accelerator.process_index}.jsonl"
-        with open(self.output_dir / name, "a") as f:
-            f.write(json.dumps({"step": step, "reason": reason}) + "\n")
 
     def _remember(self, batch: TrajectoryBatch, reward: torch.Tensor, log_reward: torch.Tensor) -> None:
         if self.args.replay.replay_ratio <= 0:
@@ -343,46 +305,13 @@ class FlowHFTrainer:
 
     # ------------------------------------------------------------------ state
 
-    def _trainable(self) -> dict[str, torch.nn.Parameter]:
-        model = self.accelerator.unwrap_model(self.model)
-        return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
     def state_dict(self) -> dict:
-        """Everything an exact resume needs: trainable weights, heads, optimiser + schedule,
-        RNG streams, step counters (with the Python RNG) and the replay buffer."""
-        version, internal, gauss = self.rng.getstate()
-        return {
-            "trainable": {n: p.detach().cpu().contiguous() for n, p in self._trainable().items()},
-            "heads": {f"{name}.{k}": v.detach().cpu().contiguous() for name, head in self.heads.items()
-                      for k, v in self.accelerator.unwrap_model(head).state_dict().items()},
-            "optimizer": {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-            "trainer_state": dict(self.state, python_rng=[version, list(internal), gauss]),
-            "replay": self.replay.state_dict(),
-        }
+        """Everything an exact resume needs (`flowhf.training.state.trainer_state`)."""
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict` taken from a trainer with the same model and settings."""
-        params = self._trainable()
-        mismatch = set(params) ^ set(state["trainable"])
-        if mismatch:
-            raise ValueError(f"checkpoint parameters do not match the model ({sorted(mismatch)[:5]} ...); "
-                             "resume with the same model and LoRA settings")
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(state["trainable"][name].to(p.device, p.dtype))
-        for name, head in self.heads.items():
-            self.accelerator.unwrap_model(head).load_state_dict(
-                {k.split(".", 1)[1]: v for k, v in state["heads"].items() if k.split(".", 1)[0] == name})
-        self.optimizer.load_state_dict(state["optimizer"]["optimizer"])
-        self.scheduler.load_state_dict(state["optimizer"]["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["generator"])
-        counters = dict(state["trainer_state"])
-        version, internal, gauss = counters.pop("python_rng")
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.state.update(counters)
-        self.replay.load_state_dict(state["replay"])
+        restore_trainer_state(self, state)
 
     # ------------------------------------------------------------------ loop
 
