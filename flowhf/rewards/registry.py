@@ -96,8 +96,10 @@ def available_rewards() -> list[str]:
 
 
 def _unknown(name: str) -> ConfigError:
+    from flowhf.fields import suggest
+
     return SpecError(
-        f"unknown reward {name!r}; valid rewards: {', '.join(available_rewards())} "
+        f"unknown reward {name!r}{suggest(name, REWARD_TYPES)}; valid rewards: {', '.join(available_rewards())} "
         "(see flowhf.rewards.registry for the spec grammar)"
     )
 
