@@ -12,6 +12,11 @@ wall-clock seconds, first reached wins), recorded in ``DIR/plan.json``.
   (budget plan in ``CPU_BUDGET_PLAN``).
 - ``paper``: LLaMA-7B, the full StackExchange-paired data, the StackLLaMA reward model and
   the RoBERTa hate-speech classifier, on GPUs with the shipped accelerate configs.
+
+Your own preset is a YAML file of `Preset` keys over a shipped one (``base: cpu``; default
+smoke), e.g. ``budget: {max_steps: 50, seconds: 600}``; ``--set key=value`` (or
+``--set budget.max_steps=50``) changes one key. `load_preset` checks every value (type, range,
+unknown keys, budgets key by key) before anything loads, naming the file and line.
 """
 
 from __future__ import annotations
