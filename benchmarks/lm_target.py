@@ -9,7 +9,8 @@ Same as `flowhf bench lm-target ...`; see flowhf/lmtask/bench.py.
 
 import sys
 
+from flowhf.cli import guarded
 from flowhf.lmtask.bench import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # user errors: one line `flowhf: error: ...`, exit 2 (as `flowhf bench lm-target`)
+    sys.exit(guarded(main))

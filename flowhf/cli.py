@@ -4,7 +4,7 @@
     flowhf eval --model DIR_OR_ID [--model ...] --task {stackexchange,toxicity} ...
     flowhf compare DIR ... --output report.md
     flowhf reward train --config FILE [--set key=value ...]
-    flowhf reproduce --preset {smoke,cpu,paper} --output-dir DIR [--only STAGE ...] [--resume] [--dry-run]
+    flowhf reproduce --preset {smoke,cpu,paper,FILE} [--set key=value ...] --output-dir DIR [--only STAGE ...] [--resume] [--dry-run]
     flowhf exact [--objective ...]      the exact-target benchmark (benchmarks/exact_target.py)
     flowhf demo                         the README's main job on the embedded default
 

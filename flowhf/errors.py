@@ -1,6 +1,8 @@
-"""Errors a user can act on. The CLI prints them as one line (``flowhf: error: ...``) plus a
-hint and exits with code 2, without a traceback (``--debug`` or ``FLOWHF_DEBUG=1`` shows it);
-any other exception is an internal error and keeps its traceback (exit 1)."""
+"""Errors a user can act on (config, run folder, checkpoint, model, reward, input file). The CLI
+prints them as one line (``flowhf: error: ...``) plus a hint and exits with code 2, without a
+traceback (``--debug`` or ``FLOWHF_DEBUG=1`` shows it); any other exception is an internal
+error and keeps its traceback (exit 1). Each is raised where the mistake is found (and is also
+a ValueError / OSError where that is what library callers catch)."""
 
 from __future__ import annotations
 
@@ -43,3 +45,10 @@ class RewardError(UserError, ValueError):
     """A reward returned a value the target cannot use (NaN, ±inf)."""
 
     default_hint = "fix the reward, or set target.nonfinite_reward=floor (with target.reward_floor) to floor such values"
+
+
+class InputError(UserError, ValueError):
+    """A file or folder given to a command that is not what the command reads: an evaluation
+    folder without metrics.json, a corrupt JSON / JSONL file, evaluations that cannot be merged."""
+
+    default_hint = "check the files and folders given on the command line"

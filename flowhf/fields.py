@@ -129,13 +129,18 @@ def read_yaml_with_lines(path: str | os.PathLike, what: str = "config") -> tuple
 
 
 def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """(key, subkey, ...) -> 1-based line of every key of a composed YAML mapping."""
+    """(key, subkey, ...) -> 1-based line of every key of a composed YAML mapping; an item
+    of a list is keyed by its index as a string (("prompts", "0", "answers"))."""
     lines = {}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             path = (*prefix, str(key.value))
             lines[path] = key.start_mark.line + 1
             lines.update(_key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, str(i))] = item.start_mark.line + 1
+            lines.update(_key_lines(item, (*prefix, str(i))))
     return lines
 
 

@@ -81,8 +81,35 @@ CASES = [
                                                                 "--set", "sampling.long_prompts=error", "--set", "data.dataset="
                                                                 + _write(t / "long.jsonl", json.dumps({"prompt": "word " * 9000}) + "\n")],
      2, "flowhf: error: prompt 'word word word word word word word word word word word word '... has"),
+    ("reproduce preset: max_steps=-5", lambda t, run: ["reproduce", "--output-dir", str(run), "--preset",
+                                                       _write(t / "preset.yaml", "base: smoke\nbudget:\n  max_steps: -5\n")],
+     2, "flowhf: error: {t}/preset.yaml, line 3: budget.max_steps=-5: must be a number > 0"),
+    ("reproduce preset: unknown key", lambda t, run: ["reproduce", "--output-dir", str(run), "--preset",
+                                                      _write(t / "preset.yaml", "base: cpu\neval_nn: 3\n")],
+     2, "flowhf: error: {t}/preset.yaml, line 2: unknown key 'eval_nn' (did you mean 'eval_n'?)"),
+    ("reproduce preset: wrong type", lambda t, run: ["reproduce", "--output-dir", str(run), "--preset", "smoke",
+                                                     "--set", "eval_n=many"],
+     2, "flowhf: error: --set eval_n='many': expected int, got 'many' (str); must be a number >= 1"),
+    ("eval: unknown model, offline", lambda t, run: [*EVAL, "--model", "someone/no-such-model", "--output-dir", str(t / "ev")],
+     2, "flowhf: error: model 'someone/no-such-model' is not a local folder, a .gguf file or a shipped alias"),
+    ("eval: --top-k above --n", lambda t, run: [*EVAL, "--model", "tiny-random", "--top-k", "5", "--output-dir", str(t / "ev")],
+     2, "flowhf: error: --top-k 5: must be <= --n 2 (the top K of n completions)"),
+    ("eval: unknown reward", lambda t, run: [*EVAL, "--model", "tiny-random", "--reward", "sentimnt", "--output-dir", str(t / "ev")],
+     2, "flowhf: error: unknown reward 'sentimnt' (did you mean 'sentiment'?); valid rewards: "),
+    ("compare: not an evaluation folder", lambda t, run: ["compare", str(run), "--output", str(t / "r.md")],
+     2, "flowhf: error: {t}/earlier/metrics.json not found: {t}/earlier is not an evaluation folder"),
+    ("compare: corrupt metrics.json", lambda t, run: ["compare", str(Path(_write(t / "metrics.json", '{"task": ')).parent),
+                                                      "--output", str(t / "r.md")],
+     2, "flowhf: error: {t}/metrics.json: not valid JSON (Expecting value: line 1 column 10 (char 9))"),
+    ("bench lm-target: bad task value", lambda t, run: ["bench", "lm-target", "--method", "recommended", "--task",
+                                                        _write(t / "task.yaml", "prompts: [q]\nanswers: {a: 1}\nother_reward: -1\n"
+                                                               "beta: high\nmax_new_tokens: 3\n")],
+     2, "flowhf: error: {t}/task.yaml, line 4: beta must be a finite number, got 'high'"),
+    ("exact: --steps 0", lambda t, run: ["exact", "--steps", "0", "--json", str(t / "x.json")],
+     2, "flowhf: error: flowhf exact: steps=0: must be a number >= 1"),
 ]
-MODEL_CASES = {"corrupt checkpoints", "infinite reward", "unknown model, offline", "9,000-token prompt, long_prompts=error"}
+MODEL_CASES = {"corrupt checkpoints", "infinite reward", "unknown model, offline", "9,000-token prompt, long_prompts=error",
+               "eval: unknown model, offline"}
 # Cases raised before any model may load (all but those that need a model to fail).
 NO_MODEL_CASES = {c[0] for c in CASES} - MODEL_CASES
 
@@ -111,6 +138,7 @@ def infinite_reward(prompts, completions, **_):
 
 
 TINY_RUN = ["--set", "max_steps=3", "--set", "progress_bar=false", "--set", "histogram_every=0"]
+EVAL = ["eval", "--task", "toxicity", "--reward", "python:flowhf.rewards.toy:letter_share", "--n", "2", "--top-k", "1"]
 
 
 def _damaged_run(folder: Path) -> list[str]:

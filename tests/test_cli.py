@@ -67,6 +67,21 @@ def test_train_rejects_unknown_keys(tmp_path):
     assert proc.returncode != 0 and "did you mean 'beta'" in proc.stderr
 
 
+@pytest.mark.parametrize("argv, start", [
+    (["compare", "{t}", "--output", "{t}/r.md"], "flowhf: error: {t}/metrics.json not found"),
+    (["bench", "lm-target", "--method", "recommended"], "flowhf: error: flowhf bench lm-target: --task FILE is required"),
+    (["reproduce", "--preset", "smoke", "--set", "eval_n=0", "--output-dir", "{t}/r"], "flowhf: error: --set eval_n=0: must be"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path, argv, start):
+    """A real process: exit code 2, the error line and its hint, no traceback (internal errors keep theirs)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "flowhf.cli", *[a.format(t=tmp_path) for a in argv]], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith(start.format(t=tmp_path)) and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 2
+
+
 def test_exact_benchmark_cli_writes_required_keys(tmp_path):
     path = tmp_path / "x.json"
     run("benchmarks/exact_target.py", "--objective", "tb", "--logz", "scalar", "--size", "quick", "--prompts", "1",

@@ -95,11 +95,48 @@ def test_bad_task_files_name_the_key(tmp_path, change, message):
 def test_top_level_list_and_syntax_error_are_named(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
-    with pytest.raises(TaskError, match="top level must be a mapping"):
+    with pytest.raises(TaskError, match="line 1: expected a mapping of task keys"):
         load_task(path)
     path.write_text("prompts: [unclosed\n")
-    with pytest.raises(TaskError, match="not a readable YAML"):
+    with pytest.raises(TaskError, match="line 2: YAML syntax error"):
         load_task(path)
+
+
+TASK_FILE = """name: lines
+prompts:
+  - q
+  - prompt: r
+    answers:
+      a: 1.0
+      b: {b}
+answers: {{a: 1.0}}
+other_reward: -5.0
+beta: {beta}
+alpha: {alpha}
+max_new_tokens: 3
+"""
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"beta": "high"}, "line 10: beta must be a finite number, got 'high'"),
+    ({"alpha": 0.5}, "line 11: alpha=0.5: use 0"),
+    ({"b": "x"}, "line 7: prompts[1].answers['b'] must be a finite number, got 'x'"),
+])
+def test_task_errors_name_the_line(tmp_path, values, message):
+    """Errors name the file and the line of the key (the line table of flowhf.fields, as configs)."""
+    path = tmp_path / "task.yaml"
+    path.write_text(TASK_FILE.format(**{"beta": 1.0, "alpha": 0.0, "b": 2.0, **values}))
+    with pytest.raises(TaskError) as err:
+        load_task(path)
+    assert str(err.value).startswith(f"{path}, {message}"), str(err.value)
+
+
+def test_answer_too_long_names_its_line(tmp_path, tiny):
+    _, tok = tiny
+    path = tmp_path / "task.yaml"
+    path.write_text(TASK_FILE.format(beta=1.0, alpha=0.0, b=2.0).replace("      b:", "      abc:"))
+    with pytest.raises(TaskError, match=rf"^{path}, line 7: answers\['abc'\] of prompt 2 is 3 tokens"):
+        load_task(path).canonical_ids(tok)
 
 
 def test_answer_too_long_for_the_limit_and_duplicates(tiny):

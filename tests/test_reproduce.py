@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flowhf.pipeline.presets import METHODS, PRESETS, STAGES
-from flowhf.errors import RunDirError
+from flowhf.pipeline.presets import METHODS, PRESETS, STAGES, load_preset
+from flowhf.errors import ConfigError, RunDirError
 from flowhf.pipeline.reproduce import build_plan, report_summary, run_reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,54 @@ def test_plan_rejects_unknown_stage(tmp_path):
         build_plan("smoke", tmp_path, ["sft", "rlhf"])
 
 
+def test_shipped_presets_pass_their_own_checks():
+    for name, preset in PRESETS.items():
+        assert load_preset(name) == preset, name
+
+
+def test_preset_file_and_set_change_a_base(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cpu\neval_n: 16\nbudget: {max_steps: 5}\n")
+    preset = load_preset(path, ["budget.seconds=30", "eval_k=4"])
+    assert (preset.policy, preset.eval_n, preset.eval_k) == ("smollm2", 16, 4)
+    assert preset.budget == {"max_steps": 5, "seconds": 30}  # the file's budget replaces cpu's, --set adds a key
+    assert PRESETS["cpu"].budget == {"max_steps": 1000, "seconds": 240}  # the shipped preset is untouched
+
+
+@pytest.mark.parametrize("text, sets, message", [
+    ("base: smoke\nbudget:\n  max_steps: -5\n", [], "{p}, line 3: budget.max_steps=-5: must be a number > 0"),
+    ("eval_nn: 3\n", [], "{p}, line 1: unknown key 'eval_nn' (did you mean 'eval_n'?)"),
+    ("eval_n: many\n", [], "{p}, line 1: eval_n='many': expected int"),
+    ("base: smok\n", [], "{p}, line 1: base='smok': must be one of cpu, paper, smoke"),
+    ("stage_seconds: {sft: 10, rlhf: 3}\n", [], "{p}, line 1: unknown key 'stage_seconds.rlhf'"),
+    ("reward_model: {mode: lora2}\n", [], "{p}, line 1: reward_model.mode='lora2': must be one of lora, head_only, full"),
+    ("", ["eval_temperature=0"], "--set eval_temperature=0: must be a number > 0"),
+    ("", ["budget.max_stepz=3"], "--set budget.max_stepz: unknown key 'budget.max_stepz' (did you mean 'max_steps'?)"),
+])
+def test_bad_preset_values_name_file_line_key(tmp_path, text, sets, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_preset(path, sets)
+    assert str(err.value).startswith(message.format(p=path)), str(err.value)
+
+
+def test_bad_preset_is_refused_before_the_folder_or_a_model(tmp_path, monkeypatch, capsys):
+    """The CLI checks the preset first: one error line, exit 2, nothing written or loaded."""
+    import transformers
+
+    from flowhf import cli
+
+    def no_model(*_, **__):
+        raise AssertionError("a model was loaded for a bad preset")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_model)
+    out = tmp_path / "run"
+    assert cli.main(["reproduce", "--preset", "smoke", "--set", "max_new_tokens=-1", "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("flowhf: error: --set max_new_tokens=-1: must be a number >= 1")
+    assert not out.exists()
+
+
 def test_every_method_shares_one_budget():
     for preset in PRESETS.values():
         assert set(preset.budget) <= {"seconds", "generated_tokens", "max_steps"}
@@ -63,6 +111,9 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     for method in METHODS:  # one row per method in each table
         assert report.count(f"| {method} |") >= 2, method
     assert "ppo" in report and "t = " in report
+    assert not list(out.rglob(".tmp-*")), "a temporary file or folder of an atomic write was left behind"
+    for method in ("sft", "ppo", "grpo"):  # model folders renamed into place whole
+        assert (out / method / "model" / "config.json").is_file(), method
     assert "## Time to reach PPO's final reward" in report and "## Wall-clock per stage" in report
     summary = report_summary(out / "report.md")  # what `flowhf reproduce` prints at the end
     assert "## Table 1" in summary and "## Table 2" in summary and "## Time to reach" in summary

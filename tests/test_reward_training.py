@@ -169,8 +169,8 @@ def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
     def fake_train(config):  # the real default trains SmolLM2 for minutes; the caching is what is tested
         calls.append(config)
         out = tmp_path / "cache" / config.output_dir.split("/")[-1]
-        assert out.name.startswith(".rm-stackexchange-smollm2.partial")  # never the final folder
-        out.mkdir(parents=True)
+        assert out.name.startswith(".tmp-rm-stackexchange-smollm2-")  # never the final folder
+        out.mkdir(parents=True, exist_ok=True)
         (out / REWARD_META_FILE).write_text("{}")
         return {}
 
@@ -180,7 +180,8 @@ def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
     assert first == tmp_path / "cache" / "rm-stackexchange-smollm2" and (first / REWARD_META_FILE).is_file()
     assert training.default_reward_model_dir() == first and len(calls) == 1
     assert calls[0].model == "smollm2" and calls[0].train_data == "stackexchange:train"
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["rm-stackexchange-smollm2"]
+    # the final folder and build_folder_once's lock file, no temporary folder left
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".rm-stackexchange-smollm2.lock", "rm-stackexchange-smollm2"]
 
 
 def test_add_reward_parser_wires_reward_train():

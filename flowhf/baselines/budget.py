@@ -1,6 +1,7 @@
 """One compute budget shared by every method, and the callback that enforces it on TRL trainers.
 
-A head-to-head comparison is only fair when every method gets the same budget. `Budget` holds
+A head-to-head comparison is only fair when every method gets the same budget. `Budget` (in the
+light `flowhf/budget.py`, so presets and configs check it without importing transformers) holds
 up to three limits (wall-clock seconds of the training loop, completion tokens generated,
 optimizer steps); training stops at the first one reached. The limits are checked after each
 optimizer step, so a run can overshoot a seconds / tokens limit by at most one step; the record
@@ -16,66 +17,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from flowhf.budget import Budget  # noqa: F401  (re-exported: flowhf.baselines.Budget)
+from flowhf.run_dir import atomic_write_text
+
 
 class BudgetExhausted(RuntimeError):
     """Raised by `BudgetCallback(raise_on_stop=True)` for trainers whose loop ignores
     ``control.should_training_stop`` (TRL's PPOTrainer); the runner catches it."""
-
-
-@dataclass
-class Budget:
-    """Compute budget of one training run; at least one limit must be set."""
-
-    seconds: float | None = field(
-        default=None, metadata={"help": "Wall-clock seconds of the training loop (setup and saving excluded)."}
-    )
-    generated_tokens: int | None = field(
-        default=None, metadata={"help": "Completion tokens sampled by the trainer (EOS included)."}
-    )
-    max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (one TRL global step each)."})
-
-    def __post_init__(self) -> None:
-        for name in ("seconds", "generated_tokens", "max_steps"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"Budget.{name} must be a positive number or None, got {value!r}")
-            if name != "seconds" and int(value) != value:
-                raise ValueError(f"Budget.{name} must be a whole number, got {value!r}")
-        if self.generated_tokens is not None:
-            self.generated_tokens = int(self.generated_tokens)
-        if self.max_steps is not None:
-            self.max_steps = int(self.max_steps)
-        if self.seconds is None and self.generated_tokens is None and self.max_steps is None:
-            raise ValueError(
-                "Budget needs at least one limit: set seconds, generated_tokens or max_steps "
-                "(e.g. Budget(max_steps=200)); an unlimited run never ends"
-            )
-
-    @classmethod
-    def coerce(cls, value: Budget | Mapping[str, Any] | None) -> Budget:
-        """A Budget from a Budget or a dict (YAML configs); unknown keys are an error."""
-        if isinstance(value, Budget):
-            return value
-        if value is None:
-            raise ValueError("a budget is required, e.g. budget={'max_steps': 200}")
-        if not isinstance(value, Mapping):
-            raise TypeError(f"budget must be a Budget or a dict, got {type(value).__name__}")
-        unknown = sorted(set(value) - {"seconds", "generated_tokens", "max_steps"})
-        if unknown:
-            raise ValueError(f"unknown budget key(s) {unknown}; use seconds, generated_tokens, max_steps")
-        return cls(**dict(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class TokenCounter:
@@ -166,7 +120,7 @@ class BudgetCallback(TrainerCallback):
     def _write(self) -> None:
         if self.record_path is not None:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            self.record_path.write_text(json.dumps(self.record(), indent=2) + "\n", encoding="utf-8")
+            atomic_write_text(self.record_path, json.dumps(self.record(), indent=2) + "\n")  # rewritten every step
 
     # -- callback events ---------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from flowhf.baselines.metrics import MetricsCallback
 from flowhf.data.loading import DataError, load_rows
 from flowhf.distributed import barrier, is_main_process
 from flowhf.models.lora import LoraSettings
-from flowhf.run_dir import acquire_lock, prepare_run_dir, release_lock
+from flowhf.models.cache import atomic_folder
+from flowhf.run_dir import acquire_lock, atomic_write_text, prepare_run_dir, release_lock
 from flowhf.sampling.prompts import as_conversation, encode_prompt, uses_chat_template  # noqa: F401  (runners import them here)
 
 # Column layout of the StackExchange pairs -> the names the runners read.
@@ -122,13 +123,16 @@ def coerce_lora(value: LoraSettings | dict | None) -> LoraSettings | None:
 
 
 def save_merged_model(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
-    """Save the policy as a plain model folder (LoRA merged into the weights) + its tokenizer."""
+    """Save the policy as a plain model folder (LoRA merged into the weights) + its tokenizer,
+    written to a temporary folder renamed into place (`atomic_folder`): never half a model."""
     path = Path(path)
     if is_main_process():  # one process merges and writes; the others wait until the folder is complete
         if isinstance(model, PeftModel):
             model = model.merge_and_unload()
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(path) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     barrier()
     return path
 
@@ -244,7 +248,7 @@ class RunRecorder:
             "torch_threads": torch.get_num_threads(),
         }
         if self.main:
-            (self.output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            atomic_write_text(self.output_dir / "result.json", json.dumps(result, indent=2) + "\n")
         return result
 
 

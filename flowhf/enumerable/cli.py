@@ -25,6 +25,7 @@ from pathlib import Path
 from flowhf.enumerable.suite import ALL_RUNS, format_table, run_suite
 from flowhf.enumerable.targets import SIZES, builtin_target, load_target_file
 from flowhf.enumerable.train import ToyConfig
+from flowhf.fields import build_dataclass
 from flowhf.objectives import OBJECTIVES, logz_modes
 
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     target = load_target_file(args.target) if args.target else builtin_target(args.size, args.prompts)
     extra = {f.name: getattr(args, f.name) for f in dataclasses.fields(ToyConfig) if hasattr(args, f.name)}
     extra.update(steps=args.steps, seconds=args.seconds)
-    base = ToyConfig(**extra)
+    base = build_dataclass(ToyConfig, extra, "flowhf exact")  # ranges checked: a bad flag is one error line
     runs = ALL_RUNS if args.all else [(args.objective, args.logz)]
     print(f"target {target.name}: {target.n_prompts} prompt(s) x {target.space.size} completions "
           f"(vocab {target.vocab_size} + EOS, max len {target.max_len})", flush=True)

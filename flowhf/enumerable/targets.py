@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from flowhf.enumerable.space import CompletionSpace, edit_distance_to
+from flowhf.errors import ConfigError
 
 # (vocab_size, max_len) of the built-in sizes. "long" has 87,381 completions per prompt.
 SIZES = {"quick": (3, 5), "small": (3, 6), "default": (4, 6), "long": (4, 8)}
@@ -86,12 +87,12 @@ def load_target_file(path: str | Path) -> EnumerableTarget:
     spec.loader.exec_module(module)
     for name in ("VOCAB_SIZE", "MAX_LEN", "log_reward"):
         if not hasattr(module, name):
-            raise ValueError(f"{path}: target files must define {name} (VOCAB_SIZE, MAX_LEN, log_reward(tokens))")
+            raise ConfigError(f"{path}: target files must define {name} (VOCAB_SIZE, MAX_LEN, log_reward(tokens))")
     n_prompts = int(getattr(module, "N_PROMPTS", 1))
     fn = module.log_reward
     takes_prompt = len(inspect.signature(fn).parameters) >= 2
     if n_prompts > 1 and not takes_prompt:
-        raise ValueError(f"{path}: N_PROMPTS={n_prompts} needs log_reward(tokens, prompt)")
+        raise ConfigError(f"{path}: N_PROMPTS={n_prompts} needs log_reward(tokens, prompt)")
 
     def table(space: CompletionSpace, prompt: int) -> np.ndarray:
         out = np.empty(space.size)
@@ -101,7 +102,7 @@ def load_target_file(path: str | Path) -> EnumerableTarget:
             try:
                 out[i] = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{path}: log_reward({tokens}) returned {value!r}, expected a float") from None
+                raise ConfigError(f"{path}: log_reward({tokens}) returned {value!r}, expected a float") from None
         return out
 
     return EnumerableTarget(path.stem, int(module.VOCAB_SIZE), int(module.MAX_LEN), n_prompts, table)

@@ -15,13 +15,15 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from flowhf.enumerable.exact import compare, exact_log_probs
 from flowhf.enumerable.targets import EnumerableTarget
+from flowhf.fields import AT_LEAST_ONE, POSITIVE, PROBABILITY, OneOf
+from flowhf.fields import help_field as _f
 from flowhf.models.tiny import tiny_llama
 from flowhf.objectives import get_objective
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
@@ -34,27 +36,30 @@ from flowhf.training.optim import build_optimizer, decay_factor, set_lr_factor
 
 @dataclass
 class ToyConfig:
-    objective: str = field(default="tb", metadata={"help": "a registered objective (flowhf.objectives.OBJECTIVES)."})
-    logz: str = field(default="batch", metadata={"help": "log Z estimator of objectives that take one (TB): scalar | prompt | batch | importance."})
-    alpha: float = field(default=0.0, metadata={"help": "weight of log p_ref (the initial model) in the target."})
-    beta: float = field(default=1.0, metadata={"help": "weight of the target file's log_reward."})
-    steps: int | None = field(default=None, metadata={"help": "number of updates (or use seconds)."})
-    seconds: float | None = field(default=None, metadata={"help": "wall-clock training budget."})
-    seed: int = field(default=0, metadata={"help": "seed of model init, sampling and exploration."})
-    samples_per_prompt: int = field(default=128, metadata={"help": "k samples of each prompt per batch."})
-    lr: float = field(default=2e-3, metadata={"help": "policy learning rate (Adam)."})
-    head_lr: float = field(default=1e-2, metadata={"help": "flow head / prompt log Z head learning rate."})
-    logz_lr: float = field(default=5e-2, metadata={"help": "scalar log Z learning rate."})
-    lr_decay: str = field(default="cosine", metadata={"help": "constant | linear | cosine: anneal all learning rates to 0 over the budget (steps or seconds)."})
-    explore_prob: float = field(default=0.5, metadata={"help": "probability of a tempered batch."})
-    temperature_low: float = field(default=1.0, metadata={"help": "tempered sampling range, low."})
-    temperature_high: float = field(default=2.0, metadata={"help": "tempered sampling range, high."})
-    subtb_lambda: float = field(default=0.9, metadata={"help": "SubTB lambda."})
-    penalty: str = field(default="squared", metadata={"help": "squared | huber."})
-    hidden_size: int = field(default=64, metadata={"help": "tiny model width."})
-    num_layers: int = field(default=3, metadata={"help": "tiny model depth."})
-    eval_every_seconds: float = field(default=30.0, metadata={"help": "exact TV checkpoints for the curve."})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads."})
+    """One exact-target run (flags of `flowhf exact`; ranges checked by `flowhf.fields.build_dataclass`)."""
+
+    objective: str = _f("tb", "a registered objective (flowhf.objectives.OBJECTIVES).")
+    logz: str = _f("batch", "log Z estimator of objectives that take one (TB): scalar | prompt | batch | importance.")
+    alpha: float = _f(0.0, "weight of log p_ref (the initial model) in the target.")
+    beta: float = _f(1.0, "weight of the target file's log_reward.")
+    steps: int | None = _f(None, "number of updates (or use seconds).", allowed=AT_LEAST_ONE)
+    seconds: float | None = _f(None, "wall-clock training budget.", allowed=POSITIVE)
+    seed: int = _f(0, "seed of model init, sampling and exploration.")
+    samples_per_prompt: int = _f(128, "k samples of each prompt per batch.", allowed=AT_LEAST_ONE)
+    lr: float = _f(2e-3, "policy learning rate (Adam).", allowed=POSITIVE)
+    head_lr: float = _f(1e-2, "flow head / prompt log Z head learning rate.", allowed=POSITIVE)
+    logz_lr: float = _f(5e-2, "scalar log Z learning rate.", allowed=POSITIVE)
+    lr_decay: str = _f("cosine", "constant | linear | cosine: anneal all learning rates to 0 over the budget (steps or seconds).",
+                       allowed=OneOf(("constant", "linear", "cosine")))
+    explore_prob: float = _f(0.5, "probability of a tempered batch.", allowed=PROBABILITY)
+    temperature_low: float = _f(1.0, "tempered sampling range, low.", allowed=POSITIVE)
+    temperature_high: float = _f(2.0, "tempered sampling range, high.", allowed=POSITIVE)
+    subtb_lambda: float = _f(0.9, "SubTB lambda.", allowed=POSITIVE)
+    penalty: str = _f("squared", "squared | huber.", allowed=OneOf(("squared", "huber")))
+    hidden_size: int = _f(64, "tiny model width.", allowed=AT_LEAST_ONE)
+    num_layers: int = _f(3, "tiny model depth.", allowed=AT_LEAST_ONE)
+    eval_every_seconds: float = _f(30.0, "exact TV checkpoints for the curve.", allowed=POSITIVE)
+    threads: int = _f(1, "torch CPU threads.", allowed=AT_LEAST_ONE)
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.seconds is None):

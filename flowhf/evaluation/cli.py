@@ -3,6 +3,10 @@
     flowhf eval --model PATH_OR_ID [--model ...] --task {stackexchange,toxicity} \
         [--reward SPEC] --n 200 --top-k 20 --output-dir DIR
     flowhf compare DIR [DIR ...] --output report.md [--baseline NAME]
+
+A mistake in the flags or inputs (a value out of range, a missing or corrupt file, an unknown
+model or reward) is a `flowhf.errors.UserError`, raised before any model loads where it can be:
+the CLI prints it as one line (exit 2).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from flowhf.errors import ConfigError
 from flowhf.evaluation.generation import GenerationSettings
+from flowhf.fields import AT_LEAST_ONE
 from flowhf.evaluation.tasks import DEFAULT_REWARDS, TASKS
 
 _GEN_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(GenerationSettings)}
@@ -107,6 +113,25 @@ def build_reward_from_spec(spec: str) -> Any:
     return build_reward(spec)
 
 
+def check_eval_args(args: argparse.Namespace) -> GenerationSettings:
+    """The flags' values, checked before any model loads (user errors naming the flag); returns
+    the generation settings."""
+    for flag, value in (("--n", args.n), ("--top-k", args.top_k), ("--n-boot", args.n_boot),
+                        ("--embedding-batch-size", args.embedding_batch_size)):
+        if not AT_LEAST_ONE.ok(value):
+            raise ConfigError(f"{flag} {value}: must be {AT_LEAST_ONE}", f"give {flag} a positive whole number")
+    if args.top_k > args.n:
+        raise ConfigError(f"--top-k {args.top_k}: must be <= --n {args.n} (the top K of n completions)", "lower --top-k or raise --n")
+    for name, folder in args.run_dir:
+        if not (Path(folder) / "metrics.jsonl").is_file():
+            raise ConfigError(f"--run-dir {name}={folder}: no metrics.jsonl there",
+                              "give the folder of a FlowHF or baseline training run (it holds metrics.jsonl)")
+    try:
+        return generation_from_args(args)
+    except ValueError as err:  # GenerationSettings' own range checks (messages name the setting)
+        raise ConfigError(f"flowhf eval: {err}", "fix the generation flag it names (flowhf eval --help)") from None
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from flowhf.evaluation.embeddings import Embedder
     from flowhf.evaluation.runner import evaluate_models
@@ -114,13 +139,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
     spec = args.reward or DEFAULT_REWARDS.get(args.task)
     if spec is None:
-        raise SystemExit(f"--reward is required for task {args.task!r} (e.g. a reward-model path spec)")
-    generation = generation_from_args(args)
+        raise ConfigError(f"--reward is required for task {args.task!r}", "e.g. --reward classifier:PATH_TO_REWARD_MODEL")
+    generation = check_eval_args(args)
     inputs = task_inputs(args.task, args.prompts, args.reference_completions, args.prompt_column, args.reference_column)
+    reward = build_reward_from_spec(spec)  # a bad spec is an error before any policy loads
     evaluate_models(
         args.model,
         inputs.prompts,
-        build_reward_from_spec(spec),
+        reward,
         reference_completions=inputs.reference_completions,
         n=args.n,
         k=args.top_k,

@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from flowhf.errors import InputError
 from flowhf.evaluation.plots import plot_score_distributions
 from flowhf.evaluation.report import read_completions_jsonl, write_report_md
 from flowhf.evaluation.stats import welch_one_sided
+
+EVAL_HINT = "pass the folders `flowhf eval` wrote (each holds metrics.json and completions.jsonl)"
 
 
 def load_evaluation(directory: str | os.PathLike) -> dict[str, Any]:
@@ -26,20 +29,21 @@ def load_evaluation(directory: str | os.PathLike) -> dict[str, Any]:
     directory = Path(directory)
     metrics_path = directory / "metrics.json"
     if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path} not found: pass dirs written by `flowhf eval`")
+        raise InputError(f"{metrics_path} not found: {directory} is not an evaluation folder", EVAL_HINT)
     try:
         payload = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{metrics_path}: not valid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{metrics_path}: not valid JSON ({err})", EVAL_HINT + "; rerun `flowhf eval` for this one") from None
     for key in ("task", "models"):
-        if key not in payload:
-            raise ValueError(f"{metrics_path}: missing key {key!r}")
+        if not isinstance(payload, dict) or key not in payload:
+            raise InputError(f"{metrics_path}: missing key {key!r} (not a metrics.json of `flowhf eval`)", EVAL_HINT)
     rewards: dict[str, list[float]] = {}
     for rec in read_completions_jsonl(directory / "completions.jsonl"):
         rewards.setdefault(rec["model"], []).append(float(rec["reward"]))
     for res in payload["models"]:
         if res["model"] not in rewards:
-            raise ValueError(f"{directory / 'completions.jsonl'} has no completions of model {res['model']!r}")
+            raise InputError(f"{directory / 'completions.jsonl'} has no completions of model {res['model']!r}",
+                             "the folder's metrics.json and completions.jsonl come from different runs: rerun `flowhf eval`")
     payload["rewards"] = rewards
     return payload
 
@@ -55,22 +59,24 @@ def compare_evaluations(
     the models or compare the dirs separately), so no result is silently overwritten.
     """
     if not dirs:
-        raise ValueError("compare_evaluations needs at least one evaluation dir")
+        raise InputError("compare_evaluations needs at least one evaluation dir", EVAL_HINT)
     evaluations = [(Path(d), load_evaluation(d)) for d in dirs]
     tasks = {ev["task"] for _, ev in evaluations}
     if len(tasks) != 1:
-        raise ValueError(f"evaluations come from different tasks {sorted(tasks)}; compare one task at a time")
+        raise InputError(f"evaluations come from different tasks {sorted(tasks)}", "compare one task at a time")
     results, scores, origin = [], {}, {}
     for directory, ev in evaluations:
         for res in ev["models"]:
             name = res["model"]
             if name in origin:
-                raise ValueError(f"model {name!r} appears in both {origin[name]} and {directory}")
+                raise InputError(f"model {name!r} appears in both {origin[name]} and {directory}",
+                                 "rename the model in one of the evaluations, or compare the folders separately")
             origin[name] = directory
             results.append(res)
             scores[name] = np.asarray(ev["rewards"][name])
     if baseline is not None and baseline not in scores:
-        raise ValueError(f"baseline {baseline!r} is not among the compared models {list(scores)}")
+        raise InputError(f"--baseline {baseline!r} is not among the compared models {list(scores)}",
+                         "give one of those names (as passed to `flowhf eval --model`)")
     tests = [
         {"model": name, "baseline": baseline, "metric": "reward", **welch_one_sided(s, scores[baseline])}
         for name, s in scores.items()

@@ -135,8 +135,11 @@ def plot_training_curves(
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    from flowhf.run_dir import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # a kill never leaves half a figure
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path

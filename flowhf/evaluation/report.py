@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowhf.run_dir import atomic_write_text
+from flowhf.run_dir import atomic_path, atomic_write_text
 
 MAIN_COLUMNS = (
     ("Mean Reward", "mean_reward"),
@@ -136,7 +136,7 @@ def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os
     """One JSON object per completion: model, prompt, completion, reward (+ any extras)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:  # never half a file
         for rec in records:
             missing = [key for key in ("model", "prompt", "completion", "reward") if key not in rec]
             if missing:

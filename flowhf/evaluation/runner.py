@@ -21,6 +21,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
 from flowhf.evaluation.generation import GenerationSettings, completion_logprobs, generate_batch
 from flowhf.evaluation.metrics import compute_metrics, per_token_kl_sums
@@ -73,7 +74,7 @@ def _spec_name(spec: ModelSpec) -> str:
 def select_prompts(prompts: Sequence[str], n: int) -> tuple[list[str], int]:
     """The first ``n`` prompts; with fewer than ``n`` they are cycled (and a warning says so)."""
     if not prompts:
-        raise ValueError("no evaluation prompts: pass --prompts FILE or a task with a test split")
+        raise ConfigError("no evaluation prompts", "pass --prompts FILE or a task with a test split")
     bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
     if bad:
         raise ValueError(f"prompt {bad[0]} is empty or not a string ({len(bad)} such prompts)")
@@ -181,13 +182,14 @@ def evaluate_models(
     """
     if not models:
         raise ValueError("evaluate_models needs at least one model")
-    if n < 1 or not 1 <= k <= n:
-        raise ValueError(f"need n >= 1 and 1 <= k <= n, got n={n}, k={k}")
+    if n < 1 or not 1 <= k <= n:  # user errors (ConfigError), raised before any model loads
+        raise ConfigError(f"n={n}, top-k={k}: need n >= 1 and 1 <= top-k <= n", "change --n / --top-k")
     names = [_spec_name(m) for m in models]
     if len(set(names)) != len(names):
-        raise ValueError(f"model names must be unique, got {names}")
+        raise ConfigError(f"model names must be unique, got {names}", "give each --model once")
     if baseline is not None and baseline not in names:
-        raise ValueError(f"baseline {baseline!r} is not one of the evaluated models {names}")
+        raise ConfigError(f"baseline {baseline!r} is not one of the evaluated models {names}",
+                          "--baseline takes one of the --model values as written")
     if reference_completions is not None and len(reference_completions) == 0:
         raise ValueError("reference_completions is empty: pass None to skip novelty")
     eval_prompts, n_unique = select_prompts(prompts, n)

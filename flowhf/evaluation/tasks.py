@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowhf.errors import ConfigError
+
 TASKS = ("stackexchange", "toxicity")
 DEFAULT_REWARDS = {"toxicity": "toxicity", "stackexchange": "stackexchange-rm"}
 
@@ -34,14 +36,21 @@ class TaskInputs:
 
 def _read_txt(path: Path) -> list[str]:
     """Non-blank lines of a text file; a blank line inside the file is an error (no silent drop)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    from flowhf.data.loading import DataError
+
+    if not path.is_file():
+        raise DataError(f"text file {path} does not exist", "check the path")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
     while lines and not lines[-1].strip():
         lines.pop()
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
     if blank:
-        raise ValueError(f"{path}, line {blank[0]}: blank line; remove it (one text per line)")
+        raise DataError(f"{path}, line {blank[0]}: blank line", "remove it (one text per line)")
     if not lines:
-        raise ValueError(f"{path}: no text lines")
+        raise DataError(f"{path}: no text lines", "one text per line")
     return lines
 
 
@@ -67,7 +76,7 @@ def task_inputs(
 ) -> TaskInputs:
     """Prompts and D0 of ``task``, each overridable by a file / dataset spec."""
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+        raise ConfigError(f"unknown task {task!r}; choose one of {TASKS}")
     default_prompts = "stackexchange:test" if task == "stackexchange" else "toxicity_probes"
     prompt_src = prompts_source or default_prompts
     prompts, extras = read_texts(prompt_src, prompt_column)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowhf.lmtask.methods import DEFAULT_SWEEP, METHODS, RunSpec, StartModel, train_method
+from flowhf.errors import ConfigError, InputError, UserError
+from flowhf.lmtask.methods import CONFIG, DEFAULT_SWEEP, METHODS, RunSpec, StartModel, train_method
 from flowhf.lmtask.task import load_task
 
 RESULTS = Path("benchmarks/results/lm_target")
@@ -85,6 +86,8 @@ def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=DE
         try:
             results.append(run_one(task_path, method, seconds, seed, path, sample_check if method == "recommended" else 0,
                                    start, overrides))
+        except UserError:  # the same mistake would fail every method: stop at once
+            raise
         except Exception:  # one failing method must not lose the others; no JSON, so a rerun retries it
             traceback.print_exc()
             print(f"[lm-target] {task.name} {method}: FAILED (see the traceback above); continuing", file=sys.stderr)
@@ -154,7 +157,8 @@ def summarize(out_dir: Path) -> Path:
 
     results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__*__seed*.json"))]
     if not results:
-        raise SystemExit(f"no results in {out_dir}")
+        raise InputError(f"no results in {out_dir} (no TASK__METHOD__seedN.json files)",
+                         "run --all first, or point --out-dir at the folder it wrote")
     tasks = list(dict.fromkeys(r["task"] for r in results))
     methods = [m for m in METHODS if any(r["method"] == m for r in results)]
     lines = []
@@ -208,19 +212,31 @@ def main(argv: list[str] | None = None) -> int:
     return run_from_args(args)
 
 
+def check_args(args) -> None:
+    """What a run needs, checked before any model loads (user errors, one CLI line each): a
+    task file that loads, --method or --all, FlowHF --set overrides that the config accepts."""
+    if not args.task:
+        raise ConfigError("flowhf bench lm-target: --task FILE is required (or --summary)",
+                          "shipped tasks are in benchmarks/lm_tasks/, e.g. --task benchmarks/lm_tasks/numbers_uniform.yaml")
+    if not (args.all or args.method):
+        raise ConfigError("flowhf bench lm-target: give --method METHOD or --all", f"methods: {', '.join(METHODS)}")
+    load_task(args.task)
+    if args.overrides:
+        from flowhf.training.config import FlowHFConfig
+
+        FlowHFConfig.from_yaml(CONFIG, list(args.overrides))
+
+
 def run_from_args(args) -> int:
     if args.summary:
         print(summarize(args.out_dir).read_text())
         return 0
-    if not args.task:
-        raise SystemExit("give --task FILE (or --summary)")
+    check_args(args)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.all:
         run_all(args.task, args.seconds, args.seed, args.out_dir, tuple(args.methods or DEFAULT_SWEEP), args.sample_check,
                 Start(args.model, args.warm_start), tuple(args.overrides))
         return 0
-    if not args.method:
-        raise SystemExit("give --method METHOD or --all")
     result = run_one(args.task, args.method, args.seconds, args.seed, args.json, args.sample_check,
                      Start(args.model, args.warm_start), tuple(args.overrides))
     print(table_rows([result]))

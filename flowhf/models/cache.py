@@ -3,7 +3,8 @@
 Several processes (``torchrun``, parallel tests, a pipeline and a benchmark) may ask for the
 same converted model at the same moment. A folder is therefore built under a file lock, into
 a temporary sibling ``.tmp-<name>-*`` that is renamed into place only when complete, so a
-killed or concurrent build never leaves a half folder where a reader looks.
+killed or concurrent build never leaves a half folder where a reader looks. Final outputs
+written into a folder that holds other files (a run folder) go through `atomic_files`.
 
 Cache location: ``cache_dir`` argument, else ``$FLOWHF_CACHE_DIR``, else ``~/.cache/flowhf``.
 Model files shipped inside pip packages (the SmolLM2 GGUF, all-MiniLM-L6-v2) are found
@@ -73,6 +74,26 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed
+
+
+@contextlib.contextmanager
+def atomic_files(folder: Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """`atomic_folder` for a folder that holds more than what is written (a run folder: logs,
+    checkpoints, its lock): a temporary folder inside ``folder`` to write into; when the block
+    succeeds each entry written replaces its namesake in ``folder`` by one rename, the ``last``
+    ones after the others (the file a reader takes as "complete"). No reader sees half a file;
+    a failed block leaves ``folder`` as it was."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=folder))
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir(), key=lambda p: (p.name in last, p.name)):
+            if (folder / entry.name).is_dir():
+                shutil.rmtree(folder / entry.name)
+            os.replace(entry, folder / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_folder_once(target: Path, build: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:

@@ -20,6 +20,7 @@ import torch.nn as nn
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
+from flowhf.models.cache import atomic_files
 from flowhf.models.heads import HEAD_CLASSES
 from flowhf.models.loading import load_causal_lm, load_tokenizer
 
@@ -96,6 +97,9 @@ def save_policy(
 ) -> Path:
     """Save a ``PolicyBundle``: adapter (LoRA) or full model, tokenizer, heads.
 
+    The files are written to a temporary folder and renamed into ``directory`` (heads JSON
+    last; `models.cache.atomic_files`): a run folder killed mid-save never holds half a model.
+
     Under LoRA the adapter config records the base model's concrete path/id (``base_model``,
     else the loaded model's ``name_or_path``), so that plain
     ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), directory)``
@@ -120,10 +124,11 @@ def save_policy(
         for config in bundle.model.peft_config.values():
             config.base_model_name_or_path = base or None
         meta["base_model"] = base or None
-    bundle.model.save_pretrained(directory)
-    if bundle.tokenizer is not None:
-        bundle.tokenizer.save_pretrained(directory)
-    save_heads(directory, heads or {}, meta)
+    with atomic_files(directory, last=(HEADS_CONFIG,)) as tmp:
+        bundle.model.save_pretrained(tmp)
+        if bundle.tokenizer is not None:
+            bundle.tokenizer.save_pretrained(tmp)
+        save_heads(tmp, heads or {}, meta)
     return directory
 
 

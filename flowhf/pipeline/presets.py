@@ -12,13 +12,22 @@ wall-clock seconds, first reached wins), recorded in ``DIR/plan.json``.
   (budget plan in ``CPU_BUDGET_PLAN``).
 - ``paper``: LLaMA-7B, the full StackExchange-paired data, the StackLLaMA reward model and
   the RoBERTa hate-speech classifier, on GPUs with the shipped accelerate configs.
+
+Your own preset is a YAML file of `Preset` keys over a shipped one (``base: cpu``; default
+smoke), e.g. ``budget: {max_steps: 50, seconds: 600}``; ``--set key=value`` (or
+``--set budget.max_steps=50``) changes one key. `load_preset` checks every value (type, range,
+unknown keys, budgets key by key) before anything loads, naming the file and line.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, fields, make_dataclass
+from pathlib import Path
 from typing import Any
 
+from flowhf.errors import ConfigError
+from flowhf.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Source, build_dataclass, parse_assignment, read_yaml_with_lines
 from flowhf.fields import help_field as _f
 
 STAGES = ("sft", "reward_model", "ppo", "grpo", "tb", "fl_kl", "flowhf", "recommended", "eval", "report")
@@ -43,20 +52,24 @@ class Preset:
     toxicity_reward: str = _f("toxicity", "Reward spec of the toxicity evaluation.")
     budget: dict = _f({"max_steps": 2, "seconds": 60}, "The one budget every compared method gets (Budget keys).")
     sft_budget: dict | None = _f(None, "Budget of the SFT stage (None = the same as `budget`).")
-    max_new_tokens: int = _f(8, "Completion length during training (all methods).")
-    batch_size: int = _f(4, "Completions per optimizer step for every method.")
+    max_new_tokens: int = _f(8, "Completion length during training (all methods).", allowed=AT_LEAST_ONE)
+    batch_size: int = _f(4, "Completions per optimizer step for every method.", allowed=AT_LEAST_ONE)
     lora: bool = _f(True, "LoRA adapters for every method (SFT included).")
-    sft_limit: int | None = _f(None, "Use only the first N SFT pairs (None = all).")
-    eval_n: int = _f(4, "Completions per evaluation task and model.")
-    eval_k: int = _f(2, "Top-K for the diversity / novelty metrics.")
-    eval_max_new_tokens: int = _f(8, "Completion length in evaluation.")
-    eval_temperature: float = _f(0.1, "Sampling temperature in evaluation (the report's 0.1).")
-    n_boot: int = _f(200, "Bootstrap resamples for the intervals.")
+    sft_limit: int | None = _f(None, "Use only the first N SFT pairs (None = all).", allowed=AT_LEAST_ONE)
+    eval_n: int = _f(4, "Completions per evaluation task and model.", allowed=AT_LEAST_ONE)
+    eval_k: int = _f(2, "Top-K for the diversity / novelty metrics (at most eval_n).", allowed=AT_LEAST_ONE)
+    eval_max_new_tokens: int = _f(8, "Completion length in evaluation.", allowed=AT_LEAST_ONE)
+    eval_temperature: float = _f(0.1, "Sampling temperature in evaluation (the report's 0.1).", allowed=POSITIVE)
+    n_boot: int = _f(200, "Bootstrap resamples for the intervals.", allowed=AT_LEAST_ONE)
     accelerate_config: str | None = _f(None, "Accelerate config for multi-GPU launches (paper).")
     gpu: str = _f("none", "Hardware the preset is sized for.")
     stage_hours: dict = _f({}, "Estimated GPU hours per stage (paper; printed by --dry-run).")
     stage_seconds: dict = _f({}, "Estimated wall-clock seconds per stage (progress bars and the run's ETA).")
     notes: list = _f([], "Free-text notes printed with the plan.")
+
+    def __post_init__(self) -> None:
+        if self.eval_k > self.eval_n:
+            raise ValueError(f"eval_k={self.eval_k} must be <= eval_n={self.eval_n} (top-K of n completions)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,7 +146,67 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called ``name``; an unknown name lists the known ones."""
+    """The shipped preset called ``name``; an unknown name lists the known ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}, or give a preset YAML file",
+                          "e.g. --preset smoke, or --preset my_preset.yaml holding `base: smoke` and the keys to change")
     return PRESETS[name]
+
+
+def load_preset(spec: str | os.PathLike, overrides: list[str] | tuple = ()) -> Preset:
+    """The preset ``spec`` names: a shipped one (``smoke``, ``cpu``, ``paper``) or a YAML file
+    of `Preset` keys over ``base: NAME`` (default smoke; a key given replaces the base's value
+    whole), then ``--set key=value`` / ``--set budget.max_steps=5``. Every value is checked
+    like every config (`flowhf.fields`: type, range, unknown keys; budgets key by key as
+    `flowhf.budget.Budget`) before anything loads: errors name the file and line (or --set)."""
+    data, source = _preset_file(spec)
+    base = get_preset(data.pop("base", "smoke")) if str(spec) not in PRESETS else PRESETS[str(spec)]
+    for item in overrides:
+        _override(data, base, item)
+        source.overridden.add(parse_assignment(item)[0])
+    preset = build_dataclass(Preset, {**asdict(base), **data}, "preset", source)
+    for key, cls in _checked_mappings().items():
+        if getattr(preset, key) is not None:
+            build_dataclass(cls, getattr(preset, key), f"preset key {key!r}", source, group=(key,))
+    return preset
+
+
+def _preset_file(spec: str | os.PathLike) -> tuple[dict, Source]:
+    """({}, the shipped name) or a preset file's keys and their lines; ``base`` is checked here."""
+    if str(spec) in PRESETS:
+        return {}, Source(f"preset {spec}")
+    path = Path(spec)
+    if not path.exists() and path.suffix not in (".yaml", ".yml"):
+        get_preset(str(spec))  # the unknown-name error
+    data, source = read_yaml_with_lines(path, "preset")
+    if "base" in data and data["base"] not in PRESETS:
+        raise ConfigError(f"{source.where('base')}: base={data['base']!r}: must be one of {', '.join(sorted(PRESETS))}",
+                          "base names the shipped preset whose values the file's keys change")
+    return data, source
+
+
+def _override(data: dict, base: Preset, item: str) -> None:
+    """Apply ``--set key=value`` (``key.sub=value`` sets one key of a mapping, e.g. the budget)."""
+    key, value = parse_assignment(item, "budget.max_steps=5")
+    name, dot, sub = key.partition(".")
+    if not dot:
+        data[key] = value
+        return
+    current = data.get(name, getattr(base, name, None))
+    if not any(f.name == name for f in fields(Preset)) or not isinstance(current, (dict, type(None))):
+        raise ConfigError(f"--set {key}: {name!r} is not a preset key holding a mapping",
+                          "mapping keys are budget, sft_budget, reward_model, stage_hours, stage_seconds")
+    data[name] = {**(current or {}), sub: value}
+
+
+def _checked_mappings() -> dict[str, type]:
+    """Preset keys holding a mapping -> the dataclass whose fields check its keys and values."""
+    from flowhf.budget import Budget
+    from flowhf.rewards.rm_config import RewardModelConfig
+
+    return {"budget": Budget, "sft_budget": Budget, "reward_model": RewardModelConfig,
+            "stage_hours": StageTable, "stage_seconds": StageTable}
+
+
+StageTable = make_dataclass("StageTable", [(s, float | None, _f(None, f"Estimate for stage {s}.", allowed=NON_NEGATIVE))
+                                           for s in STAGES])

@@ -7,6 +7,8 @@ folder holding an earlier reproduce is refused unless ``--resume`` (continue it)
 (every output listed still there, same size); any other stage reruns from an emptied folder,
 except a FlowHF trainer stage with checkpoints, which continues from its own newest one.
 ``--dry-run`` prints the plan and writes nothing, loads nothing and touches no network.
+``--preset`` is a shipped preset or a preset YAML file (``base: smoke`` and the keys to change),
+``--set key=value`` changes one key; both are checked (`presets.load_preset`) before anything else.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowhf.pipeline.presets import FLOWHF_METHODS, PRESETS, STAGES, get_preset
+from flowhf.errors import ConfigError
+from flowhf.pipeline.presets import FLOWHF_METHODS, PRESETS, STAGES, Preset, load_preset
 from flowhf.pipeline.progress import RunClock, StageProgress, format_seconds
 
 
-def build_plan(preset_name: str, output_dir: str | os.PathLike, only: list[str] | None = None) -> dict[str, Any]:
-    """The full plan (preset settings, stages to run, budgets, GPU-hour estimate) as a dict."""
-    preset = get_preset(preset_name)
+def build_plan(preset: str | Preset, output_dir: str | os.PathLike, only: list[str] | None = None) -> dict[str, Any]:
+    """The full plan (preset settings, stages to run, budgets, GPU-hour estimate) as a dict;
+    ``preset``: a `Preset` or what `load_preset` reads (a shipped name or a preset file)."""
+    preset = preset if isinstance(preset, Preset) else load_preset(preset)
     bad = sorted(set(only or []) - set(STAGES))
     if bad:
-        raise ValueError(f"unknown stage(s) {bad} in --only; stages are {list(STAGES)}")
+        raise ConfigError(f"unknown stage(s) {bad} in --only; stages are {list(STAGES)}", "pick stages from that list")
     stages = [s for s in STAGES if not only or s in only]
     plan = {"preset": preset.to_dict(), "output_dir": str(output_dir), "stages": stages,
             "budget_per_method": preset.budget}
@@ -122,7 +126,7 @@ MAIN_ONLY_STAGES = ("reward_model", "eval", "report")
 NO_BARRIER_STAGES = tuple(s for s in MAIN_ONLY_STAGES if s != "reward_model")
 
 
-def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[str] | None = None,
+def run_reproduce(preset: str | Preset, output_dir: str | os.PathLike, only: list[str] | None = None,
                   resume: bool = False, log=print, overwrite: bool = False) -> dict[str, dict]:
     """Run (or skip when cached) every planned stage; returns {stage: result}.
 
@@ -132,19 +136,20 @@ def run_reproduce(preset_name: str, output_dir: str | os.PathLike, only: list[st
     """
     from flowhf.run_dir import claim_run_dir
 
-    plan = build_plan(preset_name, output_dir, only)  # a bad --only is an error before the folder is touched
+    preset = preset if isinstance(preset, Preset) else load_preset(preset)  # checked before the folder is touched
+    plan = build_plan(preset, output_dir, only)
     with claim_run_dir(output_dir, resume, overwrite, log=log):
-        return _run_stages(preset_name, Path(output_dir), plan, resume, log)
+        return _run_stages(preset, Path(output_dir), plan, resume, log)
 
 
-def _run_stages(preset_name: str, out: Path, plan: dict, resume: bool, log) -> dict[str, dict]:
+def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dict[str, dict]:
     from flowhf import distributed
     from flowhf.pipeline.stages import STAGE_FUNCS, Context
     from flowhf.run_dir import atomic_write_text
 
     distributed.init_process_group()
     main = distributed.is_main_process()
-    ctx = Context(preset=get_preset(preset_name), out=out, resume=resume)
+    ctx = Context(preset=preset, out=out, resume=resume)
     cached = {s: read_done(ctx.stage_dir(s), log if main else (lambda *_: None)) for s in STAGES}  # decided once
     distributed.barrier()
     if main:
@@ -196,7 +201,11 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "reproduce", help="Run the report's full comparison (SFT, RM, PPO, GRPO, TB, FL, FlowHF, eval, report).",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke", help="Models, data and budget.")
+    parser.add_argument("--preset", default="smoke", metavar="NAME_OR_FILE",
+                        help=f"Models, data and budget: one of {', '.join(sorted(PRESETS))}, or a preset YAML file "
+                             "(`base: smoke` plus the keys to change; keys as in flowhf/pipeline/presets.py).")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="Change one preset key, e.g. --set eval_n=8 --set budget.max_steps=5 (checked like the file).")
     parser.add_argument("--output-dir", required=True, help="Folder for every stage's outputs and report.md.")
     parser.add_argument("--only", nargs="+", metavar="STAGE", choices=STAGES, help=f"Run only these of {list(STAGES)}.")
     parser.add_argument("--resume", action="store_true",
@@ -209,10 +218,11 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    preset = load_preset(args.preset, args.set)  # every value checked before anything loads
     if args.dry_run:
-        print(format_plan(build_plan(args.preset, args.output_dir, args.only)))
+        print(format_plan(build_plan(preset, args.output_dir, args.only)))
         return 0
-    results = run_reproduce(args.preset, args.output_dir, args.only, args.resume, overwrite=args.overwrite)
+    results = run_reproduce(preset, args.output_dir, args.only, args.resume, overwrite=args.overwrite)
     if "report" in results and "report" in results["report"]:
         print(report_summary(results["report"]["report"]))
     return 0
@@ -233,4 +243,6 @@ if __name__ == "__main__":  # python -m flowhf.pipeline.reproduce ...
     _parser = argparse.ArgumentParser(prog="flowhf")
     add_reproduce_parser(_parser.add_subparsers(dest="command", required=True))
     _args = _parser.parse_args()
-    raise SystemExit(_args.func(_args))
+    from flowhf.cli import guarded
+
+    raise SystemExit(guarded(lambda: _args.func(_args)))

@@ -169,6 +169,7 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     from flowhf.evaluation.compare import compare_evaluations
     from flowhf.evaluation.plots import plot_training_curves
     from flowhf.evaluation.reach import format_reach_markdown, reach_table
+    from flowhf.run_dir import atomic_write_text
 
     ev = ctx.results["eval"]
     out = ctx.stage_dir("report")
@@ -189,14 +190,12 @@ def stage_report(ctx: Context) -> dict[str, Any]:
         files["training_curves"] = str(curves)
     if "ppo" in ev["run_dirs"]:
         reach = reach_table(ev["run_dirs"], reference="ppo")
-        (out / "reach.json").write_text(json.dumps(reach, indent=2), encoding="utf-8")
+        atomic_write_text(out / "reach.json", json.dumps(reach, indent=2))
         parts += ["## Time to reach PPO's final reward", "", format_reach_markdown(reach), ""]
         files["reach"] = str(out / "reach.json")
     parts += ["## Wall-clock per stage", "", "| stage | seconds | optimizer steps |", "|---|---|---|"]
     parts += [f"| {stage} | {res.get('seconds', '-')} | {_steps(res)} |" for stage, res in ctx.results.items()]
     parts.append("")
-    from flowhf.run_dir import atomic_write_text
-
     report = atomic_write_text(ctx.out / "report.md", "\n".join(parts))
     return {"report": str(report), "files": files}
 

@@ -17,30 +17,40 @@ from typing import Any
 
 import torch
 
+from flowhf.errors import ConfigError, UserError
 from flowhf.rewards.base import Reward, as_reward_tensor
+
+
+class RewardNotImportable(UserError, ModuleNotFoundError):
+    """``python:MODULE:fn`` names a module that cannot be imported (a user error: one CLI line)."""
+
+    default_hint = "make sure the module is on PYTHONPATH, or give a file path ending in .py (python:path/to/file.py:fn)"
+
+
+class RewardNotFound(UserError, AttributeError):
+    """``python:module:FN`` names an attribute the module does not have."""
+
+    default_hint = "check the function name after the last ':' of the python: reward spec"
 
 
 def load_object(spec: str) -> Any:
     """Import ``module:attr`` or ``file.py:attr`` (attr may be dotted, e.g. ``Class.method``)."""
     if ":" not in spec:
-        raise ValueError(f"python reward spec must be 'module:function' or 'path/to/file.py:function', got {spec!r}")
+        raise ConfigError(f"python reward spec must be 'module:function' or 'path/to/file.py:function', got {spec!r}")
     target, attr = spec.rsplit(":", 1)
     if not target or not attr:
-        raise ValueError(f"python reward spec {spec!r} has an empty module or function name")
+        raise ConfigError(f"python reward spec {spec!r} has an empty module or function name")
     if target.endswith(".py") or os.sep in target or "/" in target:
         module = _import_file(target)
     else:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
-            raise ModuleNotFoundError(
-                f"python reward: cannot import module '{target}' ({exc}); make sure it is on PYTHONPATH "
-                "or give a file path ending in .py"
-            ) from exc
+            raise RewardNotImportable(f"python reward: cannot import module '{target}' ({exc})") from exc
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise AttributeError(f"python reward: '{target}' has no attribute '{attr}'")
+            raise RewardNotFound(f"python reward: '{target}' has no attribute '{attr}'")
         obj = getattr(obj, part)
     return obj
 

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from flowhf.errors import ConfigError
 from flowhf.rewards.base import Reward
 from flowhf.rewards.combine import CombinedReward
 from flowhf.rewards.transform import RewardTransform, TransformedReward
@@ -82,14 +83,23 @@ COMMON_KEYS = ("type", "weight", "normalize", "floor", "prefix_stride", "name")
 _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+?)\s*$")
 
 
+class SpecError(ConfigError):
+    """A reward spec that does not parse (a ConfigError: one line on the CLI, before any model loads)."""
+
+    default_hint = ("a reward spec is NAME[:ARG] terms joined by '+', e.g. sentiment, toxicity, classifier:PATH, "
+                    "python:module:function, '0.5*sentiment+0.5*toxicity' (flowhf.rewards.registry)")
+
+
 def available_rewards() -> list[str]:
     """Names accepted as reward types."""
     return sorted(REWARD_TYPES)
 
 
-def _unknown(name: str) -> ValueError:
-    return ValueError(
-        f"unknown reward {name!r}; valid rewards: {', '.join(available_rewards())} "
+def _unknown(name: str) -> ConfigError:
+    from flowhf.fields import suggest
+
+    return SpecError(
+        f"unknown reward {name!r}{suggest(name, REWARD_TYPES)}; valid rewards: {', '.join(available_rewards())} "
         "(see flowhf.rewards.registry for the spec grammar)"
     )
 
@@ -101,13 +111,13 @@ def build_reward(spec: str | dict | list | Reward | Callable[..., Any]) -> Rewar
     if isinstance(spec, str):
         terms = [t for t in spec.split("+")]
         if any(not t.strip() for t in terms):
-            raise ValueError(f"reward spec {spec!r} has an empty term around '+'")
+            raise SpecError(f"reward spec {spec!r} has an empty term around '+'")
         return _combine([_parse_term(t) for t in terms])
     if isinstance(spec, dict):
         return _combine([_from_dict(spec)])
     if isinstance(spec, (list, tuple)):
         if not spec:
-            raise ValueError("an empty list is not a reward spec; give at least one reward")
+            raise SpecError("an empty list is not a reward spec; give at least one reward")
         parts = []
         for item in spec:
             if isinstance(item, str):
@@ -142,9 +152,9 @@ def _parse_term(term: str) -> tuple[Reward, float]:
     _, key, required = REWARD_TYPES[name]
     kwargs: dict[str, Any] = {}
     if key is None and arg:
-        raise ValueError(f"reward '{name}' takes no argument, got '{name}:{arg}'")
+        raise SpecError(f"reward '{name}' takes no argument, got '{name}:{arg}'")
     if required and not arg.strip():
-        raise ValueError(f"reward '{name}' needs an argument: {name}:{key.upper()}")  # type: ignore[union-attr]
+        raise SpecError(f"reward '{name}' needs an argument: {name}:{key.upper()}")  # type: ignore[union-attr]
     if arg.strip():
         kwargs.update(_string_arg(name, key, arg.strip()))  # type: ignore[arg-type]
     return _build(name, kwargs), weight
@@ -165,7 +175,7 @@ def _from_dict(spec: dict) -> tuple[Reward, float]:
     """``{type: ..., <adapter options>, weight, normalize, floor, prefix_stride, name}``."""
     spec = dict(spec)
     if "type" not in spec:
-        raise ValueError(f"reward dict needs a 'type' key (one of {', '.join(available_rewards())}); got keys {sorted(spec)}")
+        raise SpecError(f"reward dict needs a 'type' key (one of {', '.join(available_rewards())}); got keys {sorted(spec)}")
     name = str(spec.pop("type")).lower()
     if name not in REWARD_TYPES:
         raise _unknown(name)
@@ -196,13 +206,13 @@ def _transform(normalize: Any, floor: Any) -> RewardTransform | None:
     elif normalize is True or normalize == "running":
         options["normalize"] = "running"
     elif normalize == "affine":
-        raise ValueError("normalize: affine needs scale/shift: normalize: {mode: affine, scale: S, shift: B}")
+        raise SpecError("normalize: affine needs scale/shift: normalize: {mode: affine, scale: S, shift: B}")
     elif isinstance(normalize, dict):
         options.update(normalize)
         mode = options.pop("mode", options.pop("type", None))
         options["normalize"] = mode or ("affine" if {"scale", "shift"} & set(options) else "running")
     else:
-        raise ValueError(f"normalize must be running, affine (as a dict), none or a dict; got {normalize!r}")
+        raise SpecError(f"normalize must be running, affine (as a dict), none or a dict; got {normalize!r}")
     if floor is not None:
         options["floor"] = float(floor)
     if not options:

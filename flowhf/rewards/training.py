@@ -20,9 +20,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 import yaml
 
 from flowhf.data.loading import load_preference_pairs
+from flowhf.models.cache import atomic_files
 from flowhf.rewards.rm_config import (
     DEFAULT_RM_FOLDER,
     LORA_TARGETS,
@@ -226,37 +225,32 @@ def _train_head(model, train_ids: list, config: RewardModelConfig) -> tuple[dict
 
 
 def _save(model, tokenizer, config: RewardModelConfig, metrics: dict) -> None:
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (out / "reward_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+    """Model, tokenizer, metrics.json, config and scoring contract, written to a temporary folder
+    and renamed into output_dir (its lock and other files stay), the contract last: it marks a
+    complete model, and a kill never leaves half of one."""
     meta = {"format": "flowhf-reward/1", "template": config.template, "max_length": config.max_length,
             "truncation_side": "left", "bf16": config.bf16, "base_model": config.model, "mode": config.mode}
-    (out / REWARD_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")  # last: marks complete
+    with atomic_files(Path(config.output_dir), last=(REWARD_META_FILE,)) as out:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        (out / "reward_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+        (out / REWARD_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def default_reward_model_dir() -> Path:
     """The default StackExchange RM (`RewardModelConfig()`), trained on first use and cached in
-    ``$FLOWHF_CACHE_DIR`` (else ``~/.cache/flowhf``) / ``rm-stackexchange-smollm2``. Training goes to
-    a temporary folder renamed into place, so a killed run never leaves a half model behind."""
-    from flowhf.models.loading import cache_root  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
+    ``$FLOWHF_CACHE_DIR`` (else ``~/.cache/flowhf``) / ``rm-stackexchange-smollm2``, built once
+    (`build_folder_once`: under a lock, into a temporary folder renamed into place), so neither a
+    killed run nor two processes at once leave a half model behind."""
+    from flowhf.models.cache import build_folder_once, cache_root  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
 
-    root = cache_root()
-    target = root / DEFAULT_RM_FOLDER
-    if (target / REWARD_META_FILE).is_file():
-        return target
-    partial = root / f".{DEFAULT_RM_FOLDER}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    logger.warning("training the default reward model into %s (first use only; several CPU minutes)", target)
-    train_reward_model(RewardModelConfig(output_dir=str(partial)))
-    try:
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete folder without the meta file
-        os.replace(partial, target)
-    except OSError:  # another process finished first; its folder is as good as ours
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
+    def build(tmp: Path) -> None:
+        logger.warning("training the default reward model into %s (first use only; several CPU minutes)", target)
+        train_reward_model(RewardModelConfig(output_dir=str(tmp)))
+
+    target = cache_root() / DEFAULT_RM_FOLDER
+    return build_folder_once(target, build, lambda folder: (folder / REWARD_META_FILE).is_file())
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:

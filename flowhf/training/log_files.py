@@ -7,6 +7,11 @@ import json
 import os
 from pathlib import Path
 
+from flowhf.errors import InputError
+
+_JSONL_HINT = "the file was cut or edited: fix or delete that line, or rerun what wrote it"
+
+
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:
     """Objects of a JSONL file (blank lines skipped), each with the ``required`` keys; a bad
     line is an error naming the file and the line."""
@@ -18,9 +23,9 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from err
+                raise InputError(f"{path}, line {line_no}: not valid JSON ({err})", _JSONL_HINT) from None
             if not isinstance(row, dict) or any(key not in row for key in required):
-                raise ValueError(f"{path}, line {line_no}: expected a JSON object with keys {list(required)}")
+                raise InputError(f"{path}, line {line_no}: expected a JSON object with keys {list(required)}", _JSONL_HINT)
             rows.append(row)
     return rows
 

@@ -274,7 +274,10 @@ def plot_histograms(histograms_jsonl: str | os.PathLike, png_path: str | os.Path
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=110)
+    from flowhf.run_dir import atomic_path
+
+    with atomic_path(png_path) as tmp:  # a kill never leaves half a figure
+        fig.savefig(tmp, dpi=110)
     return png_path
 
 

@@ -31,8 +31,11 @@ def plot_run_curves(run_dir: str | Path, keys=CURVE_KEYS, smooth: int = 10) -> P
         ax.set_title(key)
         ax.set_xlabel("step")
     fig.tight_layout()
+    from flowhf.run_dir import atomic_path
+
     out = Path(run_dir) / "curves.png"
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:  # a kill never leaves half a figure
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out
 
@@ -60,7 +63,9 @@ def write_run_summary(run_dir: str | Path, window: int = 10) -> str:
         from flowhf.training.logging import plot_histograms
 
         summary["histograms_png"] = str(plot_histograms(hist, Path(run_dir) / "histograms.png"))
-    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    from flowhf.run_dir import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=1))
     lines = [f"run {run_dir}: {summary['steps']} steps, {summary['seconds']:.0f} s of training"]
     for k in CURVE_KEYS:
         lines.append(f"  {k:<22} first {window}: {summary['first/' + k]:>9.4f}   last {window}: {summary['last/' + k]:>9.4f}")

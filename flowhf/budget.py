@@ -1,0 +1,63 @@
+"""`Budget`: the compute budget every compared method gets (seconds, generated tokens, steps).
+
+Its own light module (no torch / transformers) so that `flowhf reproduce` presets can check a
+budget key by key (`flowhf.fields.build_dataclass`: file, line, value, allowed range) before
+anything loads; the TRL callback that enforces it is `flowhf.baselines.budget.BudgetCallback`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flowhf.fields import POSITIVE
+from flowhf.fields import help_field as _f
+
+KEYS = ("seconds", "generated_tokens", "max_steps")
+
+
+@dataclass
+class Budget:
+    """Compute budget of one training run; at least one limit must be set."""
+
+    seconds: float | None = _f(None, "Wall-clock seconds of the training loop (setup and saving excluded).",
+                               allowed=POSITIVE)
+    generated_tokens: int | None = _f(None, "Completion tokens sampled by the trainer (EOS included).", allowed=POSITIVE)
+    max_steps: int | None = _f(None, "Optimizer steps (one TRL global step each).", allowed=POSITIVE)
+
+    def __post_init__(self) -> None:
+        for name in KEYS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"Budget.{name} must be a positive number or None, got {value!r}")
+            if name != "seconds" and int(value) != value:
+                raise ValueError(f"Budget.{name} must be a whole number, got {value!r}")
+        if self.generated_tokens is not None:
+            self.generated_tokens = int(self.generated_tokens)
+        if self.max_steps is not None:
+            self.max_steps = int(self.max_steps)
+        if self.seconds is None and self.generated_tokens is None and self.max_steps is None:
+            raise ValueError(
+                "Budget needs at least one limit: set seconds, generated_tokens or max_steps "
+                "(e.g. Budget(max_steps=200)); an unlimited run never ends"
+            )
+
+    @classmethod
+    def coerce(cls, value: Budget | Mapping[str, Any] | None) -> Budget:
+        """A Budget from a Budget or a dict (YAML configs); unknown keys are an error."""
+        if isinstance(value, Budget):
+            return value
+        if value is None:
+            raise ValueError("a budget is required, e.g. budget={'max_steps': 200}")
+        if not isinstance(value, Mapping):
+            raise TypeError(f"budget must be a Budget or a dict, got {type(value).__name__}")
+        unknown = sorted(set(value) - set(KEYS))
+        if unknown:
+            raise ValueError(f"unknown budget key(s) {unknown}; use seconds, generated_tokens, max_steps")
+        return cls(**dict(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
