@@ -219,3 +219,18 @@ def test_beta_schedules():
     assert cos(1) == pytest.approx(1.0 - math.cos(math.pi / 4))
     with pytest.raises(ValueError, match="needs `end`"):
         BetaSchedule(kind="linear")
+
+
+def test_importance_log_z_sums_the_known_set_exactly():
+    """Z_hat = sum_S R + mean over sampled rows of 1(y not in S) R/q; members count in n only."""
+    log_r = torch.tensor([10.0, 10.0, -80.0, 0.0], dtype=torch.float64)
+    log_q = torch.tensor([-0.01, -0.01, -5.0, float("nan")], dtype=torch.float64)
+    groups = torch.zeros(4, dtype=torch.long)
+    known = torch.full((4,), math.log(10 * math.exp(10.0)), dtype=torch.float64)  # ten answers of log R 10 known
+    member = torch.tensor([True, True, False, False])
+    got = importance_log_z(log_r, log_q, groups, known, member)
+    expected = math.log(10 * math.exp(10.0) + math.exp(-75.0) / 3)
+    assert got.tolist() == pytest.approx([expected] * 4, abs=1e-9)
+    # without the known set, a collapsed batch (the same answer twice) sees only that answer
+    alone = importance_log_z(log_r, log_q, groups)
+    assert float(alone[0]) == pytest.approx(math.log((2 * math.exp(10.01) + math.exp(-75.0)) / 3), abs=1e-9)

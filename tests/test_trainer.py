@@ -33,7 +33,8 @@ def trainable_snapshot(trainer):
 
 @pytest.mark.parametrize(
     "objective,logz",
-    [("tb", "batch"), ("tb", "scalar"), ("tb", "prompt"), ("fl", "batch"), ("db", "batch"), ("subtb", "batch"), ("pg", "batch")],
+    [("tb", "batch"), ("tb", "importance"), ("tb", "scalar"), ("tb", "prompt"), ("fl", "batch"), ("db", "batch"),
+     ("subtb", "batch"), ("pg", "batch")],
 )
 def test_every_objective_updates_parameters_with_finite_loss(tmp_path, objective, logz):
     cfg = tiny_config(tmp_path, f"objective.objective={objective}", f"objective.logz={logz}")
@@ -65,6 +66,20 @@ def test_replay_and_offpolicy_rows_enter_the_batch(tmp_path):
     # the answer is longer than max_new_tokens: cut there and forced-terminated (no EOS action)
     assert "What a lovely day it is!".startswith(text) and len(text) > 3
     assert batch2.lengths[off[0]] == 6 and not batch2.ended_with_eos[off[0]]
+
+
+def test_importance_log_z_reads_the_replay_buffer(tmp_path):
+    cfg = tiny_config(tmp_path, "objective.objective=tb", "objective.logz=importance", "replay.replay_ratio=0.34")
+    trainer = FlowHFTrainer(args=cfg, train_dataset=[{"prompt": "Describe the sea."}, {"prompt": "Describe a forest."}])
+    for _ in range(2):
+        metrics = trainer.training_step()
+        assert math.isfinite(metrics["train/loss"]) and metrics["train/skipped"] == 0.0
+    batch, _ = trainer.build_batch(trainer.next_prompt_rows())
+    known = trainer._known(batch, 5.0)
+    assert torch.isfinite(known["known_log_z"]).all()  # both prompts have stored completions
+    assert known["known_member"][[s == "replay" for s in batch.sources]].all()  # replayed rows are known by definition
+    assert torch.isnan(batch.log_q[[s == "replay" for s in batch.sources]]).all()
+    assert torch.isfinite(batch.log_q[[s == "policy" for s in batch.sources]]).all()
 
 
 def test_resume_is_exact(tmp_path):

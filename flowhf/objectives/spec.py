@@ -34,6 +34,8 @@ class ObjectiveInputs:
     reward: torch.Tensor | None = None  # [B] raw reward (pg maximises beta * r + ...)
     ref_log_pf: torch.Tensor | None = None  # [B, T] reference log-probs (pg KL)
     log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row, NaN if not sampled now (importance log Z)
+    known_log_z: torch.Tensor | None = None  # [B] log sum of R over the prompt's known completions (importance log Z)
+    known_member: torch.Tensor | None = None  # [B] bool: the row is one of those known completions
 
 
 @dataclass
@@ -58,6 +60,7 @@ class LogZMode:
     estimate: Callable[[ObjectiveInputs], torch.Tensor]  # [B] log Z from the inputs
     head: str | None = None
     min_group_size: int = 1  # samples of one prompt a batch must hold
+    known_set: bool = False  # reads the replay buffer's completions as an exact part of Z (known_log_z)
     help: str = ""
 
 

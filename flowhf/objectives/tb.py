@@ -17,9 +17,10 @@ log Z(x) comes from one of four estimators (``LOGZ_MODES`` below), chosen by ``o
   (``flowhf.models.heads.PromptLogZHead``);
 - ``batch``: `batch_log_z` below, the per-prompt mean of log R - log pi over k >= 2
   samples of the same prompt, detached (VarGrad, Richter et al. 2020; TBA);
-- ``importance``: `importance_log_z` below, log of the importance-weighted mean of R / q
-  over the step's samples of the prompt, detached. The one to use when rewards span
-  many nats (alpha = 0 with a harsh reward for everything else).
+- ``importance``: `importance_log_z` below: the sum of R over the replay buffer's
+  completions of the prompt, plus the importance-weighted mean of R / q over this step's
+  other samples, detached. The one to use when rewards span many nats (alpha = 0 with a
+  harsh reward for everything else) and when a few answers hold all the reward.
 
 Why alpha = 0 with a scalar log Z diverges on long sequences: with no LM prior in the
 target, log R(y|x) = beta * r(x, y) is O(beta) for every y, while the untrained policy
@@ -99,6 +100,8 @@ def importance_log_z(
     log_reward: torch.Tensor,
     log_q: torch.Tensor,
     group_ids: torch.Tensor,
+    known_log_z: torch.Tensor | None = None,
+    known_member: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-prompt importance-sampling estimate of log Z from this step's samples, detached.
 
@@ -121,10 +124,21 @@ def importance_log_z(
     (exact as n_x grows), biased low for small n_x (Jensen), and has the same fixed point:
     when pi = q is proportional to R every term equals log Z.
 
+    Known part (``known_log_z``, `flowhf.training.known_set`): a batch alone cannot see the
+    answers it did not sample, so once the policy has collapsed onto one answer the batch
+    estimate is that answer's R / pi and its residual is zero. Given a set S fixed before
+    sampling (the replay buffer's distinct completions) with exact log sum_S R,
+
+        Z_hat(x) = sum_{y in S} R(y) + (1/n_x) sum_i 1(y_i not in S) R_i / q_i
+
+    is still unbiased, and exact once S holds every high-reward completion.
+
     Args:
         log_reward: [B] target log R.
         log_q: [B] log-prob of each row under its sampling distribution; NaN if not sampled.
         group_ids: [B] integer id of each row's prompt; every group needs a sampled row.
+        known_log_z: [B] log sum_S R of the row's prompt (-inf: nothing known); optional.
+        known_member: [B] bool, the row's completion is in S (counted in n_x, not summed).
 
     Returns:
         [B] the group's estimate broadcast to its rows, no gradient.
@@ -140,10 +154,15 @@ def importance_log_z(
             "importance log Z needs at least one freshly sampled row of every prompt in a batch; "
             "lower replay.replay_ratio / sampling.offpolicy_fraction, or use objective.logz=batch"
         )
-    masked = torch.where(sampled, weight, torch.full_like(weight, float("-inf")))  # [B]
+    summed = sampled if known_member is None else sampled & ~known_member.to(sampled.device)  # [B]
+    masked = torch.where(summed, weight, torch.full_like(weight, float("-inf")))  # [B]
     peak = torch.full((G,), float("-inf"), dtype=dtype, device=weight.device).scatter_reduce(0, inverse, masked, "amax")
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # a group with nothing to sum: exp(-inf) = 0
     total = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(0, inverse, (masked - peak[inverse]).exp())
-    return (peak + total.log() - n.log())[inverse]  # [B]
+    estimate = (peak + total.log() - n.log())[inverse]  # [B]; -inf where nothing was summed
+    if known_log_z is not None:
+        estimate = torch.logaddexp(estimate, known_log_z.to(estimate))
+    return estimate.detach()
 
 
 def _batch_estimate(x: ObjectiveInputs) -> torch.Tensor:
@@ -154,7 +173,7 @@ def _batch_estimate(x: ObjectiveInputs) -> torch.Tensor:
 def _importance_estimate(x: ObjectiveInputs) -> torch.Tensor:
     if x.log_q is None:
         raise ValueError("objective.logz=importance needs the sampler's log-probs (ObjectiveInputs.log_q)")
-    return importance_log_z(x.log_reward, x.log_q, x.group_ids)
+    return importance_log_z(x.log_reward, x.log_q, x.group_ids, x.known_log_z, x.known_member)
 
 
 def _learned_estimate(x: ObjectiveInputs) -> torch.Tensor:
@@ -165,8 +184,8 @@ def _learned_estimate(x: ObjectiveInputs) -> torch.Tensor:
 
 LOGZ_MODES = {
     "batch": LogZMode("batch", _batch_estimate, min_group_size=2, help="VarGrad: per-prompt mean of log R - log pi, detached"),
-    "importance": LogZMode("importance", _importance_estimate, min_group_size=2,
-                           help="per-prompt log-mean-exp of log R - log q over the step's samples, detached"),
+    "importance": LogZMode("importance", _importance_estimate, min_group_size=2, known_set=True,
+                           help="replay buffer's completions summed exactly + importance-weighted R/q of the rest, detached"),
     "scalar": LogZMode("scalar", _learned_estimate, head="log_z", help="one learned parameter (the report's)"),
     "prompt": LogZMode("prompt", _learned_estimate, head="log_z_head", help="learned head on the prompt's hidden states"),
 }

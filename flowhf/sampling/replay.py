@@ -33,6 +33,9 @@ class ReplayItem:
     ended_with_eos: bool
     reward: float  # raw reward r(x, y): used for priorities and eviction
     log_reward: float  # target log R(y|x) when the item was (last) inserted
+    # sum of the reference's log-probs of the actions, so log R can be recomputed under a
+    # changed beta (None: not recorded, e.g. a checkpoint from before this field)
+    ref_log_prob: float | None = None
 
 
 def _check_finite(name: str, value: float, prompt: str) -> float:
@@ -98,6 +101,7 @@ class ReplayBuffer:
         ended_with_eos: bool,
         reward: float,
         log_reward: float,
+        ref_log_prob: float | None = None,
     ) -> bool:
         """Insert (or refresh) one trajectory. Returns True if it is stored after eviction."""
         if not isinstance(prompt, str):
@@ -112,6 +116,7 @@ class ReplayBuffer:
             ended_with_eos=bool(ended_with_eos),
             reward=_check_finite("reward", reward, prompt),
             log_reward=_check_finite("log_reward", log_reward, prompt),
+            ref_log_prob=None if ref_log_prob is None else _check_finite("ref_log_prob", ref_log_prob, prompt),
         )
         bucket = self._store.setdefault(prompt, {})
         bucket[key] = item  # existing key: value replaced in place, insertion position kept
@@ -210,6 +215,7 @@ class ReplayBuffer:
                         "ended_with_eos": item.ended_with_eos,
                         "reward": item.reward,
                         "log_reward": item.log_reward,
+                        "ref_log_prob": item.ref_log_prob,
                     }
                     for item in bucket.values()
                 ]
@@ -240,7 +246,8 @@ class ReplayBuffer:
         for prompt, rows in state["items"].items():
             for i, row in enumerate(rows):
                 try:
-                    self.add(prompt, row["token_ids"], row["ended_with_eos"], row["reward"], row["log_reward"])
+                    self.add(prompt, row["token_ids"], row["ended_with_eos"], row["reward"], row["log_reward"],
+                             row.get("ref_log_prob"))
                 except (KeyError, TypeError) as err:
                     raise ValueError(f"ReplayBuffer.load_state_dict: malformed item {i} of prompt {prompt[:60]!r}: {err!r}") from err
         version, internal, gauss_next = state["rng_state"]

@@ -45,6 +45,7 @@ from flowhf.training.log_files import cut_logs_back
 from flowhf.training.logging import MetricsLogger, ProgressBar
 from flowhf.training.nonfinite import NonFiniteStep, fix_for, likely_cause, record_skip
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
+from flowhf.training.known_set import known_set
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
 from flowhf.training.state import restore_trainer_state, trainer_state
@@ -228,13 +229,13 @@ class FlowHFTrainer:
         inputs = ObjectiveInputs(log_pf=scores.log_pf.float(), mask=mask, log_reward=log_reward,
                                  group_ids=batch.group_ids.to(dev), prefix_log_reward=prefix_log_reward,
                                  reward=beta * reward.to(dev), ref_log_pf=ref_log_pf, log_q=batch.log_q.to(dev),
-                                 **head_outputs(self.heads, scores, pmask))
+                                 **self._known(batch, beta), **head_outputs(self.heads, scores, pmask))
         out = objective_loss(self.settings, inputs)
         # 5. update, never with a non-finite loss or gradient
         skipped, grad_norm = self._update(out.loss, {"log_reward": log_reward, "log_pf": inputs.log_pf, "log_z": out.log_z})
         t_end = time.perf_counter()
         if skipped is None:  # a skipped step's rows (non-finite values) never enter the replay buffer
-            self._remember(batch, reward, log_reward)
+            self._remember(batch, reward, log_reward, (ref_log_pf * mask).sum(dim=1))
         metrics = step_metrics(StepRecord(
             batch=batch, reward=reward, log_reward=log_reward, scores=scores, ref_log_pf=ref_log_pf, out=out, beta=beta,
             temperature=temperature, skipped=skipped, grad_norm=grad_norm, lr=self.optimizer.param_groups[0]["lr"],
@@ -291,12 +292,21 @@ class FlowHFTrainer:
         self.state["skipped_in_a_row"] = 0
         return None, grad_norm
 
-    def _remember(self, batch: TrajectoryBatch, reward: torch.Tensor, log_reward: torch.Tensor) -> None:
+    def _known(self, batch: TrajectoryBatch, beta: float) -> dict:
+        """The replay buffer's part of Z for the importance log Z (`flowhf.training.known_set`)."""
+        mode = get_objective(self.settings.objective).logz_mode(self.settings)
+        if not (mode and mode.known_set) or self.args.replay.replay_ratio <= 0:
+            return {}
+        known_log_z, member = known_set(self.replay, batch, beta, self.args.target.alpha)
+        return {"known_log_z": known_log_z.to(self.device), "known_member": member.to(self.device)}
+
+    def _remember(self, batch: TrajectoryBatch, reward: torch.Tensor, log_reward: torch.Tensor, ref_log_prob: torch.Tensor) -> None:
         if self.args.replay.replay_ratio <= 0:
             return
         for i, tokens in enumerate(batch.completion_lists()):
             if batch.sources[i] != "replay":
-                self.replay.add(batch.prompts[i], tokens, bool(batch.ended_with_eos[i]), float(reward[i]), float(log_reward[i]))
+                self.replay.add(batch.prompts[i], tokens, bool(batch.ended_with_eos[i]), float(reward[i]),
+                                float(log_reward[i]), float(ref_log_prob[i]))
 
     def _autocast(self):
         if self.args.model.autocast_bf16:
