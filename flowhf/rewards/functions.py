@@ -53,7 +53,7 @@ class RewardBatch:
     completions: list[str]  # decoded texts
     completion_ids: list[list[int]]  # action ids, EOS included when the completion ended with one
     columns: dict[str, list]  # every other dataset column, one value per sample
-    row_numbers: list[int]  # 1-based dataset row of each sample (for errors)
+    row_numbers: list[int | None]  # 1-based dataset row of each sample (for errors; None: not a dataset row)
 
     @property
     def conversational(self) -> bool:
@@ -72,7 +72,8 @@ class RewardBatch:
                            {k: [v[r] for r in rows] for k, v in self.columns.items()}, [self.row_numbers[r] for r in rows])
 
     def describe(self, i: int) -> str:
-        return (f"dataset row {self.row_numbers[i]} (prompt {message_text(self.prompts[i], 'user')[:80]!r}, completion "
+        where = f"dataset row {self.row_numbers[i]}" if self.row_numbers[i] is not None else f"sample {i + 1}"
+        return (f"{where} (prompt {message_text(self.prompts[i], 'user')[:80]!r}, completion "
                 f"{self.completions[i][:80]!r}, columns {({k: v[i] for k, v in self.columns.items()})!r:.200})")
 
 
@@ -295,7 +296,7 @@ def _score_all(items: list, batch: RewardBatch) -> list[tuple[torch.Tensor, torc
         if not item.is_async:
             results[i] = item.score(batch)
     if pending:
-        outputs = _run(asyncio.gather(*(item.call(batch) for _, item in pending)))
+        outputs = _run(lambda: asyncio.gather(*(item.call(batch) for _, item in pending)))
         for (i, item), out in zip(pending, outputs):
             results[i] = item.values(out, len(batch.completions))
     return [results[i] for i in range(len(items))]
@@ -303,13 +304,14 @@ def _score_all(items: list, batch: RewardBatch) -> list[tuple[torch.Tensor, torc
 
 def _resolve(out: Any) -> Any:
     """An async function's result (its coroutine run to the end); anything else as is."""
-    return _run(out) if inspect.isawaitable(out) else out
+    return _run(lambda: out) if inspect.isawaitable(out) else out
 
 
-def _run(awaitable: Any) -> Any:
-    """Run an awaitable to its end, also from code already inside an event loop (a notebook)."""
+def _run(make: Callable[[], Any]) -> Any:
+    """Run the awaitable ``make()`` gives to its end, in a fresh event loop (on a worker thread
+    when the caller is already inside one, e.g. a notebook)."""
     async def main():
-        return await awaitable
+        return await make()
 
     try:
         asyncio.get_running_loop()

@@ -33,7 +33,7 @@ class TrajectoryBatch:
     sources: list[str]  # [B] "policy" | "offpolicy" | "replay"
     columns: dict[str, list] = field(default_factory=dict)  # the other dataset columns, [B] each
     log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row; NaN unless sampled this step
-    row_numbers: list[int] = field(default_factory=list)  # [B] 1-based dataset row (for errors)
+    row_numbers: list[int | None] = field(default_factory=list)  # [B] 1-based dataset row (errors; None: other rows)
 
     @property
     def lengths(self) -> torch.Tensor:

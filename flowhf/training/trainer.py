@@ -193,7 +193,7 @@ class FlowHFTrainer:
         columns = {c: [rows[g].get(c) for g in groups] for c in self.columns}
         batch = TrajectoryBatch(pids, pmask, comp.ids, comp.mask, comp.ended_with_eos, torch.as_tensor(groups),
                                 [prompts[g] for g in groups], [src for _, src in order], columns, comp.log_q,
-                                [self._row_number[id(rows[g])] for g in groups])
+                                [self._row_number.get(id(rows[g])) for g in groups])
         return batch, temperature
 
     # ------------------------------------------------------------------ the step
