@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from flowhf.errors import RewardError
+from flowhf.errors import ConfigError, RewardError
 from flowhf.rewards.base import Reward, as_reward_tensor, hold_values, pad_prefix_rows, prefix_positions
 from flowhf.sampling.prompts import as_completion, is_conversation, message_text
 
@@ -227,8 +227,8 @@ class RewardFunctions:
     def __init__(self, items: list, weights: list[float] | None = None, log: RewardLog | None = None) -> None:
         weights = [1.0] * len(items) if weights is None else [float(w) for w in weights]
         if len(weights) != len(items):
-            raise ValueError(f"target.reward_weights has {len(weights)} weights but there are {len(items)} reward "
-                             f"functions ({', '.join(i.name for i in items)}); give one weight per function")
+            raise ConfigError(f"target.reward_weights has {len(weights)} weights but there are {len(items)} reward "
+                              f"functions ({', '.join(i.name for i in items)})", "give one weight per reward function")
         self.items, self.weights, self.log = items, weights, log or RewardLog()
         self.name = " + ".join(i.name for i in items)
         self.prefix_stride = 1
