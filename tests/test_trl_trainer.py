@@ -157,3 +157,22 @@ def test_a_bare_model_takes_processing_class_or_its_folders_tokenizer(tmp_path):
 def test_num_train_epochs_is_the_step_budget(tmp_path):
     trainer = FlowHFTrainer(args=tiny_config(tmp_path, "optim.num_train_epochs=2"), reward_funcs=length, train_dataset=ROWS)
     assert trainer.state.max_steps == 3  # ceil(2 epochs x 3 rows / 2 prompts per step)
+
+
+def test_peft_config_becomes_the_lora_keys_and_eval_dataset_is_refused(tmp_path):
+    from peft import LoraConfig
+
+    from flowhf.errors import ConfigError
+    from flowhf.training.trl_compat import with_peft_config
+
+    cfg = with_peft_config(tiny_config(tmp_path), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1,
+                                                             target_modules=["v_proj", "q_proj"]))
+    assert (cfg.model.lora, cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout) == (True, 8, 16, 0.1)
+    assert cfg.model.lora_target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match=r"peft_config.use_dora=True: FlowHF's LoRA takes r, lora_alpha"):
+        with_peft_config(cfg, LoraConfig(use_dora=True))
+    with pytest.raises(ConfigError, match="eval_dataset: FlowHFTrainer does not evaluate during training"):
+        FlowHFTrainer(args=cfg, reward_funcs=length, train_dataset=ROWS, eval_dataset=ROWS)
+    trainer = FlowHFTrainer(args=tiny_config(tmp_path), reward_funcs=length, train_dataset=ROWS,
+                            peft_config=LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    assert trainer.args.model.lora_r == 2 and trainer.args.model.lora_target_modules == ["all-linear"]

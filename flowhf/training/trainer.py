@@ -53,6 +53,7 @@ from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
 from flowhf.training.rows import reward_columns, training_rows
 from flowhf.training.state import RunState, restore_trainer_state, trainer_state
+from flowhf.training.trl_compat import refuse_eval_dataset, with_peft_config
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 
 
@@ -72,11 +73,15 @@ class FlowHFTrainer:
             folder holds no tokenizer.
         reward_processing_classes: the tokenizer of each model item of reward_funcs.
         callbacks: transformers TrainerCallbacks (`flowhf.training.callbacks`).
+        peft_config: TRL's LoRA settings (a peft LoraConfig), as model.lora_* keys.
+        eval_dataset: TRL's; an error (FlowHF evaluates saved models with `flowhf eval`).
     """
 
     def __init__(self, model=None, reward_funcs=None, args: FlowHFConfig | None = None, train_dataset=None,
-                 tokenizer=None, *, processing_class=None, reward_processing_classes=None, callbacks=None):
-        self.args = args or FlowHFConfig()
+                 tokenizer=None, *, processing_class=None, reward_processing_classes=None, callbacks=None,
+                 peft_config=None, eval_dataset=None):
+        refuse_eval_dataset(eval_dataset)
+        self.args = with_peft_config(args or FlowHFConfig(), peft_config)
         cfg = self.args
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device

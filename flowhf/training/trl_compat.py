@@ -70,7 +70,9 @@ def _temperature(value: Any, names: dict, data: dict) -> dict:
 
 def _per_device_train_batch_size(value: Any, names: dict, data: dict) -> dict:
     """TRL counts completions per device; FlowHF counts prompts (each with samples_per_prompt)."""
-    k = data["sampling"].get("samples_per_prompt", 4)
+    from flowhf.training.config import SamplingArgs
+
+    k = data["sampling"].get("samples_per_prompt", SamplingArgs.samples_per_prompt)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value % k:
         raise ConfigError(f"FlowHFConfig(per_device_train_batch_size={value!r}): it counts completions, as in TRL, and "
                           f"must be a positive multiple of num_generations={k} (sampling.samples_per_prompt): every "
@@ -199,3 +201,41 @@ def _trl_fields() -> set[str]:
     except ImportError:  # without TRL every unknown name is just unknown
         return set()
     return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
+def with_peft_config(config, peft_config: Any):
+    """``config`` with TRL's ``peft_config`` (a peft LoraConfig) as its model.lora_* keys.
+
+    FlowHF trains LoRA adapters by default (model.lora); TRL trains the full model unless given
+    a peft_config. A LoRA option FlowHF does not have, or another PEFT method, is an error."""
+    if peft_config is None:
+        return config
+    from peft import LoraConfig
+
+    if not isinstance(peft_config, LoraConfig):
+        raise ConfigError(f"peft_config={type(peft_config).__name__}: FlowHF trains LoRA adapters only",
+                          "pass a peft.LoraConfig, or set model.lora=false for full fine-tuning")
+    unsupported = {name: getattr(peft_config, name) for name, default in _LORA_DEFAULTS.items()
+                   if getattr(peft_config, name, default) != default}
+    if unsupported:
+        name, value = next(iter(unsupported.items()))
+        raise ConfigError(f"peft_config.{name}={value!r}: FlowHF's LoRA takes r, lora_alpha, lora_dropout and "
+                          "target_modules only", f"leave {name} at {_LORA_DEFAULTS[name]!r}")
+    modules = peft_config.target_modules
+    keys = {"lora": True, "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha,
+            "lora_dropout": peft_config.lora_dropout,
+            "lora_target_modules": [modules] if isinstance(modules, str) else sorted(modules) if modules else None}
+    from flowhf.training.config import ModelArgs
+
+    model = build_dataclass(ModelArgs, {**_as_dict(config.model), **keys}, "peft_config", None, ("model",))
+    return dataclasses.replace(config, model=model)
+
+
+_LORA_DEFAULTS = {"bias": "none", "use_rslora": False, "use_dora": False, "modules_to_save": None}
+
+
+def refuse_eval_dataset(eval_dataset: Any) -> None:
+    """TRL's eval_dataset: FlowHFTrainer does not evaluate during training, so it is an error."""
+    if eval_dataset is not None:
+        raise ConfigError("eval_dataset: FlowHFTrainer does not evaluate during training",
+                          "drop eval_dataset and evaluate the saved model with `flowhf eval`")
