@@ -119,7 +119,9 @@ class FunctionItem:
                 text = tokenizer.decode(ids[:t], skip_special_tokens=True)
                 if text not in seen:
                     seen[text] = len(texts)
-                    rows.append(b), texts.append(text), ids_list.append(list(ids[:t]))
+                    rows.append(b)
+                    texts.append(text)
+                    ids_list.append(list(ids[:t]))
                 slots.append(seen[text])
             plans.append((len(ids), positions, slots))
         values, applies = self.values(_resolve(self.call(batch.take(rows, texts, ids_list), quiet=True)), len(texts))
