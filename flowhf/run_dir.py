@@ -39,7 +39,8 @@ RUN_FILES = ("metrics.jsonl", "metrics.csv", "config.yaml", "checkpoints", "resu
              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json",
              "curves.png", "README.md", "reward_config.yaml")
 # Keys a resumed run may change: how long it runs and how it logs, not what it learns.
-RESUMABLE_CHANGES = ("optim.max_steps", "optim.max_seconds", "optim.max_skipped_steps", "logging.", "model.cache_dir")
+RESUMABLE_CHANGES = ("optim.max_steps", "optim.num_train_epochs", "optim.max_seconds", "optim.max_skipped_steps",
+                     "logging.", "model.cache_dir")
 
 
 def read_lock(folder: str | os.PathLike) -> dict | None:
@@ -152,8 +153,8 @@ def check_resume_config(folder: str | os.PathLike, config: dict) -> None:
     if changed:
         diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
         raise RunDirError(f"--resume: the config differs from the run's {path} in {len(changed)} key(s): {diffs}",
-                          "resume with the run's own config (only max_steps, max_seconds and logging keys may change), "
-                          "or use --overwrite / another --output-dir to start a new run")
+                          "resume with the run's own config (only max_steps, num_train_epochs, max_seconds and "
+                          "logging keys may change), or use --overwrite / another --output-dir to start a new run")
 
 
 def acquire_lock(folder: str | os.PathLike) -> bool:

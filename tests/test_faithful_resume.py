@@ -56,7 +56,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     resumed = FlowHFTrainer(args=_config(tmp_path, 4))
     assert checkpoint.resume_latest(resumed) == root / "step-2"
-    assert resumed.state["step"] == 2
+    assert resumed.state.global_step == 2
     out = capsys.readouterr().out
     assert "skipping checkpoint" in out and "step-4" in out and "trainable.safetensors has 100 bytes" in out
     (root / "step-2" / "trainer_state.json").write_text("{broken")

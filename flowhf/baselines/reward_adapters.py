@@ -31,22 +31,10 @@ import torch
 from torch import nn
 
 from flowhf.baselines.budget import TokenCounter
+from flowhf.sampling.prompts import message_text  # noqa: F401  (the one place; importable here too)
 
 # Keyword arguments GRPOTrainer adds for reward functions; not dataset columns.
 TRL_REWARD_KWARGS = ("completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
-
-
-def message_text(value: Any, role: str) -> str:
-    """Plain text of a prompt/completion: the string itself, or the last ``role`` message's content."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        matching = [m for m in value if m.get("role") == role] or value
-        content = matching[-1].get("content", "")
-        if isinstance(content, list):  # content blocks: keep the text parts
-            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        return str(content)
-    raise TypeError(f"expected a string or a list of chat messages, got {type(value).__name__}: {value!r:.120}")
 
 
 def grpo_reward_function(

@@ -110,7 +110,7 @@ def _train_flowhf(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     last = trainer.train()
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     details = {"config": config.to_dict(), "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
-    return Trained(model, trainer.state["step"], round(trainer.state["train_seconds"], 2),
+    return Trained(model, trainer.state.global_step, round(trainer.state.train_seconds, 2),
                    {**details, "total_seconds": round(time.perf_counter() - begin, 2)})
 
 

@@ -342,6 +342,16 @@ class PolicyBundle:
                 self.model.train(was_training)
 
 
+def tokenizer_beside(model: torch.nn.Module, trust_remote_code: bool = False):
+    """The tokenizer saved in a built model's own folder (as TRL loads it when given a model and
+    no processing_class), or an error saying to pass one."""
+    source = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if source and Path(source).is_dir() and any((Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    raise ValueError(f"the model {type(model).__name__} came without a tokenizer and its folder ({source or 'none'}) "
+                     "holds none; pass processing_class=tokenizer (or tokenizer=)")
+
+
 def load_policy(
     name_or_path: str | os.PathLike | PreTrainedModel | PeftModel,
     *,

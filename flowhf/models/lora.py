@@ -59,6 +59,8 @@ def _check_targets(targets: list[str] | tuple[str, ...] | str) -> list[str] | st
             )
         return targets
     targets = list(targets)
+    if targets == ["all-linear"]:  # the shortcut as a one-item list (model.lora_target_modules is a list)
+        return "all-linear"
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise ValueError(
             "LoraSettings.target_modules must be a non-empty list of module names "

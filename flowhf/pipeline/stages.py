@@ -124,7 +124,7 @@ def _flowhf(ctx: Context, method: str) -> dict[str, Any]:
     trainer = FlowHFTrainer(args=cfg)
     last = trainer.train(resume=ctx.resume)
     out = ctx.stage_dir(method)
-    return {"model_dir": str(out), "run_dir": str(out), "steps": trainer.state["step"], "last_metrics": {k: float(v) for k, v in last.items()
+    return {"model_dir": str(out), "run_dir": str(out), "steps": trainer.state.global_step, "last_metrics": {k: float(v) for k, v in last.items()
                                                                          if isinstance(v, (int, float))}}
 
 

@@ -4,10 +4,14 @@ FlowHF training, the evaluation's sampling, the TRL baselines (and the real-LM b
 all encode prompts here, so the methods are compared on the same inputs; a test checks
 that every runner gives the same ids for the same prompt.
 
-- With a chat template (and ``use_chat_template``) a prompt is one user turn with the
-  generation prompt appended, tokenized by the template (no extra special tokens: the
-  template holds BOS / role tokens). Otherwise the raw text with the tokenizer's own
-  special tokens.
+- A prompt is a text or, in TRL's conversational format, a list of ``{"role", "content"}``
+  messages. Messages always go through the tokenizer's chat template with the generation
+  prompt appended, as TRL's GRPOTrainer renders them.
+- With a chat template (and ``use_chat_template``) a text prompt is one user turn, rendered
+  the same way (no extra special tokens: the template holds BOS / role tokens). Otherwise
+  the raw text with the tokenizer's own special tokens (what TRL does with a text prompt).
+- Conversational completions are one assistant message (`as_completion`), as TRL hands
+  them to reward functions; `message_text` turns either format back into plain text.
 - Prompts are LEFT-padded (a decoder-only model continues from the right end); completions
   are right-padded (ARCHITECTURE.md).
 - A completion ends at its first EOS id: the tokenizer's EOS or any id of the model's
@@ -33,17 +37,51 @@ def as_conversation(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
 
-def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool) -> list[int]:
+def as_completion(text: str) -> list[dict[str, str]]:
+    """A completion in TRL's conversational format: one assistant message."""
+    return [{"role": "assistant", "content": text}]
+
+
+def is_conversation(value: Any) -> bool:
+    """Whether ``value`` is TRL's conversational format: a non-empty list of role/content messages."""
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def message_text(value: Any, role: str) -> str:
+    """Plain text of a prompt/completion: the string itself, or the last ``role`` message's content."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        matching = [m for m in value if m.get("role") == role] or value
+        content = matching[-1].get("content", "")
+        if isinstance(content, list):  # content blocks: keep the text parts
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+    raise TypeError(f"expected a string or a list of chat messages, got {type(value).__name__}: {value!r:.120}")
+
+
+def prompt_key(prompt: Any) -> str:
+    """A text that identifies a prompt (the replay buffer's key): the text, or the messages as JSON."""
+    import json
+
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def encode_prompt(tokenizer: Any, prompt: str | list[dict], use_chat_template: bool) -> list[int]:
     """Token ids of one prompt (see the module docstring for the format)."""
-    if uses_chat_template(tokenizer, use_chat_template):
-        ids = tokenizer.apply_chat_template(as_conversation(prompt), add_generation_prompt=True, tokenize=True)
+    if is_conversation(prompt) and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("conversational prompts (lists of role/content messages) need a tokenizer with a chat "
+                         "template; set tokenizer.chat_template, or give the prompts as text")
+    if is_conversation(prompt) or uses_chat_template(tokenizer, use_chat_template):
+        messages = prompt if is_conversation(prompt) else as_conversation(prompt)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return [int(i) for i in ids]
     return [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], use_chat_template: bool) -> list[list[int]]:
+def encode_prompts(tokenizer: Any, prompts: Sequence[str | list[dict]], use_chat_template: bool) -> list[list[int]]:
     """Token ids of each prompt, unpadded."""
     return [encode_prompt(tokenizer, p, use_chat_template) for p in prompts]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
 import random
 
 import torch
@@ -28,10 +29,11 @@ class TrajectoryBatch:
     mask: torch.Tensor  # [B, T]
     ended_with_eos: torch.Tensor  # [B] bool
     group_ids: torch.Tensor  # [B] prompt index within the step
-    prompts: list[str]  # [B] prompt texts (as given, before the chat template)
+    prompts: list  # [B] prompts as given (texts or chat messages), before the chat template
     sources: list[str]  # [B] "policy" | "offpolicy" | "replay"
-    columns: dict[str, list] = field(default_factory=dict)  # extra dataset columns, [B] each
+    columns: dict[str, list] = field(default_factory=dict)  # the other dataset columns, [B] each
     log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row; NaN unless sampled this step
+    row_numbers: list[int | None] = field(default_factory=list)  # [B] 1-based dataset row (errors; None: other rows)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -83,40 +85,49 @@ def concat_completions(parts: list[Completions], pad_id: int) -> Completions:
     return Completions(torch.cat(ids), torch.cat(masks), torch.cat([p.ended_with_eos for p in parts]), parts[0].temperature, log_q)
 
 
-def step_prompt_rows(rows: list[dict], per_process: int, world: int, rank: int, seed: int, state: dict) -> list[dict]:
+def step_prompt_rows(rows: list[dict], per_process: int, world: int, rank: int, seed: int, state) -> list[dict]:
     """This process's next ``per_process`` rows of a seeded per-epoch shuffle.
 
     Every process walks the same order; each step consumes per_process rows per process and
     process ``rank`` takes the rank-th slice, so processes never train on the same prompt in
-    a step. The cursor (``state["data_cursor"]``, ``state["epoch"]``) advances in place and
-    is checkpointed by the trainer.
+    a step. The cursor (``state.data_cursor``, ``state.data_epoch`` of a
+    `flowhf.training.state.RunState`) advances in place and is checkpointed by the trainer.
     """
     taken = []
     while len(taken) < per_process * world:
         order = list(range(len(rows)))
-        random.Random(seed * 100_003 + state["epoch"]).shuffle(order)
-        take = order[state["data_cursor"] : state["data_cursor"] + per_process * world - len(taken)]
+        random.Random(seed * 100_003 + state.data_epoch).shuffle(order)
+        take = order[state.data_cursor : state.data_cursor + per_process * world - len(taken)]
         taken.extend(rows[i] for i in take)
-        state["data_cursor"] += len(take)
-        if state["data_cursor"] >= len(rows):
-            state["epoch"] += 1
-            state["data_cursor"] = 0
+        state.data_cursor += len(take)
+        if state.data_cursor >= len(rows):
+            state.data_epoch += 1
+            state.data_cursor = 0
+    state.set_epoch(len(rows))
     return taken[rank * per_process : (rank + 1) * per_process]
 
 
+def steps_for_epochs(epochs: float, rows: int, per_process: int, world: int) -> int:
+    """Updates that take ``epochs`` passes over ``rows`` prompts (optim.num_train_epochs)."""
+    return max(1, math.ceil(epochs * rows / (per_process * world)))
+
+
 def fit_prompts(encoded: list[list[int]], prompts: list[str], context: int | None, max_new_tokens: int,
-                long_prompts: str) -> tuple[list[list[int]], int]:
-    """Prompts that leave room for max_new_tokens in the model's context, and how many were cut.
+                long_prompts: str, max_prompt_length: int | None = None) -> tuple[list[list[int]], int]:
+    """Prompts that leave room for max_new_tokens in the model's context (and are at most
+    ``max_prompt_length`` tokens, sampling.max_prompt_length), and how many were cut.
 
     A longer prompt is cut from the left (``long_prompts="truncate"``) or is an error naming
     it and the fix (``"error"``; also when no room is left at all).
     """
-    if not context:
+    if not context and not max_prompt_length:
         return encoded, 0
-    room = context - max_new_tokens
+    room = min(context - max_new_tokens if context else max_prompt_length, max_prompt_length or context)
     long = [i for i, ids in enumerate(encoded) if len(ids) > room]
     if long and (room < 1 or long_prompts == "error"):
-        raise DataError(f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; the model reads "
-                        f"{context} and sampling.max_new_tokens={max_new_tokens} leaves {max(room, 0)} for the prompt",
-                        "shorten the prompts, lower sampling.max_new_tokens, or set sampling.long_prompts=truncate")
+        limit = (f"sampling.max_prompt_length={max_prompt_length}" if room == max_prompt_length else
+                 f"the model reads {context} and sampling.max_new_tokens={max_new_tokens} leaves {max(room, 0)} for the prompt")
+        raise DataError(f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; {limit}",
+                        "shorten the prompts, lower sampling.max_new_tokens, raise sampling.max_prompt_length, "
+                        "or set sampling.long_prompts=truncate")
     return [ids[-room:] if len(ids) > room else ids for ids in encoded], len(long)

@@ -5,7 +5,7 @@ Layout of ``<output_dir>/checkpoints/step-N/``:
     heads.safetensors       flow / log Z heads
     optimizer.pt            optimiser + scheduler state (loaded with weights_only=True)
     rng.pt                  torch global + sampling generator states (weights_only=True)
-    trainer_state.json      step, data cursor, epoch, skip counters, python RNG state
+    trainer_state.json      step, data cursor, epoch, skip counters, log history, python RNG state
     replay.json             replay buffer
     rank-R/                 process R's own rng.pt, replay.json and python RNG (multi-process runs, R >= 1)
     manifest.json           size and SHA-256 of every file above, written last
@@ -40,13 +40,13 @@ def save_checkpoint(trainer) -> Path | None:
     """Write ``trainer.state_dict()`` as ``checkpoints/step-N`` (every process its own part,
     rank 0 the folder), keeping the newest ones. Every process must call it."""
     root = Path(trainer.output_dir) / CHECKPOINTS
-    final = root / f"step-{trainer.state['step']}"
+    final = root / f"step-{trainer.state.global_step}"
     state = trainer.state_dict()
     rank, main = trainer.accelerator.process_index, trainer.accelerator.is_main_process
     if trainer.accelerator.num_processes > 1:  # each rank's own streams and replay, beside rank 0's
         if not main:
             root.mkdir(parents=True, exist_ok=True)
-            with atomic_folder(root / f".rank-{rank}-step-{trainer.state['step']}") as tmp:
+            with atomic_folder(root / f".rank-{rank}-step-{trainer.state.global_step}") as tmp:
                 _write_rank_state(tmp, state)
         trainer.accelerator.wait_for_everyone()
     try:
@@ -65,7 +65,7 @@ def _save_main(trainer, root: Path, final: Path, state: dict) -> Path:
         _write_rank_state(tmp, state)
         (tmp / "trainer_state.json").write_text(json.dumps(state["trainer_state"]))
         for r in range(1, trainer.accelerator.num_processes):
-            os.replace(root / f".rank-{r}-step-{trainer.state['step']}", tmp / f"rank-{r}")
+            os.replace(root / f".rank-{r}-step-{trainer.state.global_step}", tmp / f"rank-{r}")
         _hook("FLOWHF_TEST_STALL_SAVE")
         write_manifest(tmp)  # last: a checkpoint without a verifying manifest is never trusted
     _prune(root, trainer.args.logging.save_total_limit)
@@ -182,12 +182,36 @@ def resume_latest(trainer) -> Path | None:
         removed = remove_leftovers(trainer.output_dir)
         if removed:
             say(f"[flowhf] removed {len(removed)} unfinished checkpoint save(s): {', '.join(sorted(removed))}")
-    steps = _steps(Path(trainer.output_dir) / CHECKPOINTS)
-    if not steps:
-        say(f"[flowhf] --resume: no checkpoint under {trainer.output_dir}/{CHECKPOINTS}; starting from step 0")
+    root = Path(trainer.output_dir) / CHECKPOINTS
+    if not _steps(root):
+        say(f"[flowhf] --resume: no checkpoint under {root}; starting from step 0")
         return None
+    return _restore_newest(trainer, root, say)
+
+
+def resume_from_path(trainer, path: Path) -> Path:
+    """``train(resume_from_checkpoint=PATH)``: PATH is a checkpoint folder (``.../checkpoints/step-N``)
+    or a run folder, whose newest verified checkpoint is taken. Anything else is a CheckpointError."""
+    main = trainer.accelerator.is_main_process
+    say = print if main else (lambda *_: None)
+    if _steps(path / CHECKPOINTS):
+        return _restore_newest(trainer, path / CHECKPOINTS, say)
+    if not (path / "trainer_state.json").is_file():
+        raise CheckpointError(f"resume_from_checkpoint={str(path)!r} is neither a checkpoint folder (no "
+                              "trainer_state.json) nor a run folder with checkpoints/step-N folders",
+                              f"pass a folder such as {Path(trainer.output_dir) / CHECKPOINTS / 'step-100'}, or True "
+                              "for the newest checkpoint of output_dir")
+    problem = verify(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} cannot be restored: {problem}", "pass another checkpoint folder")
+    _load_into(trainer, path, load_checkpoint(path, trainer.accelerator.process_index))
+    say(f"[flowhf] resumed from {path} (step {trainer.state.global_step})")
+    return path
+
+
+def _restore_newest(trainer, root: Path, say) -> Path:
     skipped = []
-    for _, path in reversed(steps):
+    for _, path in reversed(_steps(root)):
         problem = verify(path)
         if problem is None:
             try:
@@ -200,14 +224,17 @@ def resume_latest(trainer) -> Path | None:
             skipped.append(f"{path.name}: {problem}")
             say(f"[flowhf] skipping checkpoint {path}: {problem}")
             continue
-        try:
-            trainer.load_state_dict(state)
-        except ValueError as err:
-            raise CheckpointError(f"{path}: {err}") from err
-        say(f"[flowhf] resumed from {path} (step {trainer.state['step']})")
+        _load_into(trainer, path, state)
+        say(f"[flowhf] resumed from {path} (step {trainer.state.global_step})")
         return path
-    raise CheckpointError(f"no checkpoint under {trainer.output_dir}/{CHECKPOINTS} can be restored ("
-                          + "; ".join(skipped) + ")")
+    raise CheckpointError(f"no checkpoint under {root} can be restored (" + "; ".join(skipped) + ")")
+
+
+def _load_into(trainer, path: Path, state: dict) -> None:
+    try:
+        trainer.load_state_dict(state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
 
 
 def write_config(trainer) -> None:

@@ -9,7 +9,7 @@ Unknown groups or keys are errors that name the closest valid key; values are ty
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class TargetArgs:
                                         "'floor' (use target.reward_floor instead; counted as train/nonfinite_rewards).",
                                allowed=OneOf(("error", "floor")))
     prefix_stride: int = _f(1, "FL/SubTB prefix rewards: score every k-th prefix (k > 1 approximates, for slow non-causal rewards).", allowed=AT_LEAST_ONE)
+    reward_weights: list[float] = _f(None, "Weight of each reward function (TRL's reward_weights; None = 1 each): r = sum of "
+                                           "w_i r_i over the functions that score a sample (a None return skips one).")
 
     def __post_init__(self) -> None:
         self.reward_scale = float(self.reward_scale)
@@ -64,6 +66,9 @@ class TargetArgs:
         self.beta_per_reward()  # a bad schedule is a config error, raised before any model loads
         if self.nonfinite_reward == "floor" and self.reward_floor is None:
             raise ValueError("target.nonfinite_reward=floor needs target.reward_floor (the value a NaN/±inf reward becomes)")
+        bad = [w for w in self.reward_weights or [] if isinstance(w, bool) or not isinstance(w, (int, float))]
+        if bad:
+            raise ValueError(f"target.reward_weights={self.reward_weights!r}: every weight must be a number, got {bad[0]!r}")
 
     def beta_per_reward(self) -> BetaSchedule:
         """beta per unit of the (floored) reward, by step: the configured beta over reward_scale."""
@@ -100,6 +105,8 @@ class SamplingArgs:
     temperature_low: float = _f(1.0, "Exploration temperature range, low end.", allowed=POSITIVE)
     temperature_high: float = _f(1.5, "Exploration temperature range, high end.", allowed=POSITIVE)
     top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))
+    max_prompt_length: int | None = _f(None, "Keep at most this many prompt tokens (the end, as sampling.long_prompts says; "
+                                             "None = as many as the context leaves).", allowed=AT_LEAST_ONE)
     long_prompts: str = _f("truncate", "A prompt longer than the model's context minus max_new_tokens: 'truncate' (keep its "
                                        "end; counted as train/truncated_prompts) or 'error'.", allowed=OneOf(("truncate", "error")))
     offpolicy_column: str | None = _f(None, "Dataset column with reference completions to train on off-policy (e.g. response_j).")
@@ -136,6 +143,8 @@ class OptimArgs:
     warmup_steps: int = _f(0, "Linear warm-up steps.", allowed=NON_NEGATIVE)
     lr_scheduler: str = _f("constant", "constant | linear | cosine (after warm-up, to 0 at max_steps).", allowed=OneOf(("constant", "linear", "cosine")))
     max_steps: int = _f(100, "Number of updates.", allowed=AT_LEAST_ONE)
+    num_train_epochs: float | None = _f(None, "Passes over the training prompts; when set it replaces max_steps: "
+                                              "ceil(epochs x rows / (prompts_per_step x processes)) steps.", allowed=POSITIVE)
     max_seconds: float | None = _f(None, "Stop after this much wall-clock training time (checked between steps).", allowed=POSITIVE)
     seed: int = _f(0, "Seed of data order, sampling and initialisation.")
     max_skipped_steps: int = _f(5, "Stop after this many consecutive non-finite steps.", allowed=AT_LEAST_ONE)
@@ -177,19 +186,46 @@ GROUPS = {
 }
 
 
-@dataclass
+@dataclass(init=False)
 class FlowHFConfig:
-    model: ModelArgs = field(default_factory=ModelArgs)
-    target: TargetArgs = field(default_factory=TargetArgs)
-    objective: ObjectiveArgs = field(default_factory=ObjectiveArgs)
-    sampling: SamplingArgs = field(default_factory=SamplingArgs)
-    replay: ReplayArgs = field(default_factory=ReplayArgs)
-    optim: OptimArgs = field(default_factory=OptimArgs)
-    data: DataArgs = field(default_factory=DataArgs)
-    logging: LoggingArgs = field(default_factory=LoggingArgs)
+    """Every training option, by group. The groups are the primary form:
 
-    def __post_init__(self) -> None:
+        FlowHFConfig(optim=OptimArgs(learning_rate=1e-5), sampling={"samples_per_prompt": 8})
+
+    TRL's flat `GRPOConfig` names are accepted too, where FlowHF has the same meaning, and
+    land in the same group keys (`flowhf.training.trl_compat`, the README's "Coming from TRL"
+    table): ``FlowHFConfig(learning_rate=1e-5, num_generations=8)`` saves the same config.yaml.
+    They can also be read back (``config.output_dir``), as TrainerCallbacks read ``args``.
+    """
+
+    model: ModelArgs
+    target: TargetArgs
+    objective: ObjectiveArgs
+    sampling: SamplingArgs
+    replay: ReplayArgs
+    optim: OptimArgs
+    data: DataArgs
+    logging: LoggingArgs
+
+    def __init__(self, model=None, target=None, objective=None, sampling=None, replay=None, optim=None, data=None,
+                 logging=None, **trl_names: Any) -> None:
+        given = dict(zip(GROUPS, (model, target, objective, sampling, replay, optim, data, logging)))
+        if trl_names:
+            from flowhf.training.trl_compat import apply_trl_names
+
+            given = apply_trl_names(given, trl_names)
+        for name, cls in GROUPS.items():
+            setattr(self, name, _group(name, given[name]))
         self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        """TRL's one-to-one flat names, read from their group (``args.output_dir`` in a callback)."""
+        from flowhf.training.trl_compat import SAME_MEANING
+
+        if name in SAME_MEANING and "logging" in self.__dict__:
+            group, key = SAME_MEANING[name].split(".")
+            return getattr(getattr(self, group), key)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def validate(self) -> None:
         """Reject combinations that cannot work, saying how to fix them."""
@@ -233,6 +269,19 @@ class FlowHFConfig:
         data, source = read_yaml_with_lines(path)
         source.overridden = apply_overrides(data, overrides or [])
         return cls.from_dict(data, source)
+
+
+def _group(name: str, value: Any):
+    """A group given as its dataclass, a mapping of its keys (checked), or None (defaults)."""
+    cls = GROUPS[name]
+    if value is None:
+        return cls()
+    if isinstance(value, dict):
+        return build_dataclass(cls, value, f"FlowHFConfig({name}=...)", None, (name,))
+    if not isinstance(value, cls):
+        raise ConfigError(f"FlowHFConfig({name}=...): expected {cls.__name__} or a dict of its keys, "
+                          f"got {type(value).__name__}")
+    return value
 
 
 def _key_to_group() -> dict[str, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from flowhf.sampling.prompts import prompt_key
 from flowhf.sampling.replay import ReplayBuffer
 from flowhf.target import target_log_reward
 from flowhf.training.batch import TrajectoryBatch
@@ -32,8 +33,9 @@ def known_set(buffer: ReplayBuffer, batch: TrajectoryBatch, beta: float, alpha: 
         known_log_z: [B] float64, -inf where the prompt has nothing stored.
         member: [B] bool.
     """
+    keys = [prompt_key(p) for p in batch.prompts]  # the buffer's key of each row's prompt
     per_prompt: dict[str, tuple[float, set]] = {}
-    for prompt in dict.fromkeys(batch.prompts):
+    for prompt in dict.fromkeys(keys):
         items = [it for it in buffer.items(prompt) if alpha == 0.0 or it.ref_log_prob is not None]
         if not items:
             per_prompt[prompt] = (float("-inf"), set())
@@ -43,6 +45,6 @@ def known_set(buffer: ReplayBuffer, batch: TrajectoryBatch, beta: float, alpha: 
         log_r = target_log_reward(reward, beta, alpha, ref, torch.ones_like(ref))  # [N]
         per_prompt[prompt] = (float(torch.logsumexp(log_r, 0)), {it.token_ids for it in items})
     rows = batch.completion_lists()
-    known_log_z = torch.tensor([per_prompt[p][0] for p in batch.prompts], dtype=torch.float64)  # [B]
-    member = torch.tensor([tuple(r) in per_prompt[p][1] for p, r in zip(batch.prompts, rows)], dtype=torch.bool)  # [B]
+    known_log_z = torch.tensor([per_prompt[k][0] for k in keys], dtype=torch.float64)  # [B]
+    member = torch.tensor([tuple(r) in per_prompt[k][1] for k, r in zip(keys, rows)], dtype=torch.bool)  # [B]
     return known_log_z, member

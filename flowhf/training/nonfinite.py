@@ -44,3 +44,26 @@ def record_skip(output_dir: Path, rank: int, step: int, reason: str) -> None:
     name = "skipped_steps.jsonl" if rank == 0 else f"skipped_steps.rank{rank}.jsonl"
     with open(output_dir / name, "a") as f:
         f.write(json.dumps({"step": step, "reason": reason}) + "\n")
+
+
+def finite_rewards(values, rewards, target, reward_name: str, step: int, what: str = ""):
+    """``values`` when all finite. Otherwise, by target.nonfinite_reward: an error naming the
+    reward, the step, the prompt and the completion, or the reward floor in their place.
+    ``rewards``: the `flowhf.rewards.functions.RewardBatch` the values are of."""
+    import torch
+
+    from flowhf.errors import RewardError
+    from flowhf.sampling.prompts import message_text
+
+    bad = ~torch.isfinite(values)
+    if not bad.any():
+        return values
+    if target.nonfinite_reward == "floor":
+        return torch.where(bad, torch.full_like(values, target.reward_floor), values)
+    flat = bad.reshape(len(values), -1)
+    row = int(flat.any(1).nonzero()[0])
+    value = values.reshape(len(values), -1)[row][flat[row]][0].item()
+    raise RewardError(
+        f"reward {reward_name!r} gave a {what}value of {value} at step {step} for prompt "
+        f"{message_text(rewards.prompts[row], 'user')[:80]!r} and completion {rewards.completions[row][:80]!r}; "
+        "NaN and ±inf rewards are errors by default")

@@ -22,13 +22,15 @@ def build_optimizer(policy: torch.nn.Module, heads: dict[str, torch.nn.Module], 
     return torch.optim.AdamW(groups)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, opt: OptimArgs) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant, linear or cosine decay to 0 at max_steps."""
+def build_scheduler(optimizer: torch.optim.Optimizer, opt: OptimArgs, total_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant, linear or cosine decay to 0 at the last step
+    (``total_steps``: the run's step budget, default optim.max_steps)."""
+    total = total_steps or opt.max_steps
 
     def factor(step: int) -> float:
         if opt.warmup_steps and step < opt.warmup_steps:
             return (step + 1) / opt.warmup_steps
-        return decay_factor(opt.lr_scheduler, (step - opt.warmup_steps) / max(1, opt.max_steps - opt.warmup_steps))
+        return decay_factor(opt.lr_scheduler, (step - opt.warmup_steps) / max(1, total - opt.warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -1,7 +1,13 @@
-"""FlowHFTrainer: GFlowNet fine-tuning of a causal LM, in the shape of a TRL trainer.
+"""FlowHFTrainer: GFlowNet fine-tuning of a causal LM, in the shape of TRL's GRPOTrainer.
 
     trainer = FlowHFTrainer(model="smollm2", reward_funcs="sentiment", args=config, train_dataset=rows)
     trainer.train()
+
+A TRL GRPO script runs with only the class names changed: TRL's config names
+(`flowhf.training.trl_compat`), reward functions called TRL's way (`flowhf.rewards.functions`),
+text or conversational datasets (`flowhf.training.rows`), ``train(resume_from_checkpoint=)``,
+``save_model``, ``state.global_step`` / ``state.log_history`` and TrainerCallbacks
+(`flowhf.training.loop`, `flowhf.training.callbacks`).
 
 One step reads top to bottom in `training_step`: sample -> score -> target -> residuals ->
 update. It runs under `accelerate` (one process by default; `accelerate launch` or
@@ -18,20 +24,17 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from flowhf.data.loading import load_rows
-from flowhf.errors import RewardError
 from flowhf.models.saved_run import save_policy
-from flowhf.models.loading import PolicyBundle, load_policy
+from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
 from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
-from flowhf.rewards import build_reward
+from flowhf.rewards.functions import RewardBatch, RewardFunctions
 from flowhf.run_dir import claim_run_dir
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
 from flowhf.sampling.generate import Completions
-from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad
+from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad, prompt_key
 from flowhf.sampling.replay import ReplayBuffer
 from flowhf.target import floor_reward, prefix_target_log_reward, target_log_reward
-from flowhf.training import checkpoint
 from flowhf.training.batch import (
     TrajectoryBatch,
     completions_from_ids,
@@ -39,16 +42,19 @@ from flowhf.training.batch import (
     concat_completions,
     fit_prompts,
     step_prompt_rows,
+    steps_for_epochs,
 )
+from flowhf.training.callbacks import CallbackList
 from flowhf.training.config import FlowHFConfig
-from flowhf.training.log_files import cut_logs_back
-from flowhf.training.logging import MetricsLogger, ProgressBar
-from flowhf.training.nonfinite import NonFiniteStep, fix_for, likely_cause, record_skip
+from flowhf.training.loop import run_training
+from flowhf.training.nonfinite import NonFiniteStep, finite_rewards, fix_for, likely_cause, record_skip
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.known_set import known_set
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
-from flowhf.training.state import restore_trainer_state, trainer_state
+from flowhf.training.rows import reward_columns, training_rows
+from flowhf.training.state import RunState, restore_trainer_state, trainer_state
+from flowhf.training.trl_compat import refuse_eval_dataset, with_peft_config
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 
 
@@ -58,33 +64,44 @@ class FlowHFTrainer:
     Args:
         model: a model spec ('smollm2', folder, .gguf, Hub id), a PreTrainedModel, or a
             ready `PolicyBundle`.
-        reward_funcs: a reward spec string/dict/list (see `flowhf.rewards.build_reward`) or
-            a callable `reward(prompts, completions, **columns) -> Tensor[B]`.
-        args: FlowHFConfig.
-        train_dataset: list of row dicts; default = `args.data.dataset` loaded.
-        tokenizer: needed when `model` is a bare PreTrainedModel.
+        reward_funcs: one item or a list, each a function called TRL's way, a
+            `flowhf.rewards` spec or Reward, or a sequence-classification model (object or
+            local folder); see `flowhf.rewards.functions`. Default: ``args.target.reward``.
+        args: FlowHFConfig (grouped, or with TRL's flat names).
+        train_dataset: a datasets.Dataset, IterableDataset or list of rows; default =
+            ``args.data.dataset`` loaded.
+        tokenizer / processing_class (TRL's name): needed when `model` is a bare model whose
+            folder holds no tokenizer.
+        reward_processing_classes: the tokenizer of each model item of reward_funcs.
+        callbacks: transformers TrainerCallbacks (`flowhf.training.callbacks`).
+        peft_config: TRL's LoRA settings (a peft LoraConfig), as model.lora_* keys.
+        eval_dataset: TRL's; an error (FlowHF evaluates saved models with `flowhf eval`).
     """
 
-    def __init__(self, model=None, reward_funcs=None, args: FlowHFConfig | None = None, train_dataset=None, tokenizer=None):
-        self.args = args or FlowHFConfig()
+    def __init__(self, model=None, reward_funcs=None, args: FlowHFConfig | None = None, train_dataset=None,
+                 tokenizer=None, *, processing_class=None, reward_processing_classes=None, callbacks=None,
+                 peft_config=None, eval_dataset=None):
+        refuse_eval_dataset(eval_dataset)
+        self.args = with_peft_config(args or FlowHFConfig(), peft_config)
         cfg = self.args
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
         self.output_dir = Path(cfg.logging.output_dir)
-        # Data and reward first: their errors (a missing column, a reward without prefix scores
-        # for FL) are reported before the policy loads, as config errors are.
-        self.rows = list(train_dataset) if train_dataset is not None else load_rows(
-            cfg.data.dataset, required=[cfg.data.prompt_column], split=cfg.data.split, limit=cfg.data.limit
-        )
-        self._check_rows()
-        self.reward_fn = self._load_reward(reward_funcs if reward_funcs is not None else cfg.target.reward)
-        self.bundle = self._load_model(model if model is not None else cfg.model.name, tokenizer)
+        # Data and reward first: their errors (a missing column, a bad reward item) are
+        # reported before the policy loads, as config errors are.
+        self.rows = training_rows(train_dataset, cfg)
+        self.columns = reward_columns(self.rows, cfg.data.prompt_column)
+        self._row_number = {id(row): i + 1 for i, row in enumerate(self.rows)}
+        self.state = self._new_state()
+        self.reward_fn = self._load_reward(reward_funcs if reward_funcs is not None else cfg.target.reward,
+                                           reward_processing_classes)
+        self.bundle = self._load_model(model if model is not None else cfg.model.name, _one(tokenizer, processing_class))
         self.tokenizer = self.bundle.tokenizer
         self.settings = cfg.objective
         self.beta = cfg.target.beta_per_reward()
         self.heads = build_heads(cfg.objective, self.bundle.model.config.hidden_size)
         self.optimizer = build_optimizer(self.bundle.model, self.heads, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.state.max_steps)
         self.model, self.optimizer, self.scheduler, *heads = self.accelerator.prepare(
             self.bundle.model, self.optimizer, self.scheduler, *self.heads.values()
         )
@@ -94,13 +111,22 @@ class FlowHFTrainer:
         self.replay = ReplayBuffer(
             cfg.replay.replay_capacity, cfg.replay.replay_prioritized, cfg.replay.replay_temperature, seed=cfg.optim.seed
         )
-        self.state = {"step": 0, "data_cursor": 0, "epoch": 0, "skipped_in_a_row": 0, "skipped_total": 0, "train_seconds": 0.0}
         rank = self.accelerator.process_index  # each process explores with its own stream
         self.rng = random.Random(cfg.optim.seed + 7919 * rank)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + 7919 * rank)
         self.allowed_tokens = None
+        self.callbacks = CallbackList(callbacks)
 
     # ------------------------------------------------------------------ construction
+
+    def _new_state(self) -> RunState:
+        """Counters, and TrainerState's fields as TRL fills them (max_steps: the step budget)."""
+        cfg, acc, s = self.args, self.accelerator, self.args.sampling
+        epochs = cfg.optim.num_train_epochs
+        steps = steps_for_epochs(epochs, len(self.rows), s.prompts_per_step, acc.num_processes) if epochs else cfg.optim.max_steps
+        return RunState(max_steps=steps, logging_steps=cfg.logging.logging_steps, save_steps=cfg.logging.save_steps,
+                        train_batch_size=s.prompts_per_step * s.samples_per_prompt, num_train_epochs=epochs or 0,
+                        is_local_process_zero=acc.is_local_main_process, is_world_process_zero=acc.is_main_process)
 
     def _load_model(self, model, tokenizer) -> PolicyBundle:
         if isinstance(model, PolicyBundle):
@@ -110,36 +136,23 @@ class FlowHFTrainer:
             r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout,
             **({"target_modules": m.lora_target_modules} if m.lora_target_modules else {}),
         ) if m.lora else None
+        if tokenizer is None and isinstance(model, torch.nn.Module):  # as TRL: the tokenizer of the model's folder
+            tokenizer = tokenizer_beside(model, m.trust_remote_code)
         torch.manual_seed(self.args.optim.seed)  # LoRA init is random: make it the seed's
         return load_policy(model, lora=lora, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
                            cache_dir=m.cache_dir, tokenizer=tokenizer)
 
-    def _load_reward(self, spec):
-        reward = spec if callable(spec) and not isinstance(spec, (str, dict, list)) else build_reward(spec)
-        self.reward_name = spec if isinstance(spec, str) else getattr(spec, "__name__", type(spec).__name__)
-        if self.args.target.nonfinite_reward == "floor" and hasattr(reward, "allow_nonfinite"):
-            reward.allow_nonfinite = True  # the trainer floors them (and counts them) itself
-        if self.args.target.prefix_stride > 1 and hasattr(reward, "set_prefix_stride"):
-            reward.set_prefix_stride(self.args.target.prefix_stride)
-        needs_prefix = get_objective(self.args.objective.objective).needs_prefix_rewards(self.args.objective)
-        if needs_prefix and not hasattr(reward, "score_prefixes"):
-            raise ValueError(
-                f"objective {self.args.objective.objective} needs prefix rewards but this reward has no score_prefixes; "
-                "wrap it with flowhf.rewards (any Reward subclass has one) or set objective.subtb_energies=false / use tb"
-            )
-        self.needs_prefix = needs_prefix
+    def _load_reward(self, spec, processing_classes) -> RewardFunctions:
+        cfg = self.args
+        reward = RewardFunctions.build(spec, weights=cfg.target.reward_weights, columns=cfg.data.reward_columns or [],
+                                       trainer_state=self.state, processing_classes=processing_classes,
+                                       trust_remote_code=cfg.model.trust_remote_code)
+        self.reward_name = reward.name
+        if cfg.target.nonfinite_reward == "floor":
+            reward.allow_nonfinite()  # the trainer floors them (and counts them) itself
+        reward.set_prefix_stride(cfg.target.prefix_stride)
+        self.needs_prefix = get_objective(cfg.objective.objective).needs_prefix_rewards(cfg.objective)
         return reward
-
-    def _check_rows(self) -> None:
-        col = self.args.data.prompt_column
-        if not self.rows:
-            raise ValueError(f"dataset {self.args.data.dataset!r} has no rows")
-        for i, row in enumerate(self.rows):
-            if not isinstance(row.get(col), str) or not row[col].strip():
-                raise ValueError(f"dataset row {i + 1}: missing or empty prompt column {col!r}; set data.prompt_column")
-            off = self.args.sampling.offpolicy_column
-            if self.args.sampling.offpolicy_fraction > 0 and not row.get(off):
-                raise ValueError(f"dataset row {i + 1}: missing off-policy column {off!r} (sampling.offpolicy_column)")
 
     # ------------------------------------------------------------------ data
 
@@ -153,12 +166,13 @@ class FlowHFTrainer:
         s, cfg = self.args.sampling, self.args
         k = s.samples_per_prompt
         n_off = round(s.offpolicy_fraction * k)
-        prompts = [r[cfg.data.prompt_column] for r in rows]
+        prompts = [r[cfg.data.prompt_column] for r in rows]  # texts or chat messages
+        keys = [prompt_key(p) for p in prompts]  # the replay buffer's
         # A prompt with nothing in the buffer yet gets on-policy samples in its replay slots.
-        n_replay = [round(cfg.replay.replay_ratio * k) if self.replay.size(p) else 0 for p in prompts]
+        n_replay = [round(cfg.replay.replay_ratio * k) if self.replay.size(key) else 0 for key in keys]
         context = getattr(self.bundle.model.config, "max_position_embeddings", None)
-        encoded, self._truncated = fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), prompts,
-                                               context, s.max_new_tokens, s.long_prompts)
+        encoded, self._truncated = fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), keys,
+                                               context, s.max_new_tokens, s.long_prompts, s.max_prompt_length)
         order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
         temperature = draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
         pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
@@ -173,7 +187,7 @@ class FlowHFTrainer:
             order += [(g, "offpolicy") for g in range(len(rows)) for _ in range(n_off)]
             parts.append(completions_from_texts(self.tokenizer, texts, s.max_new_tokens, self.eos_ids[0], self.pad_id))
         if any(n_replay):
-            drawn = self.replay.sample([p for p, n in zip(prompts, n_replay) if n], [n for n in n_replay if n])
+            drawn = self.replay.sample([key for key, n in zip(keys, n_replay) if n], [n for n in n_replay if n])
             groups_with_replay = [g for g, n in enumerate(n_replay) if n]
             items = [(g, item) for g, chunk in zip(groups_with_replay, drawn) for item in chunk]
             order += [(g, "replay") for g, _ in items]
@@ -182,9 +196,10 @@ class FlowHFTrainer:
         comp = concat_completions(parts, self.pad_id)
         groups = [g for g, _ in order]
         pids, pmask = left_pad([encoded[g] for g in groups], self.pad_id)
-        columns = {c: [rows[g].get(c) for g in groups] for c in (cfg.data.reward_columns or [])}
+        columns = {c: [rows[g].get(c) for g in groups] for c in self.columns}
         batch = TrajectoryBatch(pids, pmask, comp.ids, comp.mask, comp.ended_with_eos, torch.as_tensor(groups),
-                                [prompts[g] for g in groups], [src for _, src in order], columns, comp.log_q)
+                                [prompts[g] for g in groups], [src for _, src in order], columns, comp.log_q,
+                                [self._row_number.get(id(rows[g])) for g in groups])
         return batch, temperature
 
     # ------------------------------------------------------------------ the step
@@ -192,23 +207,20 @@ class FlowHFTrainer:
     def training_step(self) -> dict:
         """sample -> score -> target -> residuals -> update. Returns the step's metrics."""
         cfg, t0 = self.args, time.perf_counter()
-        step = self.state["step"]
+        step = self.state.global_step
         # 1. sample
         batch, temperature = self.build_batch(self.next_prompt_rows())
         t_sample = time.perf_counter()
         # 2. score: rewards of the texts (and of every prefix for FL / SubTB energies)
         texts = self.tokenizer.batch_decode(batch.completion_lists(), skip_special_tokens=True)
-        columns = dict(batch.columns)
-        if getattr(self.reward_fn, "uses_completion_ids", False):  # rewards defined on token ids
-            columns["completion_ids"] = batch.completion_lists()
-        raw = self.reward_fn(batch.prompts, texts, **columns).float().cpu()  # [B]
+        scored = RewardBatch(batch.prompts, texts, batch.completion_lists(), batch.columns, batch.row_numbers)
+        raw = self.reward_fn(scored).float().cpu()  # [B]
         n_nonfinite = int((~torch.isfinite(raw)).sum())
-        reward = floor_reward(self._finite(raw, batch, texts), cfg.target.reward_floor)
+        reward = floor_reward(self._finite(raw, scored), cfg.target.reward_floor)
         prefix_reward = None
         if self.needs_prefix:
-            prefix_reward = self.reward_fn.score_prefixes(batch.prompts, batch.completion_lists(), self.tokenizer, **batch.columns)
-            prefix_reward = self._finite(prefix_reward.float().cpu()[:, : batch.ids.shape[1] + 1], batch, texts, "prefix ")
-            prefix_reward = floor_reward(prefix_reward, cfg.target.reward_floor)
+            prefix_reward = self.reward_fn.score_prefixes(scored, self.tokenizer).float().cpu()[:, : batch.ids.shape[1] + 1]
+            prefix_reward = floor_reward(self._finite(prefix_reward, scored, "prefix "), cfg.target.reward_floor)
         t_reward = time.perf_counter()
         # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
         dev = self.device
@@ -239,8 +251,9 @@ class FlowHFTrainer:
         metrics = step_metrics(StepRecord(
             batch=batch, reward=reward, log_reward=log_reward, scores=scores, ref_log_pf=ref_log_pf, out=out, beta=beta,
             temperature=temperature, skipped=skipped, grad_norm=grad_norm, lr=self.optimizer.param_groups[0]["lr"],
-            skipped_total=self.state["skipped_total"], times=(t0, t_sample, t_reward, t_end),
+            skipped_total=self.state.skipped_total, times=(t0, t_sample, t_reward, t_end),
         ))
+        metrics.update(self._reward_metrics())
         self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
         if cfg.target.nonfinite_reward == "floor":
             metrics["train/nonfinite_rewards"] = float(n_nonfinite)
@@ -248,19 +261,15 @@ class FlowHFTrainer:
             metrics["train/truncated_prompts"] = float(self._truncated)
         return metrics
 
-    def _finite(self, values: torch.Tensor, batch: TrajectoryBatch, texts: list[str], what: str = "") -> torch.Tensor:
-        """``values`` when all finite. Otherwise, by target.nonfinite_reward: an error naming the
-        reward, the prompt and the completion, or the reward floor in their place."""
-        bad = ~torch.isfinite(values)
-        if not bad.any():
-            return values
-        if self.args.target.nonfinite_reward == "floor":
-            return torch.where(bad, torch.full_like(values, self.args.target.reward_floor), values)
-        row = int(bad.reshape(len(values), -1).any(1).nonzero()[0])
-        value = values.reshape(len(values), -1)[row][bad.reshape(len(values), -1)[row]][0].item()
-        raise RewardError(
-            f"reward {self.reward_name!r} gave a {what}value of {value} at step {self.state['step'] + 1} for prompt "
-            f"{batch.prompts[row][:80]!r} and completion {texts[row][:80]!r}; NaN and ±inf rewards are errors by default")
+    def _finite(self, values: torch.Tensor, scored: RewardBatch, what: str = "") -> torch.Tensor:
+        """Non-finite rewards: an error, or floored (`flowhf.training.nonfinite.finite_rewards`)."""
+        return finite_rewards(values, scored, self.args.target, self.reward_name, self.state.global_step + 1, what)
+
+    def _reward_metrics(self) -> dict:
+        """train/reward/NAME per reward function (several of them) and what they log_metric'ed."""
+        means = self.reward_fn.last_means if len(self.reward_fn.items) > 1 else {}
+        return {**{f"train/reward/{k}": v for k, v in means.items()},
+                **{f"train/{k}": v for k, v in self.reward_fn.log.pop().items()}}
 
     def _update(self, loss: torch.Tensor, named: dict) -> tuple[str | None, float]:
         """Backward + clip + step. Returns (name of the non-finite quantity if skipped, grad norm)."""
@@ -279,17 +288,17 @@ class FlowHFTrainer:
                     bad = f"{bad} (non-finite {name})"
                     break
             self.optimizer.zero_grad(set_to_none=True)
-            self.state["skipped_in_a_row"] += 1
-            self.state["skipped_total"] += 1
-            record_skip(self.output_dir, self.accelerator.process_index, self.state["step"] + 1, bad)
-            if self.state["skipped_in_a_row"] >= self.args.optim.max_skipped_steps:
+            self.state.skipped_in_a_row += 1
+            self.state.skipped_total += 1
+            record_skip(self.output_dir, self.accelerator.process_index, self.state.global_step + 1, bad)
+            if self.state.skipped_in_a_row >= self.args.optim.max_skipped_steps:
                 raise NonFiniteStep(
-                    f"{self.state['skipped_in_a_row']} consecutive steps skipped for a non-finite {bad}; "
+                    f"{self.state.skipped_in_a_row} consecutive steps skipped for a non-finite {bad}; "
                     f"likely cause: {likely_cause(bad)}", fix_for(bad))
             return bad, grad_norm
         self.optimizer.step()
         self.scheduler.step()
-        self.state["skipped_in_a_row"] = 0
+        self.state.skipped_in_a_row = 0
         return None, grad_norm
 
     def _known(self, batch: TrajectoryBatch, beta: float) -> dict:
@@ -305,7 +314,7 @@ class FlowHFTrainer:
             return
         for i, tokens in enumerate(batch.completion_lists()):
             if batch.sources[i] != "replay":
-                self.replay.add(batch.prompts[i], tokens, bool(batch.ended_with_eos[i]), float(reward[i]),
+                self.replay.add(prompt_key(batch.prompts[i]), tokens, bool(batch.ended_with_eos[i]), float(reward[i]),
                                 float(log_reward[i]), float(ref_log_prob[i]))
 
     def _autocast(self):
@@ -325,71 +334,35 @@ class FlowHFTrainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train(self, resume: bool = False, overwrite: bool = False) -> dict:
-        """Train until max_steps / max_seconds; returns the last step's metrics.
+    def train(self, resume_from_checkpoint: bool | str | Path | None = None, *, resume: bool = False,
+              overwrite: bool = False) -> dict:
+        """Train until the step budget (max_steps, or num_train_epochs), max_seconds or a
+        callback's stop; returns the last step's metrics (`flowhf.training.loop`).
 
         One run per folder (`flowhf.run_dir`): an output folder holding another run is refused
-        unless ``resume`` (continue it; its config must match) or ``overwrite`` (delete it).
-        The folder is locked while the run lasts."""
-        with claim_run_dir(self.output_dir, resume, overwrite, self.args.to_dict()):
-            return self._train(resume)
+        unless resumed or ``overwrite`` (delete it). Resuming, as in TRL:
+        ``resume_from_checkpoint=True`` (or ``resume=True``) continues from the output folder's
+        newest verified checkpoint (none: from step 0); a PATH continues from that checkpoint
+        folder (``checkpoints/step-N``) or run folder. The run's config must match the saved one
+        (budget and logging keys aside). The folder is locked while the run lasts."""
+        source = "latest" if resume or resume_from_checkpoint is True else (resume_from_checkpoint or None)
+        with claim_run_dir(self.output_dir, source is not None, overwrite, self.args.to_dict()):
+            return run_training(self, source)
 
-    def _train(self, resume: bool) -> dict:
-        cfg = self.args
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        main = self.accelerator.is_main_process  # one process writes logs and the model
-        if resume:
-            checkpoint.resume_latest(self)
-            if main:  # rows logged after the checkpoint are logged again below: drop them first
-                dropped = cut_logs_back(self.output_dir, self.state["step"])
-                if dropped:
-                    print(f"[flowhf] logs cut back to step {self.state['step']}: {dropped}")
-        checkpoint.write_config(self)
-        logger = MetricsLogger(self.output_dir, report_to=cfg.logging.report_to or ["jsonl", "csv"],
-                               histogram_every=cfg.logging.histogram_every,
-                               purge_step=self.state["step"] + 1 if resume else None) if main else None
-        bar = ProgressBar(cfg.optim.max_steps, initial=self.state["step"], disable=not (cfg.logging.progress_bar and main))
-        last = {}
-        try:
-            while self.state["step"] < cfg.optim.max_steps:
-                if self._out_of_time():
-                    break
-                metrics = self.training_step()
-                self.state["step"] += 1
-                self.state["train_seconds"] += metrics["train/step_time"]
-                metrics["train/elapsed_seconds"] = self.state["train_seconds"]  # budget clock, as the baselines log
-                step = self.state["step"]
-                last = metrics
-                if logger and (step % cfg.logging.logging_steps == 0 or step == cfg.optim.max_steps):
-                    logger.log(step, metrics)
-                if logger:
-                    logger.log_histograms(step, self._last_hist)
-                bar.update(step, metrics)
-                if cfg.logging.save_steps and step % cfg.logging.save_steps == 0:
-                    checkpoint.save_checkpoint(self)
-        finally:
-            bar.close()
-            if logger:
-                logger.close()
-        if self.state["step"] > 0 and self.state["skipped_total"] >= self.state["step"]:
-            raise NonFiniteStep(f"no update was applied: all {self.state['step']} steps were skipped for non-finite values "
-                                f"(see {self.output_dir / 'skipped_steps.jsonl'})", "fix the quantity named there")
-        if not (cfg.logging.save_steps and self.state["step"] % cfg.logging.save_steps == 0 and last):
-            checkpoint.save_checkpoint(self)  # (unless the loop's last step just saved it)
-        self.accelerator.wait_for_everyone()
-        if main:
-            self.save_model(self.output_dir)
-        return last
+    def add_callback(self, callback) -> None:
+        """Add a transformers TrainerCallback (instance or class), as on TRL's trainers."""
+        self.callbacks.add(callback)
 
-    def _out_of_time(self) -> bool:
-        """max_seconds reached; with several processes, all stop together (the slowest decides)."""
-        from flowhf.distributed import all_max
-
-        limit = self.args.optim.max_seconds
-        return limit is not None and all_max(int(self.state["train_seconds"] >= limit)) > 0
-
-    def save_model(self, directory: str | Path) -> Path:
-        """Save the policy (adapter or full model), tokenizer and heads as a loadable folder."""
+    def save_model(self, output_dir: str | Path | None = None) -> Path:
+        """Save the policy (adapter or full model), tokenizer and heads as a loadable folder
+        (default: the run's output_dir), as TRL's save_model does."""
         heads = {name: self.accelerator.unwrap_model(h) for name, h in self.heads.items()}
         meta = {"objective": self.args.objective.objective, "config": self.args.to_dict()}
-        return save_policy(self.bundle, directory, heads=heads, meta=meta)
+        return save_policy(self.bundle, output_dir if output_dir is not None else self.output_dir, heads=heads, meta=meta)
+
+
+def _one(tokenizer, processing_class):
+    """``tokenizer`` (FlowHF's name) or ``processing_class`` (TRL's), not two different ones."""
+    if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
+        raise ValueError("pass the tokenizer once: as tokenizer= or as processing_class= (TRL's name)")
+    return tokenizer if tokenizer is not None else processing_class
