@@ -162,3 +162,18 @@ def test_load_state_dict_validates_and_applies_smaller_capacity():
     bad["items"]["p"][0].pop("reward")
     with pytest.raises(ValueError, match="malformed item 0"):
         ReplayBuffer(capacity_per_prompt=8).load_state_dict(bad)
+
+
+def test_with_replacement_draws_follow_the_priorities_when_few_items_hold_them():
+    def filled(**kwargs):
+        buffer = ReplayBuffer(64, prioritized=True, priority_temperature=1.0, seed=3, **kwargs)
+        buffer.add("p", [1, EOS], True, reward=1.0, log_reward=1.0)
+        buffer.add("p", [2, EOS], True, reward=1.0, log_reward=1.0)
+        for t in range(10, 40):  # 30 low-reward items, each exp(-9) as likely as a good one
+            buffer.add("p", [t, EOS], True, reward=-8.0, log_reward=-8.0)
+        return buffer
+
+    spread = filled().sample(["p"], 12)[0]
+    assert sum(item.reward < 0 for item in spread) == 10  # both good items once, then low ones fill the slots
+    iid = filled(with_replacement=True).sample(["p"], 12)[0]
+    assert all(item.reward == 1.0 for item in iid)  # P(any low draw) ~ 12 * 30 e^-9 / 2 ~ 2%; seeded

@@ -57,6 +57,9 @@ class ReplayBuffer:
             within each prompt; uniformly otherwise.
         priority_temperature: > 0; small values concentrate draws on the best items.
         seed: seed of the buffer's private RNG.
+        with_replacement: always draw i.i.d. with replacement. Without it, a prompt with a few
+            high-priority items and n larger than their count fills the rest of its n slots
+            with low-priority ones (all of its distinct items are drawn before any repeats).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class ReplayBuffer:
         prioritized: bool = True,
         priority_temperature: float = 1.0,
         seed: int = 0,
+        with_replacement: bool = False,
     ) -> None:
         if not isinstance(capacity_per_prompt, int) or capacity_per_prompt < 1:
             raise ValueError(f"capacity_per_prompt must be an int >= 1, got {capacity_per_prompt!r}")
@@ -73,6 +77,7 @@ class ReplayBuffer:
         self.capacity_per_prompt = capacity_per_prompt
         self.prioritized = bool(prioritized)
         self.priority_temperature = float(priority_temperature)
+        self.with_replacement = bool(with_replacement)
         self._rng = random.Random(seed)
         # prompt -> {token tuple -> item}; dicts keep insertion order, which breaks eviction ties.
         self._store: dict[str, dict[tuple[int, ...], ReplayItem]] = {}
@@ -160,7 +165,7 @@ class ReplayBuffer:
         they never all underflow to 0). With n > len(items): n i.i.d. draws WITH replacement, so
         each draw follows the priority distribution exactly (duplicates are then expected).
         """
-        if n > len(items):
+        if n > len(items) or self.with_replacement:
             return self._rng.choices(items, weights=self._weights(items), k=n)
         if not self.prioritized:
             return self._rng.sample(items, n)

@@ -127,6 +127,9 @@ class ReplayArgs:
     replay_capacity: int = _f(64, "Replay items kept per prompt (lowest reward evicted).", allowed=AT_LEAST_ONE)
     replay_prioritized: bool = _f(True, "Sample replay items with probability ∝ exp(r / replay_temperature).")
     replay_temperature: float = _f(1.0, "Temperature of prioritised replay.", allowed=POSITIVE)
+    replay_with_replacement: bool = _f(False, "Draw a prompt's replay rows i.i.d. (with replacement), so each follows the "
+                                              "priorities exactly: a few high-reward items may repeat instead of "
+                                              "low-priority ones filling the remaining slots.")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.replay_ratio < 1.0:

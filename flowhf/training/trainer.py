@@ -109,7 +109,8 @@ class FlowHFTrainer:
         self.eos_ids = eos_ids(self.bundle.model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self.replay = ReplayBuffer(
-            cfg.replay.replay_capacity, cfg.replay.replay_prioritized, cfg.replay.replay_temperature, seed=cfg.optim.seed
+            cfg.replay.replay_capacity, cfg.replay.replay_prioritized, cfg.replay.replay_temperature, seed=cfg.optim.seed,
+            with_replacement=cfg.replay.replay_with_replacement,
         )
         rank = self.accelerator.process_index  # each process explores with its own stream
         self.rng = random.Random(cfg.optim.seed + 7919 * rank)
