@@ -165,6 +165,9 @@ def summarize(out_dir: Path) -> Path:
     for task in tasks:
         rows = sorted((r for r in results if r["task"] == task), key=lambda r: (METHODS.index(r["method"]), r["seed"]))
         lines += [f"### {task}", "", table_rows(rows), ""]
+        for seed in sorted({r["seed"] for r in rows}):  # each task's own table and plot, every method found
+            write_table([r for r in rows if r["seed"] == seed], out_dir / f"{task}__seed{seed}.md")
+            plot_distributions([r for r in rows if r["seed"] == seed], out_dir / f"{task}__seed{seed}.png")
     (out_dir / "summary.md").write_text("\n".join(lines))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     width = 0.8 / len(methods)
@@ -191,10 +194,10 @@ def summarize(out_dir: Path) -> Path:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="lm_target", description=__doc__)
     parser.add_argument("--task", help="task YAML (see benchmarks/lm_tasks/)")
-    parser.add_argument("--summary", action="store_true", help="only write summary.md / summary.png of --out-dir")
+    parser.add_argument("--summary", action="store_true", help="only write summary.md / summary.png of --out-dir (and each task's table and plot again)")
     parser.add_argument("--method", choices=METHODS, help="one method (or --all)")
     parser.add_argument("--all", action="store_true", help="every method, resumable; writes table + plot")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, help="with --all: only these methods, in this order (default: all but tb-batch, which is recommended)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="with --all: only these methods, in this order (default: every method)")
     parser.add_argument("--seconds", type=float, default=600.0, help="wall-clock training budget per method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="result JSON of one run")

@@ -25,7 +25,6 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lm_target.yaml"
 # FlowHF methods: the recommended config, then each objective / log Z mode on the same config.
 FLOWHF_METHODS = {
     "recommended": [],
-    "tb-importance": ["objective.objective=tb", "objective.logz=importance"],
     "tb-batch": ["objective.objective=tb", "objective.logz=batch"],
     "tb-scalar": ["objective.objective=tb", "objective.logz=scalar"],
     "tb-prompt": ["objective.objective=tb", "objective.logz=prompt"],
@@ -35,8 +34,8 @@ FLOWHF_METHODS = {
 }
 TRL_METHODS = ("grpo", "ppo")
 METHODS = ("untrained", *FLOWHF_METHODS, *TRL_METHODS)
-# recommended is TB with the batch (VarGrad) log Z on configs/lm_target.yaml: tb-batch repeats it
-DEFAULT_SWEEP = tuple(m for m in METHODS if m != "tb-batch")
+# recommended is TB with the importance log Z (configs/lm_target.yaml); tb-batch swaps in the VarGrad one
+DEFAULT_SWEEP = METHODS
 
 
 @dataclass
