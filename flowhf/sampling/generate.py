@@ -130,8 +130,7 @@ def sample_completions(
         if top_p < 1.0:
             probs = _nucleus(probs, top_p)
         step_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
-        # the probability it was drawn with (nucleus-renormalised if so): no second softmax on the hot path
-        log_q += probs.gather(1, step_tokens.unsqueeze(1)).squeeze(1).log() * (~finished).float()
+        log_q += _log_prob_of(scores, probs, step_tokens, top_p) * (~finished).float()
         step_tokens = torch.where(finished, torch.full_like(step_tokens, pad_token_id), step_tokens)
         tokens[:, t] = step_tokens
         mask[:, t] = (~finished).float()
@@ -150,6 +149,13 @@ def sample_completions(
         logits = out.logits[:, -1, :]
     length = int(mask.sum(dim=1).max().item()) if B else 0
     return Completions(tokens[:, :length], mask[:, :length], finished, temperature, log_q)
+
+
+def _log_prob_of(scores: torch.Tensor, probs: torch.Tensor, tokens: torch.Tensor, top_p: float) -> torch.Tensor:
+    """[B] log-prob of the drawn tokens under the distribution they were drawn from."""
+    if top_p < 1.0:  # the nucleus renormalised probs; log_softmax of the scores would not match them
+        return probs.gather(1, tokens.unsqueeze(1)).squeeze(1).log()
+    return torch.log_softmax(scores, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
