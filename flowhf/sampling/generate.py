@@ -41,10 +41,16 @@ class Completions:
 
 def draw_temperature(explore_prob: float, temperature_range: tuple[float, float], rng: random.Random) -> float:
     """1.0, or with probability explore_prob a temperature uniform in temperature_range."""
+    return draw_exploration(explore_prob, temperature_range, rng)[0]
+
+
+def draw_exploration(explore_prob: float, temperature_range: tuple[float, float], rng: random.Random) -> tuple[float, bool]:
+    """(temperature, whether this batch explores): with probability explore_prob a temperature
+    uniform in temperature_range, else (1.0, False)."""
     if explore_prob > 0 and rng.random() < explore_prob:
         low, high = temperature_range
-        return rng.uniform(low, high)
-    return 1.0
+        return rng.uniform(low, high), True
+    return 1.0, False
 
 
 def mask_logits(logits: torch.Tensor, allowed_tokens: torch.Tensor | None) -> torch.Tensor:
@@ -90,6 +96,7 @@ def sample_completions(
     top_p: float = 1.0,
     allowed_tokens: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    tempered_tokens: int = 0,
 ) -> Completions:
     """Sample one completion per row of a LEFT-padded prompt batch.
 
@@ -98,6 +105,10 @@ def sample_completions(
         eos_token_id: one id or several (e.g. <|im_end|> and <|endoftext|>); any ends a row.
         top_p: nucleus sampling (1.0 = off). Anything but 1.0 samples from a policy other
             than pi; the objectives stay valid (off-policy) but the mix changes.
+        tempered_tokens: apply `temperature` to the first this-many actions only and sample the
+            rest at temperature 1 (0 = every action). A hot first token varies what the answer is
+            about; hot later tokens mostly break its ending (a 49k-token vocabulary at T >= 2
+            rarely emits EOS where the model would).
     """
     B, P = prompt_ids.shape
     device = prompt_ids.device
@@ -125,7 +136,8 @@ def sample_completions(
     log_q = torch.zeros(B, device=device)
     eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
     for t in range(max_new_tokens):
-        scores = mask_logits(logits.float(), allowed_tokens) / temperature  # [B, V]
+        step_temperature = temperature if tempered_tokens <= 0 or t < tempered_tokens else 1.0
+        scores = mask_logits(logits.float(), allowed_tokens) / step_temperature  # [B, V]
         probs = torch.softmax(scores, dim=-1)
         if top_p < 1.0:
             probs = _nucleus(probs, top_p)

@@ -104,6 +104,13 @@ class SamplingArgs:
     explore_prob: float = _f(0.5, "Probability that a batch is sampled at a tempered temperature.", allowed=PROBABILITY)
     temperature_low: float = _f(1.0, "Exploration temperature range, low end.", allowed=POSITIVE)
     temperature_high: float = _f(1.5, "Exploration temperature range, high end.", allowed=POSITIVE)
+    explore_tokens: int = _f(0, "Exploration temperature applies to the first this-many tokens of a completion, the rest "
+                                "are sampled at 1 (0 = every token). Hot later tokens mostly break the ending.",
+                             allowed=NON_NEGATIVE)
+    explore_with: str = _f("policy", "Model that samples the exploration batches: 'policy', or 'reference' (the starting "
+                                     "model, which keeps the answers the policy has pushed down while it has not yet "
+                                     "found them; off-policy, valid for every GFlowNet objective).",
+                           allowed=OneOf(("policy", "reference")))
     top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))
     max_prompt_length: int | None = _f(None, "Keep at most this many prompt tokens (the end, as sampling.long_prompts says; "
                                              "None = as many as the context leaves).", allowed=AT_LEAST_ONE)
