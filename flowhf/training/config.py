@@ -35,6 +35,8 @@ class ModelArgs:
     trust_remote_code: bool = _f(False, "Allow custom model code from the Hub (off unless you trust the model).")
     cache_dir: str | None = _f(None, "Cache for converted models (default $FLOWHF_CACHE_DIR or ~/.cache/flowhf).")
     chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template (when it has one).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (less memory for long completions, "
+                                             "about a third more update time); the policy pass then reads each prompt once per row.")
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
@@ -111,6 +113,12 @@ class SamplingArgs:
                                      "model, which keeps the answers the policy has pushed down while it has not yet "
                                      "found them; off-policy, valid for every GFlowNet objective).",
                            allowed=OneOf(("policy", "reference")))
+    sampler: str = _f("fast", "plain (the PEFT policy, DynamicCache, a softmax and a multinomial per token) | fast (a merged "
+                              "LoRA copy, bf16 when model.autocast_bf16 or model.dtype is bf16, a static KV cache, one "
+                              "log-softmax and an inverse-CDF draw per token; the same distribution).",
+                      allowed=OneOf(("plain", "fast")))
+    compile_decode: bool | None = _f(None, "fast sampler: torch.compile the decoding step (CUDA graphs on GPU): true | false | "
+                                           "null (= on GPU only: on CPU it did not pay, see the README's speed section).")
     top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))
     max_prompt_length: int | None = _f(None, "Keep at most this many prompt tokens (the end, as sampling.long_prompts says; "
                                              "None = as many as the context leaves).", allowed=AT_LEAST_ONE)

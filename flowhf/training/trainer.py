@@ -25,12 +25,12 @@ import torch
 from accelerate import Accelerator
 
 from flowhf.models.saved_run import save_policy
-from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
+from flowhf.models.loading import PolicyBundle, enable_activation_checkpointing, load_policy, tokenizer_beside
 from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
 from flowhf.rewards.functions import RewardBatch, RewardFunctions
 from flowhf.run_dir import claim_run_dir
-from flowhf.sampling import completion_log_probs, draw_exploration, sample_completions
+from flowhf.sampling import completion_log_probs, draw_exploration
 from flowhf.sampling.generate import Completions
 from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad, prompt_key
 from flowhf.sampling.replay import ReplayBuffer
@@ -53,6 +53,7 @@ from flowhf.training.known_set import known_set
 from flowhf.training.loss import ObjectiveInputs, objective_loss
 from flowhf.training.optim import build_optimizer, build_scheduler
 from flowhf.training.rows import reward_columns, training_rows
+from flowhf.training.sampler import StepSamplers
 from flowhf.training.state import RunState, restore_trainer_state, trainer_state
 from flowhf.training.trl_compat import refuse_eval_dataset, with_peft_config
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
@@ -97,6 +98,8 @@ class FlowHFTrainer:
                                            reward_processing_classes)
         self.bundle = self._load_model(model if model is not None else cfg.model.name, _one(tokenizer, processing_class))
         self.tokenizer = self.bundle.tokenizer
+        if cfg.model.gradient_checkpointing:
+            enable_activation_checkpointing(self.bundle.model)
         self.settings = cfg.objective
         self.beta = cfg.target.beta_per_reward()
         self.heads = build_heads(cfg.objective, self.bundle.model.config.hidden_size)
@@ -117,6 +120,7 @@ class FlowHFTrainer:
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + 7919 * rank)
         self.allowed_tokens = None
         self.callbacks = CallbackList(callbacks)
+        self.samplers = StepSamplers(self)  # sampling.sampler: plain or fast (`flowhf.training.sampler`)
 
     # ------------------------------------------------------------------ construction
 
@@ -177,11 +181,10 @@ class FlowHFTrainer:
         order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
         temperature, explore = draw_exploration(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
         pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
-        with self._sampler(explore) as sampler, self._autocast():
-            sampled = sample_completions(sampler, pids.to(self.device), pmask.to(self.device), s.max_new_tokens,
-                                         self.eos_ids, self.pad_id, temperature, s.top_p, self.allowed_tokens,
-                                         self.generator if self.device.type == "cpu" else None,
-                                         tempered_tokens=s.explore_tokens if explore else 0)
+        with self.samplers.use(explore) as sample:
+            sampled = sample(pids.to(self.device), pmask.to(self.device), s.max_new_tokens, self.eos_ids, self.pad_id,
+                             temperature, s.top_p, self.allowed_tokens, self.generator if self.device.type == "cpu" else None,
+                             tempered_tokens=s.explore_tokens if explore else 0)
         parts = [Completions(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature, sampled.log_q.cpu())]
         if n_off:
             texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
@@ -317,16 +320,6 @@ class FlowHFTrainer:
             if batch.sources[i] != "replay":
                 self.replay.add(prompt_key(batch.prompts[i]), tokens, bool(batch.ended_with_eos[i]), float(reward[i]),
                                 float(log_reward[i]), float(ref_log_prob[i]))
-
-    @contextlib.contextmanager
-    def _sampler(self, explore: bool):
-        """The model that samples this batch: the policy, or the reference for an exploration
-        batch under sampling.explore_with=reference (its log q is then the reference's)."""
-        if explore and self.args.sampling.explore_with == "reference":
-            with self.bundle.reference_mode() as reference:
-                yield reference
-        else:
-            yield self.accelerator.unwrap_model(self.model)
 
     def _autocast(self):
         if self.args.model.autocast_bf16:
