@@ -47,7 +47,7 @@ def completion_log_probs(
     B, P = prompt_ids.shape
     _, T = completion_ids.shape
     n_distinct, first, inverse = distinct_rows(prompt_ids, prompt_mask)
-    if n_distinct < B and T > 0:
+    if n_distinct < B and T > 0 and not _checkpointing(model):
         logits, hidden, prompt_hidden = _shared_prompt_forward(model, prompt_ids, prompt_mask, completion_ids, first, inverse,
                                                                with_hidden)
     else:
@@ -63,6 +63,15 @@ def completion_log_probs(
             p = log_probs.exp()
             entropy = -(p * log_probs.nan_to_num(neginf=0.0)).sum(-1) * completion_mask  # [B, T]
     return SequenceScores(token_log_pf, hidden, prompt_hidden, entropy)
+
+
+def _checkpointing(model: torch.nn.Module) -> bool:
+    """Gradient checkpointing drops the KV cache in a training forward with grad (transformers
+    sets cache=None there), so the shared-prompt pass would lose its prompt: read it per row."""
+    if not (model.training and torch.is_grad_enabled()):
+        return False
+    flag = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.2x; the older name before
+    return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
 
 
 def _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden):

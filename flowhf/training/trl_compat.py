@@ -43,6 +43,7 @@ SAME_MEANING = {
     "top_p": "sampling.top_p",
     "weight_decay": "optim.weight_decay",
     "warmup_steps": "optim.warmup_steps",
+    "gradient_checkpointing": "model.gradient_checkpointing",
 }
 TRL_DEFAULT_EPOCHS = 3.0  # what TRL trains for when max_steps is not positive
 REPORT_SINKS = ("tensorboard", "wandb")  # TRL integrations FlowHF also writes to
@@ -140,7 +141,6 @@ INSTEAD = {
     "scale_rewards": "FlowHF does not normalise rewards per group; target.reward_scale sets the reward's unit",
     "num_iterations": "FlowHF takes one update per sampled batch; replay.replay_ratio re-trains on earlier samples",
     "epsilon": "FlowHF's objectives have no clipped ratio; optim.max_grad_norm clips the gradient",
-    "gradient_checkpointing": "FlowHF does not checkpoint activations; lower per_device_train_batch_size to save memory",
     "fp16": "FlowHF trains in float32 or under bf16 autocast: use bf16=True",
     "eval_strategy": "FlowHFTrainer does not evaluate during training: run `flowhf eval` on the saved model",
     "log_completions": "FlowHF logs metrics, not completion tables: sample the saved model with `flowhf eval`",
