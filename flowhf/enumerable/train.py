@@ -16,6 +16,7 @@ import copy
 import random
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from flowhf.fields import help_field as _f
 from flowhf.models.tiny import tiny_llama
 from flowhf.objectives import get_objective
 from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
+from flowhf.sampling.fast import FastSampler
 from flowhf.target import prefix_target_log_reward, target_log_reward
 from flowhf.training.config import ObjectiveArgs, OptimArgs
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
@@ -60,6 +62,8 @@ class ToyConfig:
     num_layers: int = _f(3, "tiny model depth.", allowed=AT_LEAST_ONE)
     eval_every_seconds: float = _f(30.0, "exact TV checkpoints for the curve.", allowed=POSITIVE)
     threads: int = _f(1, "torch CPU threads.", allowed=AT_LEAST_ONE)
+    sampler: str = _f("plain", "plain | fast: the trainer's sampling.sampler (fast: static KV cache, one log-softmax "
+                               "and an inverse-CDF draw per token; here float32, no LoRA).", allowed=OneOf(("plain", "fast")))
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.seconds is None):
@@ -120,6 +124,8 @@ class ToyExperiment:
         self.ref_table = None  # exact log p_ref per prompt, computed on demand when alpha != 0
         self.last_log_z = torch.zeros(n_prompts)
         self.reports_log_z = get_objective(config.objective).logz_label(self.settings) != "none"
+        # the fast sampler's float32 copy of an adapter-free model shares every weight with it
+        self.sample = FastSampler(self.model).sample if config.sampler == "fast" else partial(sample_completions, self.model)
 
     def set_lr_factor(self, factor: float) -> None:
         set_lr_factor(self.optimizer, self.base_lrs, factor)
@@ -134,8 +140,8 @@ class ToyExperiment:
         prompt_ids, group_ids = self.prompt_batch()
         prompt_mask = torch.ones_like(prompt_ids)
         temperature = draw_temperature(cfg.explore_prob, (cfg.temperature_low, cfg.temperature_high), self.rng)
-        comp = sample_completions(
-            self.model, prompt_ids, prompt_mask, self.space.max_len, self.eos_id, self.eos_id,
+        comp = self.sample(
+            prompt_ids, prompt_mask, self.space.max_len, self.eos_id, self.eos_id,
             temperature=temperature, allowed_tokens=self.allowed, generator=self.generator,
         )
         scores = completion_log_probs(
