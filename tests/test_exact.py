@@ -1,5 +1,7 @@
 """Exact distributions of a tiny LM over an enumerable space, the sampler, and convergence."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from flowhf.enumerable.targets import builtin_target, load_target_file
 from flowhf.enumerable.train import ToyConfig, ToyExperiment, run_toy
 from flowhf.models.tiny import tiny_llama
 from flowhf.sampling import sample_completions
+from flowhf.sampling.fast import FastSampler
 
 V, MAX_LEN = 3, 3
 EOS, PROMPT = V, V + 1
@@ -38,15 +41,24 @@ def test_exact_probabilities_sum_to_one_with_forced_termination():
     assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_sampler_draws_the_exact_distribution():
-    """Empirical frequencies of 40k samples match exact teacher-forced probabilities."""
+SAMPLERS = {  # sampling.sampler, and the fast one with a bf16 copy (a policy computing in bf16)
+    "plain": lambda model: functools.partial(sample_completions, model),
+    "fast": lambda model: FastSampler(model).sample,
+    "fast-bf16": lambda model: FastSampler(model, torch.bfloat16).sample,
+}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampler_draws_the_exact_distribution(sampler):
+    """Empirical frequencies of 40k samples match exact teacher-forced probabilities (float32).
+    The bf16 copy draws from its own, rounded, distribution: the same bound holds for it here."""
     model, allowed = _model_and_mask()
     space = CompletionSpace(V, MAX_LEN)
     exact = np.exp(exact_log_probs(model, [PROMPT], space, EOS, allowed))
     n = 40_000
     prompt = torch.full((n, 1), PROMPT)
-    comp = sample_completions(model, prompt, torch.ones_like(prompt), MAX_LEN, EOS, EOS,
-                              allowed_tokens=allowed, generator=torch.Generator().manual_seed(0))
+    comp = SAMPLERS[sampler](model)(prompt, torch.ones_like(prompt), MAX_LEN, EOS, EOS,
+                                    allowed_tokens=allowed, generator=torch.Generator().manual_seed(0))
     content_len = (comp.lengths - comp.ended_with_eos.long()).numpy()
     # A forced completion has MAX_LEN actions and no EOS; an EOS one has content + EOS.
     assert set(np.unique(comp.lengths[~comp.ended_with_eos].numpy())) <= {MAX_LEN}
@@ -77,10 +89,13 @@ def test_user_target_file(tmp_path):
         load_target_file(bad)
 
 
-@pytest.mark.parametrize("objective,logz", [("tb", "batch"), ("tb", "importance"), ("fl", "batch"), ("subtb", "batch"), ("tb", "scalar")])
-def test_tiny_model_training_lowers_tv(objective, logz):
+@pytest.mark.parametrize("objective,logz,sampler", [("tb", "batch", "plain"), ("tb", "importance", "plain"), ("fl", "batch", "plain"),
+                                                    ("subtb", "batch", "plain"), ("tb", "scalar", "plain"),
+                                                    ("tb", "importance", "fast"), ("subtb", "batch", "fast")])
+def test_tiny_model_training_lowers_tv(objective, logz, sampler):
     target = builtin_target("quick", n_prompts=1)
-    cfg = ToyConfig(objective=objective, logz=logz, steps=300, seed=0, samples_per_prompt=32, lr_decay="constant", eval_every_seconds=1e9)
+    cfg = ToyConfig(objective=objective, logz=logz, steps=300, seed=0, samples_per_prompt=32, lr_decay="constant",
+                    eval_every_seconds=1e9, sampler=sampler)
     before = np.mean([r["tv"] for r in ToyExperiment(target, cfg).evaluate()])
     result = run_toy(target, cfg)
     assert np.isfinite(result.tv)

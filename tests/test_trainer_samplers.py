@@ -1,0 +1,62 @@
+"""The trainer with each sampler (sampling.sampler plain | fast): the step runs, the fast copy
+follows the policy, exploration from the reference samples the reference, checkpointing trains."""
+
+import math
+
+import pytest
+import torch
+
+from flowhf.sampling.logprobs import completion_log_probs
+from flowhf.training.trainer import FlowHFTrainer
+from tests.test_trainer import tiny_config, trainable_snapshot
+
+
+@pytest.mark.parametrize("sampler", ["plain", "fast"])
+@pytest.mark.parametrize("lora", [True, False])
+def test_a_step_with_each_sampler_updates_and_records_log_q(tmp_path, sampler, lora):
+    cfg = tiny_config(tmp_path, f"sampling.sampler={sampler}", f"model.lora={str(lora).lower()}",
+                      "objective.objective=tb", "objective.logz=importance", "sampling.explore_prob=0")
+    trainer = FlowHFTrainer(args=cfg)
+    for _ in range(2):  # the second step samples from the updated policy
+        before = trainable_snapshot(trainer)
+        metrics = trainer.training_step()
+        assert math.isfinite(metrics["train/loss"]) and metrics["train/skipped"] == 0.0
+        assert any(not torch.equal(before[n], p) for n, p in trainable_snapshot(trainer).items())
+    batch, _ = trainer.build_batch(trainer.next_prompt_rows())
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    with torch.no_grad():
+        log_pf = completion_log_probs(model, batch.prompt_ids, batch.prompt_mask, batch.ids, batch.mask).log_pf.sum(1)
+    assert torch.allclose(batch.log_q, log_pf, atol=1e-4)  # float32: the sampler's log q is the policy's
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_fast_exploration_from_the_reference_samples_the_reference(tmp_path, lora):
+    cfg = tiny_config(tmp_path, "sampling.sampler=fast", f"model.lora={str(lora).lower()}", "sampling.explore_prob=1",
+                      "sampling.explore_with=reference", "sampling.temperature_low=1", "sampling.temperature_high=1")
+    trainer = FlowHFTrainer(args=cfg)
+    trainer.training_step()  # the policy moves away from the reference
+    batch, _ = trainer.build_batch(trainer.next_prompt_rows())
+    with trainer.bundle.reference_mode() as reference:
+        ref = completion_log_probs(reference, batch.prompt_ids, batch.prompt_mask, batch.ids, batch.mask).log_pf.sum(1)
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    with torch.no_grad():
+        pol = completion_log_probs(model, batch.prompt_ids, batch.prompt_mask, batch.ids, batch.mask).log_pf.sum(1)
+    assert torch.allclose(batch.log_q, ref, atol=1e-4)
+    assert not torch.allclose(batch.log_q, pol, atol=1e-3)
+
+
+def test_bf16_runs_fast_sampling_on_a_bf16_copy(tmp_path):
+    cfg = tiny_config(tmp_path, "sampling.sampler=fast", "model.autocast_bf16=true")
+    trainer = FlowHFTrainer(args=cfg)
+    assert math.isfinite(trainer.training_step()["train/loss"])
+    copy = trainer.samplers.fast["policy"].copy.model
+    assert next(copy.parameters()).dtype == torch.bfloat16
+    assert next(trainer.model.parameters()).dtype == torch.float32  # the policy and its update stay float32
+
+
+def test_gradient_checkpointing_trains(tmp_path):
+    cfg = tiny_config(tmp_path, "model.gradient_checkpointing=true")
+    trainer = FlowHFTrainer(args=cfg)
+    before = trainable_snapshot(trainer)
+    assert math.isfinite(trainer.training_step()["train/loss"])
+    assert any(not torch.equal(before[n], p) for n, p in trainable_snapshot(trainer).items())
