@@ -7,15 +7,22 @@ instead of 6.7B). Random weights rarely emit EOS, so every completion runs to
 ``--max-new-tokens``: the worst case for time and memory. The reward is the dense toy
 ``letter_share`` (cheap, has prefix rewards), so the timings are the trainer's own.
 
-Per objective it reports seconds per step (sampling / reward / update), tokens per second,
-peak GPU memory, the loss and whether every value stayed finite, as JSON.
+Per objective and sampler (``sampling.sampler`` plain | fast) it reports seconds per step
+(sampling / reward / update), tokens per second, the decoding milliseconds per token against
+the time to read the weights once (``--hbm-tbps``), the step's achieved TFLOP/s (an estimate:
+2 x parameters per token and pass, attention excluded), peak GPU memory, the loss and whether
+every value stayed finite, as JSON. A run that fails records its error and the next one runs.
 
-    python benchmarks/gpu_scale.py --tokenizer DIR --objectives subtb tb --steps 3 --json out.json
+The device check (one H200, well inside 15 minutes: two 7B builds, 4 steps each, one compile):
+
+    python benchmarks/gpu_scale.py --tokenizer DIR --objectives subtb --samplers plain fast --steps 4 \
+        --max-prompt-length 128 --json benchmarks/results/gpu_scale_h200_b64_samplers.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import shutil
@@ -43,7 +50,26 @@ def build_policy(tokenizer, layers: int, hidden: int, intermediate: int, heads: 
     return model
 
 
-def run_objective(objective: str, args, tokenizer) -> dict:
+def step_estimates(result: dict, weight_bytes: int, args) -> dict:
+    """Decode ms per token vs the weight-read bound, and the step's achieved TFLOP/s.
+
+    FLOPs per token and pass ~ 2 x parameters (attention and prompts left out, so this is a lower
+    bound): sampling is one pass per completion token; the update is three (reference forward,
+    policy forward, backward through the activations; LoRA adds no weight gradient to speak of)."""
+    tokens = result["batch"] * result["mean_completion_length"]
+    flops_per_pass = 2 * result["parameters"] * tokens
+    decode_ms = 1000 * result["sample_seconds"] / max(result["mean_completion_length"], 1)
+    return {
+        "decode_ms_per_token": decode_ms,
+        "weight_read_ms": 1000 * weight_bytes / (args.hbm_tbps * 1e12),
+        "decode_over_weight_read": decode_ms / (1000 * weight_bytes / (args.hbm_tbps * 1e12)),
+        "step_tflops": 4 * flops_per_pass / result["step_seconds"] / 1e12,
+        "sample_tflops": flops_per_pass / result["sample_seconds"] / 1e12,
+        "update_tflops": 3 * flops_per_pass / result["update_seconds"] / 1e12,
+    }
+
+
+def run_objective(objective: str, args, tokenizer, sampler: str = "fast") -> dict:
     import torch
 
     from flowhf.training.config import FlowHFConfig, apply_overrides
@@ -53,8 +79,9 @@ def run_objective(objective: str, args, tokenizer) -> dict:
     started = time.perf_counter()
     model = build_policy(tokenizer, args.layers, args.hidden, args.intermediate, args.heads)
     n_params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     build_seconds = time.perf_counter() - started
-    out = Path(args.output_dir) / objective
+    out = Path(args.output_dir) / f"{objective}-{sampler}"
     shutil.rmtree(out, ignore_errors=True)  # the trainer appends to an existing metrics.jsonl (resume)
     sets = [
         "model.dtype=bfloat16", "model.lora=true", "model.autocast_bf16=true",
@@ -64,8 +91,8 @@ def run_objective(objective: str, args, tokenizer) -> dict:
         f"sampling.samples_per_prompt={args.samples}", "data.dataset=stackexchange:train",
         "data.prompt_column=question", f"optim.max_steps={args.steps}", "logging.save_steps=0",
         "logging.progress_bar=false", f"logging.output_dir={out}", "replay.replay_ratio=0.0",
-        "optim.learning_rate=0.0001",
-    ]
+        "optim.learning_rate=0.0001", f"sampling.sampler={sampler}", f"sampling.compile_decode={ {'auto': 'null', 'on': 'true', 'off': 'false'}[args.compile_decode]}",
+    ] + ([f"sampling.max_prompt_length={args.max_prompt_length}"] if args.max_prompt_length else [])
     if objective == "subtb":
         sets += ["objective.subtb_energies=true", "objective.subtb_lambda=0.9"]
     data: dict = {}
@@ -80,7 +107,7 @@ def run_objective(objective: str, args, tokenizer) -> dict:
     mean = lambda key: sum(r[key] for r in timed) / len(timed)  # noqa: E731
     finite = all(math.isfinite(r["train/loss"]) and math.isfinite(r["train/grad_norm"]) for r in rows)
     result = {
-        "objective": objective, "parameters": n_params, "build_seconds": round(build_seconds, 1),
+        "objective": objective, "sampler": sampler, "parameters": n_params, "build_seconds": round(build_seconds, 1),
         "steps": len(rows), "timed_steps": len(timed), "batch": args.prompts * args.samples,
         "max_new_tokens": args.max_new_tokens,
         "step_seconds": mean("train/step_time"), "sample_seconds": mean("train/sample_time"),
@@ -90,7 +117,9 @@ def run_objective(objective: str, args, tokenizer) -> dict:
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "losses": [r["train/loss"] for r in rows], "log_z": [r["train/log_z"] for r in rows],
         "kl_per_token": [r["train/kl_per_token"] for r in rows], "all_finite": finite,
+        "first_step_seconds": rows[0]["train/step_time"],  # with the fast sampler: its copy and compilation
     }
+    result.update(step_estimates(result, weight_bytes, args))
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -101,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", required=True, help="Folder holding a Hugging Face tokenizer (e.g. SmolLM2's).")
     parser.add_argument("--objectives", nargs="+", default=["subtb", "tb"])
+    parser.add_argument("--samplers", nargs="+", choices=["plain", "fast"], default=["fast"])
+    parser.add_argument("--compile-decode", choices=["auto", "on", "off"], default="auto",
+                        help="sampling.compile_decode of the fast sampler (auto: compiled on GPU).")
+    parser.add_argument("--max-prompt-length", type=int, default=None,
+                        help="sampling.max_prompt_length: equal prompt lengths keep the compiled decode step to one shape.")
+    parser.add_argument("--hbm-tbps", type=float, default=4.3, help="Memory bandwidth for the weight-read bound (TB/s).")
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--intermediate", type=int, default=11008)
@@ -121,11 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                "torch": torch.__version__, "runs": []}
     for objective in args.objectives:
-        results["runs"].append(run_objective(objective, args, tokenizer))
-        print(json.dumps(results["runs"][-1]), flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        for sampler in args.samplers:
+            try:
+                results["runs"].append(run_objective(objective, args, tokenizer, sampler))
+            except Exception as err:  # noqa: BLE001  (one failed run must not lose the others' figures)
+                results["runs"].append({"objective": objective, "sampler": sampler, "error": f"{type(err).__name__}: {err}"})
+                gc.collect()  # the failed run's model, held by the traceback until now
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            print(json.dumps(results["runs"][-1]), flush=True)
+            if args.json:  # written after every run: a device that goes away keeps what finished
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
 
 
