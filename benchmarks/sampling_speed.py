@@ -133,12 +133,16 @@ def main() -> int:
         print(f"{dtype:8s} plain {r['plain_seconds']:.3f} s  fast {r['fast_seconds']:.3f} s  x{r['speedup']:.2f}  "
               f"log q gap {r['log_q_vs_recompute']['mean_nats_per_token']:.2e} nats/token", flush=True)
     head = runs[-1]
+    by = {r["dtype"]: r for r in runs}
+    cross = {}
+    if {"float32", "bfloat16"} <= set(by):  # the default fp32 policy with sampling.sample_dtype=bfloat16
+        cross = {"fast_bf16_over_plain_fp32": by["float32"]["plain_seconds"] / by["bfloat16"]["fast_seconds"]}
     out = {
         "benchmark": "plain vs fast sampler, SmolLM2-135M-Instruct + LoRA r16 (q,k,v,o), CPU",
         "batch": f"{args.prompts} prompts x {args.samples} samples", "max_new_tokens": args.max_new_tokens,
         "prompt_tokens": int(mask.shape[1]), "eos": "off (every row generates max_new_tokens)",
         "plain_seconds": head["plain_seconds"], "fast_seconds": head["fast_seconds"], "speedup": head["speedup"],
-        "headline_dtype": head["dtype"], "runs": runs,
+        "headline_dtype": head["dtype"], **cross, "runs": runs,
         "load_average": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }

@@ -45,8 +45,9 @@ def test_fast_exploration_from_the_reference_samples_the_reference(tmp_path, lor
     assert not torch.allclose(batch.log_q, pol, atol=1e-3)
 
 
-def test_bf16_runs_fast_sampling_on_a_bf16_copy(tmp_path):
-    cfg = tiny_config(tmp_path, "sampling.sampler=fast", "model.autocast_bf16=true")
+@pytest.mark.parametrize("setting", ["model.autocast_bf16=true", "sampling.sample_dtype=bfloat16"])
+def test_bf16_runs_fast_sampling_on_a_bf16_copy(tmp_path, setting):
+    cfg = tiny_config(tmp_path, "sampling.sampler=fast", setting)
     trainer = FlowHFTrainer(args=cfg)
     assert math.isfinite(trainer.training_step()["train/loss"])
     copy = trainer.samplers.fast["policy"].copy.model

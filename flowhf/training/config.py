@@ -117,6 +117,11 @@ class SamplingArgs:
                               "LoRA copy, bf16 when model.autocast_bf16 or model.dtype is bf16, a static KV cache, one "
                               "log-softmax and an inverse-CDF draw per token; the same distribution).",
                       allowed=OneOf(("plain", "fast")))
+    sample_dtype: str | None = _f(None, "fast sampler: the copy's dtype, float32 | bfloat16; null = the policy's compute dtype "
+                                        "(bfloat16 under model.autocast_bf16 or model.dtype bfloat16). bfloat16 reads half the "
+                                        "bytes per token; log q is then the bf16 copy's (exact for what was drawn), a slightly "
+                                        "off-policy batch that GFlowNet objectives accept (pg assumes on-policy samples).",
+                                  allowed=OneOf(("float32", "bfloat16")))
     compile_decode: bool | None = _f(None, "fast sampler: torch.compile the decoding step (CUDA graphs on GPU): true | false | "
                                            "null (= on GPU only: on CPU it did not pay, see the README's speed section).")
     top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))

@@ -2,8 +2,9 @@
 
 - plain: `flowhf.sampling.generate.sample_completions` on the PEFT policy itself (under bf16
   autocast when ``model.autocast_bf16``).
-- fast: `flowhf.sampling.fast.FastSampler` on a merged copy, bfloat16 when the policy computes
-  in bf16 anyway (``model.autocast_bf16`` or ``model.dtype: bfloat16``), else float32.
+- fast: `flowhf.sampling.fast.FastSampler` on a merged copy in ``sampling.sample_dtype``; by
+  default bfloat16 when the policy computes in bf16 anyway (``model.autocast_bf16`` or
+  ``model.dtype: bfloat16``), else float32.
 
 Both draw from the policy (or, for exploration under ``explore_with=reference``, from the
 reference) and record the log q of what they drew, so the objectives read either the same way.
@@ -55,13 +56,17 @@ class StepSamplers:
         key = "reference" if separate else "policy"
         if key not in self.fast:
             source = t.bundle.reference if separate else t.accelerator.unwrap_model(t.model)
-            self.fast[key] = FastSampler(source, sampling_dtype(t.args.model), compile_decode(t.args.sampling, t.device))
+            self.fast[key] = FastSampler(source, sampling_dtype(t.args), compile_decode(t.args.sampling, t.device))
         return functools.partial(self.fast[key].sample, adapters=not reference)
 
 
-def sampling_dtype(model_args) -> torch.dtype:
-    """bfloat16 where the policy already computes in bf16 (autocast or bf16 weights), else float32."""
-    return torch.bfloat16 if model_args.autocast_bf16 or model_args.dtype == "bfloat16" else torch.float32
+def sampling_dtype(config) -> torch.dtype:
+    """sampling.sample_dtype, or by default bfloat16 where the policy already computes in bf16
+    (autocast or bf16 weights), else float32."""
+    if config.sampling.sample_dtype is not None:
+        return getattr(torch, config.sampling.sample_dtype)
+    m = config.model
+    return torch.bfloat16 if m.autocast_bf16 or m.dtype == "bfloat16" else torch.float32
 
 
 def compile_decode(sampling_args, device: torch.device) -> bool:
