@@ -41,10 +41,10 @@ def prompts():
     return ids, mask
 
 
-def recomputed_log_q(model, ids, mask, comp, temperature=1.0):
+def recomputed_log_q(model, ids, mask, comp):
+    """Teacher-forced float32 log pi of each completion (temperature 1), and its length."""
     with torch.no_grad():
         scores = completion_log_probs(model, ids, mask, comp.ids, comp.mask)
-    assert temperature == 1.0
     return scores.log_pf.sum(1), comp.mask.sum(1)
 
 
@@ -204,3 +204,20 @@ def test_the_compiled_decode_step_samples_the_same():
             for c in (False, True)]
     assert torch.equal(runs[0].ids, runs[1].ids)
     assert torch.allclose(runs[0].log_q, runs[1].log_q, atol=1e-4)
+
+
+def test_a_sliding_window_model_decodes_on_a_dynamic_cache():
+    """Mistral-style sliding-window layers do not fill a plain static cache: same log q via a DynamicCache."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, sliding_window=4, max_position_embeddings=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MistralForCausalLM(config).eval()
+    ids, mask = prompts()
+    sampler = FastSampler(model)
+    comp = sampler.sample(ids, mask, 8, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    assert sampler._cache[1] is None  # no static cache for these layers
+    log_pf, _ = recomputed_log_q(model, ids, mask, comp)
+    assert comp.mask.sum(1).max() > 4 and torch.allclose(comp.log_q, log_pf, atol=1e-4)
