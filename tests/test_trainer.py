@@ -188,3 +188,22 @@ def _write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def test_exploration_batches_can_come_from_the_reference(tmp_path):
+    """explore_with=reference: an exploration batch is drawn by the starting model, so its log q is the reference's."""
+    from flowhf.sampling import completion_log_probs
+
+    cfg = tiny_config(tmp_path, "objective.objective=tb", "objective.logz=importance", "sampling.explore_prob=1.0",
+                      "sampling.explore_with=reference", "sampling.temperature_high=1.0", "optim.learning_rate=0.05")
+    trainer = FlowHFTrainer(args=cfg)
+    trainer.training_step()  # the adapters move off zero: policy and reference now differ
+    batch, temperature = trainer.build_batch(trainer.next_prompt_rows())
+    assert temperature == 1.0 and set(batch.sources) == {"policy"}
+    pids, pmask, ids, mask = batch.prompt_ids, batch.prompt_mask, batch.ids, batch.mask
+    with trainer.bundle.reference_mode() as reference:
+        ref = completion_log_probs(reference, pids, pmask, ids, mask).log_pf.sum(1)
+    with torch.no_grad():
+        policy = completion_log_probs(trainer.model, pids, pmask, ids, mask).log_pf.sum(1)
+    assert torch.allclose(batch.log_q, ref, atol=1e-4)
+    assert not torch.allclose(batch.log_q, policy, atol=1e-3)
