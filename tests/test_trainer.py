@@ -191,11 +191,11 @@ def _write(tmp_path, name, text):
 
 
 def test_exploration_batches_can_come_from_the_reference(tmp_path):
-    """explore_with=reference: an exploration batch is drawn by the starting model, so its log q is the reference's."""
+    """reference_prob=1: every batch is drawn by the starting model, so its log q is the reference's."""
     from flowhf.sampling import completion_log_probs
 
-    cfg = tiny_config(tmp_path, "objective.objective=tb", "objective.logz=importance", "sampling.explore_prob=1.0",
-                      "sampling.explore_with=reference", "sampling.temperature_high=1.0", "optim.learning_rate=0.05")
+    cfg = tiny_config(tmp_path, "objective.objective=tb", "objective.logz=importance", "sampling.reference_prob=1.0",
+                      "optim.learning_rate=0.05")
     trainer = FlowHFTrainer(args=cfg)
     trainer.training_step()  # the adapters move off zero: policy and reference now differ
     batch, temperature = trainer.build_batch(trainer.next_prompt_rows())

@@ -107,10 +107,10 @@ class SamplingArgs:
     explore_tokens: int = _f(0, "Exploration temperature applies to the first this-many tokens of a completion, the rest "
                                 "are sampled at 1 (0 = every token). Hot later tokens mostly break the ending.",
                              allowed=NON_NEGATIVE)
-    explore_with: str = _f("policy", "Model that samples the exploration batches: 'policy', or 'reference' (the starting "
-                                     "model, which keeps the answers the policy has pushed down while it has not yet "
-                                     "found them; off-policy, valid for every GFlowNet objective).",
-                           allowed=OneOf(("policy", "reference")))
+    reference_prob: float = _f(0.0, "Probability that a batch is drawn by the reference (the starting model) at "
+                                     "temperature 1 instead of by the policy: it keeps proposing answers the policy has "
+                                     "pushed down before finding them (off-policy; valid for every GFlowNet objective).",
+                               allowed=PROBABILITY)
     top_p: float = _f(1.0, "Nucleus sampling for generation (1.0 = off; the loss always uses pi itself).", allowed=Range(0, 1, low_open=True))
     max_prompt_length: int | None = _f(None, "Keep at most this many prompt tokens (the end, as sampling.long_prompts says; "
                                              "None = as many as the context leaves).", allowed=AT_LEAST_ONE)

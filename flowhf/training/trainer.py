@@ -30,7 +30,7 @@ from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
 from flowhf.rewards.functions import RewardBatch, RewardFunctions
 from flowhf.run_dir import claim_run_dir
-from flowhf.sampling import completion_log_probs, draw_exploration, sample_completions
+from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
 from flowhf.sampling.generate import Completions
 from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad, prompt_key
 from flowhf.sampling.replay import ReplayBuffer
@@ -175,13 +175,13 @@ class FlowHFTrainer:
         encoded, self._truncated = fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), keys,
                                                context, s.max_new_tokens, s.long_prompts, s.max_prompt_length)
         order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
-        temperature, explore = draw_exploration(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
+        by_reference = s.reference_prob > 0 and self.rng.random() < s.reference_prob
+        temperature = 1.0 if by_reference else draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
         pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
-        with self._sampler(explore) as sampler, self._autocast():
+        with self._sampler(by_reference) as sampler, self._autocast():
             sampled = sample_completions(sampler, pids.to(self.device), pmask.to(self.device), s.max_new_tokens,
                                          self.eos_ids, self.pad_id, temperature, s.top_p, self.allowed_tokens,
-                                         self.generator if self.device.type == "cpu" else None,
-                                         tempered_tokens=s.explore_tokens if explore else 0)
+                                         self.generator if self.device.type == "cpu" else None, s.explore_tokens)
         parts = [Completions(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature, sampled.log_q.cpu())]
         if n_off:
             texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
@@ -319,10 +319,10 @@ class FlowHFTrainer:
                                 float(log_reward[i]), float(ref_log_prob[i]))
 
     @contextlib.contextmanager
-    def _sampler(self, explore: bool):
-        """The model that samples this batch: the policy, or the reference for an exploration
-        batch under sampling.explore_with=reference (its log q is then the reference's)."""
-        if explore and self.args.sampling.explore_with == "reference":
+    def _sampler(self, by_reference: bool):
+        """The model that samples this batch: the policy, or the reference (sampling.reference_prob;
+        the rows' log q is then the reference's)."""
+        if by_reference:
             with self.bundle.reference_mode() as reference:
                 yield reference
         else:
