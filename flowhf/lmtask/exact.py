@@ -197,7 +197,6 @@ class ExactTarget:
                 "max_abs_z": max(r["max_abs_z"] for r in rows)}
 
 
-
 class ExactTrace(TrainerCallback):
     """Every `every` training steps: the exact TV, coverage and answer mass, and each answer's
     probability per prompt (a learning curve; the passes count against the time budget)."""
