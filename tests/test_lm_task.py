@@ -247,13 +247,20 @@ def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
     start, tok = load_causal_lm(str(tiny_dir), dtype="float32")
     target = ExactTarget.build(task, start, tok, chat_template=False)
     before = target.evaluate(start)["tv"]
+    from flowhf.lmtask.exact import ExactTrace
+
+    trace = ExactTrace(target, every=10)
     spec = RunSpec("recommended", seconds=1e9, seed=0, output_dir=tmp_path / "run",
                    overrides=("model.chat_template=false", "optim.max_steps=30", "optim.max_seconds=null",
-                              "model.lora=false", "optim.learning_rate=0.01"))
+                              "model.lora=false", "optim.learning_rate=0.01"), callbacks=(trace,))
     trained = train_method(task, StartModel(start, tok, tiny_dir, target.eos_ids), spec)
     after = target.evaluate(trained.model)
     assert trained.steps == 30
     assert after["tv"] < 0.5 * before, (before, after["tv"])
+    # the learning curve: steps 10, 20, 30, the last point being the trained model itself
+    assert [p["step"] for p in trace.points] == [10, 20, 30]
+    assert abs(trace.points[-1]["tv"] - after["tv"]) < 1e-6
+    assert trace.points[-1]["model"][0] == after["per_prompt"][0]["distribution"]["model"]
 
 
 def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):

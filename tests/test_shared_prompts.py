@@ -55,3 +55,21 @@ def test_sampler_log_q_is_the_log_prob_it_sampled_from():
             logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[0].float()
         tempered = torch.log_softmax(logits / temperature, -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
         assert torch.allclose(comp.log_q, (tempered * comp.mask).sum(1), atol=1e-4)
+
+
+def test_tempered_tokens_heat_only_the_first_actions():
+    """tempered_tokens=1: the first action is drawn at the temperature, the rest at 1, and log_q says so."""
+    from flowhf.sampling.generate import sample_completions
+
+    model = tiny_llama(16, seed=1, hidden_size=32, num_layers=2).eval()
+    prompt_ids, prompt_mask, _, _ = batch()
+    gen = torch.Generator().manual_seed(3)
+    comp = sample_completions(model, prompt_ids, prompt_mask, 4, 2, 0, temperature=3.0, generator=gen, tempered_tokens=1)
+    with torch.no_grad():
+        logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[0].float()  # [B, T, V]
+    per_step = torch.ones(comp.ids.shape[1])
+    per_step[0] = 3.0
+    log_q = torch.log_softmax(logits / per_step[None, :, None], -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(comp.log_q, (log_q * comp.mask).sum(1), atol=1e-4)
+    everywhere = torch.log_softmax(logits / 3.0, -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
+    assert not torch.allclose(comp.log_q, (everywhere * comp.mask).sum(1), atol=1e-3)  # the later actions were not heated

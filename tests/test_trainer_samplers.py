@@ -29,10 +29,11 @@ def test_a_step_with_each_sampler_updates_and_records_log_q(tmp_path, sampler, l
     assert torch.allclose(batch.log_q, log_pf, atol=1e-4)  # float32: the sampler's log q is the policy's
 
 
-@pytest.mark.parametrize("lora", [True, False])
-def test_fast_exploration_from_the_reference_samples_the_reference(tmp_path, lora):
-    cfg = tiny_config(tmp_path, "sampling.sampler=fast", f"model.lora={str(lora).lower()}", "sampling.explore_prob=1",
-                      "sampling.explore_with=reference", "sampling.temperature_low=1", "sampling.temperature_high=1")
+@pytest.mark.parametrize("sampler,lora", [("plain", True), ("fast", True), ("fast", False)])
+def test_reference_batches_are_drawn_by_the_reference(tmp_path, sampler, lora):
+    """sampling.reference_prob=1: every batch comes from the starting model, so log q is the reference's."""
+    cfg = tiny_config(tmp_path, f"sampling.sampler={sampler}", f"model.lora={str(lora).lower()}",
+                      "sampling.reference_prob=1", "optim.learning_rate=0.05")
     trainer = FlowHFTrainer(args=cfg)
     trainer.training_step()  # the policy moves away from the reference
     batch, _ = trainer.build_batch(trainer.next_prompt_rows())

@@ -44,8 +44,8 @@ class Start:
 
 
 def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Path | None,
-            sample_check: int = 0, start: Start = Start(), overrides: tuple[str, ...] = ()) -> dict:
-    from flowhf.lmtask.exact import ExactTarget
+            sample_check: int = 0, start: Start = Start(), overrides: tuple[str, ...] = (), trace_every: int = 0) -> dict:
+    from flowhf.lmtask.exact import ExactTarget, ExactTrace
     from flowhf.models.loading import load_causal_lm
 
     task = load_task(task_path)
@@ -56,12 +56,16 @@ def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Pa
     starting = StartModel(reference, tokenizer, start_dir, target.eos_ids)
     run_dir = Path("runs/lm_target") / task.name / f"{method}-seed{seed}"  # scratch: the JSON is the result
     shutil.rmtree(run_dir, ignore_errors=True)
-    spec = RunSpec(method=method, seconds=seconds, seed=seed, output_dir=run_dir, overrides=tuple(overrides))
+    trace = ExactTrace(target, trace_every) if trace_every else None
+    spec = RunSpec(method=method, seconds=seconds, seed=seed, output_dir=run_dir, overrides=tuple(overrides),
+                   callbacks=(trace,) if trace else ())
     trained = train_method(task, starting, spec)
     result = {"task": task.name, "task_file": str(task_path), "method": method, "seed": seed, "budget_seconds": seconds,
               "steps": trained.steps, "seconds": trained.seconds, "start_model": str(start_dir),
               "load_average": os.getloadavg()[0], "torch_threads": torch.get_num_threads(),
               **target.evaluate(trained.model), "details": trained.details}
+    if trace:
+        result["trace"] = trace.points
     if sample_check:
         result["sampling_check"] = target.sampling_check(trained.model, task.max_new_tokens, n=sample_check, seed=seed)
     if out_json:
@@ -206,6 +210,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--model", default="smollm2", help="starting model (every method starts from it)")
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                         help="start from --model itself, without the generic bare-answer warm start")
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="FlowHF methods: every N steps record the exact TV, coverage and answer probabilities in the JSON's 'trace'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="FlowHF config override (key=value)")
     return parser
 
@@ -223,6 +229,8 @@ def check_args(args) -> None:
                           "shipped tasks are in benchmarks/lm_tasks/, e.g. --task benchmarks/lm_tasks/numbers_uniform.yaml")
     if not (args.all or args.method):
         raise ConfigError("flowhf bench lm-target: give --method METHOD or --all", f"methods: {', '.join(METHODS)}")
+    if args.all and args.trace:
+        raise ConfigError("flowhf bench lm-target: --trace records one run's learning curve", "use it with --method METHOD, not --all")
     load_task(args.task)
     if args.overrides:
         from flowhf.training.config import FlowHFConfig
@@ -241,7 +249,7 @@ def run_from_args(args) -> int:
                 Start(args.model, args.warm_start), tuple(args.overrides))
         return 0
     result = run_one(args.task, args.method, args.seconds, args.seed, args.json, args.sample_check,
-                     Start(args.model, args.warm_start), tuple(args.overrides))
+                     Start(args.model, args.warm_start), tuple(args.overrides), args.trace)
     print(table_rows([result]))
     if "sampling_check" in result:
         print(f"sampling check: max |z| {result['sampling_check']['max_abs_z']:.2f}, min chi2 p {result['sampling_check']['min_chi2_p']:.3f}")

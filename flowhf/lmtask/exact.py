@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from scipy.special import logsumexp
+from transformers import TrainerCallback
 
 from flowhf.sampling import completion_log_probs, sample_completions
 from flowhf.sampling.prompts import encode_prompts, eos_ids, left_pad
@@ -194,3 +195,21 @@ class ExactTarget:
         model.train(was_training)
         return {"per_prompt": rows, "min_chi2_p": min(r["chi2_p"] for r in rows),
                 "max_abs_z": max(r["max_abs_z"] for r in rows)}
+
+
+class ExactTrace(TrainerCallback):
+    """Every `every` training steps: the exact TV, coverage and answer mass, and each answer's
+    probability per prompt (a learning curve; the passes count against the time budget)."""
+
+    def __init__(self, target: ExactTarget, every: int) -> None:
+        self.target, self.every, self.points = target, every, []
+
+    def on_step_end(self, args, state, control, model=None, **_):
+        if state.global_step % self.every:
+            return
+        was_training = model.training
+        model.eval()
+        m = self.target.evaluate(model)
+        model.train(was_training)
+        self.points.append({"step": state.global_step, **{k: m[k] for k in ("tv", "coverage", "answer_mass")},
+                            "model": [r["distribution"]["model"] for r in m["per_prompt"]]})

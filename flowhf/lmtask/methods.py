@@ -46,6 +46,7 @@ class RunSpec:
     output_dir: Path
     config: Path = CONFIG
     overrides: tuple[str, ...] = ()  # extra --set overrides for FlowHF methods
+    callbacks: tuple = ()  # transformers TrainerCallbacks for FlowHF methods (e.g. exact.ExactTrace)
 
 
 @dataclass
@@ -102,7 +103,8 @@ def _train_flowhf(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
 
     config = flowhf_config(task, start.folder, spec)
     reward = AnswerSetReward(task, start.tokenizer, start.eos_ids)
-    trainer = FlowHFTrainer(start.model, reward, config, [{"prompt": p} for p in task.prompts], start.tokenizer)
+    trainer = FlowHFTrainer(start.model, reward, config, [{"prompt": p} for p in task.prompts], start.tokenizer,
+                            callbacks=list(spec.callbacks))
     if set(trainer.eos_ids) != set(start.eos_ids):
         raise RuntimeError(f"the trainer stops at EOS ids {trainer.eos_ids}, the exact target at {start.eos_ids}")
     begin = time.perf_counter()

@@ -1,6 +1,6 @@
 """Sampling: generation with exploration, log-prob recomputation, replay."""
 
-from flowhf.sampling.generate import Completions, draw_exploration, draw_temperature, sample_completions
+from flowhf.sampling.generate import Completions, draw_temperature, sample_completions
 from flowhf.sampling.logprobs import SequenceScores, completion_log_probs
 from flowhf.sampling.replay import ReplayBuffer, ReplayItem
 
@@ -10,7 +10,6 @@ __all__ = [
     "ReplayItem",
     "SequenceScores",
     "completion_log_probs",
-    "draw_exploration",
     "draw_temperature",
     "sample_completions",
 ]

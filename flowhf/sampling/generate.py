@@ -41,16 +41,10 @@ class Completions:
 
 def draw_temperature(explore_prob: float, temperature_range: tuple[float, float], rng: random.Random) -> float:
     """1.0, or with probability explore_prob a temperature uniform in temperature_range."""
-    return draw_exploration(explore_prob, temperature_range, rng)[0]
-
-
-def draw_exploration(explore_prob: float, temperature_range: tuple[float, float], rng: random.Random) -> tuple[float, bool]:
-    """(temperature, whether this batch explores): with probability explore_prob a temperature
-    uniform in temperature_range, else (1.0, False)."""
     if explore_prob > 0 and rng.random() < explore_prob:
         low, high = temperature_range
-        return rng.uniform(low, high), True
-    return 1.0, False
+        return rng.uniform(low, high)
+    return 1.0
 
 
 def mask_logits(logits: torch.Tensor, allowed_tokens: torch.Tensor | None) -> torch.Tensor:

@@ -109,10 +109,10 @@ class SamplingArgs:
     explore_tokens: int = _f(0, "Exploration temperature applies to the first this-many tokens of a completion, the rest "
                                 "are sampled at 1 (0 = every token). Hot later tokens mostly break the ending.",
                              allowed=NON_NEGATIVE)
-    explore_with: str = _f("policy", "Model that samples the exploration batches: 'policy', or 'reference' (the starting "
-                                     "model, which keeps the answers the policy has pushed down while it has not yet "
-                                     "found them; off-policy, valid for every GFlowNet objective).",
-                           allowed=OneOf(("policy", "reference")))
+    reference_prob: float = _f(0.0, "Probability that a batch is drawn by the reference (the starting model) at "
+                                     "temperature 1 instead of by the policy: it keeps proposing answers the policy has "
+                                     "pushed down before finding them (off-policy; valid for every GFlowNet objective).",
+                               allowed=PROBABILITY)
     sampler: str = _f("fast", "plain (the PEFT policy, DynamicCache, a softmax and a multinomial per token) | fast (a merged "
                               "LoRA copy, bf16 when model.autocast_bf16 or model.dtype is bf16, a static KV cache, one "
                               "log-softmax and an inverse-CDF draw per token; the same distribution).",

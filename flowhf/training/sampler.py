@@ -6,8 +6,8 @@
   default bfloat16 when the policy computes in bf16 anyway (``model.autocast_bf16`` or
   ``model.dtype: bfloat16``), else float32.
 
-Both draw from the policy (or, for exploration under ``explore_with=reference``, from the
-reference) and record the log q of what they drew, so the objectives read either the same way.
+Both draw from the policy (or, for a batch drawn by the reference under
+``sampling.reference_prob``, from the starting model) and record the log q of what they drew, so the objectives read either the same way.
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ class StepSamplers:
         self.fast: dict[str, FastSampler] = {}
 
     @contextlib.contextmanager
-    def use(self, explore: bool) -> Iterator[SampleFn]:
-        """Yield the sampling function of this batch: the policy's, or the reference's for an
-        exploration batch under sampling.explore_with=reference (its log q is the reference's)."""
+    def use(self, reference: bool) -> Iterator[SampleFn]:
+        """Yield the sampling function of this batch: the policy's, or the reference's for a batch
+        drawn by the starting model (sampling.reference_prob; its log q is the reference's)."""
         t = self.trainer
-        reference = explore and t.args.sampling.explore_with == "reference"
         if t.args.sampling.sampler == "fast":
             yield self._fast(reference)
             return

@@ -30,7 +30,7 @@ from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
 from flowhf.rewards.functions import RewardBatch, RewardFunctions
 from flowhf.run_dir import claim_run_dir
-from flowhf.sampling import completion_log_probs, draw_exploration
+from flowhf.sampling import completion_log_probs, draw_temperature
 from flowhf.sampling.generate import Completions
 from flowhf.sampling.prompts import eos_ids, encode_prompts, left_pad, prompt_key
 from flowhf.sampling.replay import ReplayBuffer
@@ -179,12 +179,13 @@ class FlowHFTrainer:
         encoded, self._truncated = fit_prompts(encode_prompts(self.tokenizer, prompts, cfg.model.chat_template), keys,
                                                context, s.max_new_tokens, s.long_prompts, s.max_prompt_length)
         order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
-        temperature, explore = draw_exploration(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
+        by_reference = s.reference_prob > 0 and self.rng.random() < s.reference_prob
+        temperature = 1.0 if by_reference else draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
         pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
-        with self.samplers.use(explore) as sample:
+        with self.samplers.use(by_reference) as sample:
             sampled = sample(pids.to(self.device), pmask.to(self.device), s.max_new_tokens, self.eos_ids, self.pad_id,
                              temperature, s.top_p, self.allowed_tokens, self.generator if self.device.type == "cpu" else None,
-                             tempered_tokens=s.explore_tokens if explore else 0)
+                             tempered_tokens=s.explore_tokens)
         parts = [Completions(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature, sampled.log_q.cpu())]
         if n_off:
             texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
