@@ -28,7 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
-import flowhf  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import flowhf  # (sets the OpenMP waits before torch loads)
 import torch
 
 from flowhf.data.loading import load_prompts
@@ -145,6 +145,7 @@ def main() -> int:
         "headline_dtype": head["dtype"], **cross, "runs": runs,
         "load_average": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "openmp_waits": flowhf.openmp_waits(),
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import flowhf  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import flowhf  # (sets the OpenMP waits before torch loads)
 import torch
 
 from flowhf.models.lora import LoraSettings
@@ -116,7 +116,7 @@ def main() -> int:
             torch.set_num_threads(args.threads)  # TRL's Trainer may have changed it
             print(f"grpo         bf16={bf16!s:5s} {records[-1]['seconds_per_step']:6.2f} s/step", flush=True)
     out = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
-           "batch": "2 prompts x 4 samples", "max_new_tokens": args.max_new_tokens, "lora": "r16 alpha32 q,k,v,o",
+           "openmp_waits": flowhf.openmp_waits(), "batch": "2 prompts x 4 samples", "max_new_tokens": args.max_new_tokens, "lora": "r16 alpha32 q,k,v,o",
            "load_average_before": [round(x, 2) for x in load_before],
            "load_average_after": [round(x, 2) for x in os.getloadavg()], "ratios": ratios(records), "runs": records}
     args.json.parent.mkdir(parents=True, exist_ok=True)

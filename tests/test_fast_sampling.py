@@ -60,6 +60,27 @@ def test_log_q_agrees_with_the_teacher_forced_recompute(dtype, per_token):
         assert ((comp.log_q - log_pf).abs() <= per_token * lengths).all(), (comp.log_q, log_pf)
 
 
+@pytest.mark.parametrize("temperature,top_p,tempered_tokens", [(2.0, 1.0, 0), (1.5, 0.8, 0), (3.0, 1.0, 1)])
+def test_sampled_log_q_under_temperature_nucleus_and_tempered_tokens(temperature, top_p, tempered_tokens):
+    """The fast sampler's log q is the teacher-forced log-prob under what it drew from: the first
+    `tempered_tokens` actions (all when 0) at the temperature, the nucleus renormalised."""
+    from flowhf.sampling.logprobs import _joint_forward
+
+    model = lora_model()
+    ids, mask = prompts()
+    comp = FastSampler(model).sample(ids, mask, 6, EOS, PAD, temperature=temperature, top_p=top_p,
+                                     generator=torch.Generator().manual_seed(1), tempered_tokens=tempered_tokens)
+    with torch.no_grad():
+        logits = _joint_forward(model, ids, mask, comp.ids, False)[0].float()  # [B, T, V]
+    steps = []
+    for t in range(comp.ids.shape[1]):
+        hot = tempered_tokens <= 0 or t < tempered_tokens
+        log_p = step_log_probs(logits[:, t], None, temperature if hot else 1.0, top_p)  # [B, V]
+        steps.append(log_p.gather(1, comp.ids[:, t:t + 1]).squeeze(1))
+    expected = (torch.stack(steps, 1).nan_to_num(neginf=0.0) * comp.mask).sum(1)  # padded slots may hold masked ids
+    assert torch.allclose(comp.log_q, expected, atol=1e-4)
+
+
 def test_tempered_nucleus_log_q_is_the_distribution_drawn_from():
     """log q under temperature and top_p is the log of the renormalised nucleus, as the plain sampler records."""
     torch.manual_seed(0)
@@ -221,3 +242,12 @@ def test_a_sliding_window_model_decodes_on_a_dynamic_cache():
     assert sampler._cache[1] is None  # no static cache for these layers
     log_pf, _ = recomputed_log_q(model, ids, mask, comp)
     assert comp.mask.sum(1).max() > 4 and torch.allclose(comp.log_q, log_pf, atol=1e-4)
+
+
+def test_lora_on_a_tied_output_embedding_is_refused():
+    """lm_head tied to the input embeddings: merging its LoRA would change the embeddings too."""
+    base = tiny_llama(16, seed=1, hidden_size=32, num_layers=2)
+    assert base.lm_head.weight is base.model.embed_tokens.weight
+    model = apply_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "lm_head"]))
+    with pytest.raises(ValueError, match="tied"):
+        FastSampler(model)

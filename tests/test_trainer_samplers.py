@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from flowhf.sampling.logprobs import completion_log_probs
+from flowhf.sampling.logprobs import _checkpointing, completion_log_probs
 from flowhf.training.trainer import FlowHFTrainer
 from tests.test_trainer import tiny_config, trainable_snapshot
 
@@ -14,7 +14,8 @@ from tests.test_trainer import tiny_config, trainable_snapshot
 @pytest.mark.parametrize("sampler", ["plain", "fast"])
 @pytest.mark.parametrize("lora", [True, False])
 def test_a_step_with_each_sampler_updates_and_records_log_q(tmp_path, sampler, lora):
-    cfg = tiny_config(tmp_path, f"sampling.sampler={sampler}", f"model.lora={str(lora).lower()}",
+    # LoRA dropout on: each sampler draws from the policy in eval mode, so log q is the eval-mode log pi
+    cfg = tiny_config(tmp_path, f"sampling.sampler={sampler}", f"model.lora={str(lora).lower()}", "model.lora_dropout=0.3",
                       "objective.objective=tb", "objective.logz=importance", "sampling.explore_prob=0")
     trainer = FlowHFTrainer(args=cfg)
     for _ in range(2):  # the second step samples from the updated policy
@@ -59,6 +60,7 @@ def test_bf16_runs_fast_sampling_on_a_bf16_copy(tmp_path, setting):
 def test_gradient_checkpointing_trains(tmp_path):
     cfg = tiny_config(tmp_path, "model.gradient_checkpointing=true")
     trainer = FlowHFTrainer(args=cfg)
+    assert _checkpointing(trainer.model.train())
     before = trainable_snapshot(trainer)
     assert math.isfinite(trainer.training_step()["train/loss"])
     assert any(not torch.equal(before[n], p) for n, p in trainable_snapshot(trainer).items())

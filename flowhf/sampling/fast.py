@@ -78,16 +78,21 @@ class FastSampler:
             hot = tempered_tokens <= 0 or t < tempered_tokens
             log_p = step_log_probs(logits, allowed_tokens, temperature if hot else 1.0, top_p)  # [R, V]
             drawn = inverse_cdf_draw(log_p, generator)  # [R]
-            log_q += log_p.gather(1, drawn.unsqueeze(1)).squeeze(1) * alive
+            log_q += torch.where(alive, log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), 0.0)
             tokens[:, t] = torch.where(alive, drawn, pad_token_id)
             mask[:, t] = alive.float()
             alive = alive & ~torch.isin(drawn, eos_ids)
             if t == max_new_tokens - 1 or ((t + 1) % every == 0 and not bool(alive.any())):
                 break
             attention[:, P + t] = 1
-            if self._graphs:
+            # compiled only on the static cache: a growing DynamicCache would recompile every token
+            decode = self._decode if static else self._forward
+            if self._graphs and static:
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
-            logits = self._decode(drawn.unsqueeze(1), attention if static else attention[:, : P + t + 1], position + t, cache)
+            logits = decode(drawn.unsqueeze(1), attention if static else attention[:, : P + t + 1], position + t, cache)
+        if not bool(torch.isfinite(log_q[:B]).all()):  # plain multinomial raises on such logits; say so here too
+            raise RuntimeError("the fast sampler met non-finite or all-masked next-token logits (NaN/inf in the model, "
+                               "or sampling.allowed_tokens excluding every token); log q is not finite")
         keep = int(mask[:B].sum(dim=1).max().item()) if B else 0
         return Completions(tokens[:B, :keep], mask[:B, :keep], ~alive[:B], temperature, log_q[:B])
 

@@ -70,6 +70,7 @@ def _checkpointing(model: torch.nn.Module) -> bool:
     sets cache=None there), so the shared-prompt pass would lose its prompt: read it per row."""
     if not (model.training and torch.is_grad_enabled()):
         return False
+    model = getattr(model, "module", model)  # DDP wraps the model and has neither flag
     flag = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.2x; the older name before
     return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
 

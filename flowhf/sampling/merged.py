@@ -35,6 +35,7 @@ class MergedCopy:
         self.lora = {name: m for name, m in base.named_modules() if _is_lora(m)}
         for name, module in self.lora.items():
             _check_plain_lora(name, module)
+        _check_not_tied(base, self.lora)
         lora_of = {id(m.get_base_layer().weight): m for m in self.lora.values()}
         adapter = {id(p) for m in self.lora.values() for p in m.parameters()}
         adapter -= {id(p) for m in self.lora.values() for p in m.get_base_layer().parameters()}
@@ -90,6 +91,19 @@ def _check_plain_lora(name: str, module: nn.Module) -> None:
             f"sampling.sampler=fast merges LoRA into a sampling copy, but {name} is a {type(module).__name__}"
             f"{' with a LoRA variant (e.g. DoRA)' if variant else ''}{' with lora_bias' if bias else ''}, "
             "which does not merge as W + scale * B @ A; use sampling.sampler=plain")
+
+
+def _check_not_tied(base: nn.Module, lora: dict[str, nn.Module]) -> None:
+    """A weight shared by an adapted layer and another module (lm_head tied to the input
+    embeddings) would be merged for both in the copy, while the policy embeds with plain W."""
+    adapted = {id(m.get_base_layer().weight): name for name, m in lora.items()}
+    for name, p in base.named_parameters(remove_duplicate=False):
+        owner = adapted.get(id(p))
+        if owner is not None and not name.startswith(owner + "."):
+            raise ValueError(
+                f"sampling.sampler=fast: LoRA on {owner} adapts a weight tied to {name.rsplit('.', 1)[0]} (tied "
+                "embeddings), which a merged copy cannot keep apart; leave it out of model.lora_target_modules or "
+                "use sampling.sampler=plain")
 
 
 def _adapter_tensors(layer: nn.Module) -> list[torch.Tensor]:

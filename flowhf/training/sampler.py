@@ -43,7 +43,7 @@ class StepSamplers:
         if t.args.sampling.sampler == "fast":
             yield self._fast(reference)
             return
-        source = t.bundle.reference_mode() if reference else contextlib.nullcontext(t.accelerator.unwrap_model(t.model))
+        source = t.bundle.reference_mode() if reference else eval_mode(t.accelerator.unwrap_model(t.model))
         with source as model, t._autocast():
             yield functools.partial(sample_completions, model)
 
@@ -51,12 +51,27 @@ class StepSamplers:
         """A LoRA policy samples the reference from its own copy with the adapters left out; a
         fully fine-tuned one has a frozen reference model, which gets a copy of its own."""
         t = self.trainer
+        if reference and t.bundle.reference is None and not t.bundle.is_lora:
+            raise RuntimeError("sampling.reference_prob > 0 needs a reference: this bundle has no frozen copy and no "
+                               "LoRA adapters to switch off")
         separate = reference and t.bundle.reference is not None
         key = "reference" if separate else "policy"
         if key not in self.fast:
             source = t.bundle.reference if separate else t.accelerator.unwrap_model(t.model)
             self.fast[key] = FastSampler(source, sampling_dtype(t.args), compile_decode(t.args.sampling, t.device))
         return functools.partial(self.fast[key].sample, adapters=not reference)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The policy in eval mode while it samples (no LoRA dropout in what it draws or in log q),
+    its training mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def sampling_dtype(config) -> torch.dtype:
