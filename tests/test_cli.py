@@ -70,6 +70,10 @@ def test_train_rejects_unknown_keys(tmp_path):
 @pytest.mark.parametrize("argv, start", [
     (["compare", "{t}", "--output", "{t}/r.md"], "flowhf: error: {t}/metrics.json not found"),
     (["bench", "lm-target", "--method", "recommended"], "flowhf: error: flowhf bench lm-target: --task FILE is required"),
+    (["bench", "lm-target", "--task", "benchmarks/lm_tasks/numbers_uniform.yaml", "--method", "grpo", "--baseline-set",
+      "seed=3"], "flowhf: error: --baseline-set seed: every method gets the same seed"),
+    (["bench", "lm-target", "--task", "benchmarks/lm_tasks/numbers_uniform.yaml", "--all", "--baseline-set", "lrr=1"],
+     "flowhf: error: --baseline-set for grpo"),
     (["reproduce", "--preset", "smoke", "--set", "eval_n=0", "--output-dir", "{t}/r"], "flowhf: error: --set eval_n=0: must be"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, argv, start):

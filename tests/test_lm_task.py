@@ -274,7 +274,7 @@ def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "flowhf.cli", "bench", "lm-target", "--task", str(task), "--all", "--methods", "untrained",
            "recommended", "grpo", "ppo", "--model", "tiny-random", "--no-warm-start", "--seconds", "2", "--out-dir", str(out),
-           "--sample-check", "50", "--set", "lora_r=4", "--set", "lora_alpha=8"]
+           "--sample-check", "50", "--set", "lora_r=4", "--set", "lora_alpha=8", "--baseline-set", "lr=0.001"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "FAILED" not in done.stderr, done.stderr[-3000:]
@@ -286,6 +286,9 @@ def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):
         assert result["answers_total"] == 2 and 0.0 <= result["tv"] <= 1.0
         assert (result["steps"] >= 1) == (method != "untrained")
     assert "sampling_check" in json.loads((out / "letters__recommended__seed0.json").read_text())
+    for method in ("grpo", "ppo"):  # --baseline-set reaches TRL's runners, and the JSON says so
+        result = json.loads((out / f"letters__{method}__seed0.json").read_text())
+        assert result["overrides"] == ["lr=0.001"] and result["details"]["settings"]["lr"] == 0.001
     assert "| grpo |" in (out / "letters__seed0.md").read_text()
     assert (out / "letters__seed0.png").stat().st_size > 1000
     summary = subprocess.run([sys.executable, "-m", "flowhf.cli", "bench", "lm-target", "--summary", "--out-dir", str(out)],

@@ -15,14 +15,15 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from flowhf.errors import ConfigError, InputError, UserError
-from flowhf.lmtask.methods import CONFIG, DEFAULT_SWEEP, METHODS, RunSpec, StartModel, train_method
+from flowhf.lmtask.methods import (CONFIG, DEFAULT_SWEEP, FLOWHF_METHODS, METHODS, TRL_METHODS, RunSpec, StartModel,
+                                   baseline_options, train_method)
 from flowhf.lmtask.task import load_task
 
 RESULTS = Path("benchmarks/results/lm_target")
@@ -43,31 +44,47 @@ class Start:
         return warm_start_dir(self.model) if self.warm_start else Path(resolve_model_path(self.model))
 
 
-def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Path | None,
-            sample_check: int = 0, start: Start = Start(), overrides: tuple[str, ...] = (), trace_every: int = 0) -> dict:
+@dataclass(frozen=True)
+class RunOptions:
+    """How each method runs: the budget, the seed, the start and any overrides."""
+
+    seconds: float = 600.0
+    seed: int = 0
+    start: Start = Start()
+    sample_check: int = 0  # also draw this many samples and compare with the exact figures
+    overrides: tuple[str, ...] = ()  # FlowHF config overrides (--set)
+    baseline_overrides: tuple[str, ...] = ()  # GRPO / PPO runner options (--baseline-set)
+    trace_every: int = 0  # FlowHF methods: exact figures every this-many steps (--trace)
+
+
+def run_one(task_path: str, method: str, out_json: Path | None, options: RunOptions = RunOptions()) -> dict:
     from flowhf.lmtask.exact import ExactTarget, ExactTrace
     from flowhf.models.loading import load_causal_lm
 
     task = load_task(task_path)
-    start_dir = start.folder()
+    start_dir = options.start.folder()
     reference, tokenizer = load_causal_lm(str(start_dir), dtype="float32")
     target = ExactTarget.build(task, reference, tokenizer)
     # the target is fixed now: the same loaded model is the start every method trains from
     starting = StartModel(reference, tokenizer, start_dir, target.eos_ids)
-    run_dir = Path("runs/lm_target") / task.name / f"{method}-seed{seed}"  # scratch: the JSON is the result
+    run_dir = Path("runs/lm_target") / task.name / f"{method}-seed{options.seed}"  # scratch: the JSON is the result
     shutil.rmtree(run_dir, ignore_errors=True)
-    trace = ExactTrace(target, trace_every) if trace_every else None
-    spec = RunSpec(method=method, seconds=seconds, seed=seed, output_dir=run_dir, overrides=tuple(overrides),
+    trace = ExactTrace(target, options.trace_every) if options.trace_every else None
+    spec = RunSpec(method=method, seconds=options.seconds, seed=options.seed, output_dir=run_dir,
+                   overrides=options.overrides, baseline_overrides=options.baseline_overrides,
                    callbacks=(trace,) if trace else ())
     trained = train_method(task, starting, spec)
-    result = {"task": task.name, "task_file": str(task_path), "method": method, "seed": seed, "budget_seconds": seconds,
+    applied = options.baseline_overrides if method in TRL_METHODS else options.overrides if method in FLOWHF_METHODS else ()
+    result = {"task": task.name, "task_file": str(task_path), "method": method, "seed": options.seed,
+              "budget_seconds": options.seconds, "overrides": list(applied),
               "steps": trained.steps, "seconds": trained.seconds, "start_model": str(start_dir),
               "load_average": os.getloadavg()[0], "torch_threads": torch.get_num_threads(),
               **target.evaluate(trained.model), "details": trained.details}
     if trace:
         result["trace"] = trace.points
-    if sample_check:
-        result["sampling_check"] = target.sampling_check(trained.model, task.max_new_tokens, n=sample_check, seed=seed)
+    if options.sample_check:
+        result["sampling_check"] = target.sampling_check(trained.model, task.max_new_tokens, n=options.sample_check,
+                                                         seed=options.seed)
     if out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_json.with_suffix(".json.tmp")
@@ -76,20 +93,21 @@ def run_one(task_path: str, method: str, seconds: float, seed: int, out_json: Pa
     return result
 
 
-def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=DEFAULT_SWEEP, sample_check: int = 0,
-            start: Start = Start(), overrides: tuple[str, ...] = ()) -> list[dict]:
+def run_all(task_path: str, out_dir: Path, methods=DEFAULT_SWEEP, options: RunOptions = RunOptions()) -> list[dict]:
+    """Every method in turn, one JSON each (existing ones skipped); the sampling check for
+    `recommended` only."""
     task = load_task(task_path)
     results = []
     for method in methods:
-        path = out_dir / f"{task.name}__{method}__seed{seed}.json"
+        path = out_dir / f"{task.name}__{method}__seed{options.seed}.json"
         if path.exists():
             print(f"[lm-target] {path} exists: skipped (delete it to rerun)")
             results.append(json.loads(path.read_text()))
             continue
         t0 = time.perf_counter()
         try:
-            results.append(run_one(task_path, method, seconds, seed, path, sample_check if method == "recommended" else 0,
-                                   start, overrides))
+            check = options.sample_check if method == "recommended" else 0
+            results.append(run_one(task_path, method, path, replace(options, sample_check=check)))
         except UserError:  # the same mistake would fail every method: stop at once
             raise
         except Exception:  # one failing method must not lose the others; no JSON, so a rerun retries it
@@ -100,8 +118,8 @@ def run_all(task_path: str, seconds: float, seed: int, out_dir: Path, methods=DE
               f"{results[-1]['coverage']}/{results[-1]['answers_total']} ({time.perf_counter() - t0:.0f} s)")
     if not results:
         return results
-    write_table(results, out_dir / f"{task.name}__seed{seed}.md")
-    plot_distributions(results, out_dir / f"{task.name}__seed{seed}.png")
+    write_table(results, out_dir / f"{task.name}__seed{options.seed}.md")
+    plot_distributions(results, out_dir / f"{task.name}__seed{options.seed}.png")
     return results
 
 
@@ -213,6 +231,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--trace", type=int, default=0, metavar="N",
                         help="FlowHF methods: every N steps record the exact TV, coverage and answer probabilities in the JSON's 'trace'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="FlowHF config override (key=value)")
+    parser.add_argument("--baseline-set", dest="baseline_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="GRPO / PPO option (their runner's keys: lr=3e-4, beta=0, kl_coef=0.1, num_generations=16)")
     return parser
 
 
@@ -223,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_args(args) -> None:
     """What a run needs, checked before any model loads (user errors, one CLI line each): a
-    task file that loads, --method or --all, FlowHF --set overrides that the config accepts."""
+    task file that loads, --method or --all, --set overrides that the FlowHF config accepts and
+    --baseline-set options that GRPO / PPO accept."""
     if not args.task:
         raise ConfigError("flowhf bench lm-target: --task FILE is required (or --summary)",
                           "shipped tasks are in benchmarks/lm_tasks/, e.g. --task benchmarks/lm_tasks/numbers_uniform.yaml")
@@ -232,6 +253,9 @@ def check_args(args) -> None:
     if args.all and args.trace:
         raise ConfigError("flowhf bench lm-target: --trace records one run's learning curve", "use it with --method METHOD, not --all")
     load_task(args.task)
+    methods = (args.methods or DEFAULT_SWEEP) if args.all else [args.method]
+    for method in [m for m in methods if m in TRL_METHODS]:
+        baseline_options(method, tuple(args.baseline_overrides))
     if args.overrides:
         from flowhf.training.config import FlowHFConfig
 
@@ -244,12 +268,12 @@ def run_from_args(args) -> int:
         return 0
     check_args(args)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    options = RunOptions(args.seconds, args.seed, Start(args.model, args.warm_start), args.sample_check,
+                         tuple(args.overrides), tuple(args.baseline_overrides), args.trace)
     if args.all:
-        run_all(args.task, args.seconds, args.seed, args.out_dir, tuple(args.methods or DEFAULT_SWEEP), args.sample_check,
-                Start(args.model, args.warm_start), tuple(args.overrides))
+        run_all(args.task, args.out_dir, tuple(args.methods or DEFAULT_SWEEP), options)
         return 0
-    result = run_one(args.task, args.method, args.seconds, args.seed, args.json, args.sample_check,
-                     Start(args.model, args.warm_start), tuple(args.overrides), args.trace)
+    result = run_one(args.task, args.method, args.json, options)
     print(table_rows([result]))
     if "sampling_check" in result:
         print(f"sampling check: max |z| {result['sampling_check']['max_abs_z']:.2f}, min chi2 p {result['sampling_check']['min_chi2_p']:.3f}")

@@ -10,6 +10,7 @@ trained model, which `ExactTarget.evaluate` then measures exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -33,6 +34,9 @@ FLOWHF_METHODS = {
     "pg": ["objective.objective=pg", "replay.replay_ratio=0"],
 }
 TRL_METHODS = ("grpo", "ppo")
+# what makes the comparison fair is fixed for every method: a baseline override may not change it
+FIXED_FOR_FAIRNESS = ("model", "prompts_source", "reward_spec", "output_dir", "budget", "max_completion_length", "lora",
+                      "tokenizer", "seed", "use_chat_template", "columns", "split", "limit")
 METHODS = ("untrained", *FLOWHF_METHODS, *TRL_METHODS)
 # recommended is TB with the importance log Z (configs/lm_target.yaml); tb-batch swaps in the VarGrad one
 DEFAULT_SWEEP = METHODS
@@ -46,6 +50,7 @@ class RunSpec:
     output_dir: Path
     config: Path = CONFIG
     overrides: tuple[str, ...] = ()  # extra --set overrides for FlowHF methods
+    baseline_overrides: tuple[str, ...] = ()  # extra --baseline-set KEY=VALUE for GRPO / PPO (their runner's keys)
     callbacks: tuple = ()  # transformers TrainerCallbacks for FlowHF methods (e.g. exact.ExactTrace)
 
 
@@ -127,6 +132,7 @@ def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     reward = AnswerSetReward(task, start.tokenizer, start.eos_ids)
     common = dict(budget={"seconds": spec.seconds}, max_completion_length=task.max_new_tokens, lora=adapter_shape(spec.config),
                   tokenizer=start.tokenizer, seed=spec.seed)
+    common.update(baseline_options(spec.method, spec.baseline_overrides))
     torch.manual_seed(spec.seed)
     if spec.method == "grpo":
         from flowhf.baselines.grpo import run_grpo
@@ -140,3 +146,25 @@ def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     keep = ("steps", "wall_clock_seconds", "tokens_generated", "final_reward_mean", "stopped_by", "settings")
     return Trained(model.eval(), int(result["steps"]), float(result["wall_clock_seconds"]),
                    {k: result.get(k) for k in keep})
+
+
+def baseline_options(method: str, overrides: tuple[str, ...]) -> dict:
+    """GRPO / PPO runner options from ``KEY=VALUE`` items (``lr=3e-4``, ``beta=0``), checked against
+    the runner's arguments (`flowhf.baselines.config`); the keys that keep the comparison fair
+    (model, prompts, reward, budget, lengths, LoRA shape, seed) are refused."""
+    from flowhf.baselines.config import METHOD_ARGS
+    from flowhf.errors import ConfigError
+    from flowhf.fields import build_dataclass, parse_assignment
+
+    options = dict(parse_assignment(item, "lr=3e-4") for item in overrides)
+    fixed = sorted(set(options) & set(FIXED_FOR_FAIRNESS))
+    if fixed:
+        raise ConfigError(f"--baseline-set {', '.join(fixed)}: every method gets the same {', '.join(fixed)}",
+                          "tune the method's own knobs instead, e.g. lr, beta (GRPO), kl_coef (PPO), num_generations")
+    required = {"model": "-", "prompts_source": "-", "reward_spec": "-", "output_dir": "-", "budget": {}}
+    try:
+        build_dataclass(METHOD_ARGS[method], {**required, **options}, f"--baseline-set for {method}")
+    except ConfigError as error:
+        tunable = [f.name for f in dataclasses.fields(METHOD_ARGS[method]) if f.name not in FIXED_FOR_FAIRNESS]
+        raise ConfigError(str(error), f"{method}'s own keys: {', '.join(tunable)}") from None
+    return options
