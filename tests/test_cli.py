@@ -104,6 +104,23 @@ def test_exact_benchmark_cli_writes_required_keys(tmp_path):
     assert [r["objective"] for r in records] == ["tb", "tb", "tb", "fl", "db", "subtb", "pg"]
 
 
+def test_gpu_scale_script_runs_both_samplers_on_a_tiny_shape(tmp_path):
+    """benchmarks/gpu_scale.py is the one-shot device check: on CPU with a tiny shape, every run of
+    it (plain and fast sampler) must finish with finite losses and the reported keys."""
+    from flowhf.models.tiny import tiny_model_dir
+
+    path = tmp_path / "scale.json"
+    run("benchmarks/gpu_scale.py", "--tokenizer", str(tiny_model_dir()), "--objectives", "subtb", "--samplers", "plain",
+        "fast", "--layers", "1", "--hidden", "32", "--intermediate", "64", "--heads", "2", "--prompts", "1", "--samples",
+        "2", "--max-new-tokens", "4", "--steps", "2", "--max-prompt-length", "16", "--output-dir", str(tmp_path / "runs"),
+        "--json", str(path))
+    runs = json.loads(path.read_text())["runs"]
+    assert [(r["objective"], r["sampler"]) for r in runs] == [("subtb", "plain"), ("subtb", "fast")]
+    for r in runs:
+        assert "error" not in r, r
+        assert r["all_finite"] and r["steps"] == 2 and r["tokens_per_second"] > 0
+
+
 def test_two_process_ddp_training(tmp_path):
     """torchrun with 2 gloo processes: one set of logs and one saved model, from rank 0."""
     out = tmp_path / "ddp"
