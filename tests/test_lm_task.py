@@ -332,3 +332,14 @@ def test_warm_start_data_holds_no_task_answer_and_no_digit():
         answers = {a.strip().lower() for item in load_task(path).items for a in item.answers}
         assert not taught & answers, (path.name, sorted(taught & answers))
     assert not any(ch.isdigit() for r in rows for ch in r["answer"] + r["prompt"])
+
+
+def test_baseline_options_are_typed_and_keep_fairness_fixed():
+    """--baseline-set values reach TRL typed (YAML reads 3e-4 as a string); fairness keys are refused."""
+    from flowhf.errors import ConfigError
+    from flowhf.lmtask.methods import baseline_options
+
+    assert baseline_options("grpo", ("lr=3e-4", "beta=0")) == {"lr": 3e-4, "beta": 0.0}
+    assert isinstance(baseline_options("ppo", ("lr=1e-5",))["lr"], float)
+    with pytest.raises(ConfigError, match="every method gets the same budget"):
+        baseline_options("ppo", ("budget={seconds: 5}",))

@@ -163,8 +163,8 @@ def baseline_options(method: str, overrides: tuple[str, ...]) -> dict:
                           "tune the method's own knobs instead, e.g. lr, beta (GRPO), kl_coef (PPO), num_generations")
     required = {"model": "-", "prompts_source": "-", "reward_spec": "-", "output_dir": "-", "budget": {}}
     try:
-        build_dataclass(METHOD_ARGS[method], {**required, **options}, f"--baseline-set for {method}")
+        checked = build_dataclass(METHOD_ARGS[method], {**required, **options}, f"--baseline-set for {method}")
     except ConfigError as error:
         tunable = [f.name for f in dataclasses.fields(METHOD_ARGS[method]) if f.name not in FIXED_FOR_FAIRNESS]
         raise ConfigError(str(error), f"{method}'s own keys: {', '.join(tunable)}") from None
-    return options
+    return {key: getattr(checked, key) for key in options}  # typed: YAML reads 3e-4 (no dot) as a string
