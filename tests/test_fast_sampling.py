@@ -13,7 +13,7 @@ import torch
 
 from flowhf.enumerable.exact import exact_log_probs
 from flowhf.enumerable.space import CompletionSpace
-from flowhf.models.loading import enable_activation_checkpointing
+from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.lora import LoraSettings, apply_lora
 from flowhf.models.tiny import tiny_llama
 from flowhf.sampling.fast import FastSampler, inverse_cdf_draw, step_log_probs

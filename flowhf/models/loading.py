@@ -342,16 +342,6 @@ class PolicyBundle:
                 self.model.train(was_training)
 
 
-def enable_activation_checkpointing(model: torch.nn.Module) -> None:
-    """Recompute each layer's activations in the backward pass (model.gradient_checkpointing).
-    Non-reentrant, so a LoRA policy needs no input that requires grad."""
-    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x; the old name before
-    if enable is not None:
-        enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
 def tokenizer_beside(model: torch.nn.Module, trust_remote_code: bool = False):
     """The tokenizer saved in a built model's own folder (as TRL loads it when given a model and
     no processing_class), or an error saying to pass one."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from flowhf.models.checkpointing import is_checkpointing
 from flowhf.sampling.generate import cache_kwarg, distinct_rows, mask_logits, positions_from_mask
 
 
@@ -68,11 +69,7 @@ def completion_log_probs(
 def _checkpointing(model: torch.nn.Module) -> bool:
     """Gradient checkpointing drops the KV cache in a training forward with grad (transformers
     sets cache=None there), so the shared-prompt pass would lose its prompt: read it per row."""
-    if not (model.training and torch.is_grad_enabled()):
-        return False
-    model = getattr(model, "module", model)  # DDP wraps the model and has neither flag
-    flag = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.2x; the older name before
-    return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
+    return model.training and torch.is_grad_enabled() and is_checkpointing(model)
 
 
 def _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden):

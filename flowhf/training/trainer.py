@@ -25,7 +25,8 @@ import torch
 from accelerate import Accelerator
 
 from flowhf.models.saved_run import save_policy
-from flowhf.models.loading import PolicyBundle, enable_activation_checkpointing, load_policy, tokenizer_beside
+from flowhf.models.checkpointing import enable_activation_checkpointing
+from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
 from flowhf.models.lora import LoraSettings
 from flowhf.objectives import get_objective
 from flowhf.rewards.functions import RewardBatch, RewardFunctions
