@@ -81,6 +81,33 @@ def test_sampled_log_q_under_temperature_nucleus_and_tempered_tokens(temperature
     assert torch.allclose(comp.log_q, expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_exploration_top_k_draws_only_the_top_tokens_and_records_their_renormalised_log_q(fast):
+    """sampling.explore_top_k: every hot action is among the k most likely (temperature 1) tokens,
+    and log q is the log of the cut, tempered, renormalised distribution, in both samplers."""
+    from flowhf.sampling.logprobs import _joint_forward
+
+    model = lora_model()
+    ids, mask = prompts()
+    ids, mask = ids.repeat(8, 1), mask.repeat(8, 1)
+    kwargs = dict(temperature=2.5, top_k=3, tempered_tokens=2, generator=torch.Generator().manual_seed(5))
+    sample = FastSampler(model).sample if fast else functools.partial(sample_completions, model)
+    comp = sample(ids, mask, 6, EOS, PAD, **kwargs)
+    with torch.no_grad():
+        logits = _joint_forward(model, ids, mask, comp.ids, False)[0].float()  # [B, T, V]
+    steps = []
+    for t in range(comp.ids.shape[1]):
+        hot = t < 2
+        if hot:
+            top = logits[:, t].topk(3, dim=-1).indices  # [B, 3]
+            assert ((top == comp.ids[:, t:t + 1]).any(1) | (comp.mask[:, t] == 0)).all()
+        log_p = step_log_probs(logits[:, t], None, 2.5 if hot else 1.0, 1.0, 3 if hot else 0)  # [B, V]
+        steps.append(log_p.gather(1, comp.ids[:, t:t + 1]).squeeze(1))
+    expected = (torch.stack(steps, 1).nan_to_num(neginf=0.0) * comp.mask).sum(1)
+    assert torch.isfinite(comp.log_q).all()
+    assert torch.allclose(comp.log_q, expected, atol=1e-4)
+
+
 def test_tempered_nucleus_log_q_is_the_distribution_drawn_from():
     """log q under temperature and top_p is the log of the renormalised nucleus, as the plain sampler records."""
     torch.manual_seed(0)

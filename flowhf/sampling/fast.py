@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import StaticLayer
 
-from flowhf.sampling.generate import Completions, cache_kwarg, distinct_rows, mask_logits, positions_from_mask
+from flowhf.sampling.generate import Completions, cache_kwarg, distinct_rows, keep_top_k, mask_logits, positions_from_mask
 from flowhf.sampling.merged import MergedCopy
 
 LENGTH_BUCKET = 64  # compiled: cache lengths round up to this, so prompts of similar length share one graph
@@ -54,7 +54,7 @@ class FastSampler:
     def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
                eos_token_id: int | list[int], pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0,
                allowed_tokens: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               tempered_tokens: int = 0, adapters: bool = True) -> Completions:
+               tempered_tokens: int = 0, top_k: int = 0, adapters: bool = True) -> Completions:
         """`sample_completions`' arguments and result; ``adapters=False`` samples the reference
         (a LoRA policy with its adapters off)."""
         model = self.copy.refresh(adapters)
@@ -76,7 +76,7 @@ class FastSampler:
         every = self.check_every or (1 if device.type == "cpu" else 8)
         for t in range(max_new_tokens):
             hot = tempered_tokens <= 0 or t < tempered_tokens
-            log_p = step_log_probs(logits, allowed_tokens, temperature if hot else 1.0, top_p)  # [R, V]
+            log_p = step_log_probs(logits, allowed_tokens, temperature if hot else 1.0, top_p, top_k if hot else 0)  # [R, V]
             drawn = inverse_cdf_draw(log_p, generator)  # [R]
             log_q += torch.where(alive, log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), 0.0)
             tokens[:, t] = torch.where(alive, drawn, pad_token_id)
@@ -135,9 +135,10 @@ def cache_len(cache, length: int) -> int:
 
 
 def step_log_probs(logits: torch.Tensor, allowed_tokens: torch.Tensor | None, temperature: float,
-                   top_p: float) -> torch.Tensor:
-    """log q of every next token [R, V]: masked, tempered and (top_p < 1) renormalised over the nucleus."""
-    scores = mask_logits(logits, allowed_tokens)
+                   top_p: float, top_k: int = 0) -> torch.Tensor:
+    """log q of every next token [R, V]: masked, cut to the top k (top_k > 0), tempered and
+    (top_p < 1) renormalised over the nucleus."""
+    scores = keep_top_k(mask_logits(logits, allowed_tokens), top_k)
     log_p = torch.log_softmax(scores if temperature == 1.0 else scores / temperature, dim=-1)  # [R, V]
     if top_p >= 1.0:
         return log_p

@@ -54,6 +54,15 @@ def mask_logits(logits: torch.Tensor, allowed_tokens: torch.Tensor | None) -> to
     return logits.masked_fill(~allowed_tokens.to(logits.device), float("-inf"))
 
 
+def keep_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Set every score below the row's k-th largest to -inf (0 = keep all) [B, V]. Top-k commutes
+    with a temperature, so it may be applied before or after dividing by one."""
+    if top_k <= 0 or top_k >= scores.shape[-1]:
+        return scores
+    kth = scores.topk(top_k, dim=-1).values[:, -1:]  # [B, 1]
+    return scores.masked_fill(scores < kth, float("-inf"))
+
+
 def cache_kwarg(model: torch.nn.Module) -> str:
     """Name of the KV-cache argument: `cache` in transformers >= 5.2x, `past_key_values` before."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -91,6 +100,7 @@ def sample_completions(
     allowed_tokens: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     tempered_tokens: int = 0,
+    top_k: int = 0,
 ) -> Completions:
     """Sample one completion per row of a LEFT-padded prompt batch.
 
@@ -103,6 +113,9 @@ def sample_completions(
             rest at temperature 1 (0 = every action). A hot first token varies what the answer is
             about; hot later tokens mostly break its ending (a 49k-token vocabulary at T >= 2
             rarely emits EOS where the model would).
+        top_k: on the tempered actions, draw only among the this-many most likely next tokens
+            (0 = all); log q is the renormalised top-k distribution, so the batch stays a valid
+            off-policy proposal (it cannot propose a token outside the top k).
     """
     B, P = prompt_ids.shape
     device = prompt_ids.device
@@ -130,8 +143,9 @@ def sample_completions(
     log_q = torch.zeros(B, device=device)
     eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
     for t in range(max_new_tokens):
-        step_temperature = temperature if tempered_tokens <= 0 or t < tempered_tokens else 1.0
-        scores = mask_logits(logits.float(), allowed_tokens) / step_temperature  # [B, V]
+        hot = tempered_tokens <= 0 or t < tempered_tokens
+        scores = mask_logits(logits.float(), allowed_tokens)  # [B, V]
+        scores = keep_top_k(scores, top_k) / temperature if hot else scores
         probs = torch.softmax(scores, dim=-1)
         if top_p < 1.0:
             probs = _nucleus(probs, top_p)

@@ -186,7 +186,7 @@ class FlowHFTrainer:
         with self.samplers.use(by_reference) as sample:
             sampled = sample(pids.to(self.device), pmask.to(self.device), s.max_new_tokens, self.eos_ids, self.pad_id,
                              temperature, s.top_p, self.allowed_tokens, self.generator if self.device.type == "cpu" else None,
-                             tempered_tokens=s.explore_tokens)
+                             tempered_tokens=s.explore_tokens, top_k=s.explore_top_k if temperature != 1.0 else 0)
         parts = [Completions(sampled.ids.cpu(), sampled.mask.cpu(), sampled.ended_with_eos.cpu(), temperature, sampled.log_q.cpu())]
         if n_off:
             texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
