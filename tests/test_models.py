@@ -345,3 +345,19 @@ def test_default_model_dir_env_and_cache(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(loading, "_convert_into", lambda _, target: tiny().save_pretrained(target))
     assert loading.default_model_dir() == tmp_path / "envcache" / "smollm2-135m-instruct"
     assert (tmp_path / "envcache" / "smollm2-135m-instruct" / "config.json").is_file()
+
+
+def test_eval_mode_restores_the_training_mode_even_when_the_body_raises():
+    from flowhf.models.modes import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5)).train()
+    with eval_mode(model) as inside:
+        assert not inside.training
+    assert model.training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training

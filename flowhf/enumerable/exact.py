@@ -18,6 +18,7 @@ import torch
 from scipy.special import logsumexp
 
 from flowhf.enumerable.space import CompletionSpace
+from flowhf.models.modes import eval_mode
 from flowhf.sampling.generate import mask_logits
 
 
@@ -38,17 +39,15 @@ def exact_log_probs(
     token_lp = np.zeros((F, M))  # log pi(s_{t+1} | s_<=t)
     eos_lp = np.zeros((F, M + 1))  # log pi(EOS | s_<=t)
     prompt = torch.as_tensor(prompt_ids, dtype=torch.long)
-    was_training = model.training
-    model.eval()
-    for start in range(0, F, batch_size):
-        chunk = full_symbols[start : start + batch_size]  # [b, M]
-        b = chunk.shape[0]
-        ids = torch.cat([prompt.expand(b, -1), chunk], dim=1)  # [b, P+M]
-        logits = model(input_ids=ids, use_cache=False).logits[:, len(prompt_ids) - 1 :, :].float()  # [b, M+1, V']
-        lp = torch.log_softmax(mask_logits(logits, allowed_tokens), dim=-1).double()
-        token_lp[start : start + b] = lp[:, :M, :].gather(-1, chunk.unsqueeze(-1)).squeeze(-1).numpy()
-        eos_lp[start : start + b] = lp[:, :, eos_id].numpy()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, F, batch_size):
+            chunk = full_symbols[start : start + batch_size]  # [b, M]
+            b = chunk.shape[0]
+            ids = torch.cat([prompt.expand(b, -1), chunk], dim=1)  # [b, P+M]
+            logits = model(input_ids=ids, use_cache=False).logits[:, len(prompt_ids) - 1 :, :].float()  # [b, M+1, V']
+            lp = torch.log_softmax(mask_logits(logits, allowed_tokens), dim=-1).double()
+            token_lp[start : start + b] = lp[:, :M, :].gather(-1, chunk.unsqueeze(-1)).squeeze(-1).numpy()
+            eos_lp[start : start + b] = lp[:, :, eos_id].numpy()
     cum = np.concatenate([np.zeros((F, 1)), np.cumsum(token_lp, axis=1)], axis=1)  # [F, M+1]
     L = space.lengths
     representative = space.values * V ** (M - L)  # index among full strings

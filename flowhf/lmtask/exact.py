@@ -23,6 +23,7 @@ import torch
 from scipy.special import logsumexp
 from transformers import TrainerCallback
 
+from flowhf.models.modes import eval_mode
 from flowhf.sampling import completion_log_probs, sample_completions
 from flowhf.sampling.prompts import encode_prompts, eos_ids, left_pad
 from flowhf.training.batch import completions_from_ids
@@ -39,13 +40,11 @@ def action_vocab_size(model) -> int:
 def answer_log_probs(model, prompt_ids: list[int], canonical: list[list[int]], eos_ids: list[int], pad_id: int) -> np.ndarray:
     """[A] log q(a | prompt) of every answer, EOS ids summed (float64), in one batched pass."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     rows = [c + [eos] for eos in eos_ids for c in canonical]  # [E * A], EOS-major
     comp = completions_from_ids(rows, [True] * len(rows), pad_id)
     pids, pmask = left_pad([prompt_ids] * len(rows), pad_id)
-    lp = completion_log_probs(model, pids.to(device), pmask.to(device), comp.ids.to(device), comp.mask.to(device)).log_pf
-    model.train(was_training)
+    with eval_mode(model):
+        lp = completion_log_probs(model, pids.to(device), pmask.to(device), comp.ids.to(device), comp.mask.to(device)).log_pf
     per_eos = lp.double().sum(dim=1).cpu().numpy().reshape(len(eos_ids), len(canonical))  # [E, A]
     return logsumexp(per_eos, axis=0)
 
@@ -166,35 +165,39 @@ class ExactTarget:
     @torch.no_grad()
     def sampling_check(self, model, max_new_tokens: int, n: int = 2000, seed: int = 0, batch_size: int = 250) -> dict:
         """Draw n samples per prompt at temperature 1; compare cell frequencies with the exact q."""
-        from scipy.stats import chisquare
-
         device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(seed) if device.type == "cpu" else None
-        was_training = model.training
-        model.eval()
-        rows = []
-        for p, exact in enumerate(self.model_log(model)):
-            counts = np.zeros(len(exact))
-            for start in range(0, n, batch_size):
-                b = min(batch_size, n - start)
-                pids, pmask = left_pad([self.prompt_ids[p]] * b, self.pad_id)
-                comp = sample_completions(model, pids.to(device), pmask.to(device), max_new_tokens, self.eos_ids,
-                                          self.pad_id, generator=generator)
-                for ids, length, eos in zip(comp.ids.tolist(), comp.lengths.tolist(), comp.ended_with_eos.tolist()):
-                    counts[self.classify(p, ids[:length], bool(eos))] += 1
-            q = np.exp(exact)
-            q = q / q.sum()
-            z = (counts - n * q) / np.sqrt(np.maximum(n * q * (1 - q), 1e-12))
-            big = n * q >= 5  # pool the small cells so the chi-square approximation holds
-            obs = np.append(counts[big], counts[~big].sum())
-            exp = np.append(n * q[big], n * q[~big].sum())
-            keep = exp > 0
-            rows.append({"samples": n, "max_abs_z": float(np.abs(z[n * q >= 5]).max(initial=0.0)),
-                         "chi2_p": float(chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue),
-                         "frequencies": (counts / n).tolist(), "exact": q.tolist()})
-        model.train(was_training)
+        with eval_mode(model):
+            rows = []
+            for p, exact in enumerate(self.model_log(model)):
+                counts = np.zeros(len(exact))
+                for start in range(0, n, batch_size):
+                    b = min(batch_size, n - start)
+                    pids, pmask = left_pad([self.prompt_ids[p]] * b, self.pad_id)
+                    comp = sample_completions(model, pids.to(device), pmask.to(device), max_new_tokens, self.eos_ids,
+                                              self.pad_id, generator=generator)
+                    for ids, length, eos in zip(comp.ids.tolist(), comp.lengths.tolist(), comp.ended_with_eos.tolist()):
+                        counts[self.classify(p, ids[:length], bool(eos))] += 1
+                rows.append(frequency_agreement(counts, np.exp(exact)))
         return {"per_prompt": rows, "min_chi2_p": min(r["chi2_p"] for r in rows),
                 "max_abs_z": max(r["max_abs_z"] for r in rows)}
+
+
+def frequency_agreement(counts: np.ndarray, q: np.ndarray) -> dict:
+    """n samples' cell counts [C] against the exact probabilities q [C]: each cell's z-score (cells
+    expecting >= 5 samples) and a chi-square test with the small cells pooled so it holds."""
+    from scipy.stats import chisquare
+
+    n = counts.sum()
+    q = q / q.sum()
+    z = (counts - n * q) / np.sqrt(np.maximum(n * q * (1 - q), 1e-12))
+    big = n * q >= 5
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(n * q[big], n * q[~big].sum())
+    keep = exp > 0
+    return {"samples": int(n), "max_abs_z": float(np.abs(z[big]).max(initial=0.0)),
+            "chi2_p": float(chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue),
+            "frequencies": (counts / n).tolist(), "exact": q.tolist()}
 
 
 class ExactTrace(TrainerCallback):
@@ -207,9 +210,7 @@ class ExactTrace(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **_):
         if state.global_step % self.every:
             return
-        was_training = model.training
-        model.eval()
-        m = self.target.evaluate(model)
-        model.train(was_training)
+        with eval_mode(model):
+            m = self.target.evaluate(model)
         self.points.append({"step": state.global_step, **{k: m[k] for k in ("tv", "coverage", "answer_mass")},
                             "model": [r["distribution"]["model"] for r in m["per_prompt"]]})

@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from flowhf.models.cache import build_folder_once, cache_root, installed_package_dir
 from flowhf.models.lora import LoraSettings, apply_lora
+from flowhf.models.modes import eval_mode
 from flowhf.models.tiny import TINY_ALIAS, tiny_model_dir
 
 logger = logging.getLogger(__name__)
@@ -333,13 +334,8 @@ class PolicyBundle:
                 return
             if not self.is_lora:
                 raise RuntimeError("This bundle has no reference model (not LoRA, no frozen copy).")
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with self.model.disable_adapter():
-                    yield self.model
-            finally:
-                self.model.train(was_training)
+            with eval_mode(self.model), self.model.disable_adapter():
+                yield self.model
 
 
 def tokenizer_beside(model: torch.nn.Module, trust_remote_code: bool = False):

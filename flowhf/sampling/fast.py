@@ -74,6 +74,8 @@ class FastSampler:
         log_q = torch.zeros(rows, device=device)
         eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
         every = self.check_every or (1 if device.type == "cpu" else 8)
+        # compiled only on the static cache: a growing DynamicCache would recompile every token
+        decode = self._decode if static else self._forward
         for t in range(max_new_tokens):
             hot = tempered_tokens <= 0 or t < tempered_tokens
             log_p = step_log_probs(logits, allowed_tokens, temperature if hot else 1.0, top_p, top_k if hot else 0)  # [R, V]
@@ -85,8 +87,6 @@ class FastSampler:
             if t == max_new_tokens - 1 or ((t + 1) % every == 0 and not bool(alive.any())):
                 break
             attention[:, P + t] = 1
-            # compiled only on the static cache: a growing DynamicCache would recompile every token
-            decode = self._decode if static else self._forward
             if self._graphs and static:
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
             logits = decode(drawn.unsqueeze(1), attention if static else attention[:, : P + t + 1], position + t, cache)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from flowhf.models.modes import eval_mode
 from flowhf.sampling.fast import FastSampler
 from flowhf.sampling.generate import Completions, sample_completions
 
@@ -60,18 +61,6 @@ class StepSamplers:
             source = t.bundle.reference if separate else t.accelerator.unwrap_model(t.model)
             self.fast[key] = FastSampler(source, sampling_dtype(t.args), compile_decode(t.args.sampling, t.device))
         return functools.partial(self.fast[key].sample, adapters=not reference)
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The policy in eval mode while it samples (no LoRA dropout in what it draws or in log q),
-    its training mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def sampling_dtype(config) -> torch.dtype:
