@@ -64,3 +64,21 @@ def test_gradient_checkpointing_trains(tmp_path):
     before = trainable_snapshot(trainer)
     assert math.isfinite(trainer.training_step()["train/loss"])
     assert any(not torch.equal(before[n], p) for n, p in trainable_snapshot(trainer).items())
+
+
+@pytest.mark.parametrize("sampler", ["plain", "fast"])
+def test_exploration_top_k_reaches_the_sampler_only_in_tempered_batches(tmp_path, sampler):
+    """sampling.explore_top_k=1 at T = 2: every exploration batch is the greedy completion, so a
+    prompt's k samples agree; untempered batches (explore_prob 0) still vary."""
+    def completions(*sets):
+        cfg = tiny_config(tmp_path / "_".join(sets).replace("=", "-"), f"sampling.sampler={sampler}",
+                          "sampling.explore_top_k=1", "sampling.temperature_low=2.0", "sampling.temperature_high=2.0",
+                          "sampling.samples_per_prompt=6", "sampling.prompts_per_step=1", *sets)
+        trainer = FlowHFTrainer(args=cfg)
+        batch, temperature = trainer.build_batch(trainer.next_prompt_rows())
+        return {tuple(row) for row in (batch.ids * batch.mask.long()).tolist()}, temperature
+
+    greedy, temperature = completions("sampling.explore_prob=1")
+    assert temperature == 2.0 and len(greedy) == 1
+    varied, temperature = completions("sampling.explore_prob=0")
+    assert temperature == 1.0 and len(varied) > 1
