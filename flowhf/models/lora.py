@@ -8,6 +8,7 @@ switching.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -89,7 +90,9 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # PEFT reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as err:
         # PEFT's message lists the targets but not what the model actually has.
         if "not found" not in str(err):
