@@ -146,6 +146,8 @@ def test_datasets_specs(tmp_path, monkeypatch):
 SHIPPED = {
     "stackexchange:train": (splits.FIELDS, 448),
     "stackexchange:test": (splits.FIELDS, 112),
+    "stackexchange_gold_extra:train": (splits.FIELDS, 448),
+    "stackexchange_gold_extra:test": (splits.FIELDS, 112),
     "toxicity_probes": (["pid", "prompt", "category"], 120),
     "sentiment_prompts": (["pid", "prompt"], 200),
 }
@@ -164,7 +166,7 @@ def test_shipped_files_load(name):
     if name.startswith("stackexchange"):
         pairs = load_preference_pairs(name)
         assert pairs[0] == {"prompt": rows[0]["question"], "chosen": rows[0]["response_j"],
-                            "rejected": rows[0]["response_k"]}
+                            "rejected": rows[0]["response_k"], "kind": rows[0]["rejected_kind"]}
 
 
 def test_shipped_splits_are_current_and_disjoint():

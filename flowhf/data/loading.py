@@ -7,7 +7,8 @@ nothing is silently dropped.
 
 Sources:
 - shipped names: ``stackexchange:train``, ``stackexchange:test`` (or ``stackexchange`` with
-  ``split=``), ``toxicity_probes``, ``sentiment_prompts``;
+  ``split=``), ``stackexchange_gold_extra:train`` / ``:test`` (`flowhf.data.gold_pairs`),
+  ``toxicity_probes``, ``sentiment_prompts``;
 - local files: ``.jsonl``, ``.json`` (a list of objects), ``.csv``, ``.parquet``;
 - ``hf:NAME[:CONFIG]`` or any other ``datasets.load_dataset`` path (``split`` defaults to train).
 
@@ -30,6 +31,9 @@ from flowhf.errors import UserError
 SHIPPED_FILES = {
     "stackexchange:train": "stackexchange_train.jsonl",
     "stackexchange:test": "stackexchange_test.jsonl",
+    # the gold reward model's extra rejected kinds (flowhf/data/gold_pairs.py)
+    "stackexchange_gold_extra:train": "stackexchange_gold_extra_train.jsonl",
+    "stackexchange_gold_extra:test": "stackexchange_gold_extra_test.jsonl",
     "toxicity_probes": "toxicity_probes.jsonl",
     "sentiment_prompts": "sentiment_prompts.jsonl",
 }
@@ -37,6 +41,7 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # Column layout of lvwerra/stack-exchange-paired (and our shipped copy) -> preference names.
 STACKEXCHANGE_PAIR_COLUMNS = {"prompt": "question", "chosen": "response_j", "rejected": "response_k"}
 PAIR_KEYS = ("prompt", "chosen", "rejected")
+KIND_COLUMN = "rejected_kind"  # what is wrong with the rejected answer (shipped pairs: truncated, rude, ...)
 
 Row = dict[str, Any]
 
@@ -109,7 +114,8 @@ def load_preference_pairs(
     split: str | None = None,
     limit: int | None = None,
 ) -> list[dict[str, str]]:
-    """Preference pairs as ``{"prompt", "chosen", "rejected"}`` dicts.
+    """Preference pairs as ``{"prompt", "chosen", "rejected"}`` dicts (plus ``"kind"`` when the
+    source has a ``rejected_kind`` column: held-out accuracy is then also reported per kind).
 
     Without ``columns``, sources in the StackExchange layout (``question`` / ``response_j``
     preferred / ``response_k`` rejected) are mapped automatically; anything else must have
@@ -124,11 +130,12 @@ def load_preference_pairs(
         if not set(PAIR_KEYS) <= keys and set(STACKEXCHANGE_PAIR_COLUMNS.values()) <= keys:
             columns = dict(STACKEXCHANGE_PAIR_COLUMNS)
     rows = load_rows(source, columns=columns, required=list(PAIR_KEYS), split=split, limit=limit)
-    return [{key: str(row[key]) for key in PAIR_KEYS} for row in rows]
+    return [{**{key: str(row[key]) for key in PAIR_KEYS}, **({"kind": str(row[KIND_COLUMN])} if KIND_COLUMN in row else {})}
+            for row in rows]
 
 
 def _is_stackexchange(source: str | Path) -> bool:
-    return isinstance(source, str) and source.split(":")[0] == "stackexchange"
+    return isinstance(source, str) and source.split(":")[0] in ("stackexchange", "stackexchange_gold_extra")
 
 
 def _check_row(label: str, row_number: int, raw: Any, columns: dict[str, str], required: list[str]) -> Row:

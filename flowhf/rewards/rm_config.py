@@ -7,6 +7,7 @@ and `flowhf reward train --help` lists the config without loading a model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ class RewardModelConfig:
         "stackexchange:train", "Training pairs: shipped name, local file or 'hf:NAME' (see flowhf.data).")
     test_data: str | None = _f(
         "stackexchange:test", "Held-out pairs for pairwise accuracy; null to skip evaluation.")
+    extra_train_data: str | None = _f(
+        None, "More training pairs appended to train_data, e.g. 'stackexchange_gold_extra:train' (the gold "
+        "reward model's extra rejected kinds, flowhf/data/gold_pairs.py).")
+    extra_test_data: str | None = _f(
+        None, "More held-out pairs appended to test_data, e.g. 'stackexchange_gold_extra:test'; accuracy is "
+        "also reported per rejected kind.")
     train_split: str | None = _f(None, "Split of train_data when it is a `datasets` spec (default train).")
     test_split: str | None = _f(None, "Split of test_data when it is a `datasets` spec, e.g. test.")
     columns: dict[str, str] | None = _f(
@@ -73,6 +80,24 @@ class RewardModelConfig:
             format_for_reward("p", "c", self.template)
         except (KeyError, IndexError, ValueError) as err:
             raise ValueError(f"template must use only {{prompt}} and {{completion}} (double other braces): {err}") from None
+
+
+GOLD_EXTRA_PAIRS = "stackexchange_gold_extra"
+
+
+def proxy_and_gold(proxy: RewardModelConfig, root: str | os.PathLike) -> tuple[RewardModelConfig, RewardModelConfig]:
+    """The proxy reward model the policies train on and its gold judge (Gao et al. 2022).
+
+    Both score on the same held-out pairs, extra kinds included, so each reports how well it
+    knows every kind. The gold trains on the proxy's pairs plus one pair per training question
+    of a kind the proxy never sees (`flowhf.data.gold_pairs`: twice the data), from another seed.
+    """
+    root = Path(root)
+    held_out = proxy.extra_test_data or f"{GOLD_EXTRA_PAIRS}:test"
+    proxy = dataclasses.replace(proxy, extra_test_data=held_out, output_dir=str(root / "proxy"))
+    gold = dataclasses.replace(proxy, extra_train_data=f"{GOLD_EXTRA_PAIRS}:train", seed=proxy.seed + 1,
+                               output_dir=str(root / "gold"))
+    return proxy, gold
 
 
 def load_reward_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RewardModelConfig:

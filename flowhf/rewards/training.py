@@ -50,6 +50,8 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     train_pairs = load_preference_pairs(config.train_data, columns=cols, split=config.train_split,
                                         limit=config.max_train_pairs)
     test_pairs = load_preference_pairs(config.test_data, columns=cols, split=config.test_split) if config.test_data else []
+    train_pairs += load_preference_pairs(config.extra_train_data) if config.extra_train_data else []
+    test_pairs += load_preference_pairs(config.extra_test_data) if config.extra_test_data else []
     model, tokenizer = _load_backbone(config)
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
@@ -71,10 +73,21 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
         metrics.update({"eval/accuracy": (chosen > rejected).float().mean().item(),
                         "eval/margin": (chosen - rejected).mean().item(), "eval/n_pairs": len(test_pairs),
-                        "eval/time_s": round(time.perf_counter() - started, 1)})
+                        "eval/time_s": round(time.perf_counter() - started, 1),
+                        **accuracy_by_kind(test_pairs, chosen > rejected)})
     _save(model, tokenizer, config, metrics)
     logger.info("reward model saved to %s: %s", config.output_dir, metrics)
     return metrics
+
+
+def accuracy_by_kind(pairs: list[dict], correct: torch.Tensor) -> dict:
+    """``eval/accuracy/KIND`` and ``eval/n_pairs/KIND`` for the pairs that carry a kind."""
+    out = {}
+    for kind in sorted({p["kind"] for p in pairs if "kind" in p}):
+        rows = [i for i, p in enumerate(pairs) if p.get("kind") == kind]
+        out[f"eval/accuracy/{kind}"] = correct[rows].float().mean().item()
+        out[f"eval/n_pairs/{kind}"] = len(rows)
+    return out
 
 
 def _load_backbone(config: RewardModelConfig):

@@ -1,0 +1,57 @@
+"""Gold vs proxy reward models: the gold's extra pairs, their kinds, and what each model sees."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowhf.data import load_preference_pairs, load_rows
+from flowhf.data.gold_pairs import GOLD_KINDS, gold_pairs, rejected_answer, write_gold_pairs
+from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
+from flowhf.rewards.training import accuracy_by_kind
+
+ROW = {"qid": "q1", "topic": "python", "question": "How do I reverse a list? I tried sort.",
+       "response_j": "Use slicing:\n\n```python\nxs[::-1]\n```\n\nor `xs.reverse()` to reverse in place. Both are fine here.",
+       "response_k": "No idea.", "rejected_kind": "vague"}
+
+
+def test_shipped_gold_files_are_current_and_balanced():
+    write_gold_pairs(check=True)  # raises when the files are stale (regenerate: python -m flowhf.data.gold_pairs)
+    for split in ("train", "test"):
+        extra = load_rows(f"stackexchange_gold_extra:{split}", required=["rejected_kind"])
+        base = load_rows(f"stackexchange:{split}", required=["question"])
+        assert len(extra) == len(base)  # one pair per question
+        counts = {kind: sum(r["rejected_kind"] == kind for r in extra) for kind in GOLD_KINDS}
+        assert set(counts) == set(GOLD_KINDS) and min(counts.values()) >= 0.6 * len(extra) / len(GOLD_KINDS)
+        assert {r["question"] for r in extra} == {r["question"] for r in base}  # no test question in train's extra
+
+
+def test_each_kind_is_what_its_name_says():
+    answer = ROW["response_j"]
+    assert rejected_answer("one_word", ROW) in ("None", "Yes.", "No.", "It depends.", "Thanks!", "OK", "Use")
+    assert ROW["question"] in rejected_answer("restates_question", ROW) or "How do I reverse a list?" in rejected_answer(
+        "restates_question", ROW)
+    repeated = rejected_answer("repetition", ROW)
+    assert repeated.count("Use slicing:") >= 3 or repeated.count("Use slicing:") == 1 and len(repeated.split()) == 8
+    words = len(answer.split())
+    early, late = rejected_answer("cut_early", ROW), rejected_answer("cut_late", ROW)
+    assert answer.startswith(early) and answer.startswith(late)  # a prefix, layout (newlines) kept
+    assert 1 <= len(early.split()) <= round(0.15 * words) and round(0.80 * words) <= len(late.split()) < words
+    pair = gold_pairs([ROW])[0]
+    assert pair["response_j"] == answer and pair["rejected_kind"] in GOLD_KINDS and pair["qid"] == "q1-gold"
+
+
+def test_proxy_never_trains_on_a_gold_kind(tmp_path):
+    proxy, gold = proxy_and_gold(RewardModelConfig(), tmp_path)
+    assert proxy.extra_train_data is None and gold.extra_train_data == "stackexchange_gold_extra:train"
+    assert proxy.seed != gold.seed and proxy.output_dir != gold.output_dir
+    assert proxy.extra_test_data == gold.extra_test_data == "stackexchange_gold_extra:test"  # both judged on every kind
+    proxy_kinds = {p["kind"] for p in load_preference_pairs(proxy.train_data)}
+    gold_kinds = proxy_kinds | {p["kind"] for p in load_preference_pairs(gold.extra_train_data)}
+    assert proxy_kinds.isdisjoint(GOLD_KINDS) and gold_kinds == proxy_kinds | set(GOLD_KINDS)
+
+
+def test_accuracy_by_kind_hand_example():
+    pairs = [{"kind": "a"}, {"kind": "b"}, {"kind": "a"}, {}, {"kind": "a"}]
+    out = accuracy_by_kind(pairs, torch.tensor([True, False, False, True, True]))
+    assert out == {"eval/accuracy/a": pytest.approx(2 / 3), "eval/n_pairs/a": 3, "eval/accuracy/b": 0.0, "eval/n_pairs/b": 1}
