@@ -78,6 +78,8 @@ class GeneratedBatch:
     completion_ids: torch.Tensor  # [B, T] right-padded
     completion_mask: torch.Tensor  # [B, T] 1.0 up to and including the first EOS
     texts: list[str]
+    ended: list[bool] = field(default_factory=list)  # [B] the completion stopped at an EOS (not cut at max_new_tokens)
+    lengths: list[int] = field(default_factory=list)  # [B] tokens, the EOS included
 
 
 # The evaluation's old names for the shared prompt path.
@@ -100,7 +102,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], settings:
         tokenizer.decode(row[:n].tolist(), skip_special_tokens=True).strip()
         for row, n in zip(completion_ids, lengths)
     ]
-    return GeneratedBatch(enc["input_ids"], enc["attention_mask"], completion_ids, mask, texts)
+    ended = [n > 0 and int(row[n - 1]) in stop for row, n in zip(completion_ids, lengths)]
+    return GeneratedBatch(enc["input_ids"], enc["attention_mask"], completion_ids, mask, texts, ended, lengths)
 
 
 @torch.inference_mode()

@@ -33,7 +33,18 @@ EXTRA_COLUMNS = (
     ("Distinct-1", "distinct_1"),
     ("Distinct-2", "distinct_2"),
     ("Mean Length", "mean_length"),
+    ("EOS rate", "eos_rate"),
+    ("Corr(reward, length)", "corr_reward_length"),
     ("KL / token", "kl_per_token"),
+)
+PER_PROMPT_COLUMNS = (
+    ("Reward", "pp_reward"),
+    ("Pairwise distance", "pp_pairwise_distance"),
+    ("Distinct answers", "pp_distinct_answers"),
+    ("Distinct-1", "pp_distinct_1"),
+    ("Distinct-2", "pp_distinct_2"),
+    ("EOS rate", "pp_eos_rate"),
+    ("Mean tokens", "pp_mean_length"),
 )
 _TABLE_TITLES = {
     "stackexchange": "Table 1: StackExchange",
@@ -100,7 +111,14 @@ def write_report_md(
         "## Extra metrics",
         "",
     ]
-    lines += _table(results, EXTRA_COLUMNS)
+    judges = sorted({key for r in results for key in r.get("metrics", {})
+                     if key.endswith("_reward") and key not in ("mean_reward",) and not key.startswith("pp_")})
+    lines += _table(results, EXTRA_COLUMNS + tuple((f"{key[:-7].title()} reward", key) for key in judges))
+    if any("pp_pairwise_distance" in r.get("metrics", {}) for r in results):
+        lines += ["", "## Per-prompt diversity", "", "k answers to each of the same prompts at the training "
+                  "temperature (`flowhf.evaluation.per_prompt`); cells: mean over prompts [95% bootstrap interval "
+                  "over prompts].", ""]
+        lines += _table(results, PER_PROMPT_COLUMNS + tuple((f"{key[:-7].title()} reward", f"pp_{key}") for key in judges))
     tests = list(tests or [])
     if baseline is not None or tests:
         lines += ["", f"## Welch one-sided t-tests vs baseline ({baseline or 'n/a'})", ""]
@@ -112,16 +130,16 @@ def write_report_md(
     return atomic_write_text(path, "\n".join(lines) + "\n")  # a kill never leaves half a report
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """nan / inf become null so metrics.json stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value
 
 
@@ -129,7 +147,7 @@ def write_metrics_json(payload: Mapping[str, Any], path: str | os.PathLike) -> P
     """Write ``payload`` (config + per-model results) as indented strict JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
@@ -141,7 +159,7 @@ def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os
             missing = [key for key in ("model", "prompt", "completion", "reward") if key not in rec]
             if missing:
                 raise ValueError(f"completion record lacks {missing}: {dict(rec)!r}")
-            fh.write(json.dumps(_jsonable(dict(rec)), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(jsonable(dict(rec)), ensure_ascii=False) + "\n")
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import logging
 import os
 import warnings
@@ -25,8 +26,10 @@ from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
 from flowhf.evaluation.generation import GenerationSettings, completion_logprobs, generate_batch
 from flowhf.evaluation.metrics import compute_metrics, per_token_kl_sums
+from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
 from flowhf.evaluation.plots import plot_score_distributions, plot_training_curves
-from flowhf.evaluation.report import write_completions_jsonl, write_metrics_json, write_report_md
+from flowhf.evaluation.report import jsonable, write_completions_jsonl, write_metrics_json, write_report_md
+from flowhf.run_dir import atomic_write_text
 from flowhf.evaluation.stats import metric_cis, welch_one_sided
 
 logger = logging.getLogger(__name__)
@@ -117,11 +120,12 @@ def sample_and_score(
     columns: Mapping[str, Sequence],
     reference: tuple[Any, Any] | None,
 ) -> dict[str, Any]:
-    """Completions, rewards and (with a reference model) per-completion KL sums of one model."""
+    """Completions, rewards, whether each ended with EOS, token lengths (EOS included) and (with a
+    reference model) per-completion KL sums of one model."""
     model.eval()
     torch.manual_seed(seed)  # same seed per model: each model's samples do not depend on order
     completions: list[str] = []
-    rewards, kl_sums, kl_counts = [], [], []
+    rewards, kl_sums, kl_counts, ended, lengths = [], [], [], [], []
     size = generation.batch_size
     for start in range(0, len(prompts), size):
         batch_prompts = prompts[start : start + size]
@@ -130,6 +134,8 @@ def sample_and_score(
         where = f"model {name!r}, prompts {start}..{start + len(batch_prompts) - 1}"
         rewards.append(score(reward, batch_prompts, batch.texts, cols, where))
         completions.extend(batch.texts)
+        ended.extend(batch.ended)
+        lengths.extend(batch.lengths)
         if reference is not None:
             sums, counts = per_token_kl_sums(
                 completion_logprobs(model, batch), completion_logprobs(reference[0], batch), batch.completion_mask
@@ -137,7 +143,7 @@ def sample_and_score(
             kl_sums.append(sums)
             kl_counts.append(counts)
         logger.info("%s: %d/%d completions", name, len(completions), len(prompts))
-    out = {"completions": completions, "rewards": np.concatenate(rewards)}
+    out = {"completions": completions, "rewards": np.concatenate(rewards), "ended": ended, "lengths": lengths}
     if reference is not None:
         out["kl_sums"], out["kl_counts"] = np.concatenate(kl_sums), np.concatenate(kl_counts)
     return out
@@ -172,12 +178,17 @@ def evaluate_models(
     reward_columns: Mapping[str, Sequence] | None = None,
     device: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    judges: Mapping[str, Callable] | None = None,
+    per_prompt: PerPromptSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate ``models`` on ``n`` prompts and write all outputs; returns one result per model.
 
     ``reward_columns`` are extra per-prompt columns passed to the reward (aligned with the
     selected prompts). ``reference_model`` adds a per-token KL of each model's samples to it.
     ``metadata`` (e.g. the reward spec and data sources) is recorded in metrics.json.
+    ``judges`` are more rewards scoring the same completions (e.g. ``{"proxy": proxy_rm}`` beside
+    a gold ``reward``): metric ``NAME_reward`` and a field per completion. ``per_prompt`` adds the
+    per-prompt diversity metrics (`flowhf.evaluation.per_prompt`, prefix ``pp_``, per_prompt.jsonl).
     Each result holds ``model``, ``metrics``, ``ci`` plus ``rewards`` and ``completions``.
     """
     if not models:
@@ -203,7 +214,7 @@ def evaluate_models(
         ref_name, ref_m, ref_tok, ref_loaded_here = _load_model(reference_model, device)
         reference = (ref_m.eval(), ref_tok)
 
-    results, records = [], []
+    results, records, per_prompt_records = [], [], []
     for spec in models:
         name, model, tokenizer, loaded_here = _load_model(spec, device)
         if reference is not None and len(reference[1]) != len(tokenizer):
@@ -224,12 +235,24 @@ def evaluate_models(
             kl_sums=sampled.get("kl_sums"), kl_counts=sampled.get("kl_counts"),
             n_boot=n_boot, seed=seed, alpha=alpha,
         )
-        results.append(
-            {"model": name, "metrics": metrics, "ci": cis, "rewards": sampled["rewards"].tolist(),
-             "completions": sampled["completions"]}
-        )
+        extra = _judge_scores(judges or {}, eval_prompts, sampled, columns, name)
+        metrics.update(length_metrics(sampled["rewards"], sampled["ended"], sampled["lengths"]))
+        metrics.update({f"{judge}_reward": float(np.mean(values)) for judge, values in extra.items()})
+        result = {"model": name, "metrics": metrics, "ci": cis, "rewards": sampled["rewards"].tolist(),
+                  "completions": sampled["completions"]}
+        if per_prompt is not None:
+            rows = evaluate_per_prompt(model, tokenizer, eval_prompts[:n_unique],
+                                       {"reward": reward, **{f"{j}_reward": fn for j, fn in (judges or {}).items()}},
+                                       per_prompt, generation, embedder, seed, columns)
+            pp_metrics, pp_ci = summarise(rows, n_boot, seed, alpha)
+            metrics.update({f"pp_{key}": value for key, value in pp_metrics.items()})
+            cis.update({f"pp_{key}": value for key, value in pp_ci.items()})
+            per_prompt_records += [{"model": name, **row} for row in rows]
+        results.append(result)
         records += [
-            {"model": name, "index": i, "prompt": p, "completion": c, "reward": float(r)}
+            {"model": name, "index": i, "prompt": p, "completion": c, "reward": float(r),
+             "ended": bool(sampled["ended"][i]), "length": int(sampled["lengths"][i]),
+             **{f"{judge}_reward": float(values[i]) for judge, values in extra.items()}}
             for i, (p, c, r) in enumerate(zip(eval_prompts, sampled["completions"], sampled["rewards"]))
         ]
         model = None  # drop our reference; a model we loaded is then freed before the next
@@ -241,6 +264,9 @@ def evaluate_models(
 
     tests = welch_tests(results, baseline)
     files = write_outputs(results, records, tests, output_dir, task=task, n=n, k=k, baseline=baseline, run_dirs=run_dirs)
+    if per_prompt is not None:
+        text = "".join(json.dumps(jsonable(row), ensure_ascii=False) + "\n" for row in per_prompt_records)
+        files["per_prompt"] = atomic_write_text(output_dir / "per_prompt.jsonl", text).name
     payload = {
         **dict(metadata or {}),
         "task": task, "n": n, "k": k, "n_unique_prompts": n_unique,
@@ -251,10 +277,27 @@ def evaluate_models(
         "reference_completions": len(reference_completions) if reference_completions else None,
         "reward_columns": sorted(columns),
         "reference_model": ref_name, "baseline": baseline, "tests": tests, "files": files,
+        "judges": sorted(judges or {}),
+        "per_prompt": dataclasses.asdict(per_prompt) if per_prompt is not None else None,
         "models": [{key: r[key] for key in ("model", "metrics", "ci")} for r in results],
     }
     write_metrics_json(payload, output_dir / "metrics.json")
     return results
+
+
+def _judge_scores(judges: Mapping[str, Callable], prompts: list[str], sampled: Mapping[str, Any],
+                  columns: Mapping[str, Sequence], model: str) -> dict[str, np.ndarray]:
+    """Every judge's scores of the completions one model sampled."""
+    return {name: score(judge, prompts, sampled["completions"], columns, f"model {model!r}, judge {name!r}")
+            for name, judge in judges.items()}
+
+
+def length_metrics(rewards: Sequence[float], ended: Sequence[bool], lengths: Sequence[int]) -> dict[str, float]:
+    """EOS rate, mean token length and the Pearson correlation of reward with length (nan when
+    either is constant): a reward that rises with length alone is rewarding length."""
+    r, n = np.asarray(rewards, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
+    corr = float(np.corrcoef(r, n)[0, 1]) if r.std() > 0 and n.std() > 0 else float("nan")
+    return {"eos_rate": float(np.mean(ended)), "mean_tokens": float(n.mean()), "corr_reward_length": corr}
 
 
 def welch_tests(results: Sequence[Mapping[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
