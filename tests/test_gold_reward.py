@@ -55,3 +55,19 @@ def test_accuracy_by_kind_hand_example():
     pairs = [{"kind": "a"}, {"kind": "b"}, {"kind": "a"}, {}, {"kind": "a"}]
     out = accuracy_by_kind(pairs, torch.tensor([True, False, False, True, True]))
     assert out == {"eval/accuracy/a": pytest.approx(2 / 3), "eval/n_pairs/a": 3, "eval/accuracy/b": 0.0, "eval/n_pairs/b": 1}
+
+
+def test_gold_proxy_rows_by_hand():
+    from flowhf.evaluation.gold_proxy import gold_proxy_rows, length_slope
+
+    records = [{"model": "a", "reward": 1.0, "proxy_reward": 4.0, "length": 2, "ended": True},
+               {"model": "a", "reward": 3.0, "proxy_reward": 6.0, "length": 4, "ended": False},
+               {"model": "b", "reward": 5.0, "proxy_reward": 2.0, "length": 6, "ended": True}]
+    assert length_slope([1, 3, 5], [2, 4, 6]) == pytest.approx(1.0)  # gold rises one per token
+    rows = gold_proxy_rows(records, {"gold": (1.0, 2.0), "proxy": (0.0, 4.0)})
+    a, b = rows
+    assert a["gold"] == 2.0 and a["proxy"] == 5.0 and a["tokens"] == 3.0 and a["eos_rate"] == 0.5
+    # pooled mean length 4: a's answers are 1 token shorter on average -> +1 gold at equal length
+    assert a["gold_lc"] == pytest.approx(3.0) and b["gold_lc"] == pytest.approx(3.0)
+    assert a["gold_z"] == pytest.approx(0.5) and a["proxy_z"] == pytest.approx(1.25) and a["gap"] == pytest.approx(0.75)
+    assert "proxy" not in gold_proxy_rows([{k: v for k, v in r.items() if k != "proxy_reward"} for r in records], {})[0]

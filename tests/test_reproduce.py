@@ -111,6 +111,11 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     for method in METHODS:  # one row per method in each table
         assert report.count(f"| {method} |") >= 2, method
     assert "ppo" in report and "t = " in report
+    # gold (distinct_word_share) judges, the proxy (letter_share) scores the same text beside it
+    assert "## Gold vs proxy reward" in report and "## Per-prompt diversity" in report and "Proxy reward" in report
+    gold_proxy = json.loads((out / "report" / "gold_proxy.json").read_text())
+    assert [row["model"] for row in gold_proxy["rows"]] == list(METHODS)
+    assert (out / "eval" / "stackexchange" / "per_prompt.jsonl").is_file()
     assert not list(out.rglob(".tmp-*")), "a temporary file or folder of an atomic write was left behind"
     for method in ("sft", "ppo", "grpo"):  # model folders renamed into place whole
         assert (out / method / "model" / "config.json").is_file(), method

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from flowhf.fields import AT_LEAST_ONE, POSITIVE, Range
+from flowhf.fields import help_field as _f
 from flowhf.evaluation.metrics import distinct_n, l2_normalise, pairwise_cosine_distance_mean
 
 METRICS = ("pairwise_distance", "distinct_1", "distinct_2", "distinct_answers", "eos_rate", "mean_length")
@@ -39,10 +41,10 @@ METRICS = ("pairwise_distance", "distinct_1", "distinct_2", "distinct_answers", 
 class PerPromptSettings:
     """Which prompts, how many samples each, at what temperature, and the same-answer threshold."""
 
-    n_prompts: int = field(default=32, metadata={"help": "The first N evaluation prompts."})
-    k: int = field(default=8, metadata={"help": "Completions per prompt."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (1.0: the policy itself)."})
-    threshold: float = field(default=0.15, metadata={"help": "Cosine distance under which two answers are the same."})
+    n_prompts: int = _f(32, "The first N evaluation prompts.", allowed=AT_LEAST_ONE)
+    k: int = _f(8, "Completions per prompt.", allowed=Range(2))
+    temperature: float = _f(1.0, "Sampling temperature (1.0: the trained policy itself).", allowed=POSITIVE)
+    threshold: float = _f(0.15, "Cosine distance under which two answers count as the same.", allowed=Range(0, 2, low_open=True, high_open=True))
 
     def __post_init__(self) -> None:
         if self.n_prompts < 1 or self.k < 2:

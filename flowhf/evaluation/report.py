@@ -112,7 +112,7 @@ def write_report_md(
         "",
     ]
     judges = sorted({key for r in results for key in r.get("metrics", {})
-                     if key.endswith("_reward") and key not in ("mean_reward",) and not key.startswith("pp_")})
+                     if key.endswith("_reward") and not key.startswith("pp_")} - {key for _, key in MAIN_COLUMNS})
     lines += _table(results, EXTRA_COLUMNS + tuple((f"{key[:-7].title()} reward", key) for key in judges))
     if any("pp_pairwise_distance" in r.get("metrics", {}) for r in results):
         lines += ["", "## Per-prompt diversity", "", "k answers to each of the same prompts at the training "

@@ -49,6 +49,12 @@ class Preset:
     se_reward: str | None = _f(
         None, "Given StackExchange reward spec; None trains one in the reward_model stage.")
     reward_model: dict = _f({}, "RewardModelConfig overrides for the reward_model stage (when se_reward is None).")
+    gold_reward: str | None = _f(
+        None, "Given gold reward spec, the evaluation's headline judge; None: a gold reward model is trained beside "
+        "the proxy (rm_config.proxy_and_gold) when se_reward is None, else se_reward judges itself (no gold).")
+    per_prompt: dict | None = _f(
+        {}, "PerPromptSettings overrides (n_prompts, k, temperature, threshold) of the per-prompt diversity "
+        "evaluation on StackExchange; null skips it.")
     toxicity_reward: str = _f("toxicity", "Reward spec of the toxicity evaluation.")
     budget: dict = _f({"max_steps": 2, "seconds": 60}, "The one budget every compared method gets (Budget keys).")
     sft_budget: dict | None = _f(None, "Budget of the SFT stage (None = the same as `budget`).")
@@ -89,6 +95,8 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         se_reward="python:flowhf.rewards.toy:letter_share",
+        gold_reward="python:flowhf.rewards.toy:distinct_word_share",
+        per_prompt={"n_prompts": 2, "k": 2},
         budget={"max_steps": 2, "seconds": 60},
         sft_limit=16,
         eval_temperature=1.0,  # a random 2-layer policy at 0.1 emits EOS first: empty completions test nothing
@@ -195,7 +203,7 @@ def _override(data: dict, base: Preset, item: str) -> None:
     current = data.get(name, getattr(base, name, None))
     if not any(f.name == name for f in fields(Preset)) or not isinstance(current, (dict, type(None))):
         raise ConfigError(f"--set {key}: {name!r} is not a preset key holding a mapping",
-                          "mapping keys are budget, sft_budget, reward_model, stage_hours, stage_seconds")
+                          "mapping keys are budget, sft_budget, reward_model, per_prompt, stage_hours, stage_seconds")
     data[name] = {**(current or {}), sub: value}
 
 
@@ -204,8 +212,10 @@ def _checked_mappings() -> dict[str, type]:
     from flowhf.budget import Budget
     from flowhf.rewards.rm_config import RewardModelConfig
 
+    from flowhf.evaluation.per_prompt import PerPromptSettings
+
     return {"budget": Budget, "sft_budget": Budget, "reward_model": RewardModelConfig,
-            "stage_hours": StageTable, "stage_seconds": StageTable}
+            "stage_hours": StageTable, "stage_seconds": StageTable, "per_prompt": PerPromptSettings}
 
 
 StageTable = make_dataclass("StageTable", [(s, float | None, _f(None, f"Estimate for stage {s}.", allowed=NON_NEGATIVE))

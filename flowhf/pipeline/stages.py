@@ -35,6 +35,10 @@ class Context:
     def se_reward(self) -> str:
         return str(self.results["reward_model"]["reward"])
 
+    def gold_reward(self) -> str:
+        """The evaluation's headline judge (the SE reward itself when the preset has no gold)."""
+        return str(self.results["reward_model"].get("gold_reward") or self.se_reward())
+
     def reward_scale(self) -> float:
         """Std of the SE reward over the training answers (1.0 when the preset gives the reward)."""
         return float(self.results["reward_model"].get("score_std") or 1.0)
@@ -54,16 +58,23 @@ def stage_sft(ctx: Context) -> dict[str, Any]:
 
 
 def stage_reward_model(ctx: Context) -> dict[str, Any]:
-    """Train the SE reward model, or record the preset's given reward spec."""
+    """Train the proxy SE reward model the policies optimise and its gold judge
+    (`rm_config.proxy_and_gold`), or record the preset's given reward specs."""
     p = ctx.preset
     if p.se_reward is not None:
-        return {"reward": p.se_reward, "trained": False, "score_std": None}
+        return {"reward": p.se_reward, "gold_reward": p.gold_reward or p.se_reward, "trained": False, "score_std": None}
+    from flowhf.rewards.rm_config import proxy_and_gold
     from flowhf.rewards.training import RewardModelConfig, train_reward_model
 
-    out = ctx.stage_dir("reward_model") / "model"
-    metrics = train_reward_model(RewardModelConfig(**{**p.reward_model, "output_dir": str(out)}))
-    return {"reward": f"classifier:{out}", "trained": True, "metrics": metrics,
-            "score_std": metrics["train/score_std"]}
+    proxy, gold = proxy_and_gold(RewardModelConfig(**p.reward_model), ctx.stage_dir("reward_model"))
+    metrics = train_reward_model(proxy)
+    result = {"reward": f"classifier:{proxy.output_dir}", "trained": True, "metrics": metrics,
+              "score_mean": metrics["train/score_mean"], "score_std": metrics["train/score_std"]}
+    if p.gold_reward is not None:
+        return {**result, "gold_reward": p.gold_reward}
+    gold_metrics = train_reward_model(gold)
+    return {**result, "gold_reward": f"classifier:{gold.output_dir}", "gold_metrics": gold_metrics,
+            "gold_score_mean": gold_metrics["train/score_mean"], "gold_score_std": gold_metrics["train/score_std"]}
 
 
 def _baseline(ctx: Context, method: str) -> dict[str, Any]:
@@ -138,12 +149,15 @@ def _make_flowhf_stage(method: str):
 
 
 def stage_eval(ctx: Context) -> dict[str, Any]:
-    """Evaluate every method on StackExchange test (SE reward) and toxicity probes (toxicity reward)."""
+    """Evaluate every method on StackExchange test (gold reward, proxy beside it, per-prompt diversity)
+    and on the toxicity probes (toxicity reward)."""
     from flowhf.evaluation.embeddings import Embedder
     from flowhf.evaluation.generation import GenerationSettings
     from flowhf.evaluation.runner import evaluate_models
     from flowhf.evaluation.tasks import task_inputs
     from flowhf.rewards import build_reward
+
+    from flowhf.evaluation.per_prompt import PerPromptSettings
 
     p = ctx.preset
     models = {m: ctx.model_dir(m) for m in METHODS}
@@ -151,15 +165,19 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
     gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, temperature=p.eval_temperature,
                              batch_size=max(1, min(16, p.eval_n)))
     embedder = Embedder()
+    # StackExchange: the gold judges (headline), the proxy the policies trained on scores the same text
+    gold, proxy = ctx.gold_reward(), ctx.se_reward()
+    se_extra = {"judges": {"proxy": build_reward(proxy)} if gold != proxy else {},
+                "per_prompt": PerPromptSettings(**p.per_prompt) if p.per_prompt is not None else None}
     out = {}
-    for task, source, reward in (("stackexchange", p.eval_prompts, ctx.se_reward()),
-                                 ("toxicity", p.toxicity_prompts, p.toxicity_reward)):
+    for task, source, reward, extra in (("stackexchange", p.eval_prompts, gold, se_extra),
+                                        ("toxicity", p.toxicity_prompts, p.toxicity_reward, {})):
         inputs = task_inputs(task, prompts_source=source)
         directory = ctx.stage_dir("eval") / task
         evaluate_models(list(models.items()), inputs.prompts, build_reward(reward), reference_completions=inputs.reference_completions,
                         n=p.eval_n, k=p.eval_k, generation=gen, embedder=embedder, seed=0, output_dir=directory,
-                        baseline="ppo", task=task, n_boot=p.n_boot,
-                        reward_columns=inputs.reward_columns, metadata={"reward": reward, "preset": p.name})
+                        baseline="ppo", task=task, n_boot=p.n_boot, reward_columns=inputs.reward_columns,
+                        metadata={"reward": reward, "proxy_reward": proxy if extra else None, "preset": p.name}, **extra)
         out[task] = str(directory)
     return {"eval_dirs": out, "run_dirs": run_dirs}
 
@@ -184,6 +202,7 @@ def stage_report(ctx: Context) -> dict[str, Any]:
         files[task] = {k: str(v) for k, v in written.items()}
         parts += [Path(written["report"]).read_text(encoding="utf-8"),
                   f"![{task} reward distributions](report/{Path(written['score_distributions']).name})", ""]
+    parts += _gold_proxy_section(ctx, Path(ev["eval_dirs"]["stackexchange"]), out, files)
     if ev["run_dirs"]:
         curves = plot_training_curves(ev["run_dirs"], out / "training_curves.png")
         parts += ["## Training curves", "", f"![training curves](report/{curves.name})", ""]
@@ -198,6 +217,28 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     parts.append("")
     report = atomic_write_text(ctx.out / "report.md", "\n".join(parts))
     return {"report": str(report), "files": files}
+
+
+def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) -> list[str]:
+    """Report lines: gold vs proxy per model, length-controlled gold (`evaluation.gold_proxy`)."""
+    from flowhf.evaluation.gold_proxy import format_gold_proxy_markdown, gold_proxy_rows, length_slope
+    from flowhf.evaluation.report import read_completions_jsonl
+    from flowhf.run_dir import atomic_write_text
+
+    records = read_completions_jsonl(eval_dir / "completions.jsonl")
+    if "proxy_reward" not in records[0]:
+        return []
+    rm = ctx.results["reward_model"]
+    scales = {name: (rm[f"{prefix}score_mean"], rm[f"{prefix}score_std"]) for name, prefix in (("gold", "gold_"), ("proxy", ""))
+              if rm.get(f"{prefix}score_std")}
+    rows = gold_proxy_rows(records, scales)
+    atomic_write_text(out / "gold_proxy.json", json.dumps({"scales": scales, "rows": rows}, indent=2))
+    files["gold_proxy"] = str(out / "gold_proxy.json")
+    slope = length_slope([r["reward"] for r in records], [r["length"] for r in records])
+    unit = "standardised by each reward model's scores on its training answers" if scales else "raw units (no trained reward models)"
+    note = (f"Gold = the headline judge no policy trained on; proxy = the reward the policies optimised. z: {unit}. "
+            f"Length-controlled gold removes a pooled slope of {slope:.4f} gold per token (all models' completions).")
+    return ["## Gold vs proxy reward (StackExchange)", "", format_gold_proxy_markdown(rows, note), ""]
 
 
 def _steps(result: dict) -> str:
