@@ -1,4 +1,5 @@
-"""`Budget`: the compute budget every compared method gets (seconds, generated tokens, steps).
+"""`Budget`: the compute budget every compared method gets (seconds, generated tokens, scored
+completions, steps).
 
 Its own light module (no torch / transformers) so that `flowhf reproduce` presets can check a
 budget key by key (`flowhf.fields.build_dataclass`: file, line, value, allowed range) before
@@ -14,7 +15,7 @@ from typing import Any
 from flowhf.fields import POSITIVE
 from flowhf.fields import help_field as _f
 
-KEYS = ("seconds", "generated_tokens", "max_steps")
+KEYS = ("seconds", "generated_tokens", "completions", "max_steps")
 
 
 @dataclass
@@ -24,6 +25,9 @@ class Budget:
     seconds: float | None = _f(None, "Wall-clock seconds of the training loop (setup and saving excluded).",
                                allowed=POSITIVE)
     generated_tokens: int | None = _f(None, "Completion tokens sampled by the trainer (EOS included).", allowed=POSITIVE)
+    completions: int | None = _f(
+        None, "Completions scored by the reward (reward calls): the machine-independent budget, so a rerun "
+        "elsewhere trains the same steps.", allowed=POSITIVE)
     max_steps: int | None = _f(None, "Optimizer steps (one TRL global step each).", allowed=POSITIVE)
 
     def __post_init__(self) -> None:
@@ -35,13 +39,14 @@ class Budget:
                 raise ValueError(f"Budget.{name} must be a positive number or None, got {value!r}")
             if name != "seconds" and int(value) != value:
                 raise ValueError(f"Budget.{name} must be a whole number, got {value!r}")
-        if self.generated_tokens is not None:
-            self.generated_tokens = int(self.generated_tokens)
+        for name in ("generated_tokens", "completions"):
+            if getattr(self, name) is not None:
+                setattr(self, name, int(getattr(self, name)))
         if self.max_steps is not None:
             self.max_steps = int(self.max_steps)
-        if self.seconds is None and self.generated_tokens is None and self.max_steps is None:
+        if all(getattr(self, name) is None for name in KEYS):
             raise ValueError(
-                "Budget needs at least one limit: set seconds, generated_tokens or max_steps "
+                "Budget needs at least one limit: set seconds, generated_tokens, completions or max_steps "
                 "(e.g. Budget(max_steps=200)); an unlimited run never ends"
             )
 
@@ -56,7 +61,7 @@ class Budget:
             raise TypeError(f"budget must be a Budget or a dict, got {type(value).__name__}")
         unknown = sorted(set(value) - set(KEYS))
         if unknown:
-            raise ValueError(f"unknown budget key(s) {unknown}; use seconds, generated_tokens, max_steps")
+            raise ValueError(f"unknown budget key(s) {unknown}; use {', '.join(KEYS)}")
         return cls(**dict(value))
 
     def to_dict(self) -> dict[str, Any]:

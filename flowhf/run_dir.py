@@ -39,7 +39,8 @@ RUN_FILES = ("metrics.jsonl", "metrics.csv", "config.yaml", "checkpoints", "resu
              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json",
              "curves.png", "README.md", "reward_config.yaml")
 # Keys a resumed run may change: how long it runs and how it logs, not what it learns.
-RESUMABLE_CHANGES = ("optim.max_steps", "optim.num_train_epochs", "optim.max_seconds", "optim.max_skipped_steps",
+RESUMABLE_CHANGES = ("optim.max_steps", "optim.num_train_epochs", "optim.max_seconds", "optim.max_completions",
+                     "optim.max_skipped_steps",
                      "logging.", "model.cache_dir")
 
 

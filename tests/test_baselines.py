@@ -116,7 +116,7 @@ def test_budget_needs_a_positive_limit():
         Budget(max_steps=0)
     with pytest.raises(ValueError, match="unknown budget key"):
         Budget.coerce({"steps": 3})
-    assert Budget.coerce({"seconds": 5}).to_dict() == {"seconds": 5, "generated_tokens": None, "max_steps": None}
+    assert Budget.coerce({"seconds": 5}).to_dict() == {"seconds": 5, "generated_tokens": None, "completions": None, "max_steps": None}
 
 
 def test_budget_callback_stops_on_seconds(tmp_path):
@@ -144,6 +144,18 @@ def test_budget_callback_stops_on_tokens_and_can_raise(tmp_path):
     with pytest.raises(BudgetExhausted, match="generated_tokens"):
         cb.on_step_end(args, state_at(2), control)
     assert cb.record()["tokens_generated"] == 10 and cb.record()["completions_generated"] == 4
+
+
+def test_budget_callback_stops_on_scored_completions(tmp_path):
+    counter = TokenCounter()
+    cb = BudgetCallback(Budget(completions=8, seconds=1e9), counter)
+    args, control = TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerControl()
+    cb.on_train_begin(args, state_at(0), control)
+    counter.add([5, 5, 5, 5])
+    assert not cb.on_step_end(args, state_at(1), control).should_training_stop  # 4 < 8
+    counter.add([5, 5, 5, 5])
+    assert cb.on_step_end(args, state_at(2), control).should_training_stop
+    assert cb.record()["stopped_by"] == "completions" and cb.record()["completions_generated"] == 8
 
 
 # -- metric names, reward adapters, pad token, config --------------------------------------------

@@ -94,7 +94,7 @@ def test_bad_preset_is_refused_before_the_folder_or_a_model(tmp_path, monkeypatc
 
 def test_every_method_shares_one_budget():
     for preset in PRESETS.values():
-        assert set(preset.budget) <= {"seconds", "generated_tokens", "max_steps"}
+        assert set(preset.budget) <= {"seconds", "completions", "max_steps"}
 
 
 def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):

@@ -98,6 +98,18 @@ def test_resume_is_exact(tmp_path):
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-6)
 
 
+def test_completions_budget_stops_the_run_and_survives_resume(tmp_path):
+    # 2 prompts x 3 samples = 6 reward calls a step: 13 completions are reached after 3 steps
+    first = FlowHFTrainer(args=tiny_config(tmp_path, "optim.max_completions=7", "logging.save_steps=1", steps=50))
+    first.train()
+    assert first.state.global_step == 2 and first.state.completions_scored == 12
+    resumed = FlowHFTrainer(args=tiny_config(tmp_path, "optim.max_completions=13", "logging.save_steps=1", steps=50))
+    resumed.train(resume=True)  # the budget may grow on resume; the count is not restarted
+    assert resumed.state.global_step == 3 and resumed.state.completions_scored == 18
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/completions_scored"] for r in rows] == [6, 12, 18]
+
+
 def test_non_finite_steps_are_skipped_then_stop(tmp_path):
     calls = {"n": 0}
 

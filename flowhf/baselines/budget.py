@@ -2,8 +2,8 @@
 
 A head-to-head comparison is only fair when every method gets the same budget. `Budget` (in the
 light `flowhf/budget.py`, so presets and configs check it without importing transformers) holds
-up to three limits (wall-clock seconds of the training loop, completion tokens generated,
-optimizer steps); training stops at the first one reached. The limits are checked after each
+up to four limits (wall-clock seconds of the training loop, completion tokens generated,
+completions scored, optimizer steps); training stops at the first one reached. The limits are checked after each
 optimizer step, so a run can overshoot a seconds / tokens limit by at most one step; the record
 says exactly what was used.
 
@@ -53,7 +53,7 @@ class BudgetCallback(TrainerCallback):
 
     ``record_path`` (JSON) is rewritten at every step and at the end: budget, elapsed seconds,
     steps, generated tokens and ``stopped_by`` (``seconds`` / ``generated_tokens`` /
-    ``max_steps``, or ``completed`` when the data or the trainer's own schedule ran out first).
+    ``completions`` / ``max_steps``, or ``completed`` when the data or the trainer's own schedule ran out first).
     ``clock`` is injectable so tests can advance time deterministically.
     """
 
@@ -86,6 +86,8 @@ class BudgetCallback(TrainerCallback):
             return "seconds"
         if b.generated_tokens is not None and self.counter.total >= b.generated_tokens:
             return "generated_tokens"
+        if b.completions is not None and self.counter.completions >= b.completions:
+            return "completions"
         return None
 
     def record(self) -> dict[str, Any]:
@@ -113,7 +115,7 @@ class BudgetCallback(TrainerCallback):
         several processes hit different limits, the later one in ``codes`` is reported)."""
         from flowhf.distributed import all_max
 
-        codes = ("max_steps", "seconds", "generated_tokens")
+        codes = ("max_steps", "seconds", "generated_tokens", "completions")
         code = all_max(codes.index(reason) + 1 if reason else 0)
         return codes[code - 1] if code else None
 

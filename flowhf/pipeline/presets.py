@@ -74,6 +74,9 @@ class Preset:
     notes: list = _f([], "Free-text notes printed with the plan.")
 
     def __post_init__(self) -> None:
+        if self.budget.get("generated_tokens") is not None:
+            raise ValueError("budget.generated_tokens: the FlowHF stages do not enforce it; budget a reproduce by "
+                             "completions (reward calls, the same on every machine), seconds or max_steps")
         if self.eval_k > self.eval_n:
             raise ValueError(f"eval_k={self.eval_k} must be <= eval_n={self.eval_n} (top-K of n completions)")
 

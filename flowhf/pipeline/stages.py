@@ -122,6 +122,8 @@ def flowhf_overrides(ctx: Context, method: str) -> list[str]:
     ]
     if budget.get("seconds"):
         sets.append(f"optim.max_seconds={budget['seconds']}")
+    if budget.get("completions"):
+        sets.append(f"optim.max_completions={budget['completions']}")
     if p.name == "smoke":
         sets.append("model.autocast_bf16=false")
     return sets

@@ -174,6 +174,8 @@ class OptimArgs:
     num_train_epochs: float | None = _f(None, "Passes over the training prompts; when set it replaces max_steps: "
                                               "ceil(epochs x rows / (prompts_per_step x processes)) steps.", allowed=POSITIVE)
     max_seconds: float | None = _f(None, "Stop after this much wall-clock training time (checked between steps).", allowed=POSITIVE)
+    max_completions: int | None = _f(None, "Stop once this many completions were scored by the reward, all processes "
+                                           "together (replayed rows count: each is a reward call).", allowed=AT_LEAST_ONE)
     seed: int = _f(0, "Seed of data order, sampling and initialisation.")
     max_skipped_steps: int = _f(5, "Stop after this many consecutive non-finite steps.", allowed=AT_LEAST_ONE)
 

@@ -18,7 +18,7 @@ from flowhf.training.nonfinite import NonFiniteStep
 
 
 def run_training(trainer, resume_from: str | Path | None) -> dict:
-    """Train until the step budget, max_seconds or a callback's stop; returns the last metrics.
+    """Train until the step budget, max_seconds, max_completions or a callback's stop; returns the last metrics.
     ``resume_from``: None (start), "latest" (the output folder's newest checkpoint) or a path."""
     cfg, state = trainer.args, trainer.state
     trainer.output_dir.mkdir(parents=True, exist_ok=True)
@@ -33,12 +33,13 @@ def run_training(trainer, resume_from: str | Path | None) -> dict:
     control = trainer.callbacks.fire("on_train_begin", trainer)
     last, saved_at = {}, None
     try:
-        while state.global_step < state.max_steps and not control.should_training_stop and not _out_of_time(trainer):
+        while state.global_step < state.max_steps and not control.should_training_stop and not _out_of_budget(trainer):
             trainer.callbacks.fire("on_step_begin", trainer)
             last = trainer.training_step()
             state.global_step += 1
             state.train_seconds += last["train/step_time"]
             last["train/elapsed_seconds"] = state.train_seconds  # budget clock, as the baselines log
+            last["train/completions_scored"] = state.completions_scored
             control = trainer.callbacks.fire("on_step_end", trainer)
             _log(trainer, logger, last)
             bar.update(state.global_step, last)
@@ -93,9 +94,12 @@ def _save(trainer) -> int:
     return trainer.state.global_step
 
 
-def _out_of_time(trainer) -> bool:
-    """max_seconds reached; with several processes, all stop together (the slowest decides)."""
+def _out_of_budget(trainer) -> bool:
+    """max_seconds or max_completions reached; with several processes, all stop together (the
+    slowest decides the seconds; the completions count is the same on every process)."""
     from flowhf.distributed import all_max
 
-    limit = trainer.args.optim.max_seconds
-    return limit is not None and all_max(int(trainer.state.train_seconds >= limit)) > 0
+    opt, state = trainer.args.optim, trainer.state
+    if opt.max_completions is not None and state.completions_scored >= opt.max_completions:
+        return True
+    return opt.max_seconds is not None and all_max(int(state.train_seconds >= opt.max_seconds)) > 0

@@ -29,18 +29,21 @@ class RunState(TrainerState):
     skipped_in_a_row: int = 0
     skipped_total: int = 0
     train_seconds: float = 0.0
+    completions_scored: int = 0  # reward calls, all processes together (optim.max_completions)
 
     def counters(self) -> dict:
         """The JSON a checkpoint keeps (trainer_state.json; the keys of earlier checkpoints)."""
         return {"step": self.global_step, "data_cursor": self.data_cursor, "epoch": self.data_epoch,
                 "skipped_in_a_row": self.skipped_in_a_row, "skipped_total": self.skipped_total,
-                "train_seconds": self.train_seconds, "log_history": list(self.log_history)}
+                "train_seconds": self.train_seconds, "completions_scored": self.completions_scored,
+                "log_history": list(self.log_history)}
 
     def load_counters(self, counters: dict, rows: int) -> None:
         """Put `counters` back (a checkpoint from before the log history starts it empty)."""
         self.global_step, self.data_cursor, self.data_epoch = counters["step"], counters["data_cursor"], counters["epoch"]
         self.skipped_in_a_row, self.skipped_total = counters["skipped_in_a_row"], counters["skipped_total"]
         self.train_seconds = counters["train_seconds"]
+        self.completions_scored = counters.get("completions_scored", 0)  # absent in older checkpoints
         self.log_history = list(counters.get("log_history", []))
         self.set_epoch(rows)
 

@@ -221,6 +221,7 @@ class FlowHFTrainer:
         texts = self.tokenizer.batch_decode(batch.completion_lists(), skip_special_tokens=True)
         scored = RewardBatch(batch.prompts, texts, batch.completion_lists(), batch.columns, batch.row_numbers)
         raw = self.reward_fn(scored).float().cpu()  # [B]
+        self.state.completions_scored += len(texts) * self.accelerator.num_processes
         n_nonfinite = int((~torch.isfinite(raw)).sum())
         reward = floor_reward(self._finite(raw, scored), cfg.target.reward_floor)
         prefix_reward = None
