@@ -116,6 +116,11 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     gold_proxy = json.loads((out / "report" / "gold_proxy.json").read_text())
     assert [row["model"] for row in gold_proxy["rows"]] == list(METHODS)
     assert (out / "eval" / "stackexchange" / "per_prompt.jsonl").is_file()
+    assert "## Frontier" in report and (out / "report" / "frontier.png").is_file()
+    frontier = json.loads((out / "report" / "frontier.json").read_text())
+    assert set(frontier["frontier"]) == {"sft", "recommended", "grpo"} and frontier["tests"][0]["baseline"] == "grpo"
+    assert sorted(p.name for p in (out / "sweep").iterdir() if p.is_dir()) == [
+        "grpo__beta=0.04__seed0", "recommended__target.beta=1.0__seed0", "recommended__target.beta=4.0__seed0", "sft__seed0"]
     assert not list(out.rglob(".tmp-*")), "a temporary file or folder of an atomic write was left behind"
     for method in ("sft", "ppo", "grpo"):  # model folders renamed into place whole
         assert (out / method / "model" / "config.json").is_file(), method

@@ -30,7 +30,7 @@ from flowhf.errors import ConfigError
 from flowhf.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Source, build_dataclass, parse_assignment, read_yaml_with_lines
 from flowhf.fields import help_field as _f
 
-STAGES = ("sft", "reward_model", "ppo", "grpo", "tb", "fl_kl", "flowhf", "recommended", "eval", "report")
+STAGES = ("sft", "reward_model", "ppo", "grpo", "tb", "fl_kl", "flowhf", "recommended", "eval", "sweep", "report")
 BASELINE_METHODS = ("ppo", "grpo")
 FLOWHF_METHODS = ("tb", "fl_kl", "flowhf", "recommended")
 METHODS = ("sft",) + BASELINE_METHODS + FLOWHF_METHODS  # every model that is evaluated
@@ -72,6 +72,13 @@ class Preset:
     stage_hours: dict = _f({}, "Estimated GPU hours per stage (paper; printed by --dry-run).")
     stage_seconds: dict = _f({}, "Estimated wall-clock seconds per stage (progress bars and the run's ETA).")
     notes: list = _f([], "Free-text notes printed with the plan.")
+    method_options: dict = _f(
+        {}, "Per method, settings beyond the shared ones: runner keys of ppo / grpo (flowhf/baselines/config.py, "
+        "e.g. {ppo: {num_ppo_epochs: 1}}) or config overrides of a FlowHF method (e.g. {recommended: {target.beta: 8}}).")
+    sweep: dict = _f(
+        {}, "The frontier: per method, one knob and its grid, e.g. {ppo: {kl_coef: [0.01, 0.05]}, recommended: "
+        "{target.beta: [2, 8]}}; every point trains from the SFT model with the shared budget (stage sweep).")
+    sweep_seeds: list = _f([0], "Seeds of every sweep point (mean and 95% interval across them).")
 
     def __post_init__(self) -> None:
         if self.budget.get("generated_tokens") is not None:
@@ -100,6 +107,7 @@ PRESETS: dict[str, Preset] = {
         se_reward="python:flowhf.rewards.toy:letter_share",
         gold_reward="python:flowhf.rewards.toy:distinct_word_share",
         per_prompt={"n_prompts": 2, "k": 2},
+        sweep={"recommended": {"target.beta": [1.0, 4.0]}, "grpo": {"beta": [0.04]}},  # the plumbing of a frontier
         budget={"max_steps": 2, "seconds": 60},
         sft_limit=16,
         eval_temperature=1.0,  # a random 2-layer policy at 0.1 emits EOS first: empty completions test nothing
@@ -179,6 +187,10 @@ def load_preset(spec: str | os.PathLike, overrides: list[str] | tuple = ()) -> P
     for key, cls in _checked_mappings().items():
         if getattr(preset, key) is not None:
             build_dataclass(cls, getattr(preset, key), f"preset key {key!r}", source, group=(key,))
+    if preset.sweep or preset.method_options:
+        from flowhf.pipeline.sweep import check_sweep
+
+        check_sweep(preset)
     return preset
 
 

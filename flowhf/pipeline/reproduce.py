@@ -109,11 +109,14 @@ def stage_outputs(root: Path, stage_dir: Path, result: dict) -> dict[str, int]:
 
 def fresh_stage_dir(ctx, stage: str) -> None:
     """An unfinished stage never starts from another attempt's leftovers: its folder is
-    emptied, except a FlowHF stage resumed from its own checkpoints (config checked on resume)."""
+    emptied, except a FlowHF stage resumed from its own checkpoints (config checked on resume)
+    and a resumed sweep, which keeps its finished points."""
     import shutil
 
     directory = ctx.stage_dir(stage)
     if ctx.resume and stage in FLOWHF_METHODS and (directory / "checkpoints").is_dir():
+        return
+    if ctx.resume and stage == "sweep":  # finished points are kept (pipeline/sweep.py)
         return
     if directory.exists():
         shutil.rmtree(directory)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowhf.pipeline.presets import FLOWHF_METHODS, METHODS, Preset
+from flowhf.pipeline.sweep import stage_sweep
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -77,30 +78,31 @@ def stage_reward_model(ctx: Context) -> dict[str, Any]:
             "gold_score_mean": gold_metrics["train/score_mean"], "gold_score_std": gold_metrics["train/score_std"]}
 
 
-def _baseline(ctx: Context, method: str) -> dict[str, Any]:
+def train_baseline(ctx: Context, method: str, out: Path, extra: dict | None = None) -> dict[str, Any]:
+    """TRL's PPO or GRPO from the SFT model into ``out``: the preset's shared settings, then its
+    ``method_options[method]``, then ``extra`` (a sweep point's knob and seed)."""
     from flowhf.baselines import run_grpo, run_ppo
 
     p = ctx.preset
-    out = ctx.stage_dir(method)
-    common = dict(budget=p.budget, lora=_lora(p), max_completion_length=p.max_new_tokens)
-    if method == "ppo":
-        res = run_ppo(ctx.model_dir("sft"), p.train_prompts, ctx.se_reward(), out, batch_size=p.batch_size, **common)
-    else:
-        res = run_grpo(ctx.model_dir("sft"), p.train_prompts, ctx.se_reward(), out,
-                       num_generations=p.batch_size, **common)
+    size = {"batch_size": p.batch_size} if method == "ppo" else {"num_generations": p.batch_size}
+    options = {"budget": p.budget, "lora": _lora(p), "max_completion_length": p.max_new_tokens, **size,
+               **p.method_options.get(method, {}), **(extra or {})}
+    runner = run_ppo if method == "ppo" else run_grpo
+    res = runner(ctx.model_dir("sft"), p.train_prompts, ctx.se_reward(), out, **options)
     return {"model_dir": str(out / "model"), "run_dir": str(out), "result": res}
 
 
 def stage_ppo(ctx: Context) -> dict[str, Any]:
-    return _baseline(ctx, "ppo")
+    return train_baseline(ctx, "ppo", ctx.stage_dir("ppo"))
 
 
 def stage_grpo(ctx: Context) -> dict[str, Any]:
-    return _baseline(ctx, "grpo")
+    return train_baseline(ctx, "grpo", ctx.stage_dir("grpo"))
 
 
-def flowhf_overrides(ctx: Context, method: str) -> list[str]:
-    """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all)."""
+def flowhf_overrides(ctx: Context, method: str, out: Path | None = None) -> list[str]:
+    """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all),
+    then the preset's ``method_options[method]`` (``key: value`` config overrides)."""
     p = ctx.preset
     budget = p.budget
     sets = [
@@ -117,7 +119,7 @@ def flowhf_overrides(ctx: Context, method: str) -> list[str]:
         "sampling.prompts_per_step=1",
         f"sampling.samples_per_prompt={p.batch_size}",
         f"optim.max_steps={budget.get('max_steps') or 10**9}",
-        f"logging.output_dir={ctx.stage_dir(method)}",
+        f"logging.output_dir={out or ctx.stage_dir(method)}",
         "logging.progress_bar=false",
     ]
     if budget.get("seconds"):
@@ -126,24 +128,25 @@ def flowhf_overrides(ctx: Context, method: str) -> list[str]:
         sets.append(f"optim.max_completions={budget['completions']}")
     if p.name == "smoke":
         sets.append("model.autocast_bf16=false")
-    return sets
+    return sets + [f"{key}={value}" for key, value in p.method_options.get(method, {}).items()]
 
 
-def _flowhf(ctx: Context, method: str) -> dict[str, Any]:
+def train_flowhf(ctx: Context, method: str, out: Path, extra: list[str] = (), resume: bool = False) -> dict[str, Any]:
+    """FlowHFTrainer with configs/<method>.yaml from the SFT model into ``out`` (``extra``: more
+    --set overrides, e.g. a sweep point's knob and seed; ``resume``: continue its checkpoints)."""
     from flowhf.training.config import FlowHFConfig
     from flowhf.training.trainer import FlowHFTrainer
 
-    cfg = FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", flowhf_overrides(ctx, method))
+    cfg = FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", flowhf_overrides(ctx, method, out) + list(extra))
     trainer = FlowHFTrainer(args=cfg)
-    last = trainer.train(resume=ctx.resume)
-    out = ctx.stage_dir(method)
-    return {"model_dir": str(out), "run_dir": str(out), "steps": trainer.state.global_step, "last_metrics": {k: float(v) for k, v in last.items()
-                                                                         if isinstance(v, (int, float))}}
+    last = trainer.train(resume=resume)
+    return {"model_dir": str(out), "run_dir": str(out), "steps": trainer.state.global_step,
+            "last_metrics": {k: float(v) for k, v in last.items() if isinstance(v, (int, float))}}
 
 
 def _make_flowhf_stage(method: str):
     def stage(ctx: Context) -> dict[str, Any]:
-        return _flowhf(ctx, method)
+        return train_flowhf(ctx, method, ctx.stage_dir(method), resume=ctx.resume)
 
     stage.__name__ = f"stage_{method}"
     stage.__doc__ = f"FlowHFTrainer with configs/{method}.yaml, started from the SFT model."
@@ -205,6 +208,7 @@ def stage_report(ctx: Context) -> dict[str, Any]:
         parts += [Path(written["report"]).read_text(encoding="utf-8"),
                   f"![{task} reward distributions](report/{Path(written['score_distributions']).name})", ""]
     parts += _gold_proxy_section(ctx, Path(ev["eval_dirs"]["stackexchange"]), out, files)
+    parts += _frontier_section(ctx, out, files)
     if ev["run_dirs"]:
         curves = plot_training_curves(ev["run_dirs"], out / "training_curves.png")
         parts += ["## Training curves", "", f"![training curves](report/{curves.name})", ""]
@@ -243,6 +247,27 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
     return ["## Gold vs proxy reward (StackExchange)", "", format_gold_proxy_markdown(rows, note), ""]
 
 
+def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
+    """Report lines: the sweep's frontier plot, its table and the matched-gold tests."""
+    from flowhf.evaluation.frontier import aggregate, format_frontier_markdown, matched_gold_tests, plot_frontier
+    from flowhf.pipeline.presets import BASELINE_METHODS
+    from flowhf.run_dir import atomic_write_text
+
+    points = list((ctx.results.get("sweep") or {}).get("points", {}).values())
+    if not points:
+        return []
+    frontier = aggregate(points)
+    baselines = [m for m in BASELINE_METHODS if m in frontier]
+    tests = [t for m in FLOWHF_METHODS if m in frontier for t in matched_gold_tests(frontier, m, baselines)]
+    atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests}, indent=2, default=str))
+    plot = plot_frontier(frontier, out / "frontier.png")
+    files.update(frontier=str(out / "frontier.json"), frontier_plot=str(plot))
+    knobs = ", ".join(f"{m}: {k} in {v}" for m, grid in ctx.preset.sweep.items() for k, v in grid.items())
+    return ["## Frontier: gold reward against per-prompt diversity", "", f"![frontier](report/{plot.name})", "",
+            f"Grid: {knobs}; seeds {ctx.preset.sweep_seeds}; every point has the budget {json.dumps(ctx.preset.budget)}.",
+            "", format_frontier_markdown(frontier, tests), ""]
+
+
 def _steps(result: dict) -> str:
     """Optimizer steps a training stage ran ('-' for stages that do not train)."""
     steps = result.get("steps", (result.get("result") or {}).get("steps"))
@@ -252,5 +277,5 @@ def _steps(result: dict) -> str:
 STAGE_FUNCS = {
     "sft": stage_sft, "reward_model": stage_reward_model, "ppo": stage_ppo, "grpo": stage_grpo,
     **{m: _make_flowhf_stage(m) for m in FLOWHF_METHODS},
-    "eval": stage_eval, "report": stage_report,
+    "eval": stage_eval, "sweep": stage_sweep, "report": stage_report,
 }

@@ -1,0 +1,167 @@
+"""The reward-diversity frontier of a sweep, and tests at matched gold reward.
+
+Input: the sweep's points (`flowhf.pipeline.sweep`), each a method, a knob value, a seed and its
+per-prompt metrics (``reward`` = gold, ``pairwise_distance`` = per-prompt diversity, ...).
+
+- `aggregate`: per (method, knob value), the mean and 95% Student-t interval across seeds of each
+  metric (seeds are the unit of replication; the interval is nan with one seed).
+- `diversity_at`: a method's per-prompt diversity at a given gold reward, read off its frontier
+  by linear interpolation between the two settings whose gold brackets it (None outside its range:
+  no extrapolation).
+- `matched_gold_tests`: for each baseline, its best setting (highest mean gold); per seed, the
+  candidate's diversity at that seed's baseline gold against the baseline's own diversity, then
+  Welch's one-sided test across seeds and the ratio of means. This is the issue's claim, "at the
+  gold reward of their best setting, FlowHF's per-prompt diversity is >= 1.15x theirs", tested.
+- `plot_frontier`: gold reward (x) against per-prompt diversity (y), one line per method with
+  seed intervals on both axes; a method dominates where its line lies above and to the right.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+X, Y = "reward", "pairwise_distance"  # gold reward of the per-prompt samples, per-prompt diversity
+SUMMARY_KEYS = ("reward", "proxy_reward", "pairwise_distance", "distinct_answers", "distinct_2", "eos_rate", "mean_length")
+
+
+def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
+    """Mean and half-width of the Student-t (1 - alpha) interval (nan half-width for one value)."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    if arr.size == 1:
+        return float(arr[0]), float("nan")
+    half = sps.t.ppf(1 - alpha / 2, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size)
+    return float(arr.mean()), float(half)
+
+
+def aggregate(points: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """{method: [setting, ...]} sorted by knob value; a setting holds the knob, its value, the
+    seeds, and for each metric its mean and 95% half-width across seeds."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for point in points:
+        groups.setdefault((point["method"], str(point["value"])), []).append(point)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (method, _), members in groups.items():
+        setting = {"knob": members[0]["knob"], "value": members[0]["value"], "seeds": sorted(m["seed"] for m in members)}
+        for key in SUMMARY_KEYS:
+            values = [m["metrics"].get(key) for m in members if m["metrics"].get(key) is not None]
+            if values:
+                setting[key], setting[f"{key}_ci"] = mean_ci(values)
+        setting["per_seed"] = {m["seed"]: {k: m["metrics"].get(k) for k in (X, Y)} for m in members}
+        out.setdefault(method, []).append(setting)
+    for settings in out.values():
+        settings.sort(key=lambda s: float(s["value"]) if _number(s["value"]) else str(s["value"]))
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def diversity_at(curve: Sequence[tuple[float, float]], gold: float) -> float | None:
+    """y at x = ``gold`` on the piecewise-linear curve through (x, y) points (sorted by x);
+    None when ``gold`` lies outside the curve's x range."""
+    pts = sorted((x, y) for x, y in curve if math.isfinite(x) and math.isfinite(y))
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= gold <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (gold - x0) / (x1 - x0)
+    if len(pts) == 1 and pts[0][0] == gold:
+        return pts[0][1]
+    return None
+
+
+def matched_gold_tests(frontier: Mapping[str, Sequence[Mapping[str, Any]]], candidate: str,
+                       baselines: Sequence[str]) -> list[dict[str, Any]]:
+    """The candidate's per-prompt diversity against each baseline's at the gold reward of the
+    baseline's best setting, seed by seed (see the module docstring)."""
+    tests = []
+    for base in baselines:
+        if base not in frontier or candidate not in frontier:
+            continue
+        best = max(frontier[base], key=lambda s: s.get(X, -math.inf))
+        ours, theirs = [], []
+        for seed, at in best["per_seed"].items():
+            curve = [(s["per_seed"][seed][X], s["per_seed"][seed][Y]) for s in frontier[candidate] if seed in s["per_seed"]]
+            value = diversity_at(curve, at[X])
+            if value is not None:
+                ours.append(value)
+                theirs.append(at[Y])
+        test = {"candidate": candidate, "baseline": base, "baseline_setting": f"{best['knob']}={best['value']}",
+                "baseline_gold": best.get(X), "seeds_matched": len(ours), "seeds": len(best["per_seed"])}
+        if ours:
+            test.update(candidate_diversity=float(np.mean(ours)), baseline_diversity=float(np.mean(theirs)),
+                        ratio=float(np.mean(ours) / np.mean(theirs)) if np.mean(theirs) > 0 else float("nan"))
+        if len(ours) >= 2:
+            res = sps.ttest_ind(ours, theirs, equal_var=False, alternative="greater")
+            test.update(t=float(res.statistic), p=float(res.pvalue))
+        tests.append(test)
+    return tests
+
+
+def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]]) -> str:
+    cols = [("reward", "Gold"), ("proxy_reward", "Proxy"), ("pairwise_distance", "Per-prompt diversity"),
+            ("distinct_answers", "Distinct answers"), ("mean_length", "Tokens"), ("eos_rate", "EOS rate")]
+    lines = ["| Method | Setting | Seeds | " + " | ".join(t for _, t in cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    for method, settings in frontier.items():
+        for s in settings:
+            setting = "start" if s["knob"] is None else f"{s['knob']}={s['value']}"
+            cells = [_pm(s.get(key), s.get(f"{key}_ci")) for key, _ in cols]
+            lines.append(f"| {method} | {setting} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: mean ± 95% Student-t half-width across seeds."]
+    for t in tests:
+        if "ratio" not in t:
+            lines.append(f"- {t['candidate']} vs {t['baseline']} ({t['baseline_setting']}, gold {t['baseline_gold']:.3f}): "
+                         f"the candidate's frontier does not reach that gold in any seed; no matched comparison.")
+            continue
+        p = f", Welch one-sided p = {t['p']:.3g}" if "p" in t else " (one seed matched: no test)"
+        lines.append(f"- {t['candidate']} vs {t['baseline']} at the gold of its best setting ({t['baseline_setting']}, "
+                     f"{t['baseline_gold']:.3f}): per-prompt diversity {t['candidate_diversity']:.3f} vs "
+                     f"{t['baseline_diversity']:.3f}, ratio {t['ratio']:.2f} over {t['seeds_matched']}/{t['seeds']} seeds{p}.")
+    return "\n".join(lines)
+
+
+def _pm(value: Any, half: Any) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" + (f" ± {half:.3f}" if half is not None and math.isfinite(half) else "")
+
+
+def plot_frontier(frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
+    """frontier.png: gold reward (x) against per-prompt diversity (y), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flowhf.run_dir import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method, settings in frontier.items():
+        pts = sorted((s for s in settings if X in s and Y in s), key=lambda s: s[X])
+        xs, ys = [s[X] for s in pts], [s[Y] for s in pts]
+        xerr = [0 if not math.isfinite(s.get(f"{X}_ci", math.nan)) else s[f"{X}_ci"] for s in pts]
+        yerr = [0 if not math.isfinite(s.get(f"{Y}_ci", math.nan)) else s[f"{Y}_ci"] for s in pts]
+        style = {"marker": "*", "markersize": 14, "linestyle": "none"} if method == "sft" else {"marker": "o"}
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, label=method, capsize=3, **style)
+        for s in pts:
+            if s["knob"] is not None:
+                ax.annotate(f"{s['value']}", (s[X], s[Y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("gold reward (per-prompt samples, mean over prompts)")
+    ax.set_ylabel("per-prompt diversity (mean pairwise embedding distance)")
+    ax.set_title("Reward-diversity frontier (mean ± 95% CI across seeds; labels: knob value)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,152 @@
+"""Stage ``sweep`` of `flowhf reproduce`: each method's regularisation knob on a grid, over seeds.
+
+One comparison point says little: a method can buy reward with diversity and back. Every point
+of ``Preset.sweep`` (method, knob value, seed) trains from the SFT model with the preset's one
+budget and is judged like the main evaluation's per-prompt table: k answers to each of the same
+prompts, gold and proxy rewards, per-prompt diversity. `flowhf.evaluation.frontier` turns the
+points into the frontier (gold reward against per-prompt diversity, one line per method, mean and
+95% interval across seeds) and the matched-gold tests of the report.
+
+Resumable point by point: ``sweep/<point>/result.json`` is written last, and a point holding one
+is skipped on ``--resume``; a FlowHF point continues from its own checkpoints, a TRL point
+restarts from an emptied folder. Points run seed by seed (every method's seed-0 frontier first),
+and ``sft`` (the shared start) is measured once per seed as every line's origin.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flowhf.errors import ConfigError
+from flowhf.pipeline.presets import BASELINE_METHODS, FLOWHF_METHODS, Preset
+
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    method: str
+    knob: str | None  # None: the SFT start
+    value: Any
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}__seed{self.seed}" if self.knob is None else f"{self.method}__{self.knob}={self.value}__seed{self.seed}"
+
+
+def sweep_points(preset: Preset) -> list[SweepPoint]:
+    """Every point, seed-major: for each seed the SFT start, then each method's grid."""
+    points = []
+    for seed in preset.sweep_seeds:
+        points.append(SweepPoint("sft", None, None, seed))
+        for method, grid in preset.sweep.items():
+            (knob, values), = grid.items()
+            points += [SweepPoint(method, knob, value, seed) for value in values]
+    return points if preset.sweep else []
+
+
+def check_sweep(preset: Preset) -> None:
+    """Methods known, one knob per method with a non-empty list of values, knobs that exist
+    (checked like the method's own config), method_options likewise; errors say the fix."""
+    from flowhf.baselines.config import METHOD_ARGS
+    from flowhf.fields import build_dataclass, suggest
+
+    methods = BASELINE_METHODS + FLOWHF_METHODS
+    for key in ("sweep", "method_options"):
+        for method in getattr(preset, key):
+            if method not in methods:
+                raise ConfigError(f"preset key {key}: unknown method {method!r}{suggest(method, methods)}",
+                                  f"methods are {', '.join(methods)}")
+    for method, grid in preset.sweep.items():
+        if not isinstance(grid, dict) or len(grid) != 1:
+            raise ConfigError(f"preset key sweep.{method}: give exactly one knob and its values, got {grid!r}",
+                              "e.g. sweep: {ppo: {kl_coef: [0.01, 0.05, 0.2]}}")
+        (knob, values), = grid.items()
+        if not isinstance(values, list) or not values or len(set(map(str, values))) != len(values):
+            raise ConfigError(f"preset key sweep.{method}.{knob}: expected a list of distinct values, got {values!r}")
+    if preset.sweep and preset.per_prompt is None:
+        raise ConfigError("preset key sweep: the frontier is measured per prompt, but per_prompt is null",
+                          "set per_prompt (e.g. {n_prompts: 32, k: 8}) or leave sweep empty")
+    for method in sorted(set(preset.sweep) | set(preset.method_options)):
+        first_value = {knob: values[0] for knob, values in preset.sweep.get(method, {}).items()}
+        options = {**preset.method_options.get(method, {}), **first_value}
+        if method in BASELINE_METHODS:
+            build_dataclass(METHOD_ARGS[method], {"model": "-", "output_dir": "-", "budget": {}, "prompts_source": "-",
+                                                  "reward_spec": "-", **options}, f"preset method_options / sweep of {method}")
+        else:
+            from flowhf.pipeline.stages import CONFIGS
+            from flowhf.training.config import FlowHFConfig
+
+            FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", [f"{k}={v}" for k, v in options.items()])
+
+
+def stage_sweep(ctx) -> dict[str, Any]:
+    """Train and judge every point not finished yet; returns {point name: result}. Under a
+    multi-process launch every process trains (data-parallel) and the main one judges and writes."""
+    from flowhf import distributed
+    from flowhf.run_dir import atomic_write_text
+
+    main, points, results = distributed.is_main_process(), sweep_points(ctx.preset), {}
+    for number, point in enumerate(points, start=1):
+        folder = ctx.stage_dir("sweep") / point.name
+        if (folder / RESULT).is_file():
+            results[point.name] = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+            continue
+        if main:
+            print(f"[reproduce] sweep point {number}/{len(points)}: {point.name}", flush=True)
+            resumable = point.method in FLOWHF_METHODS and (folder / "train" / "checkpoints").is_dir()
+            if folder.exists() and not resumable:
+                shutil.rmtree(folder)  # a TRL run, or a FlowHF one without a checkpoint, restarts whole
+        distributed.barrier()
+        trained = train_point(ctx, point, folder / "train")
+        if main:
+            result = {**asdict(point), "name": point.name, "model_dir": trained["model_dir"],
+                      "steps": trained.get("steps", (trained.get("result") or {}).get("steps")),
+                      "metrics": judge_point(ctx, trained["model_dir"], point.seed)}
+            folder.mkdir(parents=True, exist_ok=True)  # (the SFT start trains nothing into it)
+            atomic_write_text(folder / RESULT, json.dumps(result, indent=2, default=str))  # last: the point is done
+            results[point.name] = result
+        distributed.barrier()
+    return {"points": results, "sweep_dir": str(ctx.stage_dir("sweep"))}
+
+
+def train_point(ctx, point: SweepPoint, out: Path) -> dict[str, Any]:
+    """Train one point from the SFT model (the SFT start itself is not retrained)."""
+    from flowhf.pipeline.stages import train_baseline, train_flowhf
+
+    if point.method == "sft":
+        return {"model_dir": ctx.model_dir("sft")}
+    if point.method in BASELINE_METHODS:
+        return train_baseline(ctx, point.method, out, {point.knob: point.value, "seed": point.seed})
+    return train_flowhf(ctx, point.method, out, [f"{point.knob}={point.value}", f"optim.seed={point.seed}"],
+                        resume=(out / "checkpoints").is_dir())
+
+
+def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
+    """Per-prompt metrics of one model (`flowhf.evaluation.per_prompt`), gold and proxy."""
+    from flowhf.evaluation.embeddings import Embedder
+    from flowhf.evaluation.generation import GenerationSettings
+    from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
+    from flowhf.evaluation.runner import _load_model, _release_memory
+    from flowhf.evaluation.tasks import task_inputs
+    from flowhf.rewards import build_reward
+
+    p = ctx.preset
+    inputs = task_inputs("stackexchange", prompts_source=p.eval_prompts)
+    rewards = {"reward": build_reward(ctx.gold_reward())}
+    if ctx.gold_reward() != ctx.se_reward():
+        rewards["proxy_reward"] = build_reward(ctx.se_reward())
+    settings = PerPromptSettings(**(p.per_prompt or {}))
+    gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, batch_size=16)
+    _, model, tokenizer, _ = _load_model(model_dir)
+    rows = evaluate_per_prompt(model, tokenizer, inputs.prompts, rewards, settings, gen, Embedder(), seed,
+                               inputs.reward_columns)
+    model = None
+    _release_memory()
+    metrics, ci = summarise(rows, p.n_boot, seed)
+    return {**metrics, "ci": ci}

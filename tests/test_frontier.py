@@ -1,0 +1,77 @@
+"""The sweep's points and checks, and the frontier: seed intervals, interpolation at matched gold,
+the matched-gold test and the plot, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from flowhf.errors import ConfigError
+from flowhf.evaluation.frontier import aggregate, diversity_at, format_frontier_markdown, matched_gold_tests, mean_ci, plot_frontier
+from flowhf.pipeline.presets import get_preset
+from flowhf.pipeline.sweep import SweepPoint, check_sweep, sweep_points
+
+
+def test_mean_ci_by_hand():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    assert mean_ci([5.0])[0] == 5.0 and math.isnan(mean_ci([5.0])[1])
+
+
+def test_diversity_at_interpolates_inside_and_refuses_outside():
+    curve = [(1.0, 0.5), (3.0, 0.1), (2.0, 0.3)]  # unsorted on purpose
+    assert diversity_at(curve, 1.5) == pytest.approx(0.4)
+    assert diversity_at(curve, 3.0) == pytest.approx(0.1)
+    assert diversity_at(curve, 3.5) is None and diversity_at(curve, 0.5) is None
+
+
+def point(method, value, seed, gold, div, knob="k"):
+    return {"method": method, "knob": knob, "value": value, "seed": seed, "metrics": {"reward": gold, "pairwise_distance": div}}
+
+
+def test_matched_gold_test_reads_the_candidate_at_the_baselines_best_gold():
+    points = [point("ppo", v, s, gold, div) for s in (0, 1) for v, gold, div in ((0.1, 1.0, 0.20), (0.01, 2.0 + 0.1 * s, 0.10))]
+    points += [point("recommended", b, s, gold, div) for s in (0, 1)
+               for b, gold, div in ((2, 1.5, 0.40), (8, 2.5, 0.20 + 0.02 * s), (32, 3.0, 0.05))]
+    frontier = aggregate(points)
+    assert [s["value"] for s in frontier["recommended"]] == [2, 8, 32]
+    assert frontier["ppo"][0]["reward"] == pytest.approx(2.05)  # sorted by value: 0.01 first
+    (test,) = matched_gold_tests(frontier, "recommended", ["ppo", "grpo"])  # grpo absent: skipped
+    assert test["baseline_setting"] == "k=0.01" and test["seeds_matched"] == 2
+    # seed 0: gold 2.0 lies between (1.5, 0.40) and (2.5, 0.20) -> 0.30; seed 1: gold 2.1 between
+    # (1.5, 0.40) and (2.5, 0.22) -> 0.40 - 0.18 * 0.6 = 0.292
+    assert test["candidate_diversity"] == pytest.approx((0.30 + 0.292) / 2)
+    assert test["ratio"] == pytest.approx(((0.30 + 0.292) / 2) / 0.10) and test["p"] < 0.05
+    text = format_frontier_markdown(frontier, [test])
+    assert "| recommended | k=8 | 2 |" in text and "ratio 2.96" in text
+
+
+def test_plot_frontier_writes_a_png(tmp_path):
+    points = [point("sft", None, 0, 0.5, 0.3, knob=None), point("ppo", 0.1, 0, 1.0, 0.2), point("ppo", 0.2, 0, 0.8, 0.25)]
+    path = plot_frontier(aggregate(points), tmp_path / "frontier.png")
+    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_points_are_seed_major_with_the_start_first():
+    preset = replace(get_preset("smoke"), sweep={"ppo": {"kl_coef": [0.1, 0.2]}, "recommended": {"target.beta": [4]}},
+                     sweep_seeds=[0, 1])
+    names = [p.name for p in sweep_points(preset)]
+    assert names == ["sft__seed0", "ppo__kl_coef=0.1__seed0", "ppo__kl_coef=0.2__seed0", "recommended__target.beta=4__seed0",
+                     "sft__seed1", "ppo__kl_coef=0.1__seed1", "ppo__kl_coef=0.2__seed1", "recommended__target.beta=4__seed1"]
+    assert SweepPoint("sft", None, None, 3).name == "sft__seed3"
+    assert sweep_points(replace(preset, sweep={})) == []
+
+
+@pytest.mark.parametrize("sweep,options,message", [
+    ({"ppoo": {"kl_coef": [0.1]}}, {}, "did you mean 'ppo'"),
+    ({"ppo": {"kl_coef": [0.1], "lr": [1e-4]}}, {}, "exactly one knob"),
+    ({"ppo": {"kl_coef": []}}, {}, "list of distinct values"),
+    ({"ppo": {"kl_coeff": [0.1]}}, {}, "kl_coef"),
+    ({}, {"grpo": {"bta": 0.1}}, "beta"),
+    ({"recommended": {"target.betta": [1]}}, {}, "beta"),
+])
+def test_check_sweep_names_the_bad_key(sweep, options, message):
+    with pytest.raises(ConfigError, match=message):
+        check_sweep(replace(get_preset("smoke"), sweep=sweep, method_options=options))
