@@ -3,7 +3,7 @@
 The report's diversity compares the top-K answers of DIFFERENT prompts at temperature 0.1,
 which mostly measures how different the prompts' topics are. What a GFlowNet promises is
 diversity among its answers to one prompt, at the temperature it was trained to sample at. For
-a fixed subset of prompts (the first ``n_prompts``) each model draws ``k`` completions per
+a fixed subset of prompts (``n_prompts`` evenly spaced ones) each model draws ``k`` completions per
 prompt at ``temperature`` (1.0: the trained policy itself), and per prompt we measure
 
 - ``pairwise_distance``: mean cosine distance between the k answers' embeddings (i != j);
@@ -41,7 +41,7 @@ METRICS = ("pairwise_distance", "distinct_1", "distinct_2", "distinct_answers", 
 class PerPromptSettings:
     """Which prompts, how many samples each, at what temperature, and the same-answer threshold."""
 
-    n_prompts: int = _f(32, "The first N evaluation prompts.", allowed=AT_LEAST_ONE)
+    n_prompts: int = _f(32, "N evaluation prompts, evenly spaced over the prompt file.", allowed=AT_LEAST_ONE)
     k: int = _f(8, "Completions per prompt.", allowed=Range(2))
     temperature: float = _f(1.0, "Sampling temperature (1.0: the trained policy itself).", allowed=POSITIVE)
     threshold: float = _f(0.15, "Cosine distance under which two answers count as the same.", allowed=Range(0, 2, low_open=True, high_open=True))
@@ -104,9 +104,12 @@ def evaluate_per_prompt(model: Any, tokenizer: Any, prompts: Sequence[str], rewa
     """
     from flowhf.evaluation.runner import sample_and_score, score
 
-    chosen = list(prompts[: settings.n_prompts])
+    from flowhf.evaluation.tasks import evenly_spaced
+
+    keep = evenly_spaced(len(prompts), settings.n_prompts)
+    chosen = [prompts[i] for i in keep]
     repeated = [p for p in chosen for _ in range(settings.k)]
-    cols = {key: [v for v in list(values)[: len(chosen)] for _ in range(settings.k)] for key, values in (columns or {}).items()}
+    cols = {key: [values[i] for i in keep for _ in range(settings.k)] for key, values in (columns or {}).items()}
     gen = replace(generation, temperature=settings.temperature, do_sample=True)
     names = list(rewards)
     sampled = sample_and_score("per-prompt", model, tokenizer, repeated, rewards[names[0]], gen, seed, cols, None)

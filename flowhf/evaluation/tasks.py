@@ -34,6 +34,21 @@ class TaskInputs:
     reference_source: str | None = None
 
 
+def evenly_spaced(total: int, n: int) -> list[int]:
+    """``min(n, total)`` indices spread evenly over ``range(total)``: a subset of a file ordered
+    by topic (the shipped StackExchange test split) still covers every topic."""
+    n = min(n, total)
+    return [(i * total) // n for i in range(n)]
+
+
+def spread(inputs: TaskInputs, n: int) -> TaskInputs:
+    """The evenly spaced ``n`` prompts of ``inputs`` (and their reward columns)."""
+    keep = evenly_spaced(len(inputs.prompts), n)
+    columns = {key: [values[i] for i in keep] for key, values in inputs.reward_columns.items()}
+    return TaskInputs([inputs.prompts[i] for i in keep], columns, inputs.reference_completions,
+                      inputs.prompt_source, inputs.reference_source)
+
+
 def _read_txt(path: Path) -> list[str]:
     """Non-blank lines of a text file; a blank line inside the file is an error (no silent drop)."""
     from flowhf.data.loading import DataError

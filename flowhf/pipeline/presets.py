@@ -1,15 +1,18 @@
 """Presets of `flowhf reproduce`: which models, data, rewards and budget each run uses.
 
-Every method of one preset gets the SAME budget (``Preset.budget``: optimizer steps and
-wall-clock seconds, first reached wins), recorded in ``DIR/plan.json``.
+Every method of one preset gets the SAME budget (``Preset.budget``: completions scored by the
+reward, optimizer steps, wall-clock seconds; the first reached wins), recorded in ``DIR/plan.json``.
+A count (completions, steps) makes a rerun on another machine train the same steps.
 
 - ``smoke``: the tiny random policy ("tiny-random"), 2 steps per method, n=4 eval. The
   StackExchange reward is ``python:flowhf.rewards.toy:letter_share`` (a dense toy reward),
   NOT a trained reward model: a reward model on a random 2-layer backbone measures nothing,
   and skipping its training keeps the whole run well under 3 minutes. The reward_model stage
   then only records the given reward spec.
-- ``cpu``: SmolLM2-135M-Instruct + shipped data on a 2-core CPU, 60 minutes in all
-  (budget plan in ``CPU_BUDGET_PLAN``).
+- ``cpu`` (`make demo`): SmolLM2-135M-Instruct + shipped data on a 2-core CPU, 45 minutes in
+  all (budget plan in ``CPU_BUDGET_PLAN``): one seed, gold + proxy, per-prompt diversity.
+- ``cpu-full``: ``cpu`` with twice the budget plus the frontier sweep over 3 seeds (hours;
+  resumable with ``--resume``).
 - ``paper``: LLaMA-7B, the full StackExchange-paired data, the StackLLaMA reward model and
   the RoBERTa hate-speech classifier, on GPUs with the shipped accelerate configs.
 
@@ -22,7 +25,7 @@ unknown keys, budgets key by key) before anything loads, naming the file and lin
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, make_dataclass
+from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +94,53 @@ class Preset:
         return asdict(self)
 
 
-# 60 minutes on 2 CPU cores (SmolLM2-135M, LoRA, 32-token completions), measured order of
-# magnitude per stage: setup / model load ~20 s each, SmolLM2 eval ~1.5 s per completion.
+# `make demo` in 45 minutes on 2 CPU cores (SmolLM2-135M, LoRA, 32-token completions). Budgets
+# are counts (steps, completions), so a slower machine trains the same steps and reaches the
+# same table, only later; the seconds are what one quiet run here measured per stage.
 CPU_BUDGET_PLAN = {
-    "sft": 240,           # 4 min of SFT steps on the shipped 448 pairs
-    "reward_model": 180,  # head_only Bradley-Terry on frozen features (one backbone pass per text)
-    "per_method": 240,    # ppo, grpo, tb, fl_kl, flowhf, recommended: 6 x 4 min = 24 min
-    "eval": 900,          # 7 models x 2 tasks x n=112 completions of 32 tokens (measured ~0.57 s each)
-    "overhead": 300,      # model loading / saving (~20-40 s per stage) / report
-}                         # total 240 + 180 + 1440 + 900 + 300 = 3060 s = 51 min (9 min slack)
+    "sft_steps": 16,        # ~12 s a step on the shipped 448 pairs
+    "completions": 128,     # per compared method: 16 steps of 8 completions (PPO: 16 updates)
+    "eval_n": 64,           # StackExchange prompts, spread over every topic, and toxicity probes
+    "per_prompt": {"n_prompts": 16, "k": 8},  # 128 completions per model at temperature 1
+}
+CPU_STAGE_SECONDS = {"sft": 240, "reward_model": 360, "ppo": 300, "grpo": 200, "tb": 200, "fl_kl": 220,
+                     "flowhf": 200, "recommended": 220, "eval": 1000, "sweep": 0, "report": 20}
+
+_CPU = Preset(
+    name="cpu",
+    policy="smollm2",
+    reward_model={"model": "smollm2", "mode": "head_only"},
+    per_prompt=CPU_BUDGET_PLAN["per_prompt"],
+    budget={"completions": CPU_BUDGET_PLAN["completions"]},
+    sft_budget={"max_steps": CPU_BUDGET_PLAN["sft_steps"]},
+    method_options={"ppo": {"num_ppo_epochs": 1}},  # TRL's 4 epochs per rollout: 4x the cost of an update
+    max_new_tokens=32,
+    batch_size=8,
+    eval_n=CPU_BUDGET_PLAN["eval_n"],
+    eval_k=6,  # K ~ n / 10 as in the paper
+    eval_max_new_tokens=32,
+    n_boot=1000,
+    gpu="2 CPU cores",
+    stage_seconds=CPU_STAGE_SECONDS,
+    notes=[f"budget plan: {CPU_BUDGET_PLAN}; every compared method scores the same number of completions "
+           "(reward calls); SFT has its own step budget."],
+)
+# The comparison a reviewer can accept (issue 11): every method's knob on a grid, 3 seeds each, a
+# longer budget; several hours on 2 cores, resumable point by point (--resume).
+_CPU_FULL = replace(
+    _CPU,
+    name="cpu-full",
+    budget={"completions": 256},
+    per_prompt={"n_prompts": 32, "k": 8},
+    sweep={"recommended": {"target.beta": [2.0, 8.0, 32.0]}, "fl_kl": {"target.beta": [2.5, 10.0, 40.0]},
+           "ppo": {"kl_coef": [0.0125, 0.05, 0.2]}, "grpo": {"beta": [0.01, 0.04, 0.16]}},
+    sweep_seeds=[0, 1, 2],
+    stage_seconds={**CPU_STAGE_SECONDS, **{m: 2 * v for m, v in CPU_STAGE_SECONDS.items()
+                                           if m in BASELINE_METHODS + FLOWHF_METHODS}, "sweep": 3 * 12 * 450},
+    notes=["sweep: each method's regularisation knob x4 around its default (recommended / fl_kl: target.beta, "
+           "the config's beta x1/4, x1, x4; ppo: kl_coef; grpo: beta), seeds 0-2, 256 completions per point; "
+           "every point judged on 32 prompts x 8 answers by the gold and the proxy"],
+)
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
@@ -115,25 +156,8 @@ PRESETS: dict[str, Preset] = {
         notes=["SE reward is the toy letter_share reward (no reward model is trained: a random "
                "2-layer backbone would give a meaningless one); numbers test the plumbing only."],
     ),
-    "cpu": Preset(
-        name="cpu",
-        policy="smollm2",
-        reward_model={"model": "smollm2", "mode": "head_only"},
-        budget={"max_steps": 1000, "seconds": CPU_BUDGET_PLAN["per_method"]},
-        sft_budget={"max_steps": 1000, "seconds": CPU_BUDGET_PLAN["sft"]},
-        max_new_tokens=32,
-        batch_size=8,
-        eval_n=112,  # every StackExchange test question once (the file is ordered by topic: a prefix
-        eval_k=10,   # would leave topics out); 112 of the 120 toxicity probes. K ~ n / 10 as in the paper.
-        eval_max_new_tokens=32,
-        n_boot=1000,
-        gpu="2 CPU cores",
-        stage_seconds={"sft": CPU_BUDGET_PLAN["sft"] + 40, "reward_model": CPU_BUDGET_PLAN["reward_model"],
-                       **{m: CPU_BUDGET_PLAN["per_method"] + 40 for m in BASELINE_METHODS + FLOWHF_METHODS},
-                       "eval": CPU_BUDGET_PLAN["eval"], "report": 20},
-        notes=[f"budget plan (seconds): {CPU_BUDGET_PLAN}; SFT and the reward model get their own "
-               "slots, the six compared methods share one setting."],
-    ),
+    "cpu": _CPU,
+    "cpu-full": _CPU_FULL,
     "paper": Preset(
         name="paper",
         policy="huggyllama/llama-7b",

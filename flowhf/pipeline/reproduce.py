@@ -50,11 +50,14 @@ def format_plan(plan: dict[str, Any]) -> str:
              f"  train prompts:    {p['train_prompts']}",
              f"  eval prompts:     {p['eval_prompts']} (Table 1), {p['toxicity_prompts']} (Table 2)",
              f"  SE reward:        {p['se_reward'] or 'trained in stage reward_model: ' + json.dumps(p['reward_model'])}",
+             f"  gold judge:       {p['gold_reward'] or ('trained beside the proxy (rm_config.proxy_and_gold)' if not p['se_reward'] else 'the SE reward itself (no gold)')}",
              f"  toxicity reward:  {p['toxicity_reward']}",
              f"  budget / method:  {json.dumps(p['budget'])} (SFT: {json.dumps(p['sft_budget'] or p['budget'])})",
              f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}, "
              f"temperature={p['eval_temperature']}",
              f"  hardware:         {p['gpu']}" + (f", accelerate config {p['accelerate_config']}" if p["accelerate_config"] else ""),
+             f"  per-prompt:       {json.dumps(p['per_prompt']) if p['per_prompt'] is not None else 'off'}",
+             f"  sweep:            {json.dumps(p['sweep'])} x seeds {p['sweep_seeds']}" if p["sweep"] else "  sweep:            none",
              "  stages:           " + " -> ".join(plan["stages"])]
     if p["accelerate_config"]:
         lines.append(f"  launch:           accelerate launch --config_file {p['accelerate_config']} "

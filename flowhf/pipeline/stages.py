@@ -49,11 +49,21 @@ def _lora(p: Preset) -> dict | None:
     return {} if p.lora else None
 
 
+def method_budget(p: Preset) -> dict:
+    """The one budget every compared method gets. A completions budget is also given as the
+    step count it equals (every method scores batch_size completions a step: FlowHF's group,
+    GRPO's generations, PPO's rollout batch), so TRL knows its horizon and every bar is honest."""
+    budget = dict(p.budget)
+    if budget.get("completions") and not budget.get("max_steps"):
+        budget["max_steps"] = -(-budget["completions"] // p.batch_size)
+    return budget
+
+
 def stage_sft(ctx: Context) -> dict[str, Any]:
     from flowhf.baselines import run_sft
 
     p = ctx.preset
-    res = run_sft(p.policy, p.sft_data, ctx.stage_dir("sft"), budget=p.sft_budget or p.budget, lora=_lora(p),
+    res = run_sft(p.policy, p.sft_data, ctx.stage_dir("sft"), budget=p.sft_budget or method_budget(p), lora=_lora(p),
                   batch_size=p.batch_size, limit=p.sft_limit)
     return {"model_dir": str(ctx.stage_dir("sft") / "model"), "result": res}
 
@@ -85,7 +95,7 @@ def train_baseline(ctx: Context, method: str, out: Path, extra: dict | None = No
 
     p = ctx.preset
     size = {"batch_size": p.batch_size} if method == "ppo" else {"num_generations": p.batch_size}
-    options = {"budget": p.budget, "lora": _lora(p), "max_completion_length": p.max_new_tokens, **size,
+    options = {"budget": method_budget(p), "lora": _lora(p), "max_completion_length": p.max_new_tokens, **size,
                **p.method_options.get(method, {}), **(extra or {})}
     runner = run_ppo if method == "ppo" else run_grpo
     res = runner(ctx.model_dir("sft"), p.train_prompts, ctx.se_reward(), out, **options)
@@ -104,7 +114,7 @@ def flowhf_overrides(ctx: Context, method: str, out: Path | None = None) -> list
     """--set overrides turning configs/<method>.yaml into this preset's run (same budget for all),
     then the preset's ``method_options[method]`` (``key: value`` config overrides)."""
     p = ctx.preset
-    budget = p.budget
+    budget = method_budget(p)
     sets = [
         f"model.name={ctx.model_dir('sft')}",
         f"model.lora={str(p.lora).lower()}",
@@ -159,7 +169,7 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
     from flowhf.evaluation.embeddings import Embedder
     from flowhf.evaluation.generation import GenerationSettings
     from flowhf.evaluation.runner import evaluate_models
-    from flowhf.evaluation.tasks import task_inputs
+    from flowhf.evaluation.tasks import spread, task_inputs
     from flowhf.rewards import build_reward
 
     from flowhf.evaluation.per_prompt import PerPromptSettings
@@ -177,7 +187,7 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
     out = {}
     for task, source, reward, extra in (("stackexchange", p.eval_prompts, gold, se_extra),
                                         ("toxicity", p.toxicity_prompts, p.toxicity_reward, {})):
-        inputs = task_inputs(task, prompts_source=source)
+        inputs = spread(task_inputs(task, prompts_source=source), p.eval_n)  # every topic, not the first ones
         directory = ctx.stage_dir("eval") / task
         evaluate_models(list(models.items()), inputs.prompts, build_reward(reward), reference_completions=inputs.reference_completions,
                         n=p.eval_n, k=p.eval_k, generation=gen, embedder=embedder, seed=0, output_dir=directory,
