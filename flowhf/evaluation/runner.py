@@ -215,7 +215,9 @@ def evaluate_models(
         reference = (ref_m.eval(), ref_tok)
 
     results, records, per_prompt_records = [], [], []
-    for spec in models:
+    from tqdm import tqdm
+
+    for spec in tqdm(models, desc=f"evaluating ({task})", unit="model", leave=False):
         name, model, tokenizer, loaded_here = _load_model(spec, device)
         if reference is not None and len(reference[1]) != len(tokenizer):
             raise ValueError(

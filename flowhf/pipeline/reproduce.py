@@ -153,6 +153,9 @@ def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dic
     from flowhf.pipeline.stages import STAGE_FUNCS, Context
     from flowhf.run_dir import atomic_write_text
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per stage, not one per weight load
     distributed.init_process_group()
     main = distributed.is_main_process()
     ctx = Context(preset=preset, out=out, resume=resume)
