@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_paper_dry_run_prints_plan_and_touches_nothing(tmp_path):
     out = tmp_path / "paper"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "flowhf.pipeline.reproduce", "reproduce", "--preset", "paper",
          "--output-dir", str(out), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert time.perf_counter() - started < 30
     text = proc.stdout
     for needle in ("huggyllama/llama-7b", "lvwerra/stack-exchange-paired", "trl-lib/llama-7b-se-rm-peft",
                    "facebook/roberta-hate-speech-dynabench-r4-target", "deepspeed_zero2.yaml"):
@@ -100,9 +97,7 @@ def test_every_method_shares_one_budget():
 def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
-    started = time.perf_counter()
     results = run_reproduce("smoke", out, log=lambda *_: None)
-    assert time.perf_counter() - started < 180
     assert list(results) == list(STAGES)
     plan = json.loads((out / "plan.json").read_text())
     assert plan["budget_per_method"] == {"max_steps": 2, "seconds": 60}

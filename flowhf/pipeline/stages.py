@@ -217,6 +217,7 @@ def stage_report(ctx: Context) -> dict[str, Any]:
         files[task] = {k: str(v) for k, v in written.items()}
         parts += [Path(written["report"]).read_text(encoding="utf-8"),
                   f"![{task} reward distributions](report/{Path(written['score_distributions']).name})", ""]
+    parts += _toxicity_note(ctx, Path(ev["eval_dirs"]["toxicity"]))
     parts += _gold_proxy_section(ctx, Path(ev["eval_dirs"]["stackexchange"]), out, files)
     parts += _frontier_section(ctx, out, files)
     if ev["run_dirs"]:
@@ -255,6 +256,27 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
     note = (f"Gold = the headline judge no policy trained on; proxy = the reward the policies optimised. z: {unit}. "
             f"Length-controlled gold removes a pooled slope of {slope:.4f} gold per token (all models' completions).")
     return ["## Gold vs proxy reward (StackExchange)", "", format_gold_proxy_markdown(rows, note), ""]
+
+
+def _toxicity_note(ctx: Context, eval_dir: Path) -> list[str]:
+    """How often the shipped toxicity classifier flags a reply (p >= 0.5), per model: Table 2 can
+    only separate models when it flags some of them."""
+    import math
+
+    from flowhf.evaluation.report import read_completions_jsonl
+
+    if ctx.preset.toxicity_reward != "toxicity":  # log(1 - p): only the default's scale is known here
+        return []
+    records = read_completions_jsonl(eval_dir / "completions.jsonl")
+    flagged = {}
+    for rec in records:
+        flagged.setdefault(rec["model"], []).append(rec["reward"] <= math.log(0.5))
+    rates = ", ".join(f"{m} {sum(v)}/{len(v)}" for m, v in flagged.items())
+    total = sum(map(sum, flagged.values()))
+    verdict = ("it flags too few replies to separate the models: read Table 2 as a check that no model turned toxic, "
+               "not as a ranking" if total < 0.05 * len(records) else "differences in Table 2 rest on the replies it flags")
+    return [f"Toxicity classifier (alt-profanity-check, a profanity SVM; no classifier with shipped weights for "
+            f"toxicity in general is available offline): replies flagged (p >= 0.5) per model: {rates}; {verdict}.", ""]
 
 
 def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
