@@ -2,10 +2,11 @@
 
 Trains the proxy and gold StackExchange reward models exactly as `flowhf reproduce --preset cpu`
 does (`flowhf.rewards.rm_config.proxy_and_gold`: the proxy on the shipped pairs, the gold on
-those plus one pair per question of a kind the proxy never sees, another seed) and reports both
+those plus two pairs per question of kinds the proxy never sees, another seed) and reports both
 models' held-out pairwise accuracy per rejected kind, with Wilson 95% intervals. A gold judge is
-only worth its name if it catches the failure modes a policy finds by itself (empty answers,
-restating the question, repetition, cuts) where the proxy does not.
+only worth its name if it catches the failure modes a policy finds by itself (one-word answers,
+restating the question, repetition, cuts, and a non-answer preferred to a started real answer)
+where the proxy does not.
 
 Writes benchmarks/results/gold_reward/gold_reward.{json,md}. Run (about 10 minutes on 2 cores):
     .venv/bin/python benchmarks/gold_reward.py [--output-dir DIR]
@@ -46,13 +47,13 @@ def by_kind(metrics: dict) -> dict[str, dict]:
 
 
 def table(results: dict) -> str:
-    from flowhf.data.gold_pairs import GOLD_KINDS
+    from flowhf.data.gold_pairs import GOLD_KINDS, PARTIAL_KINDS
 
     lines = ["| rejected kind | seen by | n | proxy accuracy [95% CI] | gold accuracy [95% CI] |", "|---|---|---|---|---|"]
     proxy, gold = results["proxy"]["by_kind"], results["gold"]["by_kind"]
-    for kind in sorted(gold, key=lambda k: (k in GOLD_KINDS, k)):
+    for kind in sorted(gold, key=lambda k: (k in GOLD_KINDS + PARTIAL_KINDS, k)):
         cell = lambda r: f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"  # noqa: E731
-        seen = "gold only" if kind in GOLD_KINDS else "both"
+        seen = "gold only" if kind in GOLD_KINDS + PARTIAL_KINDS else "both"
         lines.append(f"| {kind} | {seen} | {gold[kind]['n']} | {cell(proxy[kind])} | {cell(gold[kind])} |")
     for name in ("proxy", "gold"):
         m = results[name]["metrics"]

@@ -146,8 +146,8 @@ def test_datasets_specs(tmp_path, monkeypatch):
 SHIPPED = {
     "stackexchange:train": (splits.FIELDS, 448),
     "stackexchange:test": (splits.FIELDS, 112),
-    "stackexchange_gold_extra:train": (splits.FIELDS, 448),
-    "stackexchange_gold_extra:test": (splits.FIELDS, 112),
+    "stackexchange_gold_extra:train": (splits.FIELDS, 896),
+    "stackexchange_gold_extra:test": (splits.FIELDS, 224),
     "toxicity_probes": (["pid", "prompt", "category"], 120),
     "sentiment_prompts": (["pid", "prompt"], 200),
 }

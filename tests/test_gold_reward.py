@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowhf.data import load_preference_pairs, load_rows
-from flowhf.data.gold_pairs import GOLD_KINDS, gold_pairs, rejected_answer, write_gold_pairs
+from flowhf.data.gold_pairs import GOLD_KINDS, PARTIAL_KINDS, gold_pairs, partial_answer, rejected_answer, write_gold_pairs
 from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
 from flowhf.rewards.training import accuracy_by_kind
 
@@ -20,9 +20,10 @@ def test_shipped_gold_files_are_current_and_balanced():
     for split in ("train", "test"):
         extra = load_rows(f"stackexchange_gold_extra:{split}", required=["rejected_kind"])
         base = load_rows(f"stackexchange:{split}", required=["question"])
-        assert len(extra) == len(base)  # one pair per question
-        counts = {kind: sum(r["rejected_kind"] == kind for r in extra) for kind in GOLD_KINDS}
-        assert set(counts) == set(GOLD_KINDS) and min(counts.values()) >= 0.6 * len(extra) / len(GOLD_KINDS)
+        assert len(extra) == 2 * len(base)  # two pairs per question
+        for kinds in (GOLD_KINDS, PARTIAL_KINDS):
+            counts = {kind: sum(r["rejected_kind"] == kind for r in extra) for kind in kinds}
+            assert min(counts.values()) >= 0.6 * len(base) / len(kinds), counts
         assert {r["question"] for r in extra} == {r["question"] for r in base}  # no test question in train's extra
 
 
@@ -37,8 +38,11 @@ def test_each_kind_is_what_its_name_says():
     early, late = rejected_answer("cut_early", ROW), rejected_answer("cut_late", ROW)
     assert answer.startswith(early) and answer.startswith(late)  # a prefix, layout (newlines) kept
     assert 1 <= len(early.split()) <= round(0.15 * words) and round(0.80 * words) <= len(late.split()) < words
-    pair = gold_pairs([ROW])[0]
-    assert pair["response_j"] == answer and pair["rejected_kind"] in GOLD_KINDS and pair["qid"] == "q1-gold"
+    whole, partial = gold_pairs([ROW])
+    assert whole["response_j"] == answer and whole["rejected_kind"] in GOLD_KINDS and whole["qid"] == "q1-gold"
+    assert partial["response_j"] == partial_answer(ROW) and partial["rejected_kind"] in PARTIAL_KINDS
+    long_row = {**ROW, "response_j": " ".join(f"w{i}" for i in range(100))}
+    assert 20 <= len(partial_answer(long_row).split()) <= 30 and long_row["response_j"].startswith(partial_answer(long_row))
 
 
 def test_proxy_never_trains_on_a_gold_kind(tmp_path):
@@ -48,7 +52,7 @@ def test_proxy_never_trains_on_a_gold_kind(tmp_path):
     assert proxy.extra_test_data == gold.extra_test_data == "stackexchange_gold_extra:test"  # both judged on every kind
     proxy_kinds = {p["kind"] for p in load_preference_pairs(proxy.train_data)}
     gold_kinds = proxy_kinds | {p["kind"] for p in load_preference_pairs(gold.extra_train_data)}
-    assert proxy_kinds.isdisjoint(GOLD_KINDS) and gold_kinds == proxy_kinds | set(GOLD_KINDS)
+    assert proxy_kinds.isdisjoint(GOLD_KINDS + PARTIAL_KINDS) and gold_kinds == proxy_kinds | set(GOLD_KINDS + PARTIAL_KINDS)
 
 
 def test_accuracy_by_kind_hand_example():

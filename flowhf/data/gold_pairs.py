@@ -12,10 +12,17 @@ rejected answers are failure modes the proxy never saw and a policy can find by 
 - ``cut_early``: the preferred answer cut within its first 15% of words;
 - ``cut_late``: cut after 80-95% of its words (the shipped ``truncated`` kind cuts at 20-55%).
 
-Every row of a split gets one pair of one kind, chosen by hashing its qid, so the kinds are
-balanced (about 90 rows each in train) and the files never depend on row order. The chosen
-answer is the row's own preferred answer ``response_j``. Test rows give the held-out pairs
-that measure whether a reward model knows each kind (`benchmarks/gold_reward.py`).
+Every row of a split gets two pairs, their kinds chosen by hashing its qid (balanced, and the
+files never depend on row order):
+
+- the row's preferred answer ``response_j`` over one of the five kinds above;
+- ``partial_over_KIND``: the preferred answer's first 20-30 words (a started real answer, cut the
+  way a policy with a short token budget cuts it) over a non-answer (one_word, restates_question
+  or repetition). The proxy's chosen answers are always whole, so it never learns that a cut real
+  answer beats no answer; a policy that ends early at its first word exploits exactly that.
+
+Test rows give the held-out pairs that measure whether a reward model knows each kind
+(`benchmarks/gold_reward.py`).
 
 Run ``python -m flowhf.data.gold_pairs`` after regenerating the splits (``--check`` only
 verifies the shipped files are current).
@@ -34,6 +41,8 @@ from flowhf.data.loading import DataError, load_rows
 from flowhf.data.splits import FIELDS, SHIPPED_DIR, TEST_FILE, TRAIN_FILE
 
 GOLD_KINDS = ("one_word", "restates_question", "repetition", "cut_early", "cut_late")
+NON_ANSWERS = ("one_word", "restates_question", "repetition")
+PARTIAL_KINDS = tuple(f"partial_over_{kind}" for kind in NON_ANSWERS)
 GOLD_FILES = {TRAIN_FILE: "stackexchange_gold_extra_train.jsonl", TEST_FILE: "stackexchange_gold_extra_test.jsonl"}
 ONE_WORD_REPLIES = ("None", "Yes.", "No.", "It depends.", "Thanks!", "OK")  # not "": the loaders refuse empty fields
 
@@ -77,16 +86,27 @@ def rejected_answer(kind: str, row: dict) -> str:
     raise ValueError(f"unknown gold kind {kind!r}; kinds are {GOLD_KINDS}")
 
 
+def partial_answer(row: dict) -> str:
+    """The preferred answer's first 20-30 words (layout kept), picked from the qid."""
+    answer = str(row["response_j"])
+    words = len(answer.split())
+    return _cut(answer, min(1.0, 20 / words), min(1.0, 30 / words), f"partial-{row['qid']}")
+
+
 def gold_pairs(rows: list[dict]) -> list[dict]:
-    """One extra pair per row, in the shipped layout (``rejected_kind`` names the gold kind)."""
+    """Two extra pairs per row, in the shipped layout (``rejected_kind`` names the gold kind)."""
     out = []
     for row in rows:
-        kind = GOLD_KINDS[_pick(str(row["qid"]), "kind", len(GOLD_KINDS))]
-        rejected = rejected_answer(kind, row)
-        if rejected.strip() == str(row["response_j"]).strip():
-            raise DataError(f"qid {row['qid']!r}: the {kind} answer equals the preferred one; the pair carries no preference")
-        out.append({**{key: row[key] for key in FIELDS}, "qid": f"{row['qid']}-gold", "response_k": rejected,
-                    "rejected_kind": kind})
+        qid = str(row["qid"])
+        kind = GOLD_KINDS[_pick(qid, "kind", len(GOLD_KINDS))]
+        worse = NON_ANSWERS[_pick(qid, "partial", len(NON_ANSWERS))]
+        for suffix, chosen, rejected, name in (("gold", row["response_j"], rejected_answer(kind, row), kind),
+                                               ("gold-partial", partial_answer(row), rejected_answer(worse, row),
+                                                f"partial_over_{worse}")):
+            if str(rejected).strip() == str(chosen).strip():
+                raise DataError(f"qid {qid!r}: the {name} pair's answers are equal; the pair carries no preference")
+            out.append({**{key: row[key] for key in FIELDS}, "qid": f"{qid}-{suffix}", "response_j": chosen,
+                        "response_k": rejected, "rejected_kind": name})
     return out
 
 

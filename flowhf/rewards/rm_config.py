@@ -89,8 +89,8 @@ def proxy_and_gold(proxy: RewardModelConfig, root: str | os.PathLike) -> tuple[R
     """The proxy reward model the policies train on and its gold judge (Gao et al. 2022).
 
     Both score on the same held-out pairs, extra kinds included, so each reports how well it
-    knows every kind. The gold trains on the proxy's pairs plus one pair per training question
-    of a kind the proxy never sees (`flowhf.data.gold_pairs`: twice the data), from another seed.
+    knows every kind. The gold trains on the proxy's pairs plus two pairs per training question
+    of kinds the proxy never sees (`flowhf.data.gold_pairs`: three times the data), from another seed.
     """
     root = Path(root)
     held_out = proxy.extra_test_data or f"{GOLD_EXTRA_PAIRS}:test"
