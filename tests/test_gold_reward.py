@@ -75,3 +75,18 @@ def test_gold_proxy_rows_by_hand():
     assert a["gold_lc"] == pytest.approx(3.0) and b["gold_lc"] == pytest.approx(3.0)
     assert a["gold_z"] == pytest.approx(0.5) and a["proxy_z"] == pytest.approx(1.25) and a["gap"] == pytest.approx(0.75)
     assert "proxy" not in gold_proxy_rows([{k: v for k, v in r.items() if k != "proxy_reward"} for r in records], {})[0]
+
+
+def test_reward_model_table_per_kind_with_wilson_intervals():
+    from flowhf.evaluation.gold_proxy import accuracy_by_kind, format_reward_models_markdown, wilson
+
+    low, high = wilson(0.5, 100)
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+    base = {"train/n_pairs": 10, "eval/accuracy": 0.9, "eval/n_pairs": 30, "train/score_std": 2.0}
+    proxy = {**base, "eval/accuracy/rude": 1.0, "eval/n_pairs/rude": 10, "eval/accuracy/partial_over_one_word": 0.2,
+             "eval/n_pairs/partial_over_one_word": 20}
+    gold = {**proxy, "eval/accuracy/partial_over_one_word": 0.9}
+    assert accuracy_by_kind(proxy)["rude"]["n"] == 10
+    text = format_reward_models_markdown(proxy, gold)
+    assert "| rude | both | 10 | 1.00 [" in text and "| partial_over_one_word | gold only | 20 | 0.20 [" in text
+    assert text.index("| rude |") < text.index("| partial_over_one_word |")  # kinds both saw come first

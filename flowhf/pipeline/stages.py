@@ -246,6 +246,12 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
     if "proxy_reward" not in records[0]:
         return []
     rm = ctx.results["reward_model"]
+    judges = []
+    if rm.get("gold_metrics"):
+        from flowhf.evaluation.gold_proxy import format_reward_models_markdown
+
+        judges = ["### The two reward models: held-out pairwise accuracy per rejected kind", "",
+                  format_reward_models_markdown(rm["metrics"], rm["gold_metrics"]), ""]
     scales = {name: (rm[f"{prefix}score_mean"], rm[f"{prefix}score_std"]) for name, prefix in (("gold", "gold_"), ("proxy", ""))
               if rm.get(f"{prefix}score_std")}
     rows = gold_proxy_rows(records, scales)
@@ -255,7 +261,7 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
     unit = "standardised by each reward model's scores on its training answers" if scales else "raw units (no trained reward models)"
     note = (f"Gold = the headline judge no policy trained on; proxy = the reward the policies optimised. z: {unit}. "
             f"Length-controlled gold removes a pooled slope of {slope:.4f} gold per token (all models' completions).")
-    return ["## Gold vs proxy reward (StackExchange)", "", format_gold_proxy_markdown(rows, note), ""]
+    return ["## Gold vs proxy reward (StackExchange)", "", format_gold_proxy_markdown(rows, note), ""] + judges
 
 
 def _toxicity_note(ctx: Context, eval_dir: Path) -> list[str]:
