@@ -99,7 +99,7 @@ class Preset:
 # same table, only later; the seconds are what one quiet run here measured per stage.
 CPU_BUDGET_PLAN = {
     "sft_steps": 16,        # ~12 s a step on the shipped 448 pairs
-    "completions": 128,     # per compared method: 16 steps of 8 completions (PPO: 16 updates)
+    "completions": 160,     # per compared method: 20 steps of 8 completions (PPO: 20 updates)
     "eval_n": 64,           # StackExchange prompts, spread over every topic, and toxicity probes
     "per_prompt": {"n_prompts": 16, "k": 8},  # 128 completions per model at temperature 1
 }
