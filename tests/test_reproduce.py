@@ -59,7 +59,7 @@ def test_preset_file_and_set_change_a_base(tmp_path):
     ("base: smoke\nbudget:\n  max_steps: -5\n", [], "{p}, line 3: budget.max_steps=-5: must be a number > 0"),
     ("eval_nn: 3\n", [], "{p}, line 1: unknown key 'eval_nn' (did you mean 'eval_n'?)"),
     ("eval_n: many\n", [], "{p}, line 1: eval_n='many': expected int"),
-    ("base: smok\n", [], "{p}, line 1: base='smok': must be one of cpu, cpu-full, paper, smoke"),
+    ("base: smok\n", [], "{p}, line 1: base='smok': must be one of cpu, cpu-full, cpu-lr, paper, smoke"),
     ("stage_seconds: {sft: 10, rlhf: 3}\n", [], "{p}, line 1: unknown key 'stage_seconds.rlhf'"),
     ("reward_model: {mode: lora2}\n", [], "{p}, line 1: reward_model.mode='lora2': must be one of lora, head_only, full"),
     ("", ["eval_temperature=0"], "--set eval_temperature=0: must be a number > 0"),

@@ -11,8 +11,8 @@ A count (completions, steps) makes a rerun on another machine train the same ste
   then only records the given reward spec.
 - ``cpu`` (`make demo`): SmolLM2-135M-Instruct + shipped data on a 2-core CPU, 45 minutes in
   all (budget plan in ``CPU_BUDGET_PLAN``): one seed, gold + proxy, per-prompt diversity.
-- ``cpu-full``: ``cpu`` with twice the budget plus the frontier sweep over 3 seeds (hours;
-  resumable with ``--resume``).
+- ``cpu-full``: ``cpu`` with more budget plus the frontier sweep over 3 seeds (hours;
+  resumable with ``--resume``); ``cpu-lr``: the learning-rate grid every method gets.
 - ``paper``: LLaMA-7B, the full StackExchange-paired data, the StackLLaMA reward model and
   the RoBERTa hate-speech classifier, on GPUs with the shipped accelerate configs.
 
@@ -142,6 +142,20 @@ _CPU_FULL = replace(
            "every point judged on 32 prompts x 8 answers by the gold and the proxy"],
 )
 
+# The learning-rate grid every compared method gets (the same three values), one seed, the cpu
+# budget: run it first and give each method its best rate in cpu-full's method_options.
+LR_GRID = [1e-4, 3e-4, 1e-3]
+_CPU_LR = replace(
+    _CPU,
+    name="cpu-lr",
+    sweep={"recommended": {"optim.learning_rate": LR_GRID}, "fl_kl": {"optim.learning_rate": LR_GRID},
+           "ppo": {"lr": LR_GRID}, "grpo": {"lr": LR_GRID}},
+    sweep_seeds=[0],
+    stage_seconds={**CPU_STAGE_SECONDS, "sweep": 12 * 400},
+    notes=[f"learning-rate grid {LR_GRID} for every compared method (the defaults: FlowHF configs 5e-4, "
+           "TRL baselines 1e-4), one seed; the frontier table ranks each method's settings by gold reward"],
+)
+
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
@@ -158,6 +172,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": _CPU,
     "cpu-full": _CPU_FULL,
+    "cpu-lr": _CPU_LR,
     "paper": Preset(
         name="paper",
         policy="huggyllama/llama-7b",
