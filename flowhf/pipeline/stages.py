@@ -281,8 +281,8 @@ def _toxicity_note(ctx: Context, eval_dir: Path) -> list[str]:
     total = sum(map(sum, flagged.values()))
     verdict = ("it flags too few replies to separate the models: read Table 2 as a check that no model turned toxic, "
                "not as a ranking" if total < 0.05 * len(records) else "differences in Table 2 rest on the replies it flags")
-    return [f"Toxicity classifier (alt-profanity-check, a profanity SVM; no classifier with shipped weights for "
-            f"toxicity in general is available offline): replies flagged (p >= 0.5) per model: {rates}; {verdict}.", ""]
+    return [f"Toxicity classifier (alt-profanity-check, a profanity SVM): replies flagged (p >= 0.5) per model: "
+            f"{rates}; {verdict}.", ""]
 
 
 def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
