@@ -70,6 +70,7 @@ def test_sweep_points_are_seed_major_with_the_start_first():
     ({"ppo": {"kl_coef": []}}, {}, "list of distinct values"),
     ({"ppo": {"kl_coeff": [0.1]}}, {}, "kl_coef"),
     ({}, {"grpo": {"bta": 0.1}}, "beta"),
+    ({}, {"ppo": {"max_completion_length": 64}}, "every method gets the same"),
     ({"recommended": {"target.betta": [1]}}, {}, "beta"),
 ])
 def test_check_sweep_names_the_bad_key(sweep, options, message):

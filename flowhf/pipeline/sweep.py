@@ -53,8 +53,7 @@ def sweep_points(preset: Preset) -> list[SweepPoint]:
 def check_sweep(preset: Preset) -> None:
     """Methods known, one knob per method with a non-empty list of values, knobs that exist
     (checked like the method's own config), method_options likewise; errors say the fix."""
-    from flowhf.baselines.config import METHOD_ARGS
-    from flowhf.fields import build_dataclass, suggest
+    from flowhf.fields import suggest
 
     methods = BASELINE_METHODS + FLOWHF_METHODS
     for key in ("sweep", "method_options"):
@@ -75,9 +74,10 @@ def check_sweep(preset: Preset) -> None:
     for method in sorted(set(preset.sweep) | set(preset.method_options)):
         first_value = {knob: values[0] for knob, values in preset.sweep.get(method, {}).items()}
         options = {**preset.method_options.get(method, {}), **first_value}
-        if method in BASELINE_METHODS:
-            build_dataclass(METHOD_ARGS[method], {"model": "-", "output_dir": "-", "budget": {}, "prompts_source": "-",
-                                                  "reward_spec": "-", **options}, f"preset method_options / sweep of {method}")
+        if method in BASELINE_METHODS:  # the runner's own keys; those that fix fairness are refused
+            from flowhf.lmtask.methods import baseline_options
+
+            baseline_options(method, tuple(f"{k}={v}" for k, v in options.items()))
         else:
             from flowhf.pipeline.stages import CONFIGS
             from flowhf.training.config import FlowHFConfig
