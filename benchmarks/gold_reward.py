@@ -32,13 +32,13 @@ def main() -> None:
     args = parser.parse_args()
     from flowhf.evaluation.gold_proxy import accuracy_by_kind, format_reward_models_markdown
     from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
-    from flowhf.rewards.training import train_reward_model
+    from flowhf.rewards.training import FeatureCache, train_reward_model
     from flowhf.run_dir import atomic_write_text
 
-    results = {}
+    results, features = {}, FeatureCache()
     with tempfile.TemporaryDirectory() as tmp:
         for name, config in zip(("proxy", "gold"), proxy_and_gold(RewardModelConfig(mode=args.mode), tmp)):
-            metrics = train_reward_model(config)
+            metrics = train_reward_model(config, features)
             results[name] = {"metrics": metrics, "by_kind": accuracy_by_kind(metrics),
                              "config": {k: getattr(config, k) for k in ("train_data", "extra_train_data", "seed", "mode")}}
             print(name, json.dumps(results[name]["by_kind"]))

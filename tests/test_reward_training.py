@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -195,3 +196,22 @@ def test_add_reward_parser_wires_reward_train():
     assert args.func is run_reward_train and args.config == "c.yaml" and args.set == ["epochs=2", "seed=3"]
     with pytest.raises(SystemExit):
         parser.parse_args(["reward"])  # the sub-command is required
+
+
+def test_feature_cache_shared_by_two_head_only_models_changes_nothing(tmp_path, monkeypatch):
+    from flowhf.rewards import training
+
+    config = _config(tmp_path, marker_at_end=True, mode="head_only", head_learning_rate=1e-2, head_epochs=30)
+    alone = train_reward_model(config)
+    embedded = []
+    real = training._score_seqs
+    monkeypatch.setattr(training, "_score_seqs", lambda model, seqs, *a, **k: embedded.append(len(seqs)) or real(model, seqs, *a, **k))
+    cache = training.FeatureCache()
+    shared = train_reward_model(dataclasses.replace(config, output_dir=str(tmp_path / "a")), cache)
+    again = train_reward_model(dataclasses.replace(config, output_dir=str(tmp_path / "b"), seed=1), cache)
+    assert len(embedded) == 2  # train texts, then test texts, once for both models
+    for key in ("eval/accuracy", "eval/margin", "train/score_std"):
+        assert shared[key] == pytest.approx(alone[key], abs=1e-5)
+    assert again["eval/n_pairs"] == alone["eval/n_pairs"] and again["eval/accuracy"] > 0.9
+    with pytest.raises(ValueError, match="one per backbone"):
+        cache.features(None, [], dataclasses.replace(config, bf16=True))

@@ -75,15 +75,16 @@ def stage_reward_model(ctx: Context) -> dict[str, Any]:
     if p.se_reward is not None:
         return {"reward": p.se_reward, "gold_reward": p.gold_reward or p.se_reward, "trained": False, "score_std": None}
     from flowhf.rewards.rm_config import proxy_and_gold
-    from flowhf.rewards.training import RewardModelConfig, train_reward_model
+    from flowhf.rewards.training import FeatureCache, RewardModelConfig, train_reward_model
 
     proxy, gold = proxy_and_gold(RewardModelConfig(**p.reward_model), ctx.stage_dir("reward_model"))
-    metrics = train_reward_model(proxy)
+    features = FeatureCache()  # head_only: the gold's texts include every one of the proxy's
+    metrics = train_reward_model(proxy, features)
     result = {"reward": f"classifier:{proxy.output_dir}", "trained": True, "metrics": metrics,
               "score_mean": metrics["train/score_mean"], "score_std": metrics["train/score_std"]}
     if p.gold_reward is not None:
         return {**result, "gold_reward": p.gold_reward}
-    gold_metrics = train_reward_model(gold)
+    gold_metrics = train_reward_model(gold, features)
     return {**result, "gold_reward": f"classifier:{gold.output_dir}", "gold_metrics": gold_metrics,
             "gold_score_mean": gold_metrics["train/score_mean"], "gold_score_std": gold_metrics["train/score_std"]}
 

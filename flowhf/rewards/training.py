@@ -42,8 +42,29 @@ from flowhf.rewards.rm_config import (
 logger = logging.getLogger(__name__)
 
 
-def train_reward_model(config: RewardModelConfig) -> dict:
-    """Train, evaluate and save a reward model; returns the metrics also written to metrics.json."""
+class FeatureCache:
+    """head_only: frozen-backbone features by token ids, shared by reward models on one backbone
+    (the proxy and gold of `flowhf reproduce` embed their common texts once)."""
+
+    def __init__(self) -> None:
+        self.backbone: tuple | None = None
+        self.store: dict[tuple, torch.Tensor] = {}
+
+    def features(self, model, ids: list, config: RewardModelConfig) -> torch.Tensor:
+        """[N, 2, hidden] features of every (chosen, rejected) pair of ``ids``."""
+        backbone = (config.model, config.bf16)
+        if self.backbone not in (None, backbone):
+            raise ValueError(f"a FeatureCache holds features of {self.backbone}, not {backbone}: use one per backbone")
+        self.backbone = backbone
+        missing = list(dict.fromkeys(tuple(s) for pair in ids for s in pair if tuple(s) not in self.store))
+        if missing:
+            self.store.update(zip(missing, _score_seqs(model, [list(s) for s in missing], config, _last_token_state)))
+        return torch.stack([torch.stack([self.store[tuple(s)] for s in pair]) for pair in ids])
+
+
+def train_reward_model(config: RewardModelConfig, features: FeatureCache | None = None) -> dict:
+    """Train, evaluate and save a reward model; returns the metrics also written to metrics.json.
+    ``features``: a cache of backbone features shared with other head_only models (same backbone)."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     cols = config.columns
@@ -55,8 +76,9 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     model, tokenizer = _load_backbone(config)
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
+    features = features if features is not None else FeatureCache()
     if config.mode == "head_only":
-        stats, train_scores = _train_head(model, train_ids, config)
+        stats, train_scores = _train_head(model, features.features(model, train_ids, config), train_ids, config)
     else:
         model = _prepare_trainable(model, config)
         stats = _train_model(model, train_ids, config)
@@ -70,7 +92,11 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     if test_pairs:
         started = time.perf_counter()
         test_ids = _tokenize_pairs(tokenizer, test_pairs, config)
-        chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
+        if config.mode == "head_only":  # the head on cached features is the model's own score
+            with torch.no_grad():
+                chosen, rejected = model.score(features.features(model, test_ids, config)).squeeze(-1).unbind(1)
+        else:
+            chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
         metrics.update({"eval/accuracy": (chosen > rejected).float().mean().item(),
                         "eval/margin": (chosen - rejected).mean().item(), "eval/n_pairs": len(test_pairs),
                         "eval/time_s": round(time.perf_counter() - started, 1),
@@ -158,12 +184,17 @@ def _last_token_state(model, input_ids: torch.Tensor, mask: torch.Tensor, bf16: 
     return hidden[torch.arange(len(last)), last]
 
 
-@torch.no_grad()
 def _score_texts(model, ids: list, config: RewardModelConfig, fn=_rewards) -> torch.Tensor:
-    """``fn`` over every chosen and rejected text: [N, 2, ...]. Texts are batched by their own
-    length (not by pair), which on the StackExchange data cuts padding from ~40% to ~1%."""
+    """``fn`` over every chosen and rejected text: [N, 2, ...]."""
+    out = _score_seqs(model, [seq for pair in ids for seq in pair], config, fn)
+    return out.view(len(ids), 2, *out.shape[1:])
+
+
+@torch.no_grad()
+def _score_seqs(model, seqs: list, config: RewardModelConfig, fn=_rewards) -> torch.Tensor:
+    """``fn`` over every token sequence: [N, ...]. Texts are batched by their own length (not by
+    pair), which on the StackExchange data cuts padding from ~40% to ~1%."""
     model.eval()
-    seqs = [seq for pair in ids for seq in pair]
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     outputs, width, started = {}, 2 * config.batch_size, time.perf_counter()
     for number, start in enumerate(range(0, len(seqs), width), start=1):
@@ -172,7 +203,7 @@ def _score_texts(model, ids: list, config: RewardModelConfig, fn=_rewards) -> to
         outputs.update(zip(batch, values))
         if number % config.log_every == 0:
             logger.info("scored %d/%d texts (%.0fs)", start + len(batch), len(seqs), time.perf_counter() - started)
-    return torch.stack([outputs[i] for i in range(len(seqs))]).view(len(ids), 2, *outputs[0].shape)
+    return torch.stack([outputs[i] for i in range(len(seqs))])
 
 
 def _fit(params, ids: list, pair_rewards, config: RewardModelConfig, epochs: int, lr: float) -> dict:
@@ -223,9 +254,8 @@ def _train_model(model, train_ids: list, config: RewardModelConfig) -> dict:
     return stats
 
 
-def _train_head(model, train_ids: list, config: RewardModelConfig) -> tuple[dict, torch.Tensor]:
-    """head_only: one frozen-backbone pass, then BT epochs of the linear head on cached features."""
-    features = _score_texts(model, train_ids, config, fn=_last_token_state)  # [N, 2, hidden]
+def _train_head(model, features: torch.Tensor, train_ids: list, config: RewardModelConfig) -> tuple[dict, torch.Tensor]:
+    """head_only: BT epochs of the linear head on the frozen backbone's ``features`` [N, 2, hidden]."""
 
     def pair_rewards(batch):
         return model.score(features[batch]).squeeze(-1).unbind(1)
