@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The report's whole comparison on SmolLM2 (SFT, reward model, PPO, GRPO, 4 GFlowNet variants,
-# evaluation, report.md): about 45 minutes on 2 CPU cores (44 min measured); re-running (--resume) skips verified stages.
+# The report's whole comparison on SmolLM2 (SFT, proxy + gold reward models, PPO, GRPO, 4 GFlowNet variants,
+# evaluation, report.md): about 45 minutes on 2 CPU cores (42 min measured); re-running (--resume) skips verified stages.
 demo: $(STAMP)
 	$(BIN)/python -m flowhf.cli reproduce --preset cpu --output-dir runs/reproduce_cpu --resume
 
