@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--mode", default="head_only", help="reward-model mode of both (as the cpu preset)")
     args = parser.parse_args()
-    from flowhf.evaluation.gold_proxy import accuracy_by_kind, format_reward_models_markdown
+    from flowhf.evaluation.gold_proxy import format_reward_models_markdown, kind_accuracies
     from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
     from flowhf.rewards.training import FeatureCache, train_reward_model
     from flowhf.run_dir import atomic_write_text
@@ -39,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, config in zip(("proxy", "gold"), proxy_and_gold(RewardModelConfig(mode=args.mode), tmp)):
             metrics = train_reward_model(config, features)
-            results[name] = {"metrics": metrics, "by_kind": accuracy_by_kind(metrics),
+            results[name] = {"metrics": metrics, "by_kind": kind_accuracies(metrics),
                              "config": {k: getattr(config, k) for k in ("train_data", "extra_train_data", "seed", "mode")}}
             print(name, json.dumps(results[name]["by_kind"]))
     args.output_dir.mkdir(parents=True, exist_ok=True)

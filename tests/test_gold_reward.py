@@ -78,7 +78,7 @@ def test_gold_proxy_rows_by_hand():
 
 
 def test_reward_model_table_per_kind_with_wilson_intervals():
-    from flowhf.evaluation.gold_proxy import accuracy_by_kind, format_reward_models_markdown, wilson
+    from flowhf.evaluation.gold_proxy import format_reward_models_markdown, kind_accuracies, wilson
 
     low, high = wilson(0.5, 100)
     assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
@@ -86,7 +86,7 @@ def test_reward_model_table_per_kind_with_wilson_intervals():
     proxy = {**base, "eval/accuracy/rude": 1.0, "eval/n_pairs/rude": 10, "eval/accuracy/partial_over_one_word": 0.2,
              "eval/n_pairs/partial_over_one_word": 20}
     gold = {**proxy, "eval/accuracy/partial_over_one_word": 0.9}
-    assert accuracy_by_kind(proxy)["rude"]["n"] == 10
+    assert kind_accuracies(proxy)["rude"]["n"] == 10
     text = format_reward_models_markdown(proxy, gold)
     assert "| rude | both | 10 | 1.00 [" in text and "| partial_over_one_word | gold only | 20 | 0.20 [" in text
     assert text.index("| rude |") < text.index("| partial_over_one_word |")  # kinds both saw come first

@@ -77,6 +77,27 @@ class PPOArgs(RLArgs):
 
 
 METHOD_ARGS = {"sft": SFTArgs, "grpo": GRPOArgs, "ppo": PPOArgs}
+# What every compared method shares; tuning one method may not change it (lm-target, reproduce sweeps).
+FIXED_FOR_FAIRNESS = ("model", "prompts_source", "reward_spec", "output_dir", "budget", "max_completion_length", "lora",
+                      "tokenizer", "seed", "use_chat_template", "columns", "split", "limit")
+
+
+def baseline_options(method: str, overrides: tuple[str, ...]) -> dict:
+    """GRPO / PPO runner options from ``KEY=VALUE`` items (``lr=3e-4``, ``beta=0``), checked against
+    the runner's arguments (`flowhf.baselines.config`); the keys that keep the comparison fair
+    (model, prompts, reward, budget, lengths, LoRA shape, seed) are refused."""
+    options = dict(parse_assignment(item, "lr=3e-4") for item in overrides)
+    fixed = sorted(set(options) & set(FIXED_FOR_FAIRNESS))
+    if fixed:
+        raise ConfigError(f"--baseline-set {', '.join(fixed)}: every method gets the same {', '.join(fixed)}",
+                          "tune the method's own knobs instead, e.g. lr, beta (GRPO), kl_coef (PPO), num_generations")
+    required = {"model": "-", "prompts_source": "-", "reward_spec": "-", "output_dir": "-", "budget": {}}
+    try:
+        checked = build_dataclass(METHOD_ARGS[method], {**required, **options}, f"--baseline-set for {method}")
+    except ConfigError as error:
+        tunable = [f.name for f in dataclasses.fields(METHOD_ARGS[method]) if f.name not in FIXED_FOR_FAIRNESS]
+        raise ConfigError(str(error), f"{method}'s own keys: {', '.join(tunable)}") from None
+    return {key: getattr(checked, key) for key in options}  # typed: YAML reads 3e-4 (no dot) as a string
 
 
 def runners() -> dict[str, Callable[..., dict[str, Any]]]:

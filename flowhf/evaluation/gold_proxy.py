@@ -28,11 +28,14 @@ def length_slope(rewards: Sequence[float], lengths: Sequence[float]) -> float:
     return float(np.cov(n, r, bias=True)[0, 1] / n.var()) if n.var() > 0 else 0.0
 
 
-def gold_proxy_rows(records: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]]) -> list[dict]:
+def gold_proxy_rows(records: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]],
+                    slope: float | None = None) -> list[dict]:
     """One row per model from completions.jsonl records (``reward`` = gold, ``proxy_reward``,
     ``length``, ``ended``); ``scales`` = {"gold": (mean, std), "proxy": (mean, std)} of each
-    reward model's training scores (missing: raw units)."""
-    slope = length_slope([r["reward"] for r in records], [r["length"] for r in records])
+    reward model's training scores (missing: raw units); ``slope``: `length_slope` of the records
+    when the caller has it already."""
+    if slope is None:
+        slope = length_slope([r["reward"] for r in records], [r["length"] for r in records])
     pooled_length = float(np.mean([r["length"] for r in records]))
     rows = []
     for model in dict.fromkeys(r["model"] for r in records):
@@ -75,7 +78,7 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def accuracy_by_kind(metrics: Mapping[str, Any]) -> dict[str, dict]:
+def kind_accuracies(metrics: Mapping[str, Any]) -> dict[str, dict]:
     """{kind: {accuracy, n, ci}} from a reward model's metrics (``eval/accuracy/KIND``)."""
     out = {}
     for key, value in metrics.items():
@@ -91,7 +94,7 @@ def format_reward_models_markdown(proxy: Mapping[str, Any], gold: Mapping[str, A
     from flowhf.data.gold_pairs import GOLD_KINDS, PARTIAL_KINDS
 
     only_gold = GOLD_KINDS + PARTIAL_KINDS
-    p_kinds, g_kinds = accuracy_by_kind(proxy), accuracy_by_kind(gold)
+    p_kinds, g_kinds = kind_accuracies(proxy), kind_accuracies(gold)
     lines = ["| rejected kind | trained on by | n | proxy accuracy [95% CI] | gold accuracy [95% CI] |", "|---|---|---|---|---|"]
     for kind in sorted(g_kinds, key=lambda k: (k in only_gold, k)):
         cells = [f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r else "n/a"

@@ -21,6 +21,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
@@ -29,8 +30,8 @@ from flowhf.evaluation.metrics import compute_metrics, per_token_kl_sums
 from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
 from flowhf.evaluation.plots import plot_score_distributions, plot_training_curves
 from flowhf.evaluation.report import jsonable, write_completions_jsonl, write_metrics_json, write_report_md
-from flowhf.run_dir import atomic_write_text
 from flowhf.evaluation.stats import metric_cis, welch_one_sided
+from flowhf.run_dir import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load_model(spec: ModelSpec, device: str | None = None) -> tuple[str, Any, Any, bool]:
+def load_model(spec: ModelSpec, device: str | None = None) -> tuple[str, Any, Any, bool]:
     """(display name, model, tokenizer, loaded_here) for one model spec.
 
     A model loaded here is moved to ``device`` (default: CUDA when available); a given
@@ -102,7 +103,7 @@ def score(reward: Callable, prompts: list[str], completions: list[str], columns:
     return arr.astype(np.float64)
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """Collect a dropped model now, so the next one does not load beside it."""
     gc.collect()
     if torch.cuda.is_available():
@@ -211,14 +212,12 @@ def evaluate_models(
     ref_emb = embedder.embed_cached(list(reference_completions)) if reference_completions else None
     reference, ref_name, ref_loaded_here = None, None, False
     if reference_model is not None:
-        ref_name, ref_m, ref_tok, ref_loaded_here = _load_model(reference_model, device)
+        ref_name, ref_m, ref_tok, ref_loaded_here = load_model(reference_model, device)
         reference = (ref_m.eval(), ref_tok)
 
     results, records, per_prompt_records = [], [], []
-    from tqdm import tqdm
-
     for spec in tqdm(models, desc=f"evaluating ({task})", unit="model", leave=False):
-        name, model, tokenizer, loaded_here = _load_model(spec, device)
+        name, model, tokenizer, loaded_here = load_model(spec, device)
         if reference is not None and len(reference[1]) != len(tokenizer):
             raise ValueError(
                 f"reference model {ref_name!r} has a {len(reference[1])}-token vocabulary but "
@@ -259,10 +258,10 @@ def evaluate_models(
         ]
         model = None  # drop our reference; a model we loaded is then freed before the next
         if loaded_here:
-            _release_memory()
+            release_memory()
     if ref_loaded_here:
         reference = None
-        _release_memory()
+        release_memory()
 
     tests = welch_tests(results, baseline)
     files = write_outputs(results, records, tests, output_dir, task=task, n=n, k=k, baseline=baseline, run_dirs=run_dirs)

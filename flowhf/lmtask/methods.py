@@ -10,7 +10,6 @@ trained model, which `ExactTarget.evaluate` then measures exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from flowhf.baselines.config import baseline_options
 from flowhf.lmtask.reward import AnswerSetReward
 from flowhf.lmtask.task import LMTask
 
@@ -35,8 +35,6 @@ FLOWHF_METHODS = {
 }
 TRL_METHODS = ("grpo", "ppo")
 # what makes the comparison fair is fixed for every method: a baseline override may not change it
-FIXED_FOR_FAIRNESS = ("model", "prompts_source", "reward_spec", "output_dir", "budget", "max_completion_length", "lora",
-                      "tokenizer", "seed", "use_chat_template", "columns", "split", "limit")
 METHODS = ("untrained", *FLOWHF_METHODS, *TRL_METHODS)
 # recommended is TB with the importance log Z (configs/lm_target.yaml); tb-batch swaps in the VarGrad one
 DEFAULT_SWEEP = METHODS
@@ -146,25 +144,3 @@ def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     keep = ("steps", "wall_clock_seconds", "tokens_generated", "final_reward_mean", "stopped_by", "settings")
     return Trained(model.eval(), int(result["steps"]), float(result["wall_clock_seconds"]),
                    {k: result.get(k) for k in keep})
-
-
-def baseline_options(method: str, overrides: tuple[str, ...]) -> dict:
-    """GRPO / PPO runner options from ``KEY=VALUE`` items (``lr=3e-4``, ``beta=0``), checked against
-    the runner's arguments (`flowhf.baselines.config`); the keys that keep the comparison fair
-    (model, prompts, reward, budget, lengths, LoRA shape, seed) are refused."""
-    from flowhf.baselines.config import METHOD_ARGS
-    from flowhf.errors import ConfigError
-    from flowhf.fields import build_dataclass, parse_assignment
-
-    options = dict(parse_assignment(item, "lr=3e-4") for item in overrides)
-    fixed = sorted(set(options) & set(FIXED_FOR_FAIRNESS))
-    if fixed:
-        raise ConfigError(f"--baseline-set {', '.join(fixed)}: every method gets the same {', '.join(fixed)}",
-                          "tune the method's own knobs instead, e.g. lr, beta (GRPO), kl_coef (PPO), num_generations")
-    required = {"model": "-", "prompts_source": "-", "reward_spec": "-", "output_dir": "-", "budget": {}}
-    try:
-        checked = build_dataclass(METHOD_ARGS[method], {**required, **options}, f"--baseline-set for {method}")
-    except ConfigError as error:
-        tunable = [f.name for f in dataclasses.fields(METHOD_ARGS[method]) if f.name not in FIXED_FOR_FAIRNESS]
-        raise ConfigError(str(error), f"{method}'s own keys: {', '.join(tunable)}") from None
-    return {key: getattr(checked, key) for key in options}  # typed: YAML reads 3e-4 (no dot) as a string

@@ -255,10 +255,10 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
                   format_reward_models_markdown(rm["metrics"], rm["gold_metrics"]), ""]
     scales = {name: (rm[f"{prefix}score_mean"], rm[f"{prefix}score_std"]) for name, prefix in (("gold", "gold_"), ("proxy", ""))
               if rm.get(f"{prefix}score_std")}
-    rows = gold_proxy_rows(records, scales)
+    slope = length_slope([r["reward"] for r in records], [r["length"] for r in records])
+    rows = gold_proxy_rows(records, scales, slope)
     atomic_write_text(out / "gold_proxy.json", json.dumps({"scales": scales, "rows": rows}, indent=2))
     files["gold_proxy"] = str(out / "gold_proxy.json")
-    slope = length_slope([r["reward"] for r in records], [r["length"] for r in records])
     unit = "standardised by each reward model's scores on its training answers" if scales else "raw units (no trained reward models)"
     note = (f"Gold = the headline judge no policy trained on; proxy = the reward the policies optimised. z: {unit}. "
             f"Length-controlled gold removes a pooled slope of {slope:.4f} gold per token (all models' completions).")

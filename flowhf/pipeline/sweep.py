@@ -75,7 +75,7 @@ def check_sweep(preset: Preset) -> None:
         first_value = {knob: values[0] for knob, values in preset.sweep.get(method, {}).items()}
         options = {**preset.method_options.get(method, {}), **first_value}
         if method in BASELINE_METHODS:  # the runner's own keys; those that fix fairness are refused
-            from flowhf.lmtask.methods import baseline_options
+            from flowhf.baselines.config import baseline_options
 
             baseline_options(method, tuple(f"{k}={v}" for k, v in options.items()))
         else:
@@ -132,7 +132,7 @@ def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
     from flowhf.evaluation.embeddings import Embedder
     from flowhf.evaluation.generation import GenerationSettings
     from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
-    from flowhf.evaluation.runner import _load_model, _release_memory
+    from flowhf.evaluation.runner import load_model, release_memory
     from flowhf.evaluation.tasks import task_inputs
     from flowhf.rewards import build_reward
 
@@ -143,10 +143,10 @@ def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
         rewards["proxy_reward"] = build_reward(ctx.se_reward())
     settings = PerPromptSettings(**(p.per_prompt or {}))
     gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, batch_size=16)
-    _, model, tokenizer, _ = _load_model(model_dir)
+    _, model, tokenizer, _ = load_model(model_dir)
     rows = evaluate_per_prompt(model, tokenizer, inputs.prompts, rewards, settings, gen, Embedder(), seed,
                                inputs.reward_columns)
     model = None
-    _release_memory()
+    release_memory()
     metrics, ci = summarise(rows, p.n_boot, seed)
     return {**metrics, "ci": ci}
