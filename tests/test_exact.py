@@ -100,3 +100,30 @@ def test_tiny_model_training_lowers_tv(objective, logz, sampler):
     result = run_toy(target, cfg)
     assert np.isfinite(result.tv)
     assert result.tv < 0.5 * before, (before, result.tv)
+
+
+def _within_length_tv(exp: ToyExperiment) -> float:
+    """TV between model and target within each action count (content + EOS; max_len when forced),
+    weighted by the model's own mass on that count: what logz=length promises to match."""
+    space = exp.space
+    actions = np.minimum(space.lengths + 1, space.max_len)
+    model = np.exp(exact_log_probs(exp.model, [exp.target.vocab_size + 1], space, exp.eos_id, exp.allowed))
+    target = exp.exact_target_log_reward(0)
+    tv = 0.0
+    for n in np.unique(actions):
+        rows = actions == n
+        p = model[rows] / model[rows].sum()
+        q = np.exp(target[rows] - target[rows].max())
+        tv += model[rows].sum() * 0.5 * np.abs(p - q / q.sum()).sum()
+    return tv
+
+
+def test_length_aware_tb_matches_the_target_within_each_length():
+    target = builtin_target("quick", n_prompts=1)
+    exp = ToyExperiment(target, ToyConfig(objective="tb", logz="length", steps=300, seed=0, samples_per_prompt=32,
+                                          lr_decay="constant"))
+    before = _within_length_tv(exp)
+    for _ in range(300):
+        assert np.isfinite(exp.step()["loss"])
+    after = _within_length_tv(exp)
+    assert after < 0.35 * before, (before, after)

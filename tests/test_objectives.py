@@ -2,11 +2,14 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
 from flowhf.objectives import (
     batch_log_z,
+    length_log_z,
     importance_log_z,
     detailed_balance,
     forward_looking,
@@ -234,3 +237,38 @@ def test_importance_log_z_sums_the_known_set_exactly():
     # without the known set, a collapsed batch (the same answer twice) sees only that answer
     alone = importance_log_z(log_r, log_q, groups)
     assert float(alone[0]) == pytest.approx(math.log((2 * math.exp(10.01) + math.exp(-75.0)) / 3), abs=1e-9)
+
+
+def test_length_log_z_is_a_float64_least_squares_fit():
+    # 3 prompts, lengths vary within two of them; reference: numpy lstsq on [prompt dummies, L].
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    lengths = torch.tensor([3, 5, 9, 4, 4, 2, 7, 8])
+    log_pf_sum = torch.tensor([-3.0, -6.5, -11.0, -4.2, -3.9, -1.0, -8.0, -9.5], dtype=torch.float64)
+    log_r = torch.tensor([1.0, 0.5, -2.0, 0.3, 0.8, 2.0, -1.0, 0.0], dtype=torch.float64)
+    got = length_log_z(log_pf_sum.requires_grad_(), lengths, log_r, groups)
+    design = np.column_stack([(groups.numpy()[:, None] == np.arange(3)).astype(float), lengths.numpy()])
+    gap = (log_r - log_pf_sum).detach().numpy()
+    coef, *_ = np.linalg.lstsq(design, gap, rcond=None)
+    assert not got.requires_grad and got.dtype == torch.float64
+    assert got.numpy() == pytest.approx(design @ coef, abs=1e-10)
+    residual = got - torch.as_tensor(gap)  # = the TB residual with this log Z
+    assert float((residual * lengths).sum()) == pytest.approx(0.0, abs=1e-9)  # blind to a length trend
+
+
+def test_length_log_z_without_length_spread_is_the_batch_mean():
+    groups = torch.tensor([0, 0, 1, 1])
+    lengths = torch.tensor([4, 4, 6, 6])
+    log_pf_sum, log_r = torch.tensor([-1.0, -2.0, -3.0, -0.5]), torch.tensor([0.2, 0.1, -0.4, 1.0])
+    assert length_log_z(log_pf_sum, lengths, log_r, groups).tolist() == pytest.approx(
+        batch_log_z(log_pf_sum, log_r, groups).tolist())
+    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
+        length_log_z(log_pf_sum[:3], lengths[:3], log_r[:3], groups[:3])
+
+
+def test_length_log_z_zero_residual_for_a_length_tilted_target():
+    # pi proportional to R exp(-c L) for any c is a fixed point: every residual is zero.
+    groups, lengths = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([1, 2, 5, 3, 6])
+    log_r = torch.tensor([0.4, -1.0, 2.0, 0.0, 1.5], dtype=torch.float64)
+    log_pi = log_r - 0.7 * lengths.double() - torch.tensor([1.0, 1.0, 1.0, 2.5, 2.5], dtype=torch.float64)
+    residual = length_log_z(log_pi, lengths, log_r, groups) + log_pi - log_r
+    assert residual.abs().max() < 1e-12

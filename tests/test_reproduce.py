@@ -113,9 +113,11 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     assert (out / "eval" / "stackexchange" / "per_prompt.jsonl").is_file()
     assert "## Frontier" in report and (out / "report" / "frontier.png").is_file()
     frontier = json.loads((out / "report" / "frontier.json").read_text())
-    assert set(frontier["frontier"]) == {"sft", "recommended", "grpo"} and frontier["tests"][0]["baseline"] == "grpo"
+    assert set(frontier["frontier"]) == {"sft", "recommended", "length_tb", "grpo"}
+    assert {(t["candidate"], t["baseline"]) for t in frontier["tests"]} == {("recommended", "grpo"), ("length_tb", "grpo")}
     assert sorted(p.name for p in (out / "sweep").iterdir() if p.is_dir()) == [
-        "grpo__beta=0.04__seed0", "recommended__target.beta=1.0__seed0", "recommended__target.beta=4.0__seed0", "sft__seed0"]
+        "grpo__beta=0.04__seed0", "length_tb__target.beta=4.0__seed0", "recommended__target.beta=1.0__seed0",
+        "recommended__target.beta=4.0__seed0", "sft__seed0"]  # length_tb: a sweep-only method (no stage)
     assert not list(out.rglob(".tmp-*")), "a temporary file or folder of an atomic write was left behind"
     for method in ("sft", "ppo", "grpo"):  # model folders renamed into place whole
         assert (out / method / "model" / "config.json").is_file(), method

@@ -7,7 +7,7 @@ from flowhf.objectives.regression import get_penalty, huber, masked_mean, square
 from flowhf.objectives.registry import OBJECTIVES, get_objective, logz_modes, register_objective, unregister_objective
 from flowhf.objectives.spec import LogZMode, LossOutput, ObjectiveInputs, ObjectiveSpec
 from flowhf.objectives.subtb import subtrajectory_balance, subtb_state_log_flow
-from flowhf.objectives.tb import batch_log_z, importance_log_z, trajectory_balance
+from flowhf.objectives.tb import batch_log_z, importance_log_z, length_log_z, trajectory_balance
 
 __all__ = [
     "OBJECTIVES",
@@ -16,6 +16,7 @@ __all__ = [
     "ObjectiveInputs",
     "ObjectiveSpec",
     "batch_log_z",
+    "length_log_z",
     "importance_log_z",
     "detailed_balance",
     "forward_looking",

@@ -11,7 +11,7 @@ Termination: an EOS-terminated trajectory includes log pi(EOS | x, y) as its las
 a trajectory forced to stop at ``max_new_tokens`` has no EOS action and no EOS term (it
 stopped with probability 1). That is exactly the distribution the sampler draws from.
 
-log Z(x) comes from one of four estimators (``LOGZ_MODES`` below), chosen by ``objective.logz``:
+log Z(x) comes from one of five estimators (``LOGZ_MODES`` below), chosen by ``objective.logz``:
 - ``scalar``: one learned parameter (the report's form, independent of x);
 - ``prompt``: a small learned head on the policy's pooled prompt hidden states
   (``flowhf.models.heads.PromptLogZHead``);
@@ -21,6 +21,9 @@ log Z(x) comes from one of four estimators (``LOGZ_MODES`` below), chosen by ``o
   completions of the prompt, plus the importance-weighted mean of R / q over this step's
   other samples, detached. The one to use when rewards span many nats (alpha = 0 with a
   harsh reward for everything else) and when a few answers hold all the reward.
+- ``length``: `length_log_z` below, a length-aware batch estimate log Z(x, L) = a(x) + c * L,
+  detached: the policy then matches R among completions of equal length and is not pushed
+  to shorten or lengthen them (see there).
 
 Why alpha = 0 with a scalar log Z diverges on long sequences: with no LM prior in the
 target, log R(y|x) = beta * r(x, y) is O(beta) for every y, while the untrained policy
@@ -83,17 +86,21 @@ def batch_log_z(
     Returns:
         [B] the group's estimate broadcast to its rows, no gradient.
     """
-    (B,) = log_pf_sum.shape
     dtype = accumulation_dtype(log_pf_sum, log_reward)
     gap = (log_reward.to(dtype) - log_pf_sum.to(dtype)).detach()  # [B]
+    return _group_mean(gap, group_ids)
+
+
+def _group_mean(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """[B] mean of ``values`` over each row's prompt group, broadcast back to the rows."""
     _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
     if bool((counts < 2).any()):
         raise ValueError(
-            "batch log Z needs at least 2 samples of every prompt in a batch; "
+            "a batch log Z (logz=batch/length) needs at least 2 samples of every prompt in a batch; "
             "set sampling.samples_per_prompt >= 2 or use objective.logz=scalar/prompt"
         )
-    sums = torch.zeros(counts.shape[0], dtype=dtype, device=gap.device).index_add_(0, inverse, gap)
-    return (sums / counts.to(dtype))[inverse]  # [B]
+    sums = torch.zeros(counts.shape[0], dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
+    return (sums / counts.to(values.dtype))[inverse]  # [B]
 
 
 def importance_log_z(
@@ -165,9 +172,63 @@ def importance_log_z(
     return estimate.detach()
 
 
+def length_log_z(
+    log_pf_sum: torch.Tensor,
+    lengths: torch.Tensor,
+    log_reward: torch.Tensor,
+    group_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Length-aware batch log Z: log Z_hat(x, L) = a(x) + c * L, fitted to log R - log pi, detached.
+
+    Why: the TB residual of a completion carries its length twice: log pi(y|x) falls about
+    linearly with the number of actions L, and a reward model that rates early endings
+    highly (the proxy of `flowhf reproduce` does) adds a length trend to log R. Plain TB
+    moves the policy's mass along that trend, so answers shorten during training (PowerFlow,
+    Chen et al. 2026, arXiv 2603.18363, measure this "length collapse" for trajectory-level
+    targets; their fix is a length-aware TB, this is our own form of the idea). Here the
+    log-partition may depend on L through one slope c shared by the batch, and a(x) per
+    prompt: a pooled within-prompt least-squares fit of gap = log R - log pi on L,
+
+        c = sum_i (L_i - mean_x L)(gap_i - mean_x gap) / sum_i (L_i - mean_x L)^2
+        a(x) = mean_x gap - c * mean_x L
+
+    (c = 0 when no prompt has two lengths, which is `batch_log_z`). The residual
+    a(x) + c L + log pi - log R is then the least-squares residual of that fit: the loss is
+    blind to any linear trend in length.
+
+    Fixed points: every pi(y|x) proportional to R(y|x) exp(-c L(y)), for any c: within each
+    length the policy matches the target exactly, while its length distribution is left
+    where training found it (the start's, e.g. the SFT model's) instead of being moved by the
+    target. That is the departure from TB, deliberately: the learned distribution is the
+    target conditioned on length, not the target. Use ``batch`` for the exact target.
+
+    Args:
+        log_pf_sum: [B] sum of log pi over each trajectory.
+        lengths: [B] number of actions of each trajectory (EOS included).
+        log_reward: [B] target log R.
+        group_ids: [B] integer id of each row's prompt; every group needs >= 2 rows.
+
+    Returns:
+        [B] a(x) + c * L of each row, no gradient.
+    """
+    dtype = accumulation_dtype(log_pf_sum, log_reward)
+    gap = (log_reward.to(dtype) - log_pf_sum.to(dtype)).detach()  # [B]
+    length = lengths.to(dtype)  # [B]
+    mean_gap = _group_mean(gap, group_ids)  # [B]
+    spread = length - _group_mean(length, group_ids)  # [B] L minus its prompt's mean
+    denominator = (spread * spread).sum()
+    slope = (spread * (gap - mean_gap)).sum() / denominator if float(denominator) > 0 else gap.new_zeros(())
+    return (mean_gap + slope * spread).detach()  # [B]
+
+
 def _batch_estimate(x: ObjectiveInputs) -> torch.Tensor:
     log_pf_sum = (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
     return batch_log_z(log_pf_sum, x.log_reward, x.group_ids)
+
+
+def _length_estimate(x: ObjectiveInputs) -> torch.Tensor:
+    log_pf_sum = (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
+    return length_log_z(log_pf_sum, x.mask.sum(dim=1), x.log_reward, x.group_ids)
 
 
 def _importance_estimate(x: ObjectiveInputs) -> torch.Tensor:
@@ -186,6 +247,8 @@ LOGZ_MODES = {
     "batch": LogZMode("batch", _batch_estimate, min_group_size=2, help="VarGrad: per-prompt mean of log R - log pi, detached"),
     "importance": LogZMode("importance", _importance_estimate, min_group_size=2, known_set=True,
                            help="replay buffer's completions summed exactly + importance-weighted R/q of the rest, detached"),
+    "length": LogZMode("length", _length_estimate, min_group_size=2,
+                       help="per-prompt mean plus one slope in length (least squares), detached: matches R within each length"),
     "scalar": LogZMode("scalar", _learned_estimate, head="log_z", help="one learned parameter (the report's)"),
     "prompt": LogZMode("prompt", _learned_estimate, head="log_z_head", help="learned head on the prompt's hidden states"),
 }

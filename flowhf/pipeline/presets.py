@@ -37,6 +37,9 @@ STAGES = ("sft", "reward_model", "ppo", "grpo", "tb", "fl_kl", "flowhf", "recomm
 BASELINE_METHODS = ("ppo", "grpo")
 FLOWHF_METHODS = ("tb", "fl_kl", "flowhf", "recommended")
 METHODS = ("sft",) + BASELINE_METHODS + FLOWHF_METHODS  # every model that is evaluated
+# FlowHF methods that only the sweep trains (configs/<name>.yaml; no stage, so `make demo` keeps its budget)
+SWEEP_ONLY_METHODS = ("length_tb",)
+SWEEP_METHODS = BASELINE_METHODS + FLOWHF_METHODS + SWEEP_ONLY_METHODS
 
 
 @dataclass
@@ -132,13 +135,14 @@ _CPU_FULL = replace(
     name="cpu-full",
     budget={"completions": 256},
     per_prompt={"n_prompts": 32, "k": 8},
-    sweep={"recommended": {"target.beta": [2.0, 8.0, 32.0]}, "fl_kl": {"target.beta": [2.5, 10.0, 40.0]},
+    sweep={"recommended": {"target.beta": [2.0, 8.0, 32.0]}, "length_tb": {"target.beta": [2.0, 8.0, 32.0]},
+           "fl_kl": {"target.beta": [2.5, 10.0, 40.0]},
            "ppo": {"kl_coef": [0.0125, 0.05, 0.2]}, "grpo": {"beta": [0.01, 0.04, 0.16]}},
     sweep_seeds=[0, 1, 2],
     stage_seconds={**CPU_STAGE_SECONDS, **{m: 2 * v for m, v in CPU_STAGE_SECONDS.items()
-                                           if m in BASELINE_METHODS + FLOWHF_METHODS}, "sweep": 3 * 12 * 450},
-    notes=["sweep: each method's regularisation knob x4 around its default (recommended / fl_kl: target.beta, "
-           "the config's beta x1/4, x1, x4; ppo: kl_coef; grpo: beta), seeds 0-2, 256 completions per point; "
+                                           if m in BASELINE_METHODS + FLOWHF_METHODS}, "sweep": 3 * 15 * 450},
+    notes=["sweep: each method's regularisation knob x4 around its default (recommended / length_tb / fl_kl: "
+           "target.beta, the config's beta x1/4, x1, x4; ppo: kl_coef; grpo: beta), seeds 0-2, 256 completions per point; "
            "every point judged on 32 prompts x 8 answers by the gold and the proxy"],
 )
 
@@ -148,10 +152,10 @@ LR_GRID = [1e-4, 3e-4, 1e-3]
 _CPU_LR = replace(
     _CPU,
     name="cpu-lr",
-    sweep={"recommended": {"optim.learning_rate": LR_GRID}, "fl_kl": {"optim.learning_rate": LR_GRID},
-           "ppo": {"lr": LR_GRID}, "grpo": {"lr": LR_GRID}},
+    sweep={"recommended": {"optim.learning_rate": LR_GRID}, "length_tb": {"optim.learning_rate": LR_GRID},
+           "fl_kl": {"optim.learning_rate": LR_GRID}, "ppo": {"lr": LR_GRID}, "grpo": {"lr": LR_GRID}},
     sweep_seeds=[0],
-    stage_seconds={**CPU_STAGE_SECONDS, "sweep": 12 * 400},
+    stage_seconds={**CPU_STAGE_SECONDS, "sweep": 15 * 400},
     notes=[f"learning-rate grid {LR_GRID} for every compared method (the defaults: FlowHF configs 5e-4, "
            "TRL baselines 1e-4), one seed; the frontier table ranks each method's settings by gold reward"],
 )
@@ -162,7 +166,8 @@ PRESETS: dict[str, Preset] = {
         se_reward="python:flowhf.rewards.toy:letter_share",
         gold_reward="python:flowhf.rewards.toy:distinct_word_share",
         per_prompt={"n_prompts": 2, "k": 2},
-        sweep={"recommended": {"target.beta": [1.0, 4.0]}, "grpo": {"beta": [0.04]}},  # the plumbing of a frontier
+        sweep={"recommended": {"target.beta": [1.0, 4.0]}, "length_tb": {"target.beta": [4.0]},
+               "grpo": {"beta": [0.04]}},  # the plumbing of a frontier (a sweep-only method too)
         budget={"max_steps": 2, "seconds": 60},
         sft_limit=16,
         eval_temperature=1.0,  # a random 2-layer policy at 0.1 emits EOS first: empty completions test nothing

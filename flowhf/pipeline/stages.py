@@ -297,7 +297,7 @@ def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
         return []
     frontier = aggregate(points)
     baselines = [m for m in BASELINE_METHODS if m in frontier]
-    tests = [t for m in FLOWHF_METHODS if m in frontier for t in matched_gold_tests(frontier, m, baselines)]
+    tests = [t for m in frontier if m not in baselines + ["sft"] for t in matched_gold_tests(frontier, m, baselines)]
     atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests}, indent=2, default=str))
     plot = plot_frontier(frontier, out / "frontier.png")
     files.update(frontier=str(out / "frontier.json"), frontier_plot=str(plot))

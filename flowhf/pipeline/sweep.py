@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flowhf.errors import ConfigError
-from flowhf.pipeline.presets import BASELINE_METHODS, FLOWHF_METHODS, Preset
+from flowhf.pipeline.presets import BASELINE_METHODS, SWEEP_METHODS, Preset
 
 RESULT = "result.json"
 
@@ -55,7 +55,7 @@ def check_sweep(preset: Preset) -> None:
     (checked like the method's own config), method_options likewise; errors say the fix."""
     from flowhf.fields import suggest
 
-    methods = BASELINE_METHODS + FLOWHF_METHODS
+    methods = SWEEP_METHODS
     for key in ("sweep", "method_options"):
         for method in getattr(preset, key):
             if method not in methods:
@@ -99,7 +99,7 @@ def stage_sweep(ctx) -> dict[str, Any]:
             continue
         if main:
             print(f"[reproduce] sweep point {number}/{len(points)}: {point.name}", flush=True)
-            resumable = point.method in FLOWHF_METHODS and (folder / "train" / "checkpoints").is_dir()
+            resumable = point.method not in BASELINE_METHODS and (folder / "train" / "checkpoints").is_dir()
             if folder.exists() and not resumable:
                 shutil.rmtree(folder)  # a TRL run, or a FlowHF one without a checkpoint, restarts whole
         distributed.barrier()
