@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flowhf.evaluation.generation import GenerationSettings
-from flowhf.evaluation.per_prompt import PerPromptSettings, distinct_answers, prompt_metrics, summarise
+from flowhf.evaluation.per_prompt import PerPromptSettings, completion_level, distinct_answers, prompt_metrics, summarise
 from flowhf.evaluation.runner import evaluate_models, length_metrics
 from tests.test_evaluation import FakeEmbedder, count_w1, tiny_model, word_tokenizer
 
@@ -96,3 +96,16 @@ def test_generated_batch_marks_eos_and_cut_completions():
         assert ended == (int(row[n - 1]) == 3)  # [EOS] is id 3
         assert ended or n == 4
     assert any(batch.ended)
+
+
+def test_completion_level_gap_and_length_correlations_by_hand():
+    # two prompts x 2 completions; gold rises with length, proxy falls with it
+    rows = [{"scores": {"reward": [1.0, 3.0], "proxy_reward": [4.0, 2.0]}, "lengths": [10, 30], "ended": [True, False]},
+            {"scores": {"reward": [2.0, 2.0], "proxy_reward": [3.0, 3.0]}, "lengths": [20, 20], "ended": [True, True]}]
+    out = completion_level(rows, {"gold": (1.0, 2.0), "proxy": (2.0, 0.5)})
+    assert out["gold_z"] == pytest.approx((2.0 - 1.0) / 2.0)  # mean gold 2.0
+    assert out["proxy_z"] == pytest.approx((3.0 - 2.0) / 0.5)  # mean proxy 3.0
+    assert out["gap"] == pytest.approx(2.0 - 0.5)
+    assert out["corr_reward_length"] == pytest.approx(1.0) and out["corr_proxy_length"] == pytest.approx(-1.0)
+    gold_only = completion_level([{"scores": {"reward": [1.0, 2.0]}, "lengths": [5, 5], "ended": [True, True]}], {})
+    assert "gap" not in gold_only and math.isnan(gold_only["corr_reward_length"])  # constant length: undefined

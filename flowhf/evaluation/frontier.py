@@ -28,7 +28,8 @@ import numpy as np
 from scipy import stats as sps
 
 X, Y = "reward", "pairwise_distance"  # gold reward of the per-prompt samples, per-prompt diversity
-SUMMARY_KEYS = ("reward", "proxy_reward", "pairwise_distance", "distinct_answers", "distinct_2", "eos_rate", "mean_length")
+SUMMARY_KEYS = ("reward", "proxy_reward", "pairwise_distance", "distinct_answers", "distinct_2", "eos_rate", "mean_length",
+                "gap", "corr_reward_length", "corr_proxy_length")
 
 
 def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
@@ -108,14 +109,17 @@ def matched_gold_tests(frontier: Mapping[str, Sequence[Mapping[str, Any]]], cand
 
 def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]]) -> str:
     cols = [("reward", "Gold"), ("proxy_reward", "Proxy"), ("pairwise_distance", "Per-prompt diversity"),
-            ("distinct_answers", "Distinct answers"), ("mean_length", "Tokens"), ("eos_rate", "EOS rate")]
+            ("distinct_answers", "Distinct answers"), ("mean_length", "Tokens"), ("eos_rate", "EOS rate"),
+            ("gap", "Proxy - gold (z)"), ("corr_reward_length", "corr(gold, length)"),
+            ("corr_proxy_length", "corr(proxy, length)")]
     lines = ["| Method | Setting | Seeds | " + " | ".join(t for _, t in cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     for method, settings in frontier.items():
         for s in settings:
             setting = "start" if s["knob"] is None else f"{s['knob']}={s['value']}"
             cells = [_pm(s.get(key), s.get(f"{key}_ci")) for key, _ in cols]
             lines.append(f"| {method} | {setting} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: mean ± 95% Student-t half-width across seeds."]
+    lines += ["", "Cells: mean ± 95% Student-t half-width across seeds. Gap and correlations are over each run's "
+              "completions (k per prompt), the gap in z-units of each reward model's training scores."]
     for t in tests:
         if "ratio" not in t:
             lines.append(f"- {t['candidate']} vs {t['baseline']} ({t['baseline_setting']}, gold {t['baseline_gold']:.3f}): "

@@ -77,6 +77,25 @@ def prompt_metrics(texts: Sequence[str], embeddings: Any, ended: Sequence[bool],
             "eos_rate": float(np.mean(ended)), "mean_length": float(np.mean(lengths))}
 
 
+def completion_level(rows: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """Figures over every completion of `evaluate_per_prompt`'s rows (not prompt means): the
+    gold-vs-proxy gap in z-units (`flowhf.evaluation.gold_proxy`) and the correlation of each
+    reward with length (`flowhf.evaluation.runner.length_metrics`)."""
+    from flowhf.evaluation.gold_proxy import gold_proxy_rows
+    from flowhf.evaluation.runner import length_metrics
+
+    records = [{"model": "m", "reward": gold, "length": n, "ended": e,
+                **({"proxy_reward": row["scores"]["proxy_reward"][i]} if "proxy_reward" in row["scores"] else {})}
+               for row in rows for i, (gold, n, e) in enumerate(zip(row["scores"]["reward"], row["lengths"], row["ended"]))]
+    summary = gold_proxy_rows(records, scales)[0]
+    out = {key: summary[key] for key in ("gold_z", "proxy_z", "gap") if key in summary}
+    lengths, ended = [r["length"] for r in records], [r["ended"] for r in records]
+    out["corr_reward_length"] = length_metrics([r["reward"] for r in records], ended, lengths)["corr_reward_length"]
+    if "proxy_reward" in records[0]:
+        out["corr_proxy_length"] = length_metrics([r["proxy_reward"] for r in records], ended, lengths)["corr_reward_length"]
+    return out
+
+
 def summarise(rows: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int = 0,
               alpha: float = 0.05) -> tuple[dict[str, float], dict[str, list[float]]]:
     """(mean over prompts of every metric, its percentile bootstrap interval over prompts)."""
@@ -124,5 +143,7 @@ def evaluate_per_prompt(model: Any, tokenizer: Any, prompts: Sequence[str], rewa
                **prompt_metrics(sampled["completions"][part], emb[part], sampled["ended"][part],
                                 sampled["lengths"][part], settings.threshold)}
         row.update({name: float(np.mean(values[part])) for name, values in scores.items()})
+        row.update(scores={name: [float(v) for v in values[part]] for name, values in scores.items()},
+                   lengths=[int(n) for n in sampled["lengths"][part]], ended=[bool(e) for e in sampled["ended"][part]])
         rows.append(row)
     return rows

@@ -44,6 +44,13 @@ class Context:
         """Std of the SE reward over the training answers (1.0 when the preset gives the reward)."""
         return float(self.results["reward_model"].get("score_std") or 1.0)
 
+    def judge_scales(self) -> dict[str, tuple[float, float]]:
+        """{"gold": (mean, std), "proxy": (mean, std)} of each trained reward model's scores over its
+        training answers (the z-units of `flowhf.evaluation.gold_proxy`); empty for given rewards."""
+        rm = self.results["reward_model"]
+        return {name: (rm[f"{prefix}score_mean"], rm[f"{prefix}score_std"])
+                for name, prefix in (("gold", "gold_"), ("proxy", "")) if rm.get(f"{prefix}score_std")}
+
 
 def _lora(p: Preset) -> dict | None:
     return {} if p.lora else None
@@ -253,8 +260,7 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
 
         judges = ["### The two reward models: held-out pairwise accuracy per rejected kind", "",
                   format_reward_models_markdown(rm["metrics"], rm["gold_metrics"]), ""]
-    scales = {name: (rm[f"{prefix}score_mean"], rm[f"{prefix}score_std"]) for name, prefix in (("gold", "gold_"), ("proxy", ""))
-              if rm.get(f"{prefix}score_std")}
+    scales = ctx.judge_scales()
     slope = length_slope([r["reward"] for r in records], [r["length"] for r in records])
     rows = gold_proxy_rows(records, scales, slope)
     atomic_write_text(out / "gold_proxy.json", json.dumps({"scales": scales, "rows": rows}, indent=2))

@@ -128,10 +128,11 @@ def train_point(ctx, point: SweepPoint, out: Path) -> dict[str, Any]:
 
 
 def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
-    """Per-prompt metrics of one model (`flowhf.evaluation.per_prompt`), gold and proxy."""
+    """Per-prompt metrics of one model (`flowhf.evaluation.per_prompt`), gold and proxy, plus the
+    completion-level gold-vs-proxy gap and reward-length correlations (`completion_level`)."""
     from flowhf.evaluation.embeddings import Embedder
     from flowhf.evaluation.generation import GenerationSettings
-    from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
+    from flowhf.evaluation.per_prompt import PerPromptSettings, completion_level, evaluate_per_prompt, summarise
     from flowhf.evaluation.runner import load_model, release_memory
     from flowhf.evaluation.tasks import task_inputs
     from flowhf.rewards import build_reward
@@ -149,4 +150,4 @@ def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
     model = None
     release_memory()
     metrics, ci = summarise(rows, p.n_boot, seed)
-    return {**metrics, "ci": ci}
+    return {**metrics, **completion_level(rows, ctx.judge_scales()), "ci": ci}
