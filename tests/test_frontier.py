@@ -11,7 +11,7 @@ import pytest
 from flowhf.errors import ConfigError
 from flowhf.evaluation.frontier import aggregate, diversity_at, format_frontier_markdown, matched_gold_tests, mean_ci, plot_frontier
 from flowhf.pipeline.presets import get_preset
-from flowhf.pipeline.sweep import SweepPoint, check_sweep, sweep_points
+from flowhf.pipeline.sweep import SweepPoint, check_start, check_sweep, sweep_points
 
 
 def test_mean_ci_by_hand():
@@ -76,3 +76,13 @@ def test_sweep_points_are_seed_major_with_the_start_first():
 def test_check_sweep_names_the_bad_key(sweep, options, message):
     with pytest.raises(ConfigError, match=message):
         check_sweep(replace(get_preset("smoke"), sweep=sweep, method_options=options))
+
+
+def test_check_start_refuses_points_from_other_start_models(tmp_path):
+    start = {"sft": "aa", "proxy": "bb", "gold": "cc"}
+    same = {"name": "p", "start": dict(start)}
+    assert check_start(same, start, tmp_path / "result.json") is same
+    assert check_start({"name": "old"}, start, tmp_path / "result.json") == {"name": "old"}  # predates the record
+    with pytest.raises(ConfigError, match=r"other start models \(gold differ\)") as err:
+        check_start({"name": "p", "start": {**start, "gold": "dd"}}, start, tmp_path / "result.json")
+    assert "delete the point" in err.value.hint

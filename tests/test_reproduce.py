@@ -118,8 +118,9 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     assert sorted(p.name for p in (out / "sweep").iterdir() if p.is_dir()) == [
         "grpo__beta=0.04__seed0", "length_tb__target.beta=4.0__seed0", "recommended__target.beta=1.0__seed0",
         "recommended__target.beta=4.0__seed0", "sft__seed0"]  # length_tb: a sweep-only method (no stage)
-    point = json.loads((out / "sweep" / "sft__seed0" / "result.json").read_text())["metrics"]
-    assert {"gap", "corr_reward_length", "corr_proxy_length", "pairwise_distance"} <= set(point)
+    point = json.loads((out / "sweep" / "sft__seed0" / "result.json").read_text())
+    assert {"gap", "corr_reward_length", "corr_proxy_length", "pairwise_distance"} <= set(point["metrics"])
+    assert set(point["start"]) == {"sft", "proxy", "gold"}  # what every point started from (check_start)
     assert not list(out.rglob(".tmp-*")), "a temporary file or folder of an atomic write was left behind"
     for method in ("sft", "ppo", "grpo"):  # model folders renamed into place whole
         assert (out / method / "model" / "config.json").is_file(), method

@@ -92,10 +92,12 @@ def stage_sweep(ctx) -> dict[str, Any]:
     from flowhf.run_dir import atomic_write_text
 
     main, points, results = distributed.is_main_process(), sweep_points(ctx.preset), {}
+    start = start_models(ctx)
     for number, point in enumerate(points, start=1):
         folder = ctx.stage_dir("sweep") / point.name
         if (folder / RESULT).is_file():
-            results[point.name] = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+            results[point.name] = check_start(json.loads((folder / RESULT).read_text(encoding="utf-8")), start,
+                                              folder / RESULT)
             continue
         if main:
             print(f"[reproduce] sweep point {number}/{len(points)}: {point.name}", flush=True)
@@ -105,7 +107,7 @@ def stage_sweep(ctx) -> dict[str, Any]:
         distributed.barrier()
         trained = train_point(ctx, point, folder / "train")
         if main:
-            result = {**asdict(point), "name": point.name, "model_dir": trained["model_dir"],
+            result = {**asdict(point), "name": point.name, "model_dir": trained["model_dir"], "start": start,
                       "steps": trained.get("steps", (trained.get("result") or {}).get("steps")),
                       "metrics": judge_point(ctx, trained["model_dir"], point.seed)}
             folder.mkdir(parents=True, exist_ok=True)  # (the SFT start trains nothing into it)
@@ -113,6 +115,33 @@ def stage_sweep(ctx) -> dict[str, Any]:
             results[point.name] = result
         distributed.barrier()
     return {"points": results, "sweep_dir": str(ctx.stage_dir("sweep"))}
+
+
+def start_models(ctx) -> dict[str, str]:
+    """SHA-256 of what every point starts from: the SFT model's weights and each reward model's
+    (a given reward spec stands for itself). A point records it, so that points finished in
+    another run folder (another session, restored from a commit) are only mixed with points
+    of the same start: the SFT and reward-model stages are deterministic on one machine type,
+    and this checks it rather than assumes it."""
+    from flowhf.models.cache import file_sha256
+
+    out = {}
+    for name, where in (("sft", ctx.model_dir("sft")), ("proxy", ctx.se_reward()), ("gold", ctx.gold_reward())):
+        folder = Path(where.removeprefix("classifier:").split("#")[0])
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        out[name] = ",".join(file_sha256(f)[:16] for f in files) if files else where
+    return out
+
+
+def check_start(result: dict, start: dict[str, str], path: Path) -> dict:
+    """``result`` when it was trained from ``start`` (or predates the record); else a clear error."""
+    theirs = result.get("start")
+    if theirs is not None and theirs != start:
+        differ = ", ".join(k for k in start if theirs.get(k) != start[k])
+        raise ConfigError(f"{path}: this sweep point was trained from other start models ({differ} differ) than "
+                          "this run's SFT / reward-model stages; mixing them would compare unlike runs",
+                          "delete the point's folder to retrain it here, or resume the run folder it came from")
+    return result
 
 
 def train_point(ctx, point: SweepPoint, out: Path) -> dict[str, Any]:

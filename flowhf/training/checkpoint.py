@@ -18,7 +18,6 @@ only owns the file layout.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from flowhf.errors import CheckpointError
-from flowhf.models.cache import atomic_folder
+from flowhf.models.cache import atomic_folder, file_sha256
 
 CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -90,17 +89,9 @@ def _hook(name: str) -> None:
 MANIFEST = "manifest.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    manifest = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
@@ -119,7 +110,7 @@ def verify(folder: str | Path, hashes: bool = True) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != want["size"]:
             return f"{name} has {path.stat().st_size} bytes, the manifest says {want['size']}"
-        if hashes and _sha256(path) != want["sha256"]:
+        if hashes and file_sha256(path) != want["sha256"]:
             return f"{name} does not match its SHA-256"
     return None
 
