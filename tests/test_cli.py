@@ -141,3 +141,21 @@ def test_two_process_ddp_training(tmp_path):
     for name in ("rng.pt", "replay.json", "python_rng.json"):
         assert (saved / name).is_file() and (saved / "rank-1" / name).is_file(), name
     assert (saved / "rank-1" / "python_rng.json").read_text() != (saved / "python_rng.json").read_text()
+
+
+def test_frontier_benchmark_resumes_across_run_folders(tmp_path):
+    # Session 1 trains the smoke sweep and keeps its points; session 2 starts from an empty run
+    # folder, restores them, reruns the deterministic base stages (check_start agrees) and trains nothing.
+    results = tmp_path / "kept"
+    first = run("benchmarks/frontier.py", "run", "--preset", "smoke", "--run-dir", str(tmp_path / "s1"),
+                "--results", str(results))
+    assert "kept 5 new points" in first.stdout
+    kept = sorted(p.name for p in (results / "sweep").iterdir())
+    assert len(kept) == 5 and "length_tb__target.beta=4.0__seed0" in kept
+    second = run("benchmarks/frontier.py", "run", "--preset", "smoke", "--run-dir", str(tmp_path / "s2"),
+                 "--results", str(results))
+    assert "restored 5 finished points" in second.stdout and "kept 0 new points" in second.stdout
+    assert "sweep point" not in second.stdout + second.stderr  # nothing retrained
+    report = (results / "report.md").read_text()
+    assert "Points finished: 5 of 5" in report and (results / "frontier.png").is_file()
+    assert report.count('"sft": ') == 1  # one start for every point

@@ -18,6 +18,7 @@ per-prompt metrics (``reward`` = gold, ``pairwise_distance`` = per-prompt divers
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,23 @@ def matched_gold_tests(frontier: Mapping[str, Sequence[Mapping[str, Any]]], cand
             test.update(t=float(res.statistic), p=float(res.pvalue))
         tests.append(test)
     return tests
+
+
+def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, baselines: Sequence[str]
+                   ) -> tuple[dict, list[dict], dict[str, str]]:
+    """Aggregate the sweep's points, test every other method (the SFT start aside) against each
+    of ``baselines`` at matched gold, write ``frontier.json`` and ``frontier.png`` into ``out``;
+    returns (frontier, tests, {"frontier": path, "frontier_plot": path})."""
+    from flowhf.run_dir import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frontier = aggregate(points)
+    present = [m for m in baselines if m in frontier]
+    tests = [t for m in frontier if m not in present + ["sft"] for t in matched_gold_tests(frontier, m, present)]
+    atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests}, indent=2, default=str))
+    plot = plot_frontier(frontier, out / "frontier.png")
+    return frontier, tests, {"frontier": str(out / "frontier.json"), "frontier_plot": str(plot)}
 
 
 def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]]) -> str:

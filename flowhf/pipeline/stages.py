@@ -294,22 +294,17 @@ def _toxicity_note(ctx: Context, eval_dir: Path) -> list[str]:
 
 def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
     """Report lines: the sweep's frontier plot, its table and the matched-gold tests."""
-    from flowhf.evaluation.frontier import aggregate, format_frontier_markdown, matched_gold_tests, plot_frontier
+    from flowhf.evaluation.frontier import format_frontier_markdown, write_frontier
     from flowhf.pipeline.presets import BASELINE_METHODS
-    from flowhf.run_dir import atomic_write_text
 
     points = list((ctx.results.get("sweep") or {}).get("points", {}).values())
     if not points:
         return []
-    frontier = aggregate(points)
-    baselines = [m for m in BASELINE_METHODS if m in frontier]
-    tests = [t for m in frontier if m not in baselines + ["sft"] for t in matched_gold_tests(frontier, m, baselines)]
-    atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests}, indent=2, default=str))
-    plot = plot_frontier(frontier, out / "frontier.png")
-    files.update(frontier=str(out / "frontier.json"), frontier_plot=str(plot))
+    frontier, tests, written = write_frontier(points, out, BASELINE_METHODS)
+    files.update(written)
     knobs = ", ".join(f"{m}: {k} in {v}" for m, grid in ctx.preset.sweep.items() for k, v in grid.items())
-    return ["## Frontier: gold reward against per-prompt diversity", "", f"![frontier](report/{plot.name})", "",
-            f"Grid: {knobs}; seeds {ctx.preset.sweep_seeds}; every point has the budget {json.dumps(ctx.preset.budget)}.",
+    return ["## Frontier: gold reward against per-prompt diversity", "", f"![frontier](report/{Path(written['frontier_plot']).name})",
+            "", f"Grid: {knobs}; seeds {ctx.preset.sweep_seeds}; every point has the budget {json.dumps(ctx.preset.budget)}.",
             "", format_frontier_markdown(frontier, tests), ""]
 
 
