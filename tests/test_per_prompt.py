@@ -12,7 +12,8 @@ import torch
 
 from flowhf.evaluation.generation import GenerationSettings
 from flowhf.evaluation.per_prompt import PerPromptSettings, completion_level, distinct_answers, prompt_metrics, summarise
-from flowhf.evaluation.runner import evaluate_models, length_metrics
+from flowhf.evaluation.runner import evaluate_models
+from flowhf.evaluation.sampling import length_metrics
 from tests.test_evaluation import FakeEmbedder, count_w1, tiny_model, word_tokenizer
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from flowhf.fields import AT_LEAST_ONE, POSITIVE, Range
 from flowhf.fields import help_field as _f
 from flowhf.evaluation.metrics import distinct_n, l2_normalise, pairwise_cosine_distance_mean
+from flowhf.evaluation.sampling import length_metrics, sample_and_score, score
 
 METRICS = ("pairwise_distance", "distinct_1", "distinct_2", "distinct_answers", "eos_rate", "mean_length")
 
@@ -80,9 +81,8 @@ def prompt_metrics(texts: Sequence[str], embeddings: Any, ended: Sequence[bool],
 def completion_level(rows: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]]) -> dict[str, float]:
     """Figures over every completion of `evaluate_per_prompt`'s rows (not prompt means): the
     gold-vs-proxy gap in z-units (`flowhf.evaluation.gold_proxy`) and the correlation of each
-    reward with length (`flowhf.evaluation.runner.length_metrics`)."""
+    reward with length (`flowhf.evaluation.sampling.length_metrics`)."""
     from flowhf.evaluation.gold_proxy import gold_proxy_rows
-    from flowhf.evaluation.runner import length_metrics
 
     records = [{"model": "m", "reward": gold, "length": n, "ended": e,
                 **({"proxy_reward": row["scores"]["proxy_reward"][i]} if "proxy_reward" in row["scores"] else {})}
@@ -121,8 +121,6 @@ def evaluate_per_prompt(model: Any, tokenizer: Any, prompts: Sequence[str], rewa
     ``rewards`` maps a name (the row's key) to a reward callable, the headline first; ``columns``
     are the reward's extra per-prompt columns aligned with ``prompts``.
     """
-    from flowhf.evaluation.runner import sample_and_score, score
-
     from flowhf.evaluation.tasks import evenly_spaced
 
     keep = evenly_spaced(len(prompts), settings.n_prompts)
