@@ -65,6 +65,7 @@ def test_stackexchange_layout_is_mapped_automatically(tmp_path):
     rows = [{"qid": 7, "question": "q", "response_j": "good", "response_k": "bad"}]
     pairs = load_preference_pairs(_jsonl(tmp_path / "se.jsonl", rows))
     assert pairs == [{"prompt": "q", "chosen": "good", "rejected": "bad"}]
+    assert load_prompts(tmp_path / "se.jsonl") == ["q"]  # by layout, whatever the file is called
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])

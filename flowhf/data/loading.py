@@ -101,8 +101,10 @@ def load_prompts(
     limit: int | None = None,
 ) -> list[str]:
     """The ``column`` of every row as a list of strings (StackExchange: its ``question``)."""
-    if columns is None and _is_stackexchange(source) and column == "prompt":
-        columns = {"prompt": "question"}
+    if columns is None and column == "prompt":
+        keys = _first_row_keys(source, split)
+        if "prompt" not in keys and STACKEXCHANGE_PAIR_COLUMNS["prompt"] in keys:  # StackExchange layout
+            columns = {"prompt": STACKEXCHANGE_PAIR_COLUMNS["prompt"]}
     rows = load_rows(source, columns=columns, required=[column], split=split, limit=limit)
     return [str(row[column]) for row in rows]
 
@@ -122,11 +124,7 @@ def load_preference_pairs(
     ``prompt``/``chosen``/``rejected`` columns or pass a mapping.
     """
     if columns is None:
-        _, raw = _open_source(source, split)
-        first = next(iter(raw), (0, {}))[1]  # peek at the first row's keys only
-        if hasattr(raw, "close"):
-            raw.close()  # release the file handle of the file readers
-        keys = set(first) if isinstance(first, dict) else set()
+        keys = _first_row_keys(source, split)
         if not set(PAIR_KEYS) <= keys and set(STACKEXCHANGE_PAIR_COLUMNS.values()) <= keys:
             columns = dict(STACKEXCHANGE_PAIR_COLUMNS)
     rows = load_rows(source, columns=columns, required=list(PAIR_KEYS), split=split, limit=limit)
@@ -134,8 +132,13 @@ def load_preference_pairs(
             for row in rows]
 
 
-def _is_stackexchange(source: str | Path) -> bool:
-    return isinstance(source, str) and source.split(":")[0] in ("stackexchange", "stackexchange_gold_extra")
+def _first_row_keys(source: str | Path, split: str | None) -> set[str]:
+    """The first row's keys (the source's layout), reading that row only."""
+    _, raw = _open_source(source, split)
+    first = next(iter(raw), (0, {}))[1]
+    if hasattr(raw, "close"):
+        raw.close()  # release the file handle of the file readers
+    return set(first) if isinstance(first, dict) else set()
 
 
 def _check_row(label: str, row_number: int, raw: Any, columns: dict[str, str], required: list[str]) -> Row:
