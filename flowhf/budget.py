@@ -66,3 +66,44 @@ class Budget:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the budgeted loop running in this process is: ``done`` of ``total`` ``unit``."""
+
+    done: float
+    total: float
+    unit: str
+
+
+# The loop publishes, a stage bar of `flowhf reproduce` reads (one loop per process at a time).
+# A listener also silences the loops' own bars, so each stage shows one bar against its budget.
+_LATEST: dict[str, Any] = {"progress": None, "listening": False}
+
+
+def progress_of(budget: Budget, steps: int, completions: int, seconds: float) -> Progress:
+    """Progress against the budget's count limit (completions, else steps), else its seconds."""
+    if budget.completions is not None:
+        return Progress(completions, budget.completions, "completions")
+    if budget.max_steps is not None:
+        return Progress(steps, budget.max_steps, "steps")
+    return Progress(round(seconds), budget.seconds or 0, "s")
+
+
+def publish_progress(progress: Progress) -> None:
+    _LATEST["progress"] = progress
+
+
+def latest_progress() -> Progress | None:
+    return _LATEST["progress"]
+
+
+def listen_to_progress(on: bool) -> None:
+    """A stage bar starts (True: the loops' own bars are silenced) or ends (False); clears the last progress."""
+    _LATEST.update(progress=None, listening=bool(on))
+
+
+def progress_is_shown() -> bool:
+    """Whether a stage bar shows the loop's progress (then the loop draws no bar of its own)."""
+    return bool(_LATEST["listening"])

@@ -24,6 +24,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from flowhf.budget import Budget  # noqa: F401  (re-exported: flowhf.baselines.Budget)
+from flowhf.budget import progress_of, publish_progress
 from flowhf.run_dir import atomic_write_text
 
 
@@ -132,6 +133,7 @@ class BudgetCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._update(state)
+        publish_progress(progress_of(self.budget, self.steps, self.counter.completions, self.elapsed))
         reason = self._agreed(self.exhausted())
         if reason is not None:
             self.stopped_by = reason

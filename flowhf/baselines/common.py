@@ -177,7 +177,10 @@ def start_run(method: str, model: Any, tokenizer: Any, args: Any, **recorder_kw:
 
 def trainer_kwargs(args: Any, recorder: "RunRecorder") -> dict[str, Any]:
     """TRL config fields every baseline sets the same way (then its own, then trl_overrides)."""
-    return {**COMMON_TRAINER_KWARGS, "output_dir": str(args.output_dir), "learning_rate": args.lr, "seed": args.seed}
+    from flowhf.budget import progress_is_shown
+
+    return {**COMMON_TRAINER_KWARGS, "output_dir": str(args.output_dir), "learning_rate": args.lr, "seed": args.seed,
+            "disable_tqdm": progress_is_shown()}  # under a reproduce stage bar, TRL draws no second bar
 
 
 def finish_run(run: TrlRun, trained: Any, tokenizer: Any, settings: dict[str, Any]) -> dict[str, Any]:

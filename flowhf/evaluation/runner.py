@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from flowhf.budget import Progress, progress_is_shown, publish_progress
 from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
 from flowhf.evaluation.generation import GenerationSettings
@@ -165,7 +166,9 @@ def evaluate_models(
         reference = (ref_m.eval(), ref_tok)
 
     results, records, per_prompt_records = [], [], []
-    for spec in tqdm(models, desc=f"evaluating ({task})", unit="model", leave=False):
+    for number, spec in enumerate(tqdm(models, desc=f"evaluating ({task})", unit="model", leave=False,
+                                       disable=progress_is_shown())):  # (a reproduce stage bar shows it instead)
+        publish_progress(Progress(number, len(models), f"models ({task})"))
         name, model, tokenizer, loaded_here = load_model(spec, device)
         if reference is not None and len(reference[1]) != len(tokenizer):
             raise ValueError(

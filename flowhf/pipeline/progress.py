@@ -1,8 +1,11 @@
 """Per-stage progress bars and a whole-run ETA for `flowhf reproduce`.
 
-Stages are bounded by wall-clock budgets, not by step counts, so the bar of a stage runs over
-its ESTIMATED seconds (``Preset.stage_seconds``) and a background thread advances it once a
-second. The ETA is the sum of the estimates of the stages still to run, corrected by how far
+A stage's bar shows what the loop inside it publishes (`flowhf.budget.publish_progress`):
+completions scored (or steps) against the stage's budget for a training stage, models done in the
+evaluation; the loops' own bars (TRL's, FlowHF's) are silenced meanwhile, so there is one bar
+per stage. Until a loop publishes (loading, saving, a stage without a loop) the bar runs over
+the stage's ESTIMATED seconds (``Preset.stage_seconds``). A background thread refreshes it once
+a second. The ETA is the sum of the estimates of the stages still to run, corrected by how far
 the finished stages over- or under-ran theirs. On a non-TTY (log files, CI) the bar is off
 and one line per stage with the ETA is printed instead.
 """
@@ -65,6 +68,10 @@ class StageProgress:
         if self.enabled:
             from tqdm import tqdm
 
+            from flowhf.budget import listen_to_progress
+
+            listen_to_progress(True)
+
             self._bar = tqdm(total=max(1, int(self.clock.estimates[self.stage])), desc=f"{self.index}/{total} {self.stage}",
                              unit="s", file=self.stream, dynamic_ncols=True, leave=False)
             self._thread = threading.Thread(target=self._tick, daemon=True)
@@ -73,13 +80,27 @@ class StageProgress:
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
-            elapsed = time.perf_counter() - self.started
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Show the loop's published progress, else the seconds against the stage's estimate."""
+        from flowhf.budget import latest_progress
+
+        elapsed = time.perf_counter() - self.started
+        progress = latest_progress()
+        if progress is not None:
+            self._bar.total, self._bar.unit = max(1, int(progress.total)), progress.unit
+            self._bar.n = min(int(progress.done), self._bar.total)
+        else:
             self._bar.n = min(int(elapsed), self._bar.total)
-            self._bar.set_postfix_str(f"run ETA {format_seconds(self.clock.remaining(self.stage, elapsed))}")
+        self._bar.set_postfix_str(f"run ETA {format_seconds(self.clock.remaining(self.stage, elapsed))}")
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         if self._bar is not None:
+            from flowhf.budget import listen_to_progress
+
+            listen_to_progress(False)
             self._bar.close()

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flowhf.budget import Progress, progress_is_shown, publish_progress
 from flowhf.training import checkpoint
 from flowhf.training.log_files import cut_logs_back
 from flowhf.training.logging import MetricsLogger, ProgressBar
 from flowhf.training.nonfinite import NonFiniteStep
+
+
+def _progress(opt, state) -> Progress:
+    """Against the run's binding count: completions scored when budgeted so, else steps."""
+    if opt.max_completions is not None:
+        return Progress(state.completions_scored, opt.max_completions, "completions")
+    return Progress(state.global_step, state.max_steps, "steps")
 
 
 def run_training(trainer, resume_from: str | Path | None) -> dict:
@@ -29,7 +37,7 @@ def run_training(trainer, resume_from: str | Path | None) -> dict:
     logger = MetricsLogger(trainer.output_dir, report_to=cfg.logging.report_to or ["jsonl", "csv"],
                            histogram_every=cfg.logging.histogram_every,
                            purge_step=state.global_step + 1 if resume_from is not None else None) if main else None
-    bar = ProgressBar(state.max_steps, initial=state.global_step, disable=not (cfg.logging.progress_bar and main))
+    bar = ProgressBar(state.max_steps, initial=state.global_step, disable=not (cfg.logging.progress_bar and main) or progress_is_shown())
     control = trainer.callbacks.fire("on_train_begin", trainer)
     last, saved_at = {}, None
     try:
@@ -43,6 +51,7 @@ def run_training(trainer, resume_from: str | Path | None) -> dict:
             control = trainer.callbacks.fire("on_step_end", trainer)
             _log(trainer, logger, last)
             bar.update(state.global_step, last)
+            publish_progress(_progress(cfg.optim, state))
             if (cfg.logging.save_steps and state.global_step % cfg.logging.save_steps == 0) or control.should_save:
                 saved_at = _save(trainer)
     finally:
