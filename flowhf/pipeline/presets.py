@@ -130,10 +130,15 @@ _CPU = Preset(
 )
 # The comparison a reviewer can accept (issue 11): every method's knob on a grid, 3 seeds each, a
 # longer budget; several hours on 2 cores, resumable point by point (--resume).
+# Each method's learning rate: the best mean gold of the cpu-lr grid (one seed, 160 completions;
+# benchmarks/results/reproduce_cpu_lr/report.md). The gold intervals of those points overlap (+-0.6).
+CPU_FULL_LR = {"recommended": 3e-4, "length_tb": 1e-3, "fl_kl": 1e-4, "ppo": 3e-4, "grpo": 1e-4}
 _CPU_FULL = replace(
     _CPU,
     name="cpu-full",
     budget={"completions": 256},
+    method_options={**{m: {"optim.learning_rate": CPU_FULL_LR[m]} for m in ("recommended", "length_tb", "fl_kl")},
+                    "ppo": {**_CPU.method_options["ppo"], "lr": CPU_FULL_LR["ppo"]}, "grpo": {"lr": CPU_FULL_LR["grpo"]}},
     per_prompt={"n_prompts": 32, "k": 8},
     sweep={"recommended": {"target.beta": [2.0, 8.0, 32.0]}, "length_tb": {"target.beta": [2.0, 8.0, 32.0]},
            "fl_kl": {"target.beta": [2.5, 10.0, 40.0]},
