@@ -141,7 +141,7 @@ def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]]
     for t in tests:
         if "ratio" not in t:
             lines.append(f"- {t['candidate']} vs {t['baseline']} ({t['baseline_setting']}, gold {t['baseline_gold']:.3f}): "
-                         f"the candidate's frontier does not reach that gold in any seed; no matched comparison.")
+                         f"that gold lies outside the candidate's range of gold in every seed (no extrapolation); no matched comparison.")
             continue
         p = f", Welch one-sided p = {t['p']:.3g}" if "p" in t else " (one seed matched: no test)"
         lines.append(f"- {t['candidate']} vs {t['baseline']} at the gold of its best setting ({t['baseline_setting']}, "
