@@ -65,6 +65,7 @@ def report(preset_name: str, results: Path) -> Path:
     """frontier.json, frontier.png and report.md from the kept points."""
     from flowhf.evaluation.frontier import format_frontier_markdown, write_frontier
     from flowhf.pipeline.presets import BASELINE_METHODS, load_preset
+    from flowhf.pipeline.sweep import describe_grid
     from flowhf.run_dir import atomic_write_text
 
     preset = load_preset(preset_name)
@@ -73,12 +74,10 @@ def report(preset_name: str, results: Path) -> Path:
         raise SystemExit(f"no finished points under {results / 'sweep'}: run `benchmarks/frontier.py run` first")
     frontier, tests, _ = write_frontier(points, results, BASELINE_METHODS)
     starts = sorted({json.dumps(p.get("start"), sort_keys=True) for p in points})
-    knobs = ", ".join(f"{m}: {k} in {v}" for m, grid in preset.sweep.items() for k, v in grid.items())
     expected = len(preset.sweep_seeds) * (1 + sum(len(v) for grid in preset.sweep.values() for v in grid.values()))
     lines = [f"# Frontier of preset {preset.name}: gold reward against per-prompt diversity", "",
              "![frontier](frontier.png)", "",
-             f"Grid: {knobs}; seeds {preset.sweep_seeds}; per-method options {json.dumps(preset.method_options)}; "
-             f"budget per point {json.dumps(preset.budget)}; per-prompt evaluation {json.dumps(preset.per_prompt)}.",
+             describe_grid(preset),
              f"Points finished: {len(points)} of {expected}. Start models (SHA-256 prefixes of SFT, proxy, gold): "
              + "; ".join(starts), "", format_frontier_markdown(frontier, tests), ""]
     return atomic_write_text(results / "report.md", "\n".join(lines))

@@ -221,14 +221,16 @@ def length_log_z(
     return (mean_gap + slope * spread).detach()  # [B]
 
 
+def _log_pf_sum(x: ObjectiveInputs) -> torch.Tensor:
+    return (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
+
+
 def _batch_estimate(x: ObjectiveInputs) -> torch.Tensor:
-    log_pf_sum = (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
-    return batch_log_z(log_pf_sum, x.log_reward, x.group_ids)
+    return batch_log_z(_log_pf_sum(x), x.log_reward, x.group_ids)
 
 
 def _length_estimate(x: ObjectiveInputs) -> torch.Tensor:
-    log_pf_sum = (x.log_pf.float() * x.mask).sum(dim=1)  # [B]
-    return length_log_z(log_pf_sum, x.mask.sum(dim=1), x.log_reward, x.group_ids)
+    return length_log_z(_log_pf_sum(x), x.mask.sum(dim=1), x.log_reward, x.group_ids)
 
 
 def _importance_estimate(x: ObjectiveInputs) -> torch.Tensor:

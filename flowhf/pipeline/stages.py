@@ -296,16 +296,15 @@ def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
     """Report lines: the sweep's frontier plot, its table and the matched-gold tests."""
     from flowhf.evaluation.frontier import format_frontier_markdown, write_frontier
     from flowhf.pipeline.presets import BASELINE_METHODS
+    from flowhf.pipeline.sweep import describe_grid
 
     points = list((ctx.results.get("sweep") or {}).get("points", {}).values())
     if not points:
         return []
     frontier, tests, written = write_frontier(points, out, BASELINE_METHODS)
     files.update(written)
-    knobs = ", ".join(f"{m}: {k} in {v}" for m, grid in ctx.preset.sweep.items() for k, v in grid.items())
     return ["## Frontier: gold reward against per-prompt diversity", "", f"![frontier](report/{Path(written['frontier_plot']).name})",
-            "", f"Grid: {knobs}; seeds {ctx.preset.sweep_seeds}; every point has the budget {json.dumps(ctx.preset.budget)}.",
-            "", format_frontier_markdown(frontier, tests), ""]
+            "", describe_grid(ctx.preset), "", format_frontier_markdown(frontier, tests), ""]
 
 
 def _steps(result: dict) -> str:

@@ -50,6 +50,13 @@ def sweep_points(preset: Preset) -> list[SweepPoint]:
     return points if preset.sweep else []
 
 
+def describe_grid(preset: Preset) -> str:
+    """The report's one line on what was swept: knobs, seeds, per-method options, budget, judging."""
+    knobs = ", ".join(f"{m}: {k} in {v}" for m, grid in preset.sweep.items() for k, v in grid.items())
+    return (f"Grid: {knobs}; seeds {preset.sweep_seeds}; per-method options {json.dumps(preset.method_options)}; "
+            f"budget per point {json.dumps(preset.budget)}; per-prompt evaluation {json.dumps(preset.per_prompt)}.")
+
+
 def check_sweep(preset: Preset) -> None:
     """Methods known, one knob per method with a non-empty list of values, knobs that exist
     (checked like the method's own config), method_options likewise; errors say the fix."""
