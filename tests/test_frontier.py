@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import pytest
+from scipy import stats as sps
 
 from flowhf.errors import ConfigError
 from flowhf.evaluation.frontier import aggregate, diversity_at, format_frontier_markdown, matched_gold_tests, mean_ci, plot_frontier
@@ -44,6 +45,8 @@ def test_matched_gold_test_reads_the_candidate_at_the_baselines_best_gold():
     # (1.5, 0.40) and (2.5, 0.22) -> 0.40 - 0.18 * 0.6 = 0.292
     assert test["candidate_diversity"] == pytest.approx((0.30 + 0.292) / 2)
     assert test["ratio"] == pytest.approx(((0.30 + 0.292) / 2) / 0.10) and test["p"] < 0.05
+    reference = sps.ttest_ind([0.30, 0.292], [0.115, 0.115], equal_var=False, alternative="greater").pvalue
+    assert test["p_target"] == pytest.approx(reference) and test["p_target"] > test["p"]  # 1.15x is the harder bar
     text = format_frontier_markdown(frontier, [test])
     assert "| recommended | k=8 | 2 |" in text and "ratio 2.96" in text
 
