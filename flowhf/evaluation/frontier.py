@@ -130,7 +130,7 @@ def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, 
 
 def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]]) -> str:
     cols = [("reward", "Gold"), ("proxy_reward", "Proxy"), ("pairwise_distance", "Per-prompt diversity"),
-            ("distinct_answers", "Distinct answers"), ("mean_length", "Tokens"), ("eos_rate", "EOS rate"),
+            ("distinct_answers", "Distinct answers"), ("mean_length", "Generated tokens"), ("eos_rate", "EOS rate"),
             ("gap", "Proxy - gold (z)"), ("corr_reward_length", "corr(gold, length)"),
             ("corr_proxy_length", "corr(proxy, length)")]
     lines = ["| Method | Setting | Seeds | " + " | ".join(t for _, t in cols) + " |", "|---|---|---|" + "---|" * len(cols)]

@@ -61,7 +61,7 @@ def _z(value: float, scale: tuple[float, float] | None) -> float:
 
 def format_gold_proxy_markdown(rows: Sequence[Mapping[str, Any]], slope_note: str) -> str:
     cols = [("gold", "Gold"), ("gold_lc", "Gold, length-controlled"), ("proxy", "Proxy"), ("gold_z", "Gold (z)"),
-            ("proxy_z", "Proxy (z)"), ("gap", "Proxy - gold (z)"), ("tokens", "Tokens"), ("eos_rate", "EOS rate")]
+            ("proxy_z", "Proxy (z)"), ("gap", "Proxy - gold (z)"), ("tokens", "Generated tokens"), ("eos_rate", "EOS rate")]
     lines = ["| Model | " + " | ".join(title for _, title in cols) + " |", "|---|" + "---|" * len(cols)]
     for row in rows:
         cells = [_cell(row.get(key)) for key, _ in cols]

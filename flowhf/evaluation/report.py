@@ -32,7 +32,7 @@ EXTRA_COLUMNS = (
     ("Diversity (all n)", "diversity_all"),
     ("Distinct-1", "distinct_1"),
     ("Distinct-2", "distinct_2"),
-    ("Mean Length", "mean_length"),
+    ("Mean Length (text re-tokenised)", "mean_length"),
     ("EOS rate", "eos_rate"),
     ("Corr(reward, length)", "corr_reward_length"),
     ("KL / token", "kl_per_token"),
@@ -44,7 +44,7 @@ PER_PROMPT_COLUMNS = (
     ("Distinct-1", "pp_distinct_1"),
     ("Distinct-2", "pp_distinct_2"),
     ("EOS rate", "pp_eos_rate"),
-    ("Mean tokens", "pp_mean_length"),
+    ("Generated tokens", "pp_mean_length"),
 )
 _TABLE_TITLES = {
     "stackexchange": "Table 1: StackExchange",
@@ -106,7 +106,8 @@ def write_report_md(
         "Cells: estimate [95% percentile bootstrap interval over completions]. Std columns are "
         "population std (ddof=0). Diversity: mean pairwise cosine distance of the top-K "
         "completions' embeddings (i != j); Novelty: mean over the top K of the minimum cosine "
-        "distance to the training completions D0 (n/a without D0).",
+        "distance to the training completions D0 (n/a without D0). Mean Length is the report's: the "
+        "decoded text re-tokenised, EOS not counted; the other tables count the generated tokens, EOS included.",
         "",
         "## Extra metrics",
         "",
