@@ -47,8 +47,13 @@ def test_matched_gold_test_reads_the_candidate_at_the_baselines_best_gold():
     assert test["ratio"] == pytest.approx(((0.30 + 0.292) / 2) / 0.10) and test["p"] < 0.05
     reference = sps.ttest_ind([0.30, 0.292], [0.115, 0.115], equal_var=False, alternative="greater").pvalue
     assert test["p_target"] == pytest.approx(reference) and test["p_target"] > test["p"]  # 1.15x is the harder bar
+    # nearest mean gold to ppo's 2.05: recommended k=2 (1.5) is 0.55 away, k=8 (2.5) 0.45: k=8
+    assert test["nearest_setting"] == "k=8" and test["nearest_seeds"] == 2
+    assert test["nearest_gold"] == pytest.approx(2.5) and test["nearest_diversity"] == pytest.approx(0.21)
+    gold_p = sps.ttest_ind([2.5, 2.5], [2.0, 2.1], equal_var=False).pvalue
+    assert test["nearest_p_gold"] == pytest.approx(gold_p)
     text = format_frontier_markdown(frontier, [test])
-    assert "| recommended | k=8 | 2 |" in text and "ratio 2.96" in text
+    assert "| recommended | k=8 | 2 |" in text and "ratio 2.96" in text and "(k=8, its nearest gold)" in text
 
 
 def test_plot_frontier_writes_a_png(tmp_path):
