@@ -63,7 +63,7 @@ def collect(run_dir: Path, results: Path) -> int:
 
 def report(preset_name: str, results: Path) -> Path:
     """frontier.json, frontier.png and report.md from the kept points."""
-    from flowhf.evaluation.frontier import format_frontier_markdown, write_frontier
+    from flowhf.evaluation.frontier import format_frontier_markdown, length_confound, write_frontier
     from flowhf.pipeline.presets import BASELINE_METHODS, load_preset
     from flowhf.pipeline.sweep import describe_grid
     from flowhf.run_dir import atomic_write_text
@@ -79,7 +79,7 @@ def report(preset_name: str, results: Path) -> Path:
              "![frontier](frontier.png)", "",
              describe_grid(preset),
              f"Points finished: {len(points)} of {expected}. Start models (SHA-256 prefixes of SFT, proxy, gold): "
-             + "; ".join(starts), "", format_frontier_markdown(frontier, tests), ""]
+             + "; ".join(starts), "", format_frontier_markdown(frontier, tests, length_confound(points)), ""]
     return atomic_write_text(results / "report.md", "\n".join(lines))
 
 

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats as sps
 
 from flowhf.errors import ConfigError
-from flowhf.evaluation.frontier import aggregate, diversity_at, format_frontier_markdown, matched_gold_tests, mean_ci, plot_frontier
+from flowhf.evaluation.frontier import (aggregate, diversity_at, format_frontier_markdown, length_confound, matched_gold_tests,
+                                       mean_ci, plot_frontier, with_length_controlled)
 from flowhf.pipeline.presets import get_preset
 from flowhf.pipeline.sweep import SweepPoint, check_start, check_sweep, sweep_points
 
@@ -54,6 +55,23 @@ def test_matched_gold_test_reads_the_candidate_at_the_baselines_best_gold():
     assert test["nearest_p_gold"] == pytest.approx(gold_p)
     text = format_frontier_markdown(frontier, [test])
     assert "| recommended | k=8 | 2 |" in text and "ratio 2.96" in text and "(k=8, its nearest gold)" in text
+
+
+def test_length_confound_removes_the_pooled_length_slope_by_hand():
+    # diversity = 1.0 - 0.01 * tokens exactly, gold = 0.1 * tokens: slope -0.01, |corr| = 1; at the
+    # mean length (20 tokens) every point's length-controlled diversity is 1.0 - 0.2 = 0.8
+    points = [{"method": "m", "knob": "k", "value": v, "seed": 0,
+               "metrics": {"reward": 0.1 * n, "pairwise_distance": 1.0 - 0.01 * n, "mean_length": n}}
+              for v, n in ((1, 10.0), (2, 20.0), (3, 30.0))]
+    confound = length_confound(points)
+    assert confound["slope_diversity_per_token"] == pytest.approx(-0.01) and confound["mean_tokens"] == pytest.approx(20.0)
+    assert confound["corr_diversity_tokens"] == pytest.approx(-1.0) and confound["corr_gold_tokens"] == pytest.approx(1.0)
+    controlled = with_length_controlled(points, confound)
+    assert [p["metrics"]["pairwise_distance_lc"] for p in controlled] == pytest.approx([0.8, 0.8, 0.8])
+    assert "pairwise_distance_lc" not in points[0]["metrics"]  # copies, the input untouched
+    text = format_frontier_markdown(aggregate(controlled), [], confound)
+    assert "corr(diversity, tokens) = -1.00" in text and "| m | k=1 | 1 | 1.000 | n/a | 0.900 | 0.800 |" in text
+    assert length_confound(points[:2]) == {}  # too few points to fit
 
 
 def test_plot_frontier_writes_a_png(tmp_path):

@@ -16,6 +16,9 @@ per-prompt metrics (``reward`` = gold, ``pairwise_distance`` = per-prompt divers
 - `nearest_setting_test`: when that gold lies outside the candidate's curve in some seeds, the
   candidate's setting of nearest mean gold against the baseline's best, seed for seed: whether
   their golds differ (two-sided) and whether the candidate is more diverse (one-sided).
+- `length_confound` / `with_length_controlled`: diversity and gold against the answers' length
+  across all points, and diversity with the pooled length slope removed (shorter answers sit
+  farther apart in embedding space, so shortening alone raises the diversity measure).
 - `plot_frontier`: gold reward (x) against per-prompt diversity (y), one line per method with
   seed intervals on both axes; a method dominates where its line lies above and to the right.
 """
@@ -34,8 +37,9 @@ from scipy import stats as sps
 
 X, Y = "reward", "pairwise_distance"  # gold reward of the per-prompt samples, per-prompt diversity
 TARGET_RATIO = 1.15  # the issue's aim: FlowHF's diversity >= 1.15x the baseline's at its best gold
-SUMMARY_KEYS = ("reward", "proxy_reward", "pairwise_distance", "distinct_answers", "distinct_2", "eos_rate", "mean_length",
-                "gap", "corr_reward_length", "corr_proxy_length")
+Y_LC = "pairwise_distance_lc"  # per-prompt diversity with the sweep's pooled length trend removed
+SUMMARY_KEYS = ("reward", "proxy_reward", "pairwise_distance", Y_LC, "distinct_answers", "distinct_2", "eos_rate",
+                "mean_length", "gap", "corr_reward_length", "corr_proxy_length")
 
 
 def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
@@ -62,7 +66,7 @@ def aggregate(points: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, A
             values = [m["metrics"].get(key) for m in members if m["metrics"].get(key) is not None]
             if values:
                 setting[key], setting[f"{key}_ci"] = mean_ci(values)
-        setting["per_seed"] = {m["seed"]: {k: m["metrics"].get(k) for k in (X, Y)} for m in members}
+        setting["per_seed"] = {m["seed"]: {k: m["metrics"].get(k) for k in (X, Y, Y_LC)} for m in members}
         out.setdefault(method, []).append(setting)
     for settings in out.values():
         settings.sort(key=lambda s: float(s["value"]) if _number(s["value"]) else str(s["value"]))
@@ -124,13 +128,50 @@ def nearest_setting_test(candidate: Sequence[Mapping[str, Any]], best: Mapping[s
     seeds = sorted(set(near["per_seed"]) & set(best["per_seed"]))
     out = {"nearest_setting": f"{near['knob']}={near['value']}", "nearest_seeds": len(seeds)}
     if len(seeds) >= 2:
-        for key, side, name in ((X, "two-sided", "gold"), (Y, "greater", "diversity")):
+        for key, side, name in ((X, "two-sided", "gold"), (Y, "greater", "diversity"), (Y_LC, "greater", "diversity_lc")):
+            if any(near["per_seed"][s].get(key) is None or best["per_seed"][s].get(key) is None for s in seeds):
+                continue
             ours = [near["per_seed"][s][key] for s in seeds]
             theirs = [best["per_seed"][s][key] for s in seeds]
             res = sps.ttest_ind(ours, theirs, equal_var=False, alternative=side)
             out.update({f"nearest_{name}": float(np.mean(ours)), f"nearest_baseline_{name}": float(np.mean(theirs)),
                         f"nearest_p_{name}": float(res.pvalue)})
     return out
+
+
+def length_confound(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Across the sweep's points: how per-prompt diversity and gold move with the answers' length,
+    and the pooled least-squares slope of diversity on mean tokens. Shorter answers are farther
+    apart in embedding space, so a method that shortens its answers gains diversity by length
+    alone; the slope lets `with_length_controlled` take that trend out."""
+    rows = [p["metrics"] for p in points if all(_finite(p["metrics"].get(k)) for k in (X, Y, "mean_length"))]
+    if len(rows) < 3:
+        return {}
+    length, div, gold = (np.array([r[k] for r in rows], dtype=np.float64) for k in ("mean_length", Y, X))
+    if length.std() == 0:
+        return {}
+    slope = float(np.polyfit(length, div, 1)[0])
+    return {"points": len(rows), "slope_diversity_per_token": slope, "mean_tokens": float(length.mean()),
+            "corr_diversity_tokens": float(np.corrcoef(div, length)[0, 1]),
+            "corr_gold_tokens": float(np.corrcoef(gold, length)[0, 1]) if gold.std() > 0 else float("nan")}
+
+
+def with_length_controlled(points: Sequence[Mapping[str, Any]], confound: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Copies of ``points`` whose metrics add ``pairwise_distance_lc``: diversity at the sweep's
+    mean length, diversity - slope * (tokens - mean tokens) (unchanged points when no slope)."""
+    if not confound:
+        return [dict(p) for p in points]
+    out = []
+    for p in points:
+        m = dict(p["metrics"])
+        if _finite(m.get(Y)) and _finite(m.get("mean_length")):
+            m[Y_LC] = m[Y] - confound["slope_diversity_per_token"] * (m["mean_length"] - confound["mean_tokens"])
+        out.append({**p, "metrics": m})
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return _number(value) and math.isfinite(value)
 
 
 def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, baselines: Sequence[str]
@@ -142,16 +183,19 @@ def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frontier = aggregate(points)
+    confound = length_confound(points)
+    frontier = aggregate(with_length_controlled(points, confound))
     present = [m for m in baselines if m in frontier]
     tests = [t for m in frontier if m not in present + ["sft"] for t in matched_gold_tests(frontier, m, present)]
-    atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests}, indent=2, default=str))
+    atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests, "length_confound": confound}, indent=2, default=str))
     plot = plot_frontier(frontier, out / "frontier.png")
     return frontier, tests, {"frontier": str(out / "frontier.json"), "frontier_plot": str(plot)}
 
 
-def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]]) -> str:
+def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]],
+                             confound: Mapping[str, float] | None = None) -> str:
     cols = [("reward", "Gold"), ("proxy_reward", "Proxy"), ("pairwise_distance", "Per-prompt diversity"),
+            (Y_LC, "Diversity, length-controlled"),
             ("distinct_answers", "Distinct answers"), ("mean_length", "Generated tokens"), ("eos_rate", "EOS rate"),
             ("gap", "Proxy - gold (z)"), ("corr_reward_length", "corr(gold, length)"),
             ("corr_proxy_length", "corr(proxy, length)")]
@@ -163,6 +207,11 @@ def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]]
             lines.append(f"| {method} | {setting} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: mean ± 95% Student-t half-width across seeds. Gap and correlations are over each run's "
               "completions (k per prompt), the gap in z-units of each reward model's training scores."]
+    if confound:
+        lines.append(f"Length: across all {confound['points']} points, corr(diversity, tokens) = "
+                     f"{confound['corr_diversity_tokens']:.2f} and corr(gold, tokens) = {confound['corr_gold_tokens']:.2f}; "
+                     f"length-controlled diversity removes the pooled slope {confound['slope_diversity_per_token']:.4f} "
+                     f"per token (diversity at {confound['mean_tokens']:.1f} tokens).")
     for t in tests:
         if "nearest_p_gold" in t:
             lines.append(_nearest_line(t))
@@ -183,7 +232,9 @@ def _nearest_line(t: Mapping[str, Any]) -> str:
             f"{t['nearest_seeds']} seeds: gold {t['nearest_gold']:.3f} vs {t['nearest_baseline_gold']:.3f} (Welch two-sided "
             f"p = {t['nearest_p_gold']:.3g}), per-prompt diversity {t['nearest_diversity']:.3f} vs "
             f"{t['nearest_baseline_diversity']:.3f}, ratio {t['nearest_diversity'] / t['nearest_baseline_diversity']:.2f} "
-            f"(Welch one-sided p = {t['nearest_p_diversity']:.3g}).")
+            f"(Welch one-sided p = {t['nearest_p_diversity']:.3g})" +
+            (f"; length-controlled {t['nearest_diversity_lc']:.3f} vs {t['nearest_baseline_diversity_lc']:.3f} "
+             f"(p = {t['nearest_p_diversity_lc']:.3g})." if "nearest_p_diversity_lc" in t else "."))
 
 
 def _pm(value: Any, half: Any) -> str:
