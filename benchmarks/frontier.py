@@ -63,7 +63,7 @@ def collect(run_dir: Path, results: Path) -> int:
 
 def report(preset_name: str, results: Path) -> Path:
     """frontier.json, frontier.png and report.md from the kept points."""
-    from flowhf.evaluation.frontier import format_frontier_markdown, length_confound, write_frontier
+    from flowhf.evaluation.frontier import write_frontier
     from flowhf.pipeline.presets import BASELINE_METHODS, load_preset
     from flowhf.pipeline.sweep import describe_grid
     from flowhf.run_dir import atomic_write_text
@@ -72,14 +72,14 @@ def report(preset_name: str, results: Path) -> Path:
     points = [json.loads(p.read_text()) for p in sorted((results / "sweep").glob(f"*/{RESULT}"))]
     if not points:
         raise SystemExit(f"no finished points under {results / 'sweep'}: run `benchmarks/frontier.py run` first")
-    frontier, tests, _ = write_frontier(points, results, BASELINE_METHODS)
+    result = write_frontier(points, results, BASELINE_METHODS)
     starts = sorted({json.dumps(p.get("start"), sort_keys=True) for p in points})
     expected = len(preset.sweep_seeds) * (1 + sum(len(v) for grid in preset.sweep.values() for v in grid.values()))
     lines = [f"# Frontier of preset {preset.name}: gold reward against per-prompt diversity", "",
              "![frontier](frontier.png)", "",
              describe_grid(preset),
              f"Points finished: {len(points)} of {expected}. Start models (SHA-256 prefixes of SFT, proxy, gold): "
-             + "; ".join(starts), "", format_frontier_markdown(frontier, tests, length_confound(points)), ""]
+             + "; ".join(starts), "", result.markdown(), ""]
     return atomic_write_text(results / "report.md", "\n".join(lines))
 
 

@@ -3,15 +3,17 @@ the matched-gold test and the plot, against hand-computed values."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from scipy import stats as sps
 
 from flowhf.errors import ConfigError
 from flowhf.evaluation.frontier import (aggregate, diversity_at, format_frontier_markdown, length_confound, matched_gold_tests,
-                                       mean_ci, plot_frontier, with_length_controlled)
+                                       mean_ci, plot_frontier, with_length_controlled, write_frontier)
 from flowhf.pipeline.presets import get_preset
 from flowhf.pipeline.sweep import SweepPoint, check_start, check_sweep, sweep_points
 
@@ -57,7 +59,7 @@ def test_matched_gold_test_reads_the_candidate_at_the_baselines_best_gold():
     assert "| recommended | k=8 | 2 |" in text and "ratio 2.96" in text and "(k=8, its nearest gold)" in text
 
 
-def test_length_confound_removes_the_pooled_length_slope_by_hand():
+def test_length_confound_removes_the_pooled_length_slope_by_hand(tmp_path):
     # diversity = 1.0 - 0.01 * tokens exactly, gold = 0.1 * tokens: slope -0.01, |corr| = 1; at the
     # mean length (20 tokens) every point's length-controlled diversity is 1.0 - 0.2 = 0.8
     points = [{"method": "m", "knob": "k", "value": v, "seed": 0,
@@ -72,6 +74,10 @@ def test_length_confound_removes_the_pooled_length_slope_by_hand():
     text = format_frontier_markdown(aggregate(controlled), [], confound)
     assert "corr(diversity, tokens) = -1.00" in text and "| m | k=1 | 1 | 1.000 | n/a | 0.900 | 0.800 |" in text
     assert length_confound(points[:2]) == {}  # too few points to fit
+    written = write_frontier(points, tmp_path, ["ppo"])  # the callers' path: one result, the confound reused
+    assert written.confound == confound and written.markdown() == text
+    assert json.loads((tmp_path / "frontier.json").read_text())["length_confound"] == confound
+    assert Path(written.files["frontier_plot"]).exists()
 
 
 def test_plot_frontier_writes_a_png(tmp_path):

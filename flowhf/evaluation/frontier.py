@@ -29,6 +29,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,11 +175,22 @@ def _finite(value: Any) -> bool:
     return _number(value) and math.isfinite(value)
 
 
-def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, baselines: Sequence[str]
-                   ) -> tuple[dict, list[dict], dict[str, str]]:
+@dataclass(frozen=True)
+class FrontierResult:
+    """What `write_frontier` computed and wrote: one object, so callers reuse it, not recompute it."""
+
+    frontier: dict  # method -> settings, aggregated across seeds (`aggregate`)
+    tests: list[dict]  # `matched_gold_tests` of every candidate against every baseline
+    confound: dict[str, float]  # `length_confound` over all points
+    files: dict[str, str]  # {"frontier": frontier.json, "frontier_plot": frontier.png}
+
+    def markdown(self) -> str:
+        return format_frontier_markdown(self.frontier, self.tests, self.confound)
+
+
+def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, baselines: Sequence[str]) -> FrontierResult:
     """Aggregate the sweep's points, test every other method (the SFT start aside) against each
-    of ``baselines`` at matched gold, write ``frontier.json`` and ``frontier.png`` into ``out``;
-    returns (frontier, tests, {"frontier": path, "frontier_plot": path})."""
+    of ``baselines`` at matched gold, write ``frontier.json`` and ``frontier.png`` into ``out``."""
     from flowhf.run_dir import atomic_write_text
 
     out = Path(out)
@@ -189,7 +201,7 @@ def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, 
     tests = [t for m in frontier if m not in present + ["sft"] for t in matched_gold_tests(frontier, m, present)]
     atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests, "length_confound": confound}, indent=2, default=str))
     plot = plot_frontier(frontier, out / "frontier.png")
-    return frontier, tests, {"frontier": str(out / "frontier.json"), "frontier_plot": str(plot)}
+    return FrontierResult(frontier, tests, confound, {"frontier": str(out / "frontier.json"), "frontier_plot": str(plot)})
 
 
 def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]],

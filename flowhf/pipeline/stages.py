@@ -294,17 +294,17 @@ def _toxicity_note(ctx: Context, eval_dir: Path) -> list[str]:
 
 def _frontier_section(ctx: Context, out: Path, files: dict) -> list[str]:
     """Report lines: the sweep's frontier plot, its table and the matched-gold tests."""
-    from flowhf.evaluation.frontier import format_frontier_markdown, length_confound, write_frontier
+    from flowhf.evaluation.frontier import write_frontier
     from flowhf.pipeline.presets import BASELINE_METHODS
     from flowhf.pipeline.sweep import describe_grid
 
     points = list((ctx.results.get("sweep") or {}).get("points", {}).values())
     if not points:
         return []
-    frontier, tests, written = write_frontier(points, out, BASELINE_METHODS)
-    files.update(written)
-    return ["## Frontier: gold reward against per-prompt diversity", "", f"![frontier](report/{Path(written['frontier_plot']).name})",
-            "", describe_grid(ctx.preset), "", format_frontier_markdown(frontier, tests, length_confound(points)), ""]
+    result = write_frontier(points, out, BASELINE_METHODS)
+    files.update(result.files)
+    return ["## Frontier: gold reward against per-prompt diversity", "", f"![frontier](report/{Path(result.files['frontier_plot']).name})",
+            "", describe_grid(ctx.preset), "", result.markdown(), ""]
 
 
 def _steps(result: dict) -> str:
