@@ -50,6 +50,9 @@ def test_matched_gold_test_reads_the_candidate_at_the_baselines_best_gold():
     assert test["ratio"] == pytest.approx(((0.30 + 0.292) / 2) / 0.10) and test["p"] < 0.05
     reference = sps.ttest_ind([0.30, 0.292], [0.115, 0.115], equal_var=False, alternative="greater").pvalue
     assert test["p_target"] == pytest.approx(reference) and test["p_target"] > test["p"]  # 1.15x is the harder bar
+    assert test["p_below_target"] == pytest.approx(1 - reference)  # the same bar, the other side
+    below = sps.ttest_ind([0.20, 0.22], [0.115, 0.115], equal_var=False, alternative="less").pvalue
+    assert test["nearest_p_below_target"] == pytest.approx(below) and below > 0.9  # far above the bar: not ruled out
     # nearest mean gold to ppo's 2.05: recommended k=2 (1.5) is 0.55 away, k=8 (2.5) 0.45: k=8
     assert test["nearest_setting"] == "k=8" and test["nearest_seeds"] == 2
     assert test["nearest_gold"] == pytest.approx(2.5) and test["nearest_diversity"] == pytest.approx(0.21)

@@ -10,8 +10,8 @@ per-prompt metrics (``reward`` = gold, ``pairwise_distance`` = per-prompt divers
   no extrapolation).
 - `matched_gold_tests`: for each baseline, its best setting (highest mean gold); per seed, the
   candidate's diversity at that seed's baseline gold against the baseline's own diversity, then
-  Welch's one-sided tests across seeds (diversity greater than the baseline's, and greater than
-  1.15x the baseline's) and the ratio of means. This is the issue's claim, "at the gold reward of
+  Welch's one-sided tests across seeds (diversity greater than the baseline's, greater than 1.15x
+  the baseline's, and less than 1.15x: a small p there rules the target out) and the ratio of means. This is the issue's claim, "at the gold reward of
   their best setting, FlowHF's per-prompt diversity is >= 1.15x theirs", tested.
 - `nearest_setting_test`: when that gold lies outside the candidate's curve in some seeds, the
   candidate's setting of nearest mean gold against the baseline's best, seed for seed: whether
@@ -114,8 +114,7 @@ def matched_gold_tests(frontier: Mapping[str, Sequence[Mapping[str, Any]]], cand
         test.update(nearest_setting_test(frontier[candidate], best))
         if len(ours) >= 2:
             res = sps.ttest_ind(ours, theirs, equal_var=False, alternative="greater")
-            target = sps.ttest_ind(ours, [TARGET_RATIO * v for v in theirs], equal_var=False, alternative="greater")
-            test.update(t=float(res.statistic), p=float(res.pvalue), p_target=float(target.pvalue))
+            test.update(t=float(res.statistic), p=float(res.pvalue), **_target_tests(ours, theirs, "p"))
         tests.append(test)
     return tests
 
@@ -137,7 +136,19 @@ def nearest_setting_test(candidate: Sequence[Mapping[str, Any]], best: Mapping[s
             res = sps.ttest_ind(ours, theirs, equal_var=False, alternative=side)
             out.update({f"nearest_{name}": float(np.mean(ours)), f"nearest_baseline_{name}": float(np.mean(theirs)),
                         f"nearest_p_{name}": float(res.pvalue)})
+            if key == Y:
+                out.update(_target_tests(ours, theirs, "nearest_p"))
     return out
+
+
+def _target_tests(ours: Sequence[float], theirs: Sequence[float], prefix: str) -> dict[str, float]:
+    """Welch one-sided tests of the candidate's diversity against TARGET_RATIO x the baseline's,
+    both ways: ``_target`` (above the bar: the claim) and ``_below_target`` (below it: a small p
+    rules the bar out, so a null result is not mistaken for too few seeds)."""
+    bar = [TARGET_RATIO * v for v in theirs]
+    above = sps.ttest_ind(ours, bar, equal_var=False, alternative="greater").pvalue
+    below = sps.ttest_ind(ours, bar, equal_var=False, alternative="less").pvalue
+    return {f"{prefix}_target": float(above), f"{prefix}_below_target": float(below)}
 
 
 def length_confound(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -231,7 +242,8 @@ def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]]
             lines.append(f"- {t['candidate']} vs {t['baseline']} ({t['baseline_setting']}, gold {t['baseline_gold']:.3f}): "
                          f"that gold lies outside the candidate's range of gold in every seed (no extrapolation); no matched comparison.")
             continue
-        p = (f", Welch one-sided p = {t['p']:.3g} (ratio > 1), {t['p_target']:.3g} (ratio > {TARGET_RATIO})"
+        p = (f", Welch one-sided p = {t['p']:.3g} (ratio > 1), {t['p_target']:.3g} (ratio > {TARGET_RATIO}), "
+             f"{t['p_below_target']:.3g} (ratio < {TARGET_RATIO})"
              if "p" in t else " (one seed matched: no test)")
         lines.append(f"- {t['candidate']} vs {t['baseline']} at the gold of its best setting ({t['baseline_setting']}, "
                      f"{t['baseline_gold']:.3f}): per-prompt diversity {t['candidate_diversity']:.3f} vs "
@@ -244,7 +256,7 @@ def _nearest_line(t: Mapping[str, Any]) -> str:
             f"{t['nearest_seeds']} seeds: gold {t['nearest_gold']:.3f} vs {t['nearest_baseline_gold']:.3f} (Welch two-sided "
             f"p = {t['nearest_p_gold']:.3g}), per-prompt diversity {t['nearest_diversity']:.3f} vs "
             f"{t['nearest_baseline_diversity']:.3f}, ratio {t['nearest_diversity'] / t['nearest_baseline_diversity']:.2f} "
-            f"(Welch one-sided p = {t['nearest_p_diversity']:.3g})" +
+            f"(Welch one-sided p = {t['nearest_p_diversity']:.3g}; below {TARGET_RATIO}x: p = {t['nearest_p_below_target']:.3g})" +
             (f"; length-controlled {t['nearest_diversity_lc']:.3f} vs {t['nearest_baseline_diversity_lc']:.3f} "
              f"(p = {t['nearest_p_diversity_lc']:.3g})." if "nearest_p_diversity_lc" in t else "."))
 
