@@ -19,8 +19,9 @@ per-prompt metrics (``reward`` = gold, ``pairwise_distance`` = per-prompt divers
 - `length_confound` / `with_length_controlled`: diversity and gold against the answers' length
   across all points, and diversity with the pooled length slope removed (shorter answers sit
   farther apart in embedding space, so shortening alone raises the diversity measure).
-- `plot_frontier`: gold reward (x) against per-prompt diversity (y), one line per method with
-  seed intervals on both axes; a method dominates where its line lies above and to the right.
+- `plot_frontier`: gold reward (x) against per-prompt diversity (y), and against its length-controlled
+  form, one line per method with seed intervals on both axes; a method dominates where its line
+  lies above and to the right.
 """
 
 from __future__ import annotations
@@ -268,7 +269,9 @@ def _pm(value: Any, half: Any) -> str:
 
 
 def plot_frontier(frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
-    """frontier.png: gold reward (x) against per-prompt diversity (y), one line per method."""
+    """frontier.png: gold reward (x) against per-prompt diversity (y), one line per method; a second
+    panel with the length-controlled diversity when the points carry it. The axes frame the means
+    (error bars of two or three seeds can be wide, and would otherwise shrink every line to a dot)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,25 +279,45 @@ def plot_frontier(frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str
 
     from flowhf.run_dir import atomic_path
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for method, settings in frontier.items():
-        pts = sorted((s for s in settings if X in s and Y in s), key=lambda s: s[X])
-        xs, ys = [s[X] for s in pts], [s[Y] for s in pts]
-        xerr = [0 if not math.isfinite(s.get(f"{X}_ci", math.nan)) else s[f"{X}_ci"] for s in pts]
-        yerr = [0 if not math.isfinite(s.get(f"{Y}_ci", math.nan)) else s[f"{Y}_ci"] for s in pts]
-        style = {"marker": "*", "markersize": 14, "linestyle": "none"} if method == "sft" else {"marker": "o"}
-        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, label=method, capsize=3, **style)
-        for s in pts:
-            if s["knob"] is not None:
-                ax.annotate(f"{s['value']}", (s[X], s[Y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("gold reward (per-prompt samples, mean over prompts)")
-    ax.set_ylabel("per-prompt diversity (mean pairwise embedding distance)")
-    ax.set_title("Reward-diversity frontier (mean ± 95% CI across seeds; labels: knob value)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = [(Y, "per-prompt diversity (mean pairwise embedding distance)")]
+    if any(Y_LC in s for settings in frontier.values() for s in settings):
+        panels.append((Y_LC, "per-prompt diversity, length-controlled"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    for ax, (ykey, ylabel) in zip(axes[0], panels):
+        _draw_frontier(ax, frontier, ykey)
+        ax.set_xlabel("gold reward (per-prompt samples, mean over prompts)")
+        ax.set_ylabel(ylabel)
+    fig.suptitle("Reward-diversity frontier: mean ± 95% CI across seeds (bars clipped at the frame); labels: knob value")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _draw_frontier(ax: Any, frontier: Mapping[str, Sequence[Mapping[str, Any]]], ykey: str) -> None:
+    means_x, means_y = [], []
+    for method, settings in frontier.items():
+        pts = sorted((s for s in settings if _finite(s.get(X)) and _finite(s.get(ykey))), key=lambda s: s[X])
+        xs, ys = [s[X] for s in pts], [s[ykey] for s in pts]
+        means_x += xs
+        means_y += ys
+        xerr = [s[f"{X}_ci"] if _finite(s.get(f"{X}_ci")) else 0 for s in pts]
+        yerr = [s[f"{ykey}_ci"] if _finite(s.get(f"{ykey}_ci")) else 0 for s in pts]
+        style = {"marker": "*", "markersize": 14, "linestyle": "none"} if method == "sft" else {"marker": "o"}
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, label=method, capsize=3, elinewidth=0.8, **style)
+        for s in pts:
+            if s["knob"] is not None:
+                ax.annotate(f"{s['value']}", (s[X], s[ykey]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if means_x:
+        ax.set_xlim(*_padded(means_x))
+        ax.set_ylim(*_padded(means_y))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _padded(values: Sequence[float], share: float = 0.15) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    pad = share * (high - low) or 0.05 * (abs(high) or 1.0)
+    return low - pad, high + pad
