@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowhf-installed
 
-.PHONY: demo train-demo test install bench bench-lm clean
+.PHONY: demo train-demo test lint install bench bench-lm clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ train-demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# ruff (configured in pyproject.toml): lint, then the formatter's check; CI runs it before the tests
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_target.py --all --seconds 300 --json benchmarks/results/exact_target.json

@@ -28,9 +28,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import flowhf  # noqa: E402,F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch  # noqa: E402
 
+import flowhf  # noqa: E402,F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 from flowhf.baselines import run_grpo, run_ppo, run_sft  # noqa: E402
 from flowhf.models.lora import LoraSettings  # noqa: E402
 
@@ -40,7 +40,11 @@ LORA = LoraSettings(r=16, alpha=32, dropout=0.05)
 
 def step_times(run_dir: Path) -> list[float]:
     """Seconds of each logged step, from the cumulative train/elapsed_seconds."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     elapsed = [r["train/elapsed_seconds"] for r in rows]
     return [round(b - a, 3) for a, b in zip([0.0] + elapsed[:-1], elapsed)]
 
@@ -48,7 +52,11 @@ def step_times(run_dir: Path) -> list[float]:
 def summarise(name: str, result: dict, run_dir: Path, extra: dict) -> dict:
     times = step_times(run_dir)
     later = times[1:] or times
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     return {
         "method": name,
         "steps": result["steps"],
@@ -70,31 +78,84 @@ def measure(args: argparse.Namespace, extra: dict) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="baselines-speed-") as tmp:
         tmp = Path(tmp)
         if args.grpo_steps:
-            result = run_grpo("smollm2", "sentiment_prompts", "sentiment", tmp / "grpo", budget={"max_steps": args.grpo_steps},
-                              num_generations=8, max_completion_length=32, lora=LORA, lr=1e-4, beta=0.04)
-            runs.append(summarise("grpo", result, tmp / "grpo", {**extra, "completions_per_step": 8, "beta": 0.04}))
+            result = run_grpo(
+                "smollm2",
+                "sentiment_prompts",
+                "sentiment",
+                tmp / "grpo",
+                budget={"max_steps": args.grpo_steps},
+                num_generations=8,
+                max_completion_length=32,
+                lora=LORA,
+                lr=1e-4,
+                beta=0.04,
+            )
+            runs.append(
+                summarise(
+                    "grpo", result, tmp / "grpo", {**extra, "completions_per_step": 8, "beta": 0.04}
+                )
+            )
             print(json.dumps(runs[-1]))
         if args.ppo_steps:
-            result = run_ppo("smollm2", "sentiment_prompts", "sentiment", tmp / "ppo", budget={"max_steps": args.ppo_steps},
-                             batch_size=8, max_completion_length=32, lora=LORA, lr=1e-4, num_ppo_epochs=4)
-            runs.append(summarise("ppo", result, tmp / "ppo", {**extra, "completions_per_step": 8, "num_ppo_epochs": 4,
-                                                               "value_lora": True, "pad": result["settings"]["pad"]}))
+            result = run_ppo(
+                "smollm2",
+                "sentiment_prompts",
+                "sentiment",
+                tmp / "ppo",
+                budget={"max_steps": args.ppo_steps},
+                batch_size=8,
+                max_completion_length=32,
+                lora=LORA,
+                lr=1e-4,
+                num_ppo_epochs=4,
+            )
+            runs.append(
+                summarise(
+                    "ppo",
+                    result,
+                    tmp / "ppo",
+                    {
+                        **extra,
+                        "completions_per_step": 8,
+                        "num_ppo_epochs": 4,
+                        "value_lora": True,
+                        "pad": result["settings"]["pad"],
+                    },
+                )
+            )
             print(json.dumps(runs[-1]))
         if args.sft_steps:
-            result = run_sft("smollm2", "stackexchange:train", tmp / "sft", budget={"max_steps": args.sft_steps},
-                             lora=LORA, batch_size=8, max_length=512, lr=2e-4)
-            runs.append(summarise("sft", result, tmp / "sft", {**extra, "batch_size": 8, "max_length": 512}))
+            result = run_sft(
+                "smollm2",
+                "stackexchange:train",
+                tmp / "sft",
+                budget={"max_steps": args.sft_steps},
+                lora=LORA,
+                batch_size=8,
+                max_length=512,
+                lr=2e-4,
+            )
+            runs.append(
+                summarise("sft", result, tmp / "sft", {**extra, "batch_size": 8, "max_length": 512})
+            )
             print(json.dumps(runs[-1]))
     return runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--grpo-steps", type=int, default=4)
     parser.add_argument("--ppo-steps", type=int, default=3)
     parser.add_argument("--sft-steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
-                        help="torch thread counts to measure (default: torch's own)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[torch.get_num_threads()],
+        help="torch thread counts to measure (default: torch's own)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -108,7 +169,7 @@ def main() -> None:
     report = {
         "benchmark": "TRL baselines: seconds per optimizer step, SmolLM2-135M-Instruct + LoRA r16, CPU",
         "setting": "8 completions x 32 new tokens per step (GRPO 1 prompt x 8, PPO 8 prompts x 1), VADER sentiment "
-                   "reward, sentiment_prompts; SFT batch 8 on stackexchange:train, max_length 512; float32",
+        "reward, sentiment_prompts; SFT batch 8 on stackexchange:train, max_length 512; float32",
         "trl_version": trl.__version__,
         "torch_threads": args.threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -117,7 +178,7 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "contention_note": "The 2 CPU cores are shared with other jobs; a load average above 2 means the "
-                           "benchmark got less than the full machine. Timings are as measured.",
+        "benchmark got less than the full machine. Timings are as measured.",
         "total_seconds": round(time.time() - started, 1),
         "results": runs,
     }

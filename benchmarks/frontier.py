@@ -52,8 +52,10 @@ def collect(run_dir: Path, results: Path) -> int:
         target = results / "sweep" / done.parent.name / RESULT
         if target.exists():
             if json.loads(target.read_text()) != json.loads(done.read_text()):
-                raise ConfigError(f"{target} and {done} hold different results of one point",
-                                  "keep one: delete the other (or use another --results folder)")
+                raise ConfigError(
+                    f"{target} and {done} hold different results of one point",
+                    "keep one: delete the other (or use another --results folder)",
+                )
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(done, target)
@@ -71,15 +73,26 @@ def report(preset_name: str, results: Path) -> Path:
     preset = load_preset(preset_name)
     points = [json.loads(p.read_text()) for p in sorted((results / "sweep").glob(f"*/{RESULT}"))]
     if not points:
-        raise SystemExit(f"no finished points under {results / 'sweep'}: run `benchmarks/frontier.py run` first")
+        raise SystemExit(
+            f"no finished points under {results / 'sweep'}: run `benchmarks/frontier.py run` first"
+        )
     result = write_frontier(points, results, BASELINE_METHODS)
     starts = sorted({json.dumps(p.get("start"), sort_keys=True) for p in points})
-    expected = len(preset.sweep_seeds) * (1 + sum(len(v) for grid in preset.sweep.values() for v in grid.values()))
-    lines = [f"# Frontier of preset {preset.name}: gold reward against per-prompt diversity", "",
-             "![frontier](frontier.png)", "",
-             describe_grid(preset),
-             f"Points finished: {len(points)} of {expected}. Start models (SHA-256 prefixes of SFT, proxy, gold): "
-             + "; ".join(starts), "", result.markdown(), ""]
+    expected = len(preset.sweep_seeds) * (
+        1 + sum(len(v) for grid in preset.sweep.values() for v in grid.values())
+    )
+    lines = [
+        f"# Frontier of preset {preset.name}: gold reward against per-prompt diversity",
+        "",
+        "![frontier](frontier.png)",
+        "",
+        describe_grid(preset),
+        f"Points finished: {len(points)} of {expected}. Start models (SHA-256 prefixes of SFT, proxy, gold): "
+        + "; ".join(starts),
+        "",
+        result.markdown(),
+        "",
+    ]
     return atomic_write_text(results / "report.md", "\n".join(lines))
 
 
@@ -88,7 +101,9 @@ def main() -> None:
     parser.add_argument("action", choices=("run", "collect", "report"))
     parser.add_argument("--preset", default="cpu-full")
     parser.add_argument("--run-dir", type=Path, help="default runs/frontier_<preset>")
-    parser.add_argument("--results", type=Path, help="default benchmarks/results/reproduce_<preset>")
+    parser.add_argument(
+        "--results", type=Path, help="default benchmarks/results/reproduce_<preset>"
+    )
     args = parser.parse_args()
     stem = Path(args.preset).stem.replace("-", "_")
     run_dir = args.run_dir or Path("runs") / f"frontier_{stem}"
@@ -96,11 +111,16 @@ def main() -> None:
     if args.action == "run":
         from flowhf.pipeline.reproduce import run_reproduce
 
-        print(f"[frontier] restored {restore(results, run_dir)} finished points into {run_dir}", flush=True)
+        print(
+            f"[frontier] restored {restore(results, run_dir)} finished points into {run_dir}",
+            flush=True,
+        )
         try:
             run_reproduce(args.preset, run_dir, only=["sft", "reward_model", "sweep"], resume=True)
         finally:
-            print(f"[frontier] kept {collect(run_dir, results)} new points in {results}", flush=True)
+            print(
+                f"[frontier] kept {collect(run_dir, results)} new points in {results}", flush=True
+            )
     elif args.action == "collect":
         print(f"[frontier] kept {collect(run_dir, results)} new points in {results}")
     print(f"[frontier] report: {report(args.preset, results)}")

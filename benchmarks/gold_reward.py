@@ -28,7 +28,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "gold_reward"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
-    parser.add_argument("--mode", default="head_only", help="reward-model mode of both (as the cpu preset)")
+    parser.add_argument(
+        "--mode", default="head_only", help="reward-model mode of both (as the cpu preset)"
+    )
     args = parser.parse_args()
     from flowhf.evaluation.gold_proxy import format_reward_models_markdown, kind_accuracies
     from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
@@ -37,14 +39,25 @@ def main() -> None:
 
     results, features = {}, FeatureCache()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, config in zip(("proxy", "gold"), proxy_and_gold(RewardModelConfig(mode=args.mode), tmp)):
+        for name, config in zip(
+            ("proxy", "gold"), proxy_and_gold(RewardModelConfig(mode=args.mode), tmp)
+        ):
             metrics = train_reward_model(config, features)
-            results[name] = {"metrics": metrics, "by_kind": kind_accuracies(metrics),
-                             "config": {k: getattr(config, k) for k in ("train_data", "extra_train_data", "seed", "mode")}}
+            results[name] = {
+                "metrics": metrics,
+                "by_kind": kind_accuracies(metrics),
+                "config": {
+                    k: getattr(config, k)
+                    for k in ("train_data", "extra_train_data", "seed", "mode")
+                },
+            }
             print(name, json.dumps(results[name]["by_kind"]))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output_dir / "gold_reward.json", json.dumps(results, indent=2))
-    table = format_reward_models_markdown(results["proxy"]["metrics"], results["gold"]["metrics"]) + "\n"
+    table = (
+        format_reward_models_markdown(results["proxy"]["metrics"], results["gold"]["metrics"])
+        + "\n"
+    )
     atomic_write_text(args.output_dir / "gold_reward.md", table)
     print(table)
 

@@ -35,10 +35,17 @@ def build_policy(tokenizer, layers: int, hidden: int, intermediate: int, heads: 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # build directly in bf16 on the GPU (no fp32 copy)
@@ -82,16 +89,31 @@ def run_objective(objective: str, args, tokenizer, sampler: str = "fast") -> dic
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     build_seconds = time.perf_counter() - started
     out = Path(args.output_dir) / f"{objective}-{sampler}"
-    shutil.rmtree(out, ignore_errors=True)  # the trainer appends to an existing metrics.jsonl (resume)
+    shutil.rmtree(
+        out, ignore_errors=True
+    )  # the trainer appends to an existing metrics.jsonl (resume)
     sets = [
-        "model.dtype=bfloat16", "model.lora=true", "model.autocast_bf16=true",
-        "target.reward=python:flowhf.rewards.toy:letter_share", f"target.beta={args.beta}", "target.alpha=1.0",
-        f"objective.objective={objective}", "objective.logz=batch",
-        f"sampling.max_new_tokens={args.max_new_tokens}", f"sampling.prompts_per_step={args.prompts}",
-        f"sampling.samples_per_prompt={args.samples}", "data.dataset=stackexchange:train",
-        "data.prompt_column=question", f"optim.max_steps={args.steps}", "logging.save_steps=0",
-        "logging.progress_bar=false", f"logging.output_dir={out}", "replay.replay_ratio=0.0",
-        "optim.learning_rate=0.0001", f"sampling.sampler={sampler}", f"sampling.compile_decode={ {'auto': 'null', 'on': 'true', 'off': 'false'}[args.compile_decode]}",
+        "model.dtype=bfloat16",
+        "model.lora=true",
+        "model.autocast_bf16=true",
+        "target.reward=python:flowhf.rewards.toy:letter_share",
+        f"target.beta={args.beta}",
+        "target.alpha=1.0",
+        f"objective.objective={objective}",
+        "objective.logz=batch",
+        f"sampling.max_new_tokens={args.max_new_tokens}",
+        f"sampling.prompts_per_step={args.prompts}",
+        f"sampling.samples_per_prompt={args.samples}",
+        "data.dataset=stackexchange:train",
+        "data.prompt_column=question",
+        f"optim.max_steps={args.steps}",
+        "logging.save_steps=0",
+        "logging.progress_bar=false",
+        f"logging.output_dir={out}",
+        "replay.replay_ratio=0.0",
+        "optim.learning_rate=0.0001",
+        f"sampling.sampler={sampler}",
+        f"sampling.compile_decode={ {'auto': 'null', 'on': 'true', 'off': 'false'}[args.compile_decode] }",
     ] + ([f"sampling.max_prompt_length={args.max_prompt_length}"] if args.max_prompt_length else [])
     if objective == "subtb":
         sets += ["objective.subtb_energies=true", "objective.subtb_lambda=0.9"]
@@ -102,22 +124,41 @@ def run_objective(objective: str, args, tokenizer, sampler: str = "fast") -> dic
         torch.cuda.reset_peak_memory_stats()
     trainer = FlowHFTrainer(model=model, tokenizer=tokenizer, args=config)
     trainer.train()
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     timed = rows[1:] or rows  # the first step carries CUDA warm-up
     mean = lambda key: sum(r[key] for r in timed) / len(timed)  # noqa: E731
-    finite = all(math.isfinite(r["train/loss"]) and math.isfinite(r["train/grad_norm"]) for r in rows)
+    finite = all(
+        math.isfinite(r["train/loss"]) and math.isfinite(r["train/grad_norm"]) for r in rows
+    )
     result = {
-        "objective": objective, "sampler": sampler, "parameters": n_params, "build_seconds": round(build_seconds, 1),
-        "steps": len(rows), "timed_steps": len(timed), "batch": args.prompts * args.samples,
+        "objective": objective,
+        "sampler": sampler,
+        "parameters": n_params,
+        "build_seconds": round(build_seconds, 1),
+        "steps": len(rows),
+        "timed_steps": len(timed),
+        "batch": args.prompts * args.samples,
         "max_new_tokens": args.max_new_tokens,
-        "step_seconds": mean("train/step_time"), "sample_seconds": mean("train/sample_time"),
-        "reward_seconds": mean("train/reward_time"), "update_seconds": mean("train/update_time"),
+        "step_seconds": mean("train/step_time"),
+        "sample_seconds": mean("train/sample_time"),
+        "reward_seconds": mean("train/reward_time"),
+        "update_seconds": mean("train/update_time"),
         "tokens_per_second": mean("train/tokens_per_second"),
         "mean_completion_length": mean("train/completion_length"),
-        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "losses": [r["train/loss"] for r in rows], "log_z": [r["train/log_z"] for r in rows],
-        "kl_per_token": [r["train/kl_per_token"] for r in rows], "all_finite": finite,
-        "first_step_seconds": rows[0]["train/step_time"],  # with the fast sampler: its copy and compilation
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30
+        if torch.cuda.is_available()
+        else None,
+        "losses": [r["train/loss"] for r in rows],
+        "log_z": [r["train/log_z"] for r in rows],
+        "kl_per_token": [r["train/kl_per_token"] for r in rows],
+        "all_finite": finite,
+        "first_step_seconds": rows[0][
+            "train/step_time"
+        ],  # with the fast sampler: its copy and compilation
     }
     result.update(step_estimates(result, weight_bytes, args))
     del trainer, model
@@ -127,15 +168,34 @@ def run_objective(objective: str, args, tokenizer, sampler: str = "fast") -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokenizer", required=True, help="Folder holding a Hugging Face tokenizer (e.g. SmolLM2's).")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tokenizer",
+        required=True,
+        help="Folder holding a Hugging Face tokenizer (e.g. SmolLM2's).",
+    )
     parser.add_argument("--objectives", nargs="+", default=["subtb", "tb"])
     parser.add_argument("--samplers", nargs="+", choices=["plain", "fast"], default=["fast"])
-    parser.add_argument("--compile-decode", choices=["auto", "on", "off"], default="auto",
-                        help="sampling.compile_decode of the fast sampler (auto: compiled on GPU).")
-    parser.add_argument("--max-prompt-length", type=int, default=None,
-                        help="sampling.max_prompt_length: equal prompt lengths keep the compiled decode step to one shape.")
-    parser.add_argument("--hbm-tbps", type=float, default=4.3, help="Memory bandwidth for the weight-read bound (TB/s).")
+    parser.add_argument(
+        "--compile-decode",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="sampling.compile_decode of the fast sampler (auto: compiled on GPU).",
+    )
+    parser.add_argument(
+        "--max-prompt-length",
+        type=int,
+        default=None,
+        help="sampling.max_prompt_length: equal prompt lengths keep the compiled decode step to one shape.",
+    )
+    parser.add_argument(
+        "--hbm-tbps",
+        type=float,
+        default=4.3,
+        help="Memory bandwidth for the weight-read bound (TB/s).",
+    )
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--intermediate", type=int, default=11008)
@@ -153,14 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-               "torch": torch.__version__, "runs": []}
+    results = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "runs": [],
+    }
     for objective in args.objectives:
         for sampler in args.samplers:
             try:
                 results["runs"].append(run_objective(objective, args, tokenizer, sampler))
             except Exception as err:  # noqa: BLE001  (one failed run must not lose the others' figures)
-                results["runs"].append({"objective": objective, "sampler": sampler, "error": f"{type(err).__name__}: {err}"})
+                results["runs"].append(
+                    {
+                        "objective": objective,
+                        "sampler": sampler,
+                        "error": f"{type(err).__name__}: {err}",
+                    }
+                )
                 gc.collect()  # the failed run's model, held by the traceback until now
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()

@@ -49,13 +49,26 @@ def main() -> None:
     results = {}
     for isa in ISAS:
         env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "HF_HUB_OFFLINE": "1"}
-        out = subprocess.run([sys.executable, __file__, "--one"], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one"], env=env, capture_output=True, text=True, check=True
+        )
         results[isa] = json.loads(out.stdout.strip().splitlines()[-1])
         print(isa, results[isa], flush=True)
-    verdict = {kind: len({r[kind] for r in results.values()}) == 1 for kind in ("fp32", "bf16_autocast")}
-    record = {"hashes": results, "identical_across_isas": verdict,
-              "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                           if line.startswith("model name")), "unknown")}
+    verdict = {
+        kind: len({r[kind] for r in results.values()}) == 1 for kind in ("fp32", "bf16_autocast")
+    }
+    record = {
+        "hashes": results,
+        "identical_across_isas": verdict,
+        "cpu": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "unknown",
+        ),
+    }
     path = HERE / "results" / "isa_determinism.json"
     path.write_text(json.dumps(record, indent=2))
     print(f"identical across instruction sets: {verdict} -> {path}")

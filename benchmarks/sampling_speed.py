@@ -28,9 +28,9 @@ import statistics
 import time
 from pathlib import Path
 
-import flowhf  # (sets the OpenMP waits before torch loads)
 import torch
 
+import flowhf  # (sets the OpenMP waits before torch loads)
 from flowhf.data.loading import load_prompts
 from flowhf.models.loading import load_policy
 from flowhf.models.lora import LoraSettings
@@ -67,12 +67,19 @@ def log_q_gap(model, ids, mask, comp) -> dict:
     with torch.no_grad():
         log_pf = completion_log_probs(model, ids, mask, comp.ids, comp.mask).log_pf.sum(1)
     per_token = (comp.log_q - log_pf).abs() / comp.mask.sum(1).clamp_min(1)
-    return {"mean_nats_per_token": float(per_token.mean()), "max_nats_per_token": float(per_token.max())}
+    return {
+        "mean_nats_per_token": float(per_token.mean()),
+        "max_nats_per_token": float(per_token.max()),
+    }
 
 
 def compare(model, ids, mask, dtype: str, args, pad_id: int) -> dict:
     """Alternating plain / fast calls at one dtype; median seconds of each after a warm-up."""
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if dtype == "bfloat16"
+        else contextlib.nullcontext()
+    )
     fast = FastSampler(model, DTYPES[dtype])
     kwargs = dict(max_new_tokens=args.max_new_tokens, eos_token_id=-1, pad_token_id=pad_id)
     gen = torch.Generator().manual_seed(0)
@@ -91,8 +98,14 @@ def compare(model, ids, mask, dtype: str, args, pad_id: int) -> dict:
         plain.append(timed(plain_call)[0])
         seconds, comp = timed(fast_call)
         fast_s.append(seconds)
-    rec = {"dtype": dtype, "plain_seconds": statistics.median(plain), "fast_seconds": statistics.median(fast_s),
-           "plain_all": plain, "fast_all": fast_s, "log_q_vs_recompute": log_q_gap(model, ids, mask, comp)}
+    rec = {
+        "dtype": dtype,
+        "plain_seconds": statistics.median(plain),
+        "fast_seconds": statistics.median(fast_s),
+        "plain_all": plain,
+        "fast_all": fast_s,
+        "log_q_vs_recompute": log_q_gap(model, ids, mask, comp),
+    }
     rec["speedup"] = rec["plain_seconds"] / rec["fast_seconds"]
     if args.compile:
         rec.update(compiled(model, ids, mask, dtype, args, kwargs, gen, rec["fast_seconds"]))
@@ -103,10 +116,17 @@ def compiled(model, ids, mask, dtype, args, kwargs, gen, fast_seconds: float) ->
     """The compiled decode step: first call (compiles) and the median of the next calls."""
     sampler = FastSampler(model, DTYPES[dtype], compile=True)
     first, _ = timed(lambda: sampler.sample(ids, mask, generator=gen, **kwargs))
-    runs = [timed(lambda: sampler.sample(ids, mask, generator=gen, **kwargs))[0] for _ in range(args.repeats)]
+    runs = [
+        timed(lambda: sampler.sample(ids, mask, generator=gen, **kwargs))[0]
+        for _ in range(args.repeats)
+    ]
     seconds = statistics.median(runs)
-    return {"compiled_first_call_seconds": first, "compiled_seconds": seconds, "compiled_all": runs,
-            "compiled_vs_uncompiled_fast": fast_seconds / seconds}
+    return {
+        "compiled_first_call_seconds": first,
+        "compiled_seconds": seconds,
+        "compiled_all": runs,
+        "compiled_vs_uncompiled_fast": fast_seconds / seconds,
+    }
 
 
 def main() -> int:
@@ -130,20 +150,35 @@ def main() -> int:
     for dtype in args.dtype:
         runs.append(compare(model, ids, mask, dtype, args, tok.pad_token_id))
         r = runs[-1]
-        print(f"{dtype:8s} plain {r['plain_seconds']:.3f} s  fast {r['fast_seconds']:.3f} s  x{r['speedup']:.2f}  "
-              f"log q gap {r['log_q_vs_recompute']['mean_nats_per_token']:.2e} nats/token", flush=True)
+        print(
+            f"{dtype:8s} plain {r['plain_seconds']:.3f} s  fast {r['fast_seconds']:.3f} s  x{r['speedup']:.2f}  "
+            f"log q gap {r['log_q_vs_recompute']['mean_nats_per_token']:.2e} nats/token",
+            flush=True,
+        )
     head = runs[-1]
     by = {r["dtype"]: r for r in runs}
     cross = {}
-    if {"float32", "bfloat16"} <= set(by):  # the default fp32 policy with sampling.sample_dtype=bfloat16
-        cross = {"fast_bf16_over_plain_fp32": by["float32"]["plain_seconds"] / by["bfloat16"]["fast_seconds"]}
+    if {"float32", "bfloat16"} <= set(
+        by
+    ):  # the default fp32 policy with sampling.sample_dtype=bfloat16
+        cross = {
+            "fast_bf16_over_plain_fp32": by["float32"]["plain_seconds"]
+            / by["bfloat16"]["fast_seconds"]
+        }
     out = {
         "benchmark": "plain vs fast sampler, SmolLM2-135M-Instruct + LoRA r16 (q,k,v,o), CPU",
-        "batch": f"{args.prompts} prompts x {args.samples} samples", "max_new_tokens": args.max_new_tokens,
-        "prompt_tokens": int(mask.shape[1]), "eos": "off (every row generates max_new_tokens)",
-        "plain_seconds": head["plain_seconds"], "fast_seconds": head["fast_seconds"], "speedup": head["speedup"],
-        "headline_dtype": head["dtype"], **cross, "runs": runs,
-        "load_average": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "batch": f"{args.prompts} prompts x {args.samples} samples",
+        "max_new_tokens": args.max_new_tokens,
+        "prompt_tokens": int(mask.shape[1]),
+        "eos": "off (every row generates max_new_tokens)",
+        "plain_seconds": head["plain_seconds"],
+        "fast_seconds": head["fast_seconds"],
+        "speedup": head["speedup"],
+        "headline_dtype": head["dtype"],
+        **cross,
+        "runs": runs,
+        "load_average": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "openmp_waits": flowhf.openmp_waits(),
     }

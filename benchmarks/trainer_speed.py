@@ -22,9 +22,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import flowhf  # (sets the OpenMP waits before torch loads)
 import torch
 
+import flowhf  # (sets the OpenMP waits before torch loads)
 from flowhf.models.lora import LoraSettings
 from flowhf.training.config import FlowHFConfig
 from flowhf.training.trainer import FlowHFTrainer
@@ -33,24 +33,38 @@ LORA = LoraSettings(r=16, alpha=32, dropout=0.0)  # FlowHF's model.lora_* defaul
 
 
 def flowhf_run(objective: str, bf16: bool, sampler: str, args) -> dict:
-    cfg = FlowHFConfig.from_dict({
-        "model": {"name": "smollm2", "lora": True, "autocast_bf16": bf16},
-        "target": {"reward": "sentiment", "beta": 8.0, "alpha": 1.0},
-        "objective": {"objective": objective, "logz": "batch"},
-        "sampling": {"max_new_tokens": args.max_new_tokens, "prompts_per_step": 2, "samples_per_prompt": 4,
-                     "explore_prob": 0.0, "sampler": sampler},
-        "optim": {"max_steps": args.steps + 1},
-        "logging": {"output_dir": "/tmp/flowhf-speed", "save_steps": 0, "progress_bar": False},
-    })
+    cfg = FlowHFConfig.from_dict(
+        {
+            "model": {"name": "smollm2", "lora": True, "autocast_bf16": bf16},
+            "target": {"reward": "sentiment", "beta": 8.0, "alpha": 1.0},
+            "objective": {"objective": objective, "logz": "batch"},
+            "sampling": {
+                "max_new_tokens": args.max_new_tokens,
+                "prompts_per_step": 2,
+                "samples_per_prompt": 4,
+                "explore_prob": 0.0,
+                "sampler": sampler,
+            },
+            "optim": {"max_steps": args.steps + 1},
+            "logging": {"output_dir": "/tmp/flowhf-speed", "save_steps": 0, "progress_bar": False},
+        }
+    )
     trainer = FlowHFTrainer(args=cfg)
     steps = [trainer.training_step() for _ in range(args.steps + 1)][1:]
     mean = lambda k: statistics.mean(s[k] for s in steps)  # noqa: E731
     rec = {
-        "method": f"flowhf-{objective}", "sampler": sampler, "bf16_autocast": bf16, "steps_timed": args.steps,
-        "seconds_per_step": mean("train/step_time"), "generate_seconds": mean("train/sample_time"),
-        "reward_seconds": mean("train/reward_time"), "update_seconds": mean("train/update_time"),
-        "tokens_per_second": mean("train/tokens_per_second"), "completion_length": mean("train/completion_length"),
-        "step_seconds": [s["train/step_time"] for s in steps], "load_average": list(os.getloadavg()),
+        "method": f"flowhf-{objective}",
+        "sampler": sampler,
+        "bf16_autocast": bf16,
+        "steps_timed": args.steps,
+        "seconds_per_step": mean("train/step_time"),
+        "generate_seconds": mean("train/sample_time"),
+        "reward_seconds": mean("train/reward_time"),
+        "update_seconds": mean("train/update_time"),
+        "tokens_per_second": mean("train/tokens_per_second"),
+        "completion_length": mean("train/completion_length"),
+        "step_seconds": [s["train/step_time"] for s in steps],
+        "load_average": list(os.getloadavg()),
     }
     rec["generate_share"] = rec["generate_seconds"] / rec["seconds_per_step"]
     return rec
@@ -63,13 +77,30 @@ def grpo_run(bf16: bool, args) -> dict:
     from flowhf.baselines import run_grpo
 
     with tempfile.TemporaryDirectory(prefix="grpo-speed-") as tmp:
-        result = run_grpo("smollm2", "sentiment_prompts", "sentiment", Path(tmp) / "grpo", budget={"max_steps": args.steps + 1},
-                          num_generations=4, batch_size=8, max_completion_length=args.max_new_tokens, lora=LORA, lr=1e-4,
-                          beta=0.04, trl_overrides={"bf16": bf16, **({"use_cpu": True} if bf16 else {})})
+        result = run_grpo(
+            "smollm2",
+            "sentiment_prompts",
+            "sentiment",
+            Path(tmp) / "grpo",
+            budget={"max_steps": args.steps + 1},
+            num_generations=4,
+            batch_size=8,
+            max_completion_length=args.max_new_tokens,
+            lora=LORA,
+            lr=1e-4,
+            beta=0.04,
+            trl_overrides={"bf16": bf16, **({"use_cpu": True} if bf16 else {})},
+        )
         times = step_times(Path(tmp) / "grpo")[1:]
-    return {"method": "trl-grpo", "bf16_autocast": bf16, "steps_timed": len(times), "seconds_per_step": statistics.mean(times),
-            "step_seconds": times, "completion_length": result["tokens_generated"] / max(1, result["steps"]) / 8,
-            "load_average": list(os.getloadavg())}
+    return {
+        "method": "trl-grpo",
+        "bf16_autocast": bf16,
+        "steps_timed": len(times),
+        "seconds_per_step": statistics.mean(times),
+        "step_seconds": times,
+        "completion_length": result["tokens_generated"] / max(1, result["steps"]) / 8,
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def ratios(records: list[dict]) -> dict:
@@ -85,8 +116,12 @@ def ratios(records: list[dict]) -> dict:
                 out[f"{tag}: grpo / {method} {sampler}"] = grpo / r["seconds_per_step"]
             if sampler == "fast" and (method, "plain") in by:
                 plain = by[(method, "plain")]
-                out[f"{tag}: {method} step plain / fast"] = plain["seconds_per_step"] / r["seconds_per_step"]
-                out[f"{tag}: {method} generation plain / fast"] = plain["generate_seconds"] / r["generate_seconds"]
+                out[f"{tag}: {method} step plain / fast"] = (
+                    plain["seconds_per_step"] / r["seconds_per_step"]
+                )
+                out[f"{tag}: {method} generation plain / fast"] = (
+                    plain["generate_seconds"] / r["generate_seconds"]
+                )
     return out
 
 
@@ -97,7 +132,9 @@ def main() -> int:
     p.add_argument("--objectives", nargs="+", default=["subtb"])
     p.add_argument("--samplers", nargs="+", choices=["plain", "fast"], default=["plain", "fast"])
     p.add_argument("--bf16", choices=["on", "off", "both"], default="both")
-    p.add_argument("--grpo", action="store_true", help="also time TRL's GRPOTrainer at the same settings")
+    p.add_argument(
+        "--grpo", action="store_true", help="also time TRL's GRPOTrainer at the same settings"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/trainer_speed.json"))
     args = p.parse_args()
@@ -109,16 +146,29 @@ def main() -> int:
             for sampler in args.samplers:
                 records.append(flowhf_run(objective, bf16, sampler, args))
                 r = records[-1]
-                print(f"{objective:6s} {sampler:5s} bf16={bf16!s:5s} {r['seconds_per_step']:6.2f} s/step  "
-                      f"generate {r['generate_seconds']:.2f} s ({r['generate_share']:.0%})", flush=True)
+                print(
+                    f"{objective:6s} {sampler:5s} bf16={bf16!s:5s} {r['seconds_per_step']:6.2f} s/step  "
+                    f"generate {r['generate_seconds']:.2f} s ({r['generate_share']:.0%})",
+                    flush=True,
+                )
         if args.grpo:
             records.append(grpo_run(bf16, args))
             torch.set_num_threads(args.threads)  # TRL's Trainer may have changed it
-            print(f"grpo         bf16={bf16!s:5s} {records[-1]['seconds_per_step']:6.2f} s/step", flush=True)
-    out = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
-           "openmp_waits": flowhf.openmp_waits(), "batch": "2 prompts x 4 samples", "max_new_tokens": args.max_new_tokens, "lora": "r16 alpha32 q,k,v,o",
-           "load_average_before": [round(x, 2) for x in load_before],
-           "load_average_after": [round(x, 2) for x in os.getloadavg()], "ratios": ratios(records), "runs": records}
+            print(
+                f"grpo         bf16={bf16!s:5s} {records[-1]['seconds_per_step']:6.2f} s/step",
+                flush=True,
+            )
+    out = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
+        "openmp_waits": flowhf.openmp_waits(),
+        "batch": "2 prompts x 4 samples",
+        "max_new_tokens": args.max_new_tokens,
+        "lora": "r16 alpha32 q,k,v,o",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "ratios": ratios(records),
+        "runs": records,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["ratios"], indent=1))

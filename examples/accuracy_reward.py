@@ -12,16 +12,19 @@ import re
 import torch
 from datasets import Dataset
 
-from flowhf.training import FlowHFConfig as GRPOConfig, FlowHFTrainer as GRPOTrainer
+from flowhf.training import FlowHFConfig as GRPOConfig
+from flowhf.training import FlowHFTrainer as GRPOTrainer
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_STEPS = int(os.environ.get("EXAMPLE_MAX_STEPS", "200"))
 OUTPUT_DIR = os.environ.get("EXAMPLE_OUTPUT_DIR", "runs/accuracy_reward")
 
-dataset = Dataset.from_list([
-    {"prompt": f"What is {a} + {b}? Answer with the number only.", "solution": str(a + b)}
-    for a, b in [(2, 3), (4, 4), (7, 1), (6, 3), (5, 5), (9, 2)]
-])
+dataset = Dataset.from_list(
+    [
+        {"prompt": f"What is {a} + {b}? Answer with the number only.", "solution": str(a + b)}
+        for a, b in [(2, 3), (4, 4), (7, 1), (6, 3), (5, 5), (9, 2)]
+    ]
+)
 
 
 def accuracy(completions, solution, **kwargs):

@@ -12,18 +12,25 @@ import os
 import torch
 from datasets import Dataset
 
-from flowhf.training import FlowHFConfig as GRPOConfig, FlowHFTrainer as GRPOTrainer
+from flowhf.training import FlowHFConfig as GRPOConfig
+from flowhf.training import FlowHFTrainer as GRPOTrainer
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_STEPS = int(os.environ.get("EXAMPLE_MAX_STEPS", "100"))
 OUTPUT_DIR = os.environ.get("EXAMPLE_OUTPUT_DIR", "runs/conversational")
 
 SYSTEM = {"role": "system", "content": "You are a polite assistant. Answer in one sentence."}
-dataset = Dataset.from_list([
-    {"prompt": [SYSTEM, {"role": "user", "content": question}]}
-    for question in ["Can you help me plan a picnic?", "What should I cook tonight?",
-                     "How do I water a cactus?", "Which book should I read next?"]
-])
+dataset = Dataset.from_list(
+    [
+        {"prompt": [SYSTEM, {"role": "user", "content": question}]}
+        for question in [
+            "Can you help me plan a picnic?",
+            "What should I cook tonight?",
+            "How do I water a cactus?",
+            "Which book should I read next?",
+        ]
+    ]
+)
 
 
 def politeness(completions, **kwargs):

@@ -14,18 +14,21 @@ import re
 import torch
 from datasets import Dataset
 
-from flowhf.training import FlowHFConfig as GRPOConfig, FlowHFTrainer as GRPOTrainer
+from flowhf.training import FlowHFConfig as GRPOConfig
+from flowhf.training import FlowHFTrainer as GRPOTrainer
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_STEPS = int(os.environ.get("EXAMPLE_MAX_STEPS", "100"))
 OUTPUT_DIR = os.environ.get("EXAMPLE_OUTPUT_DIR", "runs/multi_reward")
 
-dataset = Dataset.from_list([
-    {"prompt": "What is 3 + 4?", "task": "math", "answer": "7"},
-    {"prompt": "What is 10 - 6?", "task": "math", "answer": "4"},
-    {"prompt": "Name a colour of the sky.", "task": "open", "answer": ""},
-    {"prompt": "Say something about rain.", "task": "open", "answer": ""},
-])
+dataset = Dataset.from_list(
+    [
+        {"prompt": "What is 3 + 4?", "task": "math", "answer": "7"},
+        {"prompt": "What is 10 - 6?", "task": "math", "answer": "4"},
+        {"prompt": "Name a colour of the sky.", "task": "open", "answer": ""},
+        {"prompt": "Say something about rain.", "task": "open", "answer": ""},
+    ]
+)
 
 
 def math_accuracy(completions, task, answer, **kwargs):
@@ -63,7 +66,11 @@ args = GRPOConfig(
     logging_steps=10,
     bf16=torch.cuda.is_available(),
 )
-trainer = GRPOTrainer(model=MODEL, reward_funcs=[math_accuracy, brevity, ends_cleanly], args=args,
-                      train_dataset=dataset)
+trainer = GRPOTrainer(
+    model=MODEL,
+    reward_funcs=[math_accuracy, brevity, ends_cleanly],
+    args=args,
+    train_dataset=dataset,
+)
 trainer.train()
 print(f"trained {trainer.state.global_step} steps; model in {OUTPUT_DIR}")

@@ -13,18 +13,21 @@ import os
 import torch
 from datasets import Dataset
 
-from flowhf.training import FlowHFConfig as GRPOConfig, FlowHFTrainer as GRPOTrainer
+from flowhf.training import FlowHFConfig as GRPOConfig
+from flowhf.training import FlowHFTrainer as GRPOTrainer
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_STEPS = int(os.environ.get("EXAMPLE_MAX_STEPS", "100"))
 OUTPUT_DIR = os.environ.get("EXAMPLE_OUTPUT_DIR", "runs/quickstart")
 
-dataset = Dataset.from_list([
-    {"prompt": "Write one sentence about the sea."},
-    {"prompt": "Write one sentence about a forest."},
-    {"prompt": "Write one sentence about the desert."},
-    {"prompt": "Write one sentence about a city at night."},
-])
+dataset = Dataset.from_list(
+    [
+        {"prompt": "Write one sentence about the sea."},
+        {"prompt": "Write one sentence about a forest."},
+        {"prompt": "Write one sentence about the desert."},
+        {"prompt": "Write one sentence about a city at night."},
+    ]
+)
 
 
 def reward_len(completions, **kwargs):

@@ -12,13 +12,16 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from flowhf.training import FlowHFConfig as GRPOConfig, FlowHFTrainer as GRPOTrainer
+from flowhf.training import FlowHFConfig as GRPOConfig
+from flowhf.training import FlowHFTrainer as GRPOTrainer
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_STEPS = int(os.environ.get("EXAMPLE_MAX_STEPS", "40"))
 OUTPUT_DIR = os.environ.get("EXAMPLE_OUTPUT_DIR", "runs/train_resume_save_load")
 
-dataset = Dataset.from_list([{"prompt": f"Tell me a fact about {topic}."} for topic in ["owls", "tea", "rivers", "snow"]])
+dataset = Dataset.from_list(
+    [{"prompt": f"Tell me a fact about {topic}."} for topic in ["owls", "tea", "rivers", "snow"]]
+)
 
 
 def has_number(completions, **kwargs):
@@ -37,18 +40,36 @@ class PrintLogs(TrainerCallback):
 
 
 def config(max_steps):
-    return GRPOConfig(output_dir=OUTPUT_DIR, max_steps=max_steps, save_steps=max(1, max_steps // 2),
-                      num_generations=4, per_device_train_batch_size=8, max_completion_length=16,
-                      learning_rate=1e-5, logging_steps=1, bf16=torch.cuda.is_available())
+    return GRPOConfig(
+        output_dir=OUTPUT_DIR,
+        max_steps=max_steps,
+        save_steps=max(1, max_steps // 2),
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=16,
+        learning_rate=1e-5,
+        logging_steps=1,
+        bf16=torch.cuda.is_available(),
+    )
 
 
 # First run: stops after MAX_STEPS steps (checkpoints on the way).
-GRPOTrainer(model=MODEL, reward_funcs=has_number, args=config(MAX_STEPS), train_dataset=dataset,
-            callbacks=[PrintLogs()]).train()
+GRPOTrainer(
+    model=MODEL,
+    reward_funcs=has_number,
+    args=config(MAX_STEPS),
+    train_dataset=dataset,
+    callbacks=[PrintLogs()],
+).train()
 
 # Second run: continues from the newest checkpoint up to twice as many steps.
-trainer = GRPOTrainer(model=MODEL, reward_funcs=has_number, args=config(2 * MAX_STEPS), train_dataset=dataset,
-                      callbacks=[PrintLogs()])
+trainer = GRPOTrainer(
+    model=MODEL,
+    reward_funcs=has_number,
+    args=config(2 * MAX_STEPS),
+    train_dataset=dataset,
+    callbacks=[PrintLogs()],
+)
 trainer.train(resume_from_checkpoint=True)
 print(f"resumed to step {trainer.state.global_step}; {len(trainer.state.log_history)} log entries")
 
@@ -58,7 +79,13 @@ trainer.save_model(final_dir)
 # Load the saved model with plain transformers and sample from it.
 tokenizer = AutoTokenizer.from_pretrained(final_dir)
 model = AutoModelForCausalLM.from_pretrained(final_dir)
-inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Tell me a fact about owls."}],
-                                       add_generation_prompt=True, return_tensors="pt", return_dict=True)
+inputs = tokenizer.apply_chat_template(
+    [{"role": "user", "content": "Tell me a fact about owls."}],
+    add_generation_prompt=True,
+    return_tensors="pt",
+    return_dict=True,
+)
 output = model.generate(**inputs, max_new_tokens=16, do_sample=True)
-print("sample:", tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+print(
+    "sample:", tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+)

@@ -22,13 +22,23 @@ KEYS = ("seconds", "generated_tokens", "completions", "max_steps")
 class Budget:
     """Compute budget of one training run; at least one limit must be set."""
 
-    seconds: float | None = _f(None, "Wall-clock seconds of the training loop (setup and saving excluded).",
-                               allowed=POSITIVE)
-    generated_tokens: int | None = _f(None, "Completion tokens sampled by the trainer (EOS included).", allowed=POSITIVE)
+    seconds: float | None = _f(
+        None,
+        "Wall-clock seconds of the training loop (setup and saving excluded).",
+        allowed=POSITIVE,
+    )
+    generated_tokens: int | None = _f(
+        None, "Completion tokens sampled by the trainer (EOS included).", allowed=POSITIVE
+    )
     completions: int | None = _f(
-        None, "Completions scored by the reward (reward calls): the machine-independent budget, so a rerun "
-        "elsewhere trains the same steps.", allowed=POSITIVE)
-    max_steps: int | None = _f(None, "Optimizer steps (one TRL global step each).", allowed=POSITIVE)
+        None,
+        "Completions scored by the reward (reward calls): the machine-independent budget, so a rerun "
+        "elsewhere trains the same steps.",
+        allowed=POSITIVE,
+    )
+    max_steps: int | None = _f(
+        None, "Optimizer steps (one TRL global step each).", allowed=POSITIVE
+    )
 
     def __post_init__(self) -> None:
         for name in KEYS:

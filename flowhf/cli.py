@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 import warnings
 
 
@@ -31,7 +30,10 @@ def _train(args: argparse.Namespace) -> int:
         print(describe())
         return 0
     if not args.config:
-        raise ConfigError("flowhf train: --config FILE is required", "see configs/*.yaml, e.g. --config configs/smoke.yaml")
+        raise ConfigError(
+            "flowhf train: --config FILE is required",
+            "see configs/*.yaml, e.g. --config configs/smoke.yaml",
+        )
     overrides = list(args.set or [])
     if args.output_dir:
         overrides.append(f"logging.output_dir={args.output_dir}")
@@ -40,8 +42,8 @@ def _train(args: argparse.Namespace) -> int:
 
     # the folder is checked (and locked) before the model loads
     with claim_run_dir(config.logging.output_dir, args.resume, args.overwrite, config.to_dict()):
-        from flowhf.training.trainer import FlowHFTrainer
         from flowhf.training.summary import write_run_summary
+        from flowhf.training.trainer import FlowHFTrainer
 
         trainer = FlowHFTrainer(args=config)
         trainer.train(resume=args.resume)
@@ -57,17 +59,33 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowhf", description="GFlowNet fine-tuning of Hugging Face causal LMs.")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of errors (also FLOWHF_DEBUG=1)")
+    parser = argparse.ArgumentParser(
+        prog="flowhf", description="GFlowNet fine-tuning of Hugging Face causal LMs."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of errors (also FLOWHF_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a policy with a GFlowNet objective")
     train.add_argument("--config", help="YAML config (see configs/)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set target.beta=10")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set target.beta=10"
+    )
     train.add_argument("--output-dir", help="run directory (overrides logging.output_dir)")
-    train.add_argument("--resume", action="store_true", help="continue the run in the run directory from its newest verified checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="delete the run already in the run directory and start again")
-    train.add_argument("--help-config", action="store_true", help="list every config option with its help")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the run directory from its newest verified checkpoint",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in the run directory and start again",
+    )
+    train.add_argument(
+        "--help-config", action="store_true", help="list every config option with its help"
+    )
     train.set_defaults(func=_train)
 
     from flowhf.evaluation.cli import add_compare_parser, add_eval_parser
@@ -83,13 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reproduce_parser(sub)
 
-    sub.add_parser("exact", help="exact-target benchmark (same flags as benchmarks/exact_target.py)", add_help=False)
+    sub.add_parser(
+        "exact",
+        help="exact-target benchmark (same flags as benchmarks/exact_target.py)",
+        add_help=False,
+    )
 
     bench = sub.add_parser("bench", help="benchmarks on a real LM")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    from flowhf.lmtask.bench import build_parser as lm_target_parser, run_from_args
+    from flowhf.lmtask.bench import build_parser as lm_target_parser
+    from flowhf.lmtask.bench import run_from_args
 
-    lm_target = bench_sub.add_parser("lm-target", help="exact distribution matching on SmolLM2 vs GRPO / PPO")
+    lm_target = bench_sub.add_parser(
+        "lm-target", help="exact distribution matching on SmolLM2 vs GRPO / PPO"
+    )
     lm_target_parser(lm_target).set_defaults(func=run_from_args)
 
     demo = sub.add_parser("demo", help="the README's main job on the embedded default")

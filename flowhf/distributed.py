@@ -53,7 +53,11 @@ def all_max(value: int) -> int:
     dist = process_group()
     if dist is None:
         return value
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     tensor = torch.tensor([value], device=device, dtype=torch.long)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())

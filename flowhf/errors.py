@@ -20,13 +20,17 @@ class UserError(Exception):
 class ConfigError(UserError, ValueError):
     """A config value, key or file that cannot be used (raised before anything loads)."""
 
-    default_hint = "fix the value in the file or the --set (`flowhf train --help-config` lists every key)"
+    default_hint = (
+        "fix the value in the file or the --set (`flowhf train --help-config` lists every key)"
+    )
 
 
 class RunDirError(UserError):
     """The output folder holds another run, or is locked by a running one."""
 
-    default_hint = "use --resume to continue that run, --overwrite to replace it, or another --output-dir"
+    default_hint = (
+        "use --resume to continue that run, --overwrite to replace it, or another --output-dir"
+    )
 
 
 class CheckpointError(UserError):
@@ -38,7 +42,9 @@ class CheckpointError(UserError):
 class ModelNotFound(UserError, OSError):
     """A model spec that is not a local folder, a shipped alias, or reachable on the Hub."""
 
-    default_hint = "use a local model folder, a .gguf file or a shipped alias (smollm2, tiny-random)"
+    default_hint = (
+        "use a local model folder, a .gguf file or a shipped alias (smollm2, tiny-random)"
+    )
 
 
 class RewardError(UserError, ValueError):

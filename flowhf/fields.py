@@ -39,11 +39,17 @@ class Range:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         low = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        return low and (self.high is None or (value < self.high if self.high_open else value <= self.high))
+        return low and (
+            self.high is None or (value < self.high if self.high_open else value <= self.high)
+        )
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"a number {'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "a finite number"
+            return (
+                f"a number {'>' if self.low_open else '>='} {self.low:g}"
+                if self.low is not None
+                else "a finite number"
+            )
         return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
 
@@ -110,21 +116,29 @@ def read_yaml_with_lines(path: str | os.PathLike, what: str = "config") -> tuple
     `ConfigError`s naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} file {path} does not exist", "check the path (shipped configs are in configs/)")
+        raise ConfigError(
+            f"{what} file {path} does not exist", "check the path (shipped configs are in configs/)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text) or {}
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: YAML syntax error: {getattr(err, 'problem', None) or err}",
-                          "fix the YAML syntax (indentation, ':' after keys, quotes)") from None
+        raise ConfigError(
+            f"{path}{line}: YAML syntax error: {getattr(err, 'problem', None) or err}",
+            "fix the YAML syntax (indentation, ':' after keys, quotes)",
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}, line 1: expected a mapping of {what} keys (key: value), got a {type(data).__name__}",
-                          "the top level of a config file is `key: value` lines")
+        raise ConfigError(
+            f"{path}, line 1: expected a mapping of {what} keys (key: value), got a {type(data).__name__}",
+            "the top level of a config file is `key: value` lines",
+        )
     return data, Source(path, _key_lines(node))
 
 
@@ -152,7 +166,9 @@ def parse_assignment(item: str, example: str = "key=value") -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(raw)
     except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML", "quote it, e.g. --set key='a: b'") from None
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML", "quote it, e.g. --set key='a: b'"
+        ) from None
 
 
 def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISSING) -> Any:
@@ -176,7 +192,9 @@ def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISS
             if not (base is int and isinstance(value, bool)):  # YAML true is not an int here
                 return value
     expected = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(
+        f"config key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})"
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -200,7 +218,9 @@ def build_dataclass(cls, values: dict, where: str, source: Source | None = None,
     Errors name ``where`` or, given ``source``, the file and line (or ``--set``) of the key."""
     locate = (lambda *k: source.where(*group, *k)) if source else (lambda *k: where)
     if not isinstance(values, dict):
-        raise ConfigError(f"{locate()}: {where}: expected a mapping of keys, got {type(values).__name__}")
+        raise ConfigError(
+            f"{locate()}: {where}: expected a mapping of keys, got {type(values).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     checked = {}
@@ -209,12 +229,18 @@ def build_dataclass(cls, values: dict, where: str, source: Source | None = None,
         raise ConfigError(f"{locate()}: missing required key(s) {missing}")
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"{locate(key)}: unknown key {'.'.join((*group, key))!r}"
-                              f"{suggest(key, fields) or f'; valid keys: {sorted(fields)}'}")
+            raise ConfigError(
+                f"{locate(key)}: unknown key {'.'.join((*group, key))!r}"
+                f"{suggest(key, fields) or f'; valid keys: {sorted(fields)}'}"
+            )
         try:
-            checked[key] = check_allowed(key, check_value(key, value, hints[key], fields[key].default), fields[key])
+            checked[key] = check_allowed(
+                key, check_value(key, value, hints[key], fields[key].default), fields[key]
+            )
         except ValueError as err:
-            raise ConfigError(_bad_value(locate(key), ".".join((*group, key)), value, err, fields[key])) from None
+            raise ConfigError(
+                _bad_value(locate(key), ".".join((*group, key)), value, err, fields[key])
+            ) from None
     try:
         return cls(**checked)
     except (ValueError, TypeError) as err:  # a __post_init__ check across keys
@@ -227,7 +253,9 @@ def _bad_value(where: str, dotted: str, value: Any, err: Exception, f: dataclass
     allowed = f.metadata.get("allowed")
     if allowed is not None and "must be" not in detail:
         detail += f"; must be {allowed}"
-    head = f"--set {dotted}={value!r}" if where.startswith("--set") else f"{where}: {dotted}={value!r}"
+    head = (
+        f"--set {dotted}={value!r}" if where.startswith("--set") else f"{where}: {dotted}={value!r}"
+    )
     return f"{head}: {detail}"
 
 

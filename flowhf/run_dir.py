@@ -31,17 +31,49 @@ from flowhf.errors import ConfigError, RunDirError
 
 LOCK = ".flowhf.lock"
 # What the runs of every command write at the top of their folder.
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "config.yaml", "checkpoints", "result.json", "budget.json", "model",
-             "DONE", "adapter_model.safetensors", "model.safetensors", "config.json", "summary.json", "metrics.json",
-             "histograms.jsonl", "skipped_steps.jsonl", "tensorboard", "flowhf_reward.json", "report.md", "plan.json",
-             # the rest of a saved policy folder (PEFT writes README.md as its model card)
-             "adapter_config.json", "flowhf_heads.json", "flowhf_heads.safetensors", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json",
-             "curves.png", "README.md", "reward_config.yaml")
+RUN_FILES = (
+    "metrics.jsonl",
+    "metrics.csv",
+    "config.yaml",
+    "checkpoints",
+    "result.json",
+    "budget.json",
+    "model",
+    "DONE",
+    "adapter_model.safetensors",
+    "model.safetensors",
+    "config.json",
+    "summary.json",
+    "metrics.json",
+    "histograms.jsonl",
+    "skipped_steps.jsonl",
+    "tensorboard",
+    "flowhf_reward.json",
+    "report.md",
+    "plan.json",
+    # the rest of a saved policy folder (PEFT writes README.md as its model card)
+    "adapter_config.json",
+    "flowhf_heads.json",
+    "flowhf_heads.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "curves.png",
+    "README.md",
+    "reward_config.yaml",
+)
 # Keys a resumed run may change: how long it runs and how it logs, not what it learns.
-RESUMABLE_CHANGES = ("optim.max_steps", "optim.num_train_epochs", "optim.max_seconds", "optim.max_completions",
-                     "optim.max_skipped_steps",
-                     "logging.", "model.cache_dir")
+RESUMABLE_CHANGES = (
+    "optim.max_steps",
+    "optim.num_train_epochs",
+    "optim.max_seconds",
+    "optim.max_completions",
+    "optim.max_skipped_steps",
+    "logging.",
+    "model.cache_dir",
+)
 
 
 def read_lock(folder: str | os.PathLike) -> dict | None:
@@ -69,8 +101,12 @@ def lock_is_live(lock: dict) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    state = _proc_stat(pid)  # where /proc exists: a zombie (killed, not yet reaped) or a reused pid is dead
-    if state is not None and (state[0] == "Z" or ("pid_start" in lock and state[1] != lock["pid_start"])):
+    state = _proc_stat(
+        pid
+    )  # where /proc exists: a zombie (killed, not yet reaped) or a reused pid is dead
+    if state is not None and (
+        state[0] == "Z" or ("pid_start" in lock and state[1] != lock["pid_start"])
+    ):
         return False
     return True
 
@@ -88,8 +124,13 @@ def _describe(lock: dict) -> str:
     return f"pid {lock.get('pid')} on {lock.get('host')}"
 
 
-def prepare_run_dir(folder: str | os.PathLike, resume: bool = False, overwrite: bool = False,
-                    config: dict | None = None, log=print) -> None:
+def prepare_run_dir(
+    folder: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    config: dict | None = None,
+    log=print,
+) -> None:
     """Refuse, clear or accept ``folder`` for a new run (see the module doc); call it before
     loading anything."""
     from flowhf.distributed import is_main_process
@@ -101,8 +142,10 @@ def prepare_run_dir(folder: str | os.PathLike, resume: bool = False, overwrite: 
         raise ConfigError("--resume and --overwrite exclude each other", "choose one")
     lock = read_lock(folder)
     if lock is not None and lock_is_live(lock) and lock.get("pid") != os.getpid():
-        raise RunDirError(f"{folder} is in use by a running run ({_describe(lock)})",
-                          f"wait for it to end, or use another --output-dir (if it is gone, delete {folder / LOCK})")
+        raise RunDirError(
+            f"{folder} is in use by a running run ({_describe(lock)})",
+            f"wait for it to end, or use another --output-dir (if it is gone, delete {folder / LOCK})",
+        )
     if lock is not None and lock.get("pid") != os.getpid():
         log(f"[flowhf] {folder}: stale lock of {_describe(lock)} (a run that was killed)")
     entries = run_entries(folder)
@@ -118,8 +161,10 @@ def prepare_run_dir(folder: str | os.PathLike, resume: bool = False, overwrite: 
             check_resume_config(folder, config)
     else:
         stale = " and a stale lock" if lock is not None else ""
-        raise RunDirError(f"{folder} already holds a run ({', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}"
-                          f"{stale}); nothing was changed")
+        raise RunDirError(
+            f"{folder} already holds a run ({', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}"
+            f"{stale}); nothing was changed"
+        )
 
 
 def run_entries(folder: str | os.PathLike) -> list[str]:
@@ -128,8 +173,11 @@ def run_entries(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir()
-                  if p.name in RUN_FILES or p.name.startswith(".tmp-") or (p / "DONE").is_file())
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name in RUN_FILES or p.name.startswith(".tmp-") or (p / "DONE").is_file()
+    )
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -149,13 +197,18 @@ def check_resume_config(folder: str | os.PathLike, config: dict) -> None:
     if not path.is_file():
         return  # nothing saved yet (killed before its first write): nothing to compare
     saved, new = _flatten(yaml.safe_load(path.read_text()) or {}), _flatten(config)
-    changed = sorted(k for k in set(saved) | set(new)
-                     if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    changed = sorted(
+        k
+        for k in set(saved) | set(new)
+        if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
+    )
     if changed:
         diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
-        raise RunDirError(f"--resume: the config differs from the run's {path} in {len(changed)} key(s): {diffs}",
-                          "resume with the run's own config (only max_steps, num_train_epochs, max_seconds and "
-                          "logging keys may change), or use --overwrite / another --output-dir to start a new run")
+        raise RunDirError(
+            f"--resume: the config differs from the run's {path} in {len(changed)} key(s): {diffs}",
+            "resume with the run's own config (only max_steps, num_train_epochs, max_seconds and "
+            "logging keys may change), or use --overwrite / another --output-dir to start a new run",
+        )
 
 
 def acquire_lock(folder: str | os.PathLike) -> bool:
@@ -179,8 +232,10 @@ def acquire_lock(folder: str | os.PathLike) -> bool:
             if held.get("pid") == mine["pid"] and held.get("host") == mine["host"]:
                 return False
             if lock_is_live(held):
-                raise RunDirError(f"{folder} is in use by a running run ({_describe(held)})",
-                                  "wait for it to end, or use another --output-dir") from None
+                raise RunDirError(
+                    f"{folder} is in use by a running run ({_describe(held)})",
+                    "wait for it to end, or use another --output-dir",
+                ) from None
             path.unlink(missing_ok=True)  # stale: prepare_run_dir reported it
             continue
         with os.fdopen(fd, "w") as fh:
@@ -192,7 +247,11 @@ def acquire_lock(folder: str | os.PathLike) -> bool:
 def release_lock(folder: str | os.PathLike) -> None:
     """Remove ``folder``'s lock if this process holds it."""
     held = read_lock(folder)
-    if held is not None and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+    if (
+        held is not None
+        and held.get("pid") == os.getpid()
+        and held.get("host") == socket.gethostname()
+    ):
         (Path(folder) / LOCK).unlink(missing_ok=True)
 
 
@@ -210,8 +269,13 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim_run_dir(folder: str | os.PathLike, resume: bool = False, overwrite: bool = False,
-                  config: dict | None = None, log=print) -> Iterator[None]:
+def claim_run_dir(
+    folder: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    config: dict | None = None,
+    log=print,
+) -> Iterator[None]:
     """`prepare_run_dir` then `run_lock` for the block: what a command does before loading."""
     prepare_run_dir(folder, resume, overwrite, config, log)
     with run_lock(folder):

@@ -31,7 +31,9 @@ import torch
 from flowhf.objectives._shapes import accumulation_dtype
 
 
-def _reference_cumsum(ref_log_pf: torch.Tensor | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+def _reference_cumsum(
+    ref_log_pf: torch.Tensor | None, mask: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
     """[B, T+1] log p_ref of every prefix s_0..s_T (entry 0 is 0)."""
     if ref_log_pf is None or mask is None:
         raise ValueError("alpha != 0 needs the reference log-probs and the action mask")
@@ -91,10 +93,16 @@ def floor_reward(reward: torch.Tensor, floor: float | None) -> torch.Tensor:
 class BetaSchedule:
     """beta as a function of the training step: constant, linear or cosine from start to end."""
 
-    start: float = field(default=1.0, metadata={"help": "beta at step 0 (the reward's inverse temperature)."})
-    end: float | None = field(default=None, metadata={"help": "beta at `steps` and after; None = constant."})
+    start: float = field(
+        default=1.0, metadata={"help": "beta at step 0 (the reward's inverse temperature)."}
+    )
+    end: float | None = field(
+        default=None, metadata={"help": "beta at `steps` and after; None = constant."}
+    )
     kind: str = field(default="constant", metadata={"help": "constant | linear | cosine."})
-    steps: int = field(default=0, metadata={"help": "steps over which beta moves from start to end."})
+    steps: int = field(
+        default=0, metadata={"help": "steps over which beta moves from start to end."}
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ("constant", "linear", "cosine"):

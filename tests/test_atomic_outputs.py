@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_atomic_files_replaces_only_what_it_writes(tmp_path):
@@ -33,8 +35,12 @@ def test_atomic_files_replaces_only_what_it_writes(tmp_path):
         (tmp / "weights.bin").write_text("new")
         (tmp / "tokenizer").mkdir()
         (tmp / "tokenizer" / "vocab.txt").write_text("a b")
-    assert _listing(run) == {"marker.json": b"{}", "metrics.jsonl": b"log\n", "tokenizer/vocab.txt": b"a b",
-                             "weights.bin": b"new"}
+    assert _listing(run) == {
+        "marker.json": b"{}",
+        "metrics.jsonl": b"log\n",
+        "tokenizer/vocab.txt": b"a b",
+        "weights.bin": b"new",
+    }
 
 
 def test_atomic_files_failed_block_leaves_the_folder_as_it_was(tmp_path):
@@ -51,13 +57,17 @@ def test_atomic_files_failed_block_leaves_the_folder_as_it_was(tmp_path):
 def test_atomic_path_keeps_the_suffix_and_cleans_up(tmp_path):
     target = tmp_path / "curves.png"
     with atomic_path(target) as tmp:
-        assert tmp.suffix == ".png" and tmp.parent == tmp_path  # matplotlib reads the format from it
+        assert (
+            tmp.suffix == ".png" and tmp.parent == tmp_path
+        )  # matplotlib reads the format from it
         tmp.write_bytes(b"png")
     assert target.read_bytes() == b"png"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_bytes(b"ha")
         raise RuntimeError("killed")
-    assert target.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+    assert target.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "curves.png"
+    ]
     atomic_write_text(tmp_path / "report.md", "# r\n")
     assert (tmp_path / "report.md").read_text() == "# r\n"
 
@@ -82,7 +92,9 @@ def test_save_policy_killed_mid_save_leaves_no_half_model(tmp_path, monkeypatch)
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
     monkeypatch.undo()
     saved_run.save_policy(bundle, run)
-    assert (run / "adapter_model.safetensors").is_file() and (run / saved_run.HEADS_CONFIG).is_file()
+    assert (run / "adapter_model.safetensors").is_file() and (
+        run / saved_run.HEADS_CONFIG
+    ).is_file()
     assert not list(run.glob(".tmp-*"))
 
 
@@ -102,7 +114,9 @@ def test_merged_model_folder_appears_whole(tmp_path):
         save_merged_model(model, Broken(), tmp_path / "model")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     save_merged_model(model, tokenizer, tmp_path / "model")
-    assert (tmp_path / "model" / "config.json").is_file() and [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert (tmp_path / "model" / "config.json").is_file() and [
+        p.name for p in tmp_path.iterdir()
+    ] == ["model"]
 
 
 _BUILD = textwrap.dedent("""
@@ -134,14 +148,31 @@ def test_tiny_model_built_once_by_two_processes(tmp_path):
     the first one's build (models/cache.build_folder_once) and reuses its folder."""
     cache, signals = tmp_path / "cache", tmp_path / "signals"
     signals.mkdir()
-    env = {**os.environ, "FLOWHF_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(signals), role], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for role in ("first", "second")]
+    env = {
+        **os.environ,
+        "FLOWHF_CACHE_DIR": str(cache),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILD, str(signals), role],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("first", "second")
+    ]
     outputs = [proc.communicate(timeout=300) for proc in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     paths = {out.strip().splitlines()[-1] for out, _ in outputs}
     assert paths == {str(cache / "tiny-random-llama")}
     assert (signals / "builds").read_text() == "first\n"  # one build; the second process reused it
-    assert sorted(p.name for p in cache.iterdir()) == [".tiny-random-llama.lock", "tiny-random-llama"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        ".tiny-random-llama.lock",
+        "tiny-random-llama",
+    ]
     assert (cache / "tiny-random-llama" / "config.json").is_file()

@@ -16,15 +16,19 @@ def test_runner_options_are_the_config_fields(tmp_path, method):
     fields = {f.name: f for f in dataclasses.fields(METHOD_ARGS[method])}
     assert set(params) - {"tokenizer", "options"} <= set(fields)
     assert all(f.metadata["help"] for f in fields.values())
-    positional = [f"x{i}" for i, p in enumerate(params.values()) if p.kind == p.POSITIONAL_OR_KEYWORD]
+    positional = [
+        f"x{i}" for i, p in enumerate(params.values()) if p.kind == p.POSITIONAL_OR_KEYWORD
+    ]
     with pytest.raises(TypeError, match="budgett"):  # raised before any model loads
         runners()[method](*positional, budget={"max_steps": 1}, budgett={})
 
 
 def test_values_are_type_checked(tmp_path):
     path = tmp_path / "grpo.yaml"
-    path.write_text("method: grpo\nmodel: m\nprompts_source: p\nreward_spec: sentiment\noutput_dir: o\n"
-                    "budget: {max_steps: 1}\n")
+    path.write_text(
+        "method: grpo\nmodel: m\nprompts_source: p\nreward_spec: sentiment\noutput_dir: o\n"
+        "budget: {max_steps: 1}\n"
+    )
     runner, kwargs = check_config(load_config(path, ["lr=0.001", "num_generations=4"]))
     assert runner.__name__ == "run_grpo" and kwargs["num_generations"] == 4
     with pytest.raises(ValueError, match="num_generations='four': expected int"):

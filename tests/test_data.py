@@ -10,8 +10,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the Hub
 
 import pytest
 
-from flowhf.data import DataError, load_preference_pairs, load_prompts, load_rows, shipped_path
-from flowhf.data import splits
+from flowhf.data import (
+    DataError,
+    load_preference_pairs,
+    load_prompts,
+    load_rows,
+    shipped_path,
+    splits,
+)
 
 ROWS = [
     {"id": 1, "question": "How do I sort?", "good": "Use sorted().", "bad": "No idea."},
@@ -50,14 +56,21 @@ def _parquet(path, rows):
 @pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet"])
 def test_local_files_load_with_column_mapping(tmp_path, kind):
     path = tmp_path / f"pairs.{kind}"
-    {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet,
-     "json": lambda p, r: p.write_text(json.dumps(r)) and p}[kind](path, ROWS)
+    {
+        "jsonl": _jsonl,
+        "csv": _csv,
+        "parquet": _parquet,
+        "json": lambda p, r: p.write_text(json.dumps(r)) and p,
+    }[kind](path, ROWS)
     rows = load_rows(path, columns=MAPPING, required=["prompt", "chosen", "rejected"])
     assert [r["prompt"] for r in rows] == [r["question"] for r in ROWS]
-    assert rows[1]["chosen"] == "An immutable sequence." and rows[1]["question"] == "What is a tuple?"
+    assert (
+        rows[1]["chosen"] == "An immutable sequence." and rows[1]["question"] == "What is a tuple?"
+    )
     assert str(rows[2]["id"]) == "3"  # unmapped columns are kept (CSV reads them as text)
     assert load_preference_pairs(path, columns=MAPPING, limit=2) == [
-        {"prompt": r["question"], "chosen": r["good"], "rejected": r["bad"]} for r in ROWS[:2]]
+        {"prompt": r["question"], "chosen": r["good"], "rejected": r["bad"]} for r in ROWS[:2]
+    ]
     assert load_prompts(path, "question") == [r["question"] for r in ROWS]
 
 
@@ -88,7 +101,9 @@ def test_empty_value_names_file_row_and_key(tmp_path, kind):
     rows = [dict(r) for r in ROWS]
     rows[2]["good"] = "   " if kind != "parquet" else None
     path = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[kind](tmp_path / f"d.{kind}", rows)
-    with pytest.raises(DataError, match=rf"d\.{kind}: row {3 if kind != 'csv' else 4}: empty value for key 'good'"):
+    with pytest.raises(
+        DataError, match=rf"d\.{kind}: row {3 if kind != 'csv' else 4}: empty value for key 'good'"
+    ):
         load_preference_pairs(path, columns=MAPPING)
 
 
@@ -99,7 +114,9 @@ def test_jsonl_line_numbers_count_blank_lines_and_flag_malformed_json(tmp_path):
     path = _jsonl(tmp_path / "e.jsonl", ROWS, {1: "", 2: '["not", "an", "object"]'})
     with pytest.raises(DataError, match=r"e\.jsonl: row 3: expected an object"):
         load_rows(path, required=["question"])
-    path = _jsonl(tmp_path / "f.jsonl", [ROWS[0], {"question": ""}], {1: ""})  # blank line 2 -> row on line 3
+    path = _jsonl(
+        tmp_path / "f.jsonl", [ROWS[0], {"question": ""}], {1: ""}
+    )  # blank line 2 -> row on line 3
     with pytest.raises(DataError, match=r"f\.jsonl: row 3: empty value for key 'question'"):
         load_rows(path, required=["question"])
 
@@ -139,8 +156,12 @@ def test_datasets_specs(tmp_path, monkeypatch):
     folder = tmp_path / "ds"
     folder.mkdir()
     _jsonl(folder / "train.jsonl", ROWS)
-    assert load_prompts(str(folder), "prompt", columns={"prompt": "question"}) == [r["question"] for r in ROWS]
-    with pytest.raises(DataError, match=r"could not load dataset 'nobody/no-such-set' split 'train'"):
+    assert load_prompts(str(folder), "prompt", columns={"prompt": "question"}) == [
+        r["question"] for r in ROWS
+    ]
+    with pytest.raises(
+        DataError, match=r"could not load dataset 'nobody/no-such-set' split 'train'"
+    ):
         load_rows("hf:nobody/no-such-set", required=["prompt"])
 
 
@@ -166,24 +187,40 @@ def test_shipped_files_load(name):
     assert len(load_prompts(name)) == size  # stackexchange prompts are its questions
     if name.startswith("stackexchange"):
         pairs = load_preference_pairs(name)
-        assert pairs[0] == {"prompt": rows[0]["question"], "chosen": rows[0]["response_j"],
-                            "rejected": rows[0]["response_k"], "kind": rows[0]["rejected_kind"]}
+        assert pairs[0] == {
+            "prompt": rows[0]["question"],
+            "chosen": rows[0]["response_j"],
+            "rejected": rows[0]["response_k"],
+            "kind": rows[0]["rejected_kind"],
+        }
 
 
 def test_shipped_splits_are_current_and_disjoint():
     if not list(splits.PARTS_DIR.glob(splits.PART_GLOB)):
         pytest.skip(f"no part files in {splits.PARTS_DIR}")
     splits.write_splits(check=True)  # raises if the shipped files differ from a fresh build
-    train, test = load_rows("stackexchange:train", required=["question"]), load_rows("stackexchange:test", required=["question"])
+    train, test = (
+        load_rows("stackexchange:train", required=["question"]),
+        load_rows("stackexchange:test", required=["question"]),
+    )
     assert not {r["question"] for r in train} & {r["question"] for r in test}
     assert not {r["qid"] for r in train} & {r["qid"] for r in test}
 
 
 def _synthetic(n_topics=4, per_topic=11, seed=0):
     rng = random.Random(seed)
-    return [{"qid": f"{t}-{i}", "topic": f"topic{t}", "question": f"question {t} {i} {rng.random()}",
-             "response_j": "good", "response_k": "bad", "rejected_kind": "vague"}
-            for t in range(n_topics) for i in range(per_topic)]
+    return [
+        {
+            "qid": f"{t}-{i}",
+            "topic": f"topic{t}",
+            "question": f"question {t} {i} {rng.random()}",
+            "response_j": "good",
+            "response_k": "bad",
+            "rejected_kind": "vague",
+        }
+        for t in range(n_topics)
+        for i in range(per_topic)
+    ]
 
 
 def test_split_is_deterministic_stratified_and_order_independent():
@@ -195,7 +232,9 @@ def test_split_is_deterministic_stratified_and_order_independent():
     assert splits.split_rows(rows, 0.2, seed=0) == (train, test)
     shuffled = list(rows)
     random.Random(1).shuffle(shuffled)
-    assert {r["qid"] for r in splits.split_rows(shuffled, 0.2, seed=0)[1]} == {r["qid"] for r in test}
+    assert {r["qid"] for r in splits.split_rows(shuffled, 0.2, seed=0)[1]} == {
+        r["qid"] for r in test
+    }
     assert {r["qid"] for r in splits.split_rows(rows, 0.2, seed=1)[1]} != {r["qid"] for r in test}
 
 
@@ -206,7 +245,9 @@ def test_duplicate_questions_stay_on_one_side():
     for seed in range(5):
         train, test = splits.split_rows(rows, 0.2, seed=seed)
         assert len(test) == 2
-        assert not {splits._norm(r["question"]) for r in train} & {splits._norm(r["question"]) for r in test}
+        assert not {splits._norm(r["question"]) for r in train} & {
+            splits._norm(r["question"]) for r in test
+        }
 
 
 def test_read_parts_validates_rows(tmp_path):
@@ -219,7 +260,9 @@ def test_read_parts_validates_rows(tmp_path):
     with pytest.raises(DataError, match="identical"):
         splits.read_parts(tmp_path)
     _jsonl(tmp_path / "se_part2.jsonl", [dict(rows[2], rejected_kind="")])
-    with pytest.raises(DataError, match=r"se_part2\.jsonl: row 1: empty value for key 'rejected_kind'"):
+    with pytest.raises(
+        DataError, match=r"se_part2\.jsonl: row 1: empty value for key 'rejected_kind'"
+    ):
         splits.read_parts(tmp_path)
 
 

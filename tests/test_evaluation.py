@@ -59,12 +59,18 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
     )
 
 
 def tiny_model(seed: int):
-    return tiny_llama(4 + len(WORDS), seed=seed, hidden_size=32, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    return tiny_llama(
+        4 + len(WORDS), seed=seed, hidden_size=32, bos_token_id=2, eos_token_id=3, pad_token_id=0
+    )
 
 
 class FakeEmbedder:
@@ -90,7 +96,9 @@ class FakeEmbedder:
 
 def count_w1(prompts, completions, **columns):
     """Python reward: how many times the word w1 appears, plus 0.1 per word."""
-    return torch.tensor([c.split().count("w1") + 0.1 * len(c.split()) for c in completions], dtype=torch.float32)
+    return torch.tensor(
+        [c.split().count("w1") + 0.1 * len(c.split()) for c in completions], dtype=torch.float32
+    )
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -165,8 +173,19 @@ def test_compute_metrics_keys_and_topk_embedding_selection():
     assert m["novelty"] == pytest.approx((0.0 + 2.0) / 2)
     assert m["diversity_all"] == pytest.approx((1 + 0 + 1 + 1 + 2 + 1) / 6)
     assert m["topk_mean"] == pytest.approx(4.5) and m["kl_per_token"] == 0.25
-    assert set(m) == {"mean_reward", "std_reward", "topk_mean", "topk_std", "diversity", "novelty",
-                      "diversity_all", "distinct_1", "distinct_2", "mean_length", "kl_per_token"}
+    assert set(m) == {
+        "mean_reward",
+        "std_reward",
+        "topk_mean",
+        "topk_std",
+        "diversity",
+        "novelty",
+        "diversity_all",
+        "distinct_1",
+        "distinct_2",
+        "mean_length",
+        "kl_per_token",
+    }
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -199,7 +218,9 @@ def test_metric_cis_recomputes_topk_per_resample():
     # and reaches 9 (a fixed top-K set would give the degenerate interval [9, 9]).
     rewards = np.arange(10.0)
     emb = np.eye(10)
-    cis = metric_cis(rewards, emb, emb[:2], 1, completions=[f"w{i} x" for i in range(10)], n_boot=400, seed=0)
+    cis = metric_cis(
+        rewards, emb, emb[:2], 1, completions=[f"w{i} x" for i in range(10)], n_boot=400, seed=0
+    )
     low, high = cis["topk_mean"]
     assert high == 9.0 and 5.0 <= low < 9.0
     assert cis["mean_reward"][0] < 4.5 < cis["mean_reward"][1]
@@ -210,30 +231,59 @@ def test_metric_cis_recomputes_topk_per_resample():
 
 
 def _result(name, value):
-    metrics = {"mean_reward": value, "std_reward": 1.0, "topk_mean": 7.0, "topk_std": 3.0,
-               "diversity": 0.5, "novelty": float("nan"), "diversity_all": 0.4, "distinct_1": 0.3,
-               "distinct_2": 0.6, "mean_length": 12.0}
+    metrics = {
+        "mean_reward": value,
+        "std_reward": 1.0,
+        "topk_mean": 7.0,
+        "topk_std": 3.0,
+        "diversity": 0.5,
+        "novelty": float("nan"),
+        "diversity_all": 0.4,
+        "distinct_1": 0.3,
+        "distinct_2": 0.6,
+        "mean_length": 12.0,
+    }
     return {"model": name, "metrics": metrics, "ci": {"topk_mean": [6.0, 8.0]}}
 
 
 def test_report_md_layout(tmp_path):
-    tests = [{"model": "tb", "baseline": "sft", "metric": "reward", "alternative": "greater",
-              "t": 2.5, "df": 30.2, "p": 0.009}]
-    path = write_report_md([_result("sft", 1.0), _result("tb", 2.0)], tmp_path / "r.md", "stackexchange", "sft", tests)
+    tests = [
+        {
+            "model": "tb",
+            "baseline": "sft",
+            "metric": "reward",
+            "alternative": "greater",
+            "t": 2.5,
+            "df": 30.2,
+            "p": 0.009,
+        }
+    ]
+    path = write_report_md(
+        [_result("sft", 1.0), _result("tb", 2.0)], tmp_path / "r.md", "stackexchange", "sft", tests
+    )
     text = path.read_text()
     assert "Table 1" in text and HEADER in text
     assert "| tb | 2.000 | 1.000 | 7.000 [6.000, 8.000] | 3.000 | 0.500 | n/a |" in text
     assert "Distinct-1" in text and "t = 2.500, df = 30.2, p = 0.009" in text
-    assert "Table 2" in write_report_md([_result("a", 1.0)], tmp_path / "t.md", "toxicity").read_text()
+    assert (
+        "Table 2" in write_report_md([_result("a", 1.0)], tmp_path / "t.md", "toxicity").read_text()
+    )
 
 
 def test_plots_write_files_and_skip_missing_keys(tmp_path):
-    png = plot_score_distributions({"a": [0.1, 0.5, 0.7], "b": [2.0, 2.0, 2.0]}, tmp_path / "s.png", "t")
+    png = plot_score_distributions(
+        {"a": [0.1, 0.5, 0.7], "b": [2.0, 2.0, 2.0]}, tmp_path / "s.png", "t"
+    )
     assert png.stat().st_size > 1000
-    for name, keys in (("r1", {"train/loss": 1.0, "train/log_z": 0.1}), ("r2", {"train/loss": 2.0})):
+    for name, keys in (
+        ("r1", {"train/loss": 1.0, "train/log_z": 0.1}),
+        ("r2", {"train/loss": 2.0}),
+    ):
         (tmp_path / name).mkdir()
         rows = [{"step": s, **{k: v / (s + 1) for k, v in keys.items()}} for s in range(5)]
-        (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (tmp_path / name / "metrics.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in rows) + "\n"
+        )
     runs = {"r1": tmp_path / "r1", "r2": tmp_path / "r2"}
     assert plot_training_curves(runs, tmp_path / "c.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="none of the runs"):
@@ -246,11 +296,22 @@ def test_plots_write_files_and_skip_missing_keys(tmp_path):
 def test_compare_merges_dirs(tmp_path):
     for name, rewards in (("sft", [0.0, 1.0, 0.5]), ("tb", [2.0, 3.0, 2.5])):
         d = tmp_path / name
-        write_metrics_json({"task": "toxicity", "n": 3, "k": 2, "models": [_result(name, float(np.mean(rewards)))]},
-                           d / "metrics.json")
-        write_completions_jsonl([{"model": name, "prompt": "p", "completion": "c", "reward": r} for r in rewards],
-                                d / "completions.jsonl")
-    out = compare_evaluations([tmp_path / "sft", tmp_path / "tb"], tmp_path / "merged.md", baseline="sft")
+        write_metrics_json(
+            {
+                "task": "toxicity",
+                "n": 3,
+                "k": 2,
+                "models": [_result(name, float(np.mean(rewards)))],
+            },
+            d / "metrics.json",
+        )
+        write_completions_jsonl(
+            [{"model": name, "prompt": "p", "completion": "c", "reward": r} for r in rewards],
+            d / "completions.jsonl",
+        )
+    out = compare_evaluations(
+        [tmp_path / "sft", tmp_path / "tb"], tmp_path / "merged.md", baseline="sft"
+    )
     text = out["report"].read_text()
     assert "Table 2" in text and "| sft |" in text and "| tb |" in text
     p = welch_one_sided([2.0, 3.0, 2.5], [0.0, 1.0, 0.5])["p"]
@@ -292,7 +353,9 @@ def test_embed_cached_reuses_disk_cache(tmp_path):
 @pytest.mark.slow
 def test_shipped_minilm_embeds_offline():
     assert (shipped_minilm_path() / "model.safetensors").is_file()
-    emb = Embedder(batch_size=4).embed(["A cat sat on the mat.", "A kitten is sitting on a rug.", "Bond yields rose."])
+    emb = Embedder(batch_size=4).embed(
+        ["A cat sat on the mat.", "A kitten is sitting on a rug.", "Bond yields rose."]
+    )
     assert emb.shape == (3, 384) and emb.dtype == np.float32
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
@@ -320,7 +383,9 @@ def test_completion_logprobs_ignore_left_padding():
     with left_padding(tok):
         enc = tok(["w1 w2 w3", "w4"], return_tensors="pt", padding=True)
     comp = torch.tensor([[5, 6, 3], [7, 3, 0]])
-    batch = GeneratedBatch(enc["input_ids"], enc["attention_mask"], comp, completion_mask(comp, [3]), ["", ""])
+    batch = GeneratedBatch(
+        enc["input_ids"], enc["attention_mask"], comp, completion_mask(comp, [3]), ["", ""]
+    )
     batched = completion_logprobs(model, batch)
     alone = torch.tensor([[8, 7, 3]])  # "w4" (id 8) then completion [7, 3]
     logp = torch.log_softmax(model(input_ids=alone).logits[0, :-1].float(), -1)
@@ -335,19 +400,39 @@ def test_evaluate_models_end_to_end(tmp_path):
     tok = word_tokenizer()
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train/loss": 1 / (s + 1)}) + "\n" for s in range(4)))
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "train/loss": 1 / (s + 1)}) + "\n" for s in range(4))
+    )
     embedder = FakeEmbedder()
     prompts = ["w1 w2", "w3", "w4 w5 w6", "w7 w8"]  # fewer than n: cycled
     gen = GenerationSettings(temperature=1.0, max_new_tokens=6, batch_size=3)
     base, policy = ("base", tiny_model(0), tok), ("policy", tiny_model(1), tok)
     with pytest.warns(UserWarning, match="cycling"):
         results = evaluate_models(
-            [base, policy], prompts, count_w1, reference_completions=["w1 w2 w3", "w9 w10"], n=6, k=3,
-            generation=gen, embedder=embedder, seed=0, output_dir=tmp_path / "out", run_dirs={"tb": run},
-            baseline="base", reference_model=("ref", base[1], tok), task="toxicity", n_boot=50,
+            [base, policy],
+            prompts,
+            count_w1,
+            reference_completions=["w1 w2 w3", "w9 w10"],
+            n=6,
+            k=3,
+            generation=gen,
+            embedder=embedder,
+            seed=0,
+            output_dir=tmp_path / "out",
+            run_dirs={"tb": run},
+            baseline="base",
+            reference_model=("ref", base[1], tok),
+            task="toxicity",
+            n_boot=50,
         )
     out = tmp_path / "out"
-    for name in ("metrics.json", "completions.jsonl", "report.md", "score_distributions.png", "training_curves.png"):
+    for name in (
+        "metrics.json",
+        "completions.jsonl",
+        "report.md",
+        "score_distributions.png",
+        "training_curves.png",
+    ):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert len(records) == 12 and records[4]["prompt"] == "w1 w2"  # prompt 4 = prompt 0 again
@@ -379,11 +464,31 @@ def test_cli_eval_parser_and_run(tmp_path, monkeypatch):
     tiny_model(2).save_pretrained(model_dir)
     word_tokenizer().save_pretrained(model_dir)
     (tmp_path / "p.txt").write_text("w1 w2\nw3\n")
-    args = parser.parse_args([
-        "eval", "--model", str(model_dir), "--task", "toxicity", "--reward", "fake", "--n", "2", "--top-k", "2",
-        "--output-dir", str(tmp_path / "o"), "--prompts", str(tmp_path / "p.txt"), "--max-new-tokens", "4",
-        "--n-boot", "20", "--run-dir", "a=" + str(tmp_path),
-    ])
+    args = parser.parse_args(
+        [
+            "eval",
+            "--model",
+            str(model_dir),
+            "--task",
+            "toxicity",
+            "--reward",
+            "fake",
+            "--n",
+            "2",
+            "--top-k",
+            "2",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--prompts",
+            str(tmp_path / "p.txt"),
+            "--max-new-tokens",
+            "4",
+            "--n-boot",
+            "20",
+            "--run-dir",
+            "a=" + str(tmp_path),
+        ]
+    )
     assert args.temperature == 0.1 and args.run_dir == [("a", str(tmp_path))]
     assert parser.parse_args(["compare", "x", "y"]).output.name == "report.md"
     monkeypatch.setattr(eval_cli, "build_reward_from_spec", lambda spec: count_w1)
@@ -393,5 +498,6 @@ def test_cli_eval_parser_and_run(tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert meta["reward"] == "fake" and meta["models"][0]["model"] == str(model_dir)
     with pytest.raises(SystemExit):
-        parser.parse_args(["eval", "--model", "m", "--task", "toxicity", "--output-dir", "o", "--run-dir", "bad"])
-
+        parser.parse_args(
+            ["eval", "--model", "m", "--task", "toxicity", "--output-dir", "o", "--run-dir", "bad"]
+        )

@@ -32,7 +32,10 @@ def test_space_indexing_round_trips():
         tokens = space.tokens(i)
         padded = np.array([tokens + [0] * (MAX_LEN - len(tokens))])
         assert space.index_of(padded, np.array([len(tokens)]))[0] == i
-    assert edit_distance_to(space, [0, 1])[space.index_of(np.array([[1, 1, 0]]), np.array([3]))[0]] == 2
+    assert (
+        edit_distance_to(space, [0, 1])[space.index_of(np.array([[1, 1, 0]]), np.array([3]))[0]]
+        == 2
+    )
 
 
 def test_exact_probabilities_sum_to_one_with_forced_termination():
@@ -57,21 +60,32 @@ def test_sampler_draws_the_exact_distribution(sampler):
     exact = np.exp(exact_log_probs(model, [PROMPT], space, EOS, allowed))
     n = 40_000
     prompt = torch.full((n, 1), PROMPT)
-    comp = SAMPLERS[sampler](model)(prompt, torch.ones_like(prompt), MAX_LEN, EOS, EOS,
-                                    allowed_tokens=allowed, generator=torch.Generator().manual_seed(0))
+    comp = SAMPLERS[sampler](model)(
+        prompt,
+        torch.ones_like(prompt),
+        MAX_LEN,
+        EOS,
+        EOS,
+        allowed_tokens=allowed,
+        generator=torch.Generator().manual_seed(0),
+    )
     content_len = (comp.lengths - comp.ended_with_eos.long()).numpy()
     # A forced completion has MAX_LEN actions and no EOS; an EOS one has content + EOS.
     assert set(np.unique(comp.lengths[~comp.ended_with_eos].numpy())) <= {MAX_LEN}
     idx = space.index_of(comp.ids.clamp(max=V - 1).numpy(), content_len)
     freq = np.bincount(idx, minlength=space.size) / n
-    assert 0.5 * np.abs(freq - exact).sum() < 0.03  # sampling noise at n=40k over 40 outcomes is ~0.015
+    assert (
+        0.5 * np.abs(freq - exact).sum() < 0.03
+    )  # sampling noise at n=40k over 40 outcomes is ~0.015
 
 
 def test_compare_is_zero_for_identical_and_counts_modes():
     space = CompletionSpace(V, MAX_LEN)
     target = builtin_target("quick").table_fn(space, 0)
     c = compare(space, target, target - 3.0)  # same distribution, other normaliser
-    assert c.tv == pytest.approx(0.0, abs=1e-9) and c.kl_target_model == pytest.approx(0.0, abs=1e-9)
+    assert c.tv == pytest.approx(0.0, abs=1e-9) and c.kl_target_model == pytest.approx(
+        0.0, abs=1e-9
+    )
     assert c.modes_found == c.modes_total == len(find_modes(space, target))
     uniform = compare(space, target, np.zeros(space.size))
     assert uniform.tv > 0.3 and uniform.modes_found < uniform.modes_total
@@ -79,7 +93,9 @@ def test_compare_is_zero_for_identical_and_counts_modes():
 
 def test_user_target_file(tmp_path):
     path = tmp_path / "mine.py"
-    path.write_text("VOCAB_SIZE = 2\nMAX_LEN = 3\ndef log_reward(tokens):\n    return 2.0 * tokens.count(1)\n")
+    path.write_text(
+        "VOCAB_SIZE = 2\nMAX_LEN = 3\ndef log_reward(tokens):\n    return 2.0 * tokens.count(1)\n"
+    )
     target = load_target_file(path)
     table = target.log_reward_table()
     assert table.shape == (1, 15) and table.max() == 6.0
@@ -89,13 +105,30 @@ def test_user_target_file(tmp_path):
         load_target_file(bad)
 
 
-@pytest.mark.parametrize("objective,logz,sampler", [("tb", "batch", "plain"), ("tb", "importance", "plain"), ("fl", "batch", "plain"),
-                                                    ("subtb", "batch", "plain"), ("tb", "scalar", "plain"),
-                                                    ("tb", "importance", "fast"), ("subtb", "batch", "fast")])
+@pytest.mark.parametrize(
+    "objective,logz,sampler",
+    [
+        ("tb", "batch", "plain"),
+        ("tb", "importance", "plain"),
+        ("fl", "batch", "plain"),
+        ("subtb", "batch", "plain"),
+        ("tb", "scalar", "plain"),
+        ("tb", "importance", "fast"),
+        ("subtb", "batch", "fast"),
+    ],
+)
 def test_tiny_model_training_lowers_tv(objective, logz, sampler):
     target = builtin_target("quick", n_prompts=1)
-    cfg = ToyConfig(objective=objective, logz=logz, steps=300, seed=0, samples_per_prompt=32, lr_decay="constant",
-                    eval_every_seconds=1e9, sampler=sampler)
+    cfg = ToyConfig(
+        objective=objective,
+        logz=logz,
+        steps=300,
+        seed=0,
+        samples_per_prompt=32,
+        lr_decay="constant",
+        eval_every_seconds=1e9,
+        sampler=sampler,
+    )
     before = np.mean([r["tv"] for r in ToyExperiment(target, cfg).evaluate()])
     result = run_toy(target, cfg)
     assert np.isfinite(result.tv)
@@ -107,7 +140,9 @@ def _within_length_tv(exp: ToyExperiment) -> float:
     weighted by the model's own mass on that count: what logz=length promises to match."""
     space = exp.space
     actions = np.minimum(space.lengths + 1, space.max_len)
-    model = np.exp(exact_log_probs(exp.model, [exp.target.vocab_size + 1], space, exp.eos_id, exp.allowed))
+    model = np.exp(
+        exact_log_probs(exp.model, [exp.target.vocab_size + 1], space, exp.eos_id, exp.allowed)
+    )
     target = exp.exact_target_log_reward(0)
     tv = 0.0
     for n in np.unique(actions):
@@ -120,8 +155,17 @@ def _within_length_tv(exp: ToyExperiment) -> float:
 
 def test_length_aware_tb_matches_the_target_within_each_length():
     target = builtin_target("quick", n_prompts=1)
-    exp = ToyExperiment(target, ToyConfig(objective="tb", logz="length", steps=300, seed=0, samples_per_prompt=32,
-                                          lr_decay="constant"))
+    exp = ToyExperiment(
+        target,
+        ToyConfig(
+            objective="tb",
+            logz="length",
+            steps=300,
+            seed=0,
+            samples_per_prompt=32,
+            lr_decay="constant",
+        ),
+    )
     before = _within_length_tv(exp)
     for _ in range(300):
         assert np.isfinite(exp.step()["loss"])

@@ -11,17 +11,34 @@ from flowhf.training import checkpoint
 from flowhf.training.trainer import FlowHFTrainer
 from tests.test_trainer import tiny_config, trainable_snapshot
 
-TIMING = ("time", "train/step_time", "train/sample_time", "train/reward_time", "train/update_time",
-          "train/tokens_per_second", "train/elapsed_seconds")
+TIMING = (
+    "time",
+    "train/step_time",
+    "train/sample_time",
+    "train/reward_time",
+    "train/update_time",
+    "train/tokens_per_second",
+    "train/elapsed_seconds",
+)
 
 
 def untimed_rows(path):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in path.read_text().splitlines()
+    ]
 
 
 def _config(folder, steps, *more):
-    return tiny_config(folder, "replay.replay_ratio=0.34", "logging.save_steps=2", "logging.histogram_every=1",
-                       "logging.save_total_limit=3", *more, steps=steps)
+    return tiny_config(
+        folder,
+        "replay.replay_ratio=0.34",
+        "logging.save_steps=2",
+        "logging.histogram_every=1",
+        "logging.save_total_limit=3",
+        *more,
+        steps=steps,
+    )
 
 
 def test_interrupted_then_resumed_run_logs_the_same_rows(tmp_path):
@@ -40,7 +57,9 @@ def test_interrupted_then_resumed_run_logs_the_same_rows(tmp_path):
     resumed.train(resume=True)
     a_dir = tmp_path / "a" / "run"
     assert untimed_rows(run / "metrics.jsonl") == untimed_rows(a_dir / "metrics.jsonl")
-    assert [r["step"] for r in untimed_rows(run / "histograms.jsonl")] == [r["step"] for r in untimed_rows(a_dir / "histograms.jsonl")]
+    assert [r["step"] for r in untimed_rows(run / "histograms.jsonl")] == [
+        r["step"] for r in untimed_rows(a_dir / "histograms.jsonl")
+    ]
     csv_steps = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert csv_steps == ["1", "2", "3", "4", "5", "6"]
     assert not list((run / "checkpoints").glob(".tmp-*"))
@@ -58,9 +77,15 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     assert checkpoint.resume_latest(resumed) == root / "step-2"
     assert resumed.state.global_step == 2
     out = capsys.readouterr().out
-    assert "skipping checkpoint" in out and "step-4" in out and "trainable.safetensors has 100 bytes" in out
+    assert (
+        "skipping checkpoint" in out
+        and "step-4" in out
+        and "trainable.safetensors has 100 bytes" in out
+    )
     (root / "step-2" / "trainer_state.json").write_text("{broken")
-    with pytest.raises(CheckpointError, match="can be restored.*step-4.*step-2: trainer_state.json"):
+    with pytest.raises(
+        CheckpointError, match="can be restored.*step-4.*step-2: trainer_state.json"
+    ):
         checkpoint.resume_latest(FlowHFTrainer(args=_config(tmp_path, 4)))
 
 

@@ -25,7 +25,10 @@ EOS, PAD = 2, 0
 
 def lora_model(vocab=16, seed=1):
     """A tiny LoRA policy whose adapters are far from zero (B starts at 0 in PEFT)."""
-    model = apply_lora(tiny_llama(vocab, seed=seed, hidden_size=32, num_layers=2), LoraSettings(r=4, alpha=8, dropout=0.0))
+    model = apply_lora(
+        tiny_llama(vocab, seed=seed, hidden_size=32, num_layers=2),
+        LoraSettings(r=4, alpha=8, dropout=0.0),
+    )
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, p in model.named_parameters():
@@ -52,7 +55,9 @@ def recomputed_log_q(model, ids, mask, comp):
 def test_log_q_agrees_with_the_teacher_forced_recompute(dtype, per_token):
     model = lora_model()
     ids, mask = prompts()
-    comp = FastSampler(model, dtype).sample(ids, mask, 8, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    comp = FastSampler(model, dtype).sample(
+        ids, mask, 8, EOS, PAD, generator=torch.Generator().manual_seed(0)
+    )
     log_pf, lengths = recomputed_log_q(model, ids, mask, comp)
     if per_token is None:
         assert torch.allclose(comp.log_q, log_pf, atol=1e-4)
@@ -60,24 +65,39 @@ def test_log_q_agrees_with_the_teacher_forced_recompute(dtype, per_token):
         assert ((comp.log_q - log_pf).abs() <= per_token * lengths).all(), (comp.log_q, log_pf)
 
 
-@pytest.mark.parametrize("temperature,top_p,tempered_tokens", [(2.0, 1.0, 0), (1.5, 0.8, 0), (3.0, 1.0, 1)])
-def test_sampled_log_q_under_temperature_nucleus_and_tempered_tokens(temperature, top_p, tempered_tokens):
+@pytest.mark.parametrize(
+    "temperature,top_p,tempered_tokens", [(2.0, 1.0, 0), (1.5, 0.8, 0), (3.0, 1.0, 1)]
+)
+def test_sampled_log_q_under_temperature_nucleus_and_tempered_tokens(
+    temperature, top_p, tempered_tokens
+):
     """The fast sampler's log q is the teacher-forced log-prob under what it drew from: the first
     `tempered_tokens` actions (all when 0) at the temperature, the nucleus renormalised."""
     from flowhf.sampling.logprobs import _joint_forward
 
     model = lora_model()
     ids, mask = prompts()
-    comp = FastSampler(model).sample(ids, mask, 6, EOS, PAD, temperature=temperature, top_p=top_p,
-                                     generator=torch.Generator().manual_seed(1), tempered_tokens=tempered_tokens)
+    comp = FastSampler(model).sample(
+        ids,
+        mask,
+        6,
+        EOS,
+        PAD,
+        temperature=temperature,
+        top_p=top_p,
+        generator=torch.Generator().manual_seed(1),
+        tempered_tokens=tempered_tokens,
+    )
     with torch.no_grad():
         logits = _joint_forward(model, ids, mask, comp.ids, False)[0].float()  # [B, T, V]
     steps = []
     for t in range(comp.ids.shape[1]):
         hot = tempered_tokens <= 0 or t < tempered_tokens
         log_p = step_log_probs(logits[:, t], None, temperature if hot else 1.0, top_p)  # [B, V]
-        steps.append(log_p.gather(1, comp.ids[:, t:t + 1]).squeeze(1))
-    expected = (torch.stack(steps, 1).nan_to_num(neginf=0.0) * comp.mask).sum(1)  # padded slots may hold masked ids
+        steps.append(log_p.gather(1, comp.ids[:, t : t + 1]).squeeze(1))
+    expected = (torch.stack(steps, 1).nan_to_num(neginf=0.0) * comp.mask).sum(
+        1
+    )  # padded slots may hold masked ids
     assert torch.allclose(comp.log_q, expected, atol=1e-4)
 
 
@@ -90,7 +110,9 @@ def test_exploration_top_k_draws_only_the_top_tokens_and_records_their_renormali
     model = lora_model()
     ids, mask = prompts()
     ids, mask = ids.repeat(8, 1), mask.repeat(8, 1)
-    kwargs = dict(temperature=2.5, top_k=3, tempered_tokens=2, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(
+        temperature=2.5, top_k=3, tempered_tokens=2, generator=torch.Generator().manual_seed(5)
+    )
     sample = FastSampler(model).sample if fast else functools.partial(sample_completions, model)
     comp = sample(ids, mask, 6, EOS, PAD, **kwargs)
     with torch.no_grad():
@@ -100,9 +122,11 @@ def test_exploration_top_k_draws_only_the_top_tokens_and_records_their_renormali
         hot = t < 2
         if hot:
             top = logits[:, t].topk(3, dim=-1).indices  # [B, 3]
-            assert ((top == comp.ids[:, t:t + 1]).any(1) | (comp.mask[:, t] == 0)).all()
-        log_p = step_log_probs(logits[:, t], None, 2.5 if hot else 1.0, 1.0, 3 if hot else 0)  # [B, V]
-        steps.append(log_p.gather(1, comp.ids[:, t:t + 1]).squeeze(1))
+            assert ((top == comp.ids[:, t : t + 1]).any(1) | (comp.mask[:, t] == 0)).all()
+        log_p = step_log_probs(
+            logits[:, t], None, 2.5 if hot else 1.0, 1.0, 3 if hot else 0
+        )  # [B, V]
+        steps.append(log_p.gather(1, comp.ids[:, t : t + 1]).squeeze(1))
     expected = (torch.stack(steps, 1).nan_to_num(neginf=0.0) * comp.mask).sum(1)
     assert torch.isfinite(comp.log_q).all()
     assert torch.allclose(comp.log_q, expected, atol=1e-4)
@@ -118,12 +142,19 @@ def test_tempered_nucleus_log_q_is_the_distribution_drawn_from():
             from flowhf.sampling.generate import _nucleus
 
             probs = _nucleus(probs, top_p)
-        assert torch.allclose(step_log_probs(logits, None, temperature, top_p).exp(), probs, atol=1e-6)
+        assert torch.allclose(
+            step_log_probs(logits, None, temperature, top_p).exp(), probs, atol=1e-6
+        )
 
 
 def test_inverse_cdf_draws_the_softmax_and_never_a_masked_token():
-    log_p = torch.log_softmax(torch.tensor([[0.0, 1.0, float("-inf"), -1.0, 2.0, float("-inf")]]), -1).expand(100_000, -1)
-    counts = torch.bincount(inverse_cdf_draw(log_p, torch.Generator().manual_seed(0)), minlength=6) / 100_000
+    log_p = torch.log_softmax(
+        torch.tensor([[0.0, 1.0, float("-inf"), -1.0, 2.0, float("-inf")]]), -1
+    ).expand(100_000, -1)
+    counts = (
+        torch.bincount(inverse_cdf_draw(log_p, torch.Generator().manual_seed(0)), minlength=6)
+        / 100_000
+    )
     assert counts[2] == 0 and counts[5] == 0
     assert torch.allclose(counts, log_p[0].exp(), atol=0.01)
 
@@ -145,9 +176,19 @@ def test_merged_lora_draws_the_exact_distribution_and_leaves_the_adapters_alone(
         else:
             with model.disable_adapter():
                 exact = np.exp(exact_log_probs(model, [prompt_id], space, V, allowed))
-        comp = sampler.sample(prompt, torch.ones_like(prompt), M, V, V, allowed_tokens=allowed,
-                              generator=torch.Generator().manual_seed(1), adapters=adapters)
-        idx = space.index_of(comp.ids.clamp(max=V - 1).numpy(), (comp.lengths - comp.ended_with_eos.long()).numpy())
+        comp = sampler.sample(
+            prompt,
+            torch.ones_like(prompt),
+            M,
+            V,
+            V,
+            allowed_tokens=allowed,
+            generator=torch.Generator().manual_seed(1),
+            adapters=adapters,
+        )
+        idx = space.index_of(
+            comp.ids.clamp(max=V - 1).numpy(), (comp.lengths - comp.ended_with_eos.long()).numpy()
+        )
         freq = np.bincount(idx, minlength=space.size) / n
         assert 0.5 * np.abs(freq - exact).sum() < 0.03
     for name, p in model.named_parameters():
@@ -158,7 +199,9 @@ def test_merged_lora_draws_the_exact_distribution_and_leaves_the_adapters_alone(
 def test_the_update_sees_unmerged_adapters_with_the_same_gradients():
     model = lora_model()
     ids, mask = prompts()
-    comp = sample_completions(model, ids, mask, 5, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    comp = sample_completions(
+        model, ids, mask, 5, EOS, PAD, generator=torch.Generator().manual_seed(0)
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     def grads():
@@ -189,7 +232,11 @@ def test_the_copy_follows_the_policy_after_an_update():
 def test_eos_ends_a_row_and_the_rest_are_forced_at_the_limit(sampler):
     model = lora_model()
     ids, mask = prompts()
-    draw = functools.partial(sample_completions, model) if sampler == "plain" else FastSampler(model).sample
+    draw = (
+        functools.partial(sample_completions, model)
+        if sampler == "plain"
+        else FastSampler(model).sample
+    )
     comp = draw(ids, mask, 7, [EOS, 3], PAD, generator=torch.Generator().manual_seed(5))
     for row, length, eos in zip(comp.ids, comp.lengths, comp.ended_with_eos):
         real = row[:length].tolist()
@@ -204,8 +251,12 @@ def test_checking_for_the_end_every_few_tokens_changes_nothing():
     """GPU mode (check_every > 1): rows that ended keep drawing into masked slots only."""
     model = lora_model()
     ids, mask = prompts()
-    every = [FastSampler(model, check_every=k).sample(ids, mask, 9, EOS, PAD, generator=torch.Generator().manual_seed(2))
-             for k in (1, 4)]
+    every = [
+        FastSampler(model, check_every=k).sample(
+            ids, mask, 9, EOS, PAD, generator=torch.Generator().manual_seed(2)
+        )
+        for k in (1, 4)
+    ]
     assert torch.equal(every[0].ids, every[1].ids) and torch.equal(every[0].mask, every[1].mask)
     assert torch.equal(every[0].log_q, every[1].log_q)
 
@@ -228,7 +279,9 @@ def test_full_fine_tuning_shares_the_weights_and_follows_updates():
 def test_gradient_checkpointing_gives_the_same_log_probs_and_gradients():
     model = lora_model()
     ids, mask = prompts()
-    comp = sample_completions(model, ids, mask, 5, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    comp = sample_completions(
+        model, ids, mask, 5, EOS, PAD, generator=torch.Generator().manual_seed(0)
+    )
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     results = []
@@ -247,9 +300,16 @@ def test_gradient_checkpointing_gives_the_same_log_probs_and_gradients():
 def test_the_compiled_decode_step_samples_the_same():
     """torch.compile of the decoding step (static shapes): same draws, same log q."""
     model = lora_model()
-    ids, mask = torch.cat([prompts()[0], prompts()[0][:2]]), torch.cat([prompts()[1], prompts()[1][:2]])  # 8 rows: no padding
-    runs = [FastSampler(model, compile=c).sample(ids, mask, 6, EOS, PAD, generator=torch.Generator().manual_seed(3))
-            for c in (False, True)]
+    ids, mask = (
+        torch.cat([prompts()[0], prompts()[0][:2]]),
+        torch.cat([prompts()[1], prompts()[1][:2]]),
+    )  # 8 rows: no padding
+    runs = [
+        FastSampler(model, compile=c).sample(
+            ids, mask, 6, EOS, PAD, generator=torch.Generator().manual_seed(3)
+        )
+        for c in (False, True)
+    ]
     assert torch.equal(runs[0].ids, runs[1].ids)
     assert torch.allclose(runs[0].log_q, runs[1].log_q, atol=1e-4)
 
@@ -258,8 +318,16 @@ def test_a_sliding_window_model_decodes_on_a_dynamic_cache():
     """Mistral-style sliding-window layers do not fill a plain static cache: same log q via a DynamicCache."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    config = MistralConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, sliding_window=4, max_position_embeddings=64)
+    config = MistralConfig(
+        vocab_size=16,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=4,
+        max_position_embeddings=64,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MistralForCausalLM(config).eval()
@@ -275,6 +343,8 @@ def test_lora_on_a_tied_output_embedding_is_refused():
     """lm_head tied to the input embeddings: merging its LoRA would change the embeddings too."""
     base = tiny_llama(16, seed=1, hidden_size=32, num_layers=2)
     assert base.lm_head.weight is base.model.embed_tokens.weight
-    model = apply_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "lm_head"]))
+    model = apply_lora(
+        base, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "lm_head"])
+    )
     with pytest.raises(ValueError, match="tied"):
         FastSampler(model)

@@ -21,19 +21,35 @@ from flowhf.lmtask.task import task_from_dict
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_tasks"
 CHARS = ["a", "b", "c", "q"]
-TASK = {"name": "tiny", "prompts": ["q"], "answers": {"a": 1.0, "b": 1.0, "ab": 0.0},
-        "other_reward": -5.0, "beta": 1.0, "alpha": 0.0, "max_new_tokens": 3}
+TASK = {
+    "name": "tiny",
+    "prompts": ["q"],
+    "answers": {"a": 1.0, "b": 1.0, "ab": 0.0},
+    "other_reward": -5.0,
+    "beta": 1.0,
+    "alpha": 0.0,
+    "max_new_tokens": 3,
+}
 
 
 def char_tokenizer():
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, **{c: 3 + i for i, c in enumerate(CHARS)}}
+    vocab = {
+        "<|endoftext|>": 0,
+        "<|im_start|>": 1,
+        "<|im_end|>": 2,
+        **{c: 3 + i for i, c in enumerate(CHARS)},
+    }
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.decoder = decoders.Fuse()  # decode = concatenation, as byte-level BPE
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
     fast.padding_side = "left"
     return fast
 
@@ -43,7 +59,9 @@ def tiny():
     from flowhf.models.tiny import tiny_llama
 
     tok = char_tokenizer()
-    model = tiny_llama(7, seed=3, hidden_size=32, num_layers=2, eos_token_id=2, pad_token_id=0, bos_token_id=1)
+    model = tiny_llama(
+        7, seed=3, hidden_size=32, num_layers=2, eos_token_id=2, pad_token_id=0, bos_token_id=1
+    )
     return model.eval(), tok
 
 
@@ -63,25 +81,36 @@ def test_char_tokenizer_is_one_token_per_char(tiny):
 
 # -- task files --------------------------------------------------------------------------------
 
+
 def test_shipped_tasks_load_and_meet_the_issue(tmp_path):
     tasks = {p.stem: load_task(p) for p in TASKS_DIR.glob("*.yaml")}
     assert len(tasks) >= 4
-    uniform0 = [t for t in tasks.values() if t.alpha == 0 and all(len(set(i.answers.values())) == 1 for i in t.items)]
+    uniform0 = [
+        t
+        for t in tasks.values()
+        if t.alpha == 0 and all(len(set(i.answers.values())) == 1 for i in t.items)
+    ]
     assert any(t.answers_total >= 40 for t in uniform0)
-    assert any(t.alpha == 1 and t.answers_total >= 8 and len(set(t.items[0].answers.values())) > 1 for t in tasks.values())
+    assert any(
+        t.alpha == 1 and t.answers_total >= 8 and len(set(t.items[0].answers.values())) > 1
+        for t in tasks.values()
+    )
     assert any(len(t.items) > 1 for t in tasks.values())
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"beta": None}, "missing key 'beta'"),
-    ({"alpha": 0.5}, "alpha=0.5"),
-    ({"answers": ["a"]}, "answers must be a non-empty mapping"),
-    ({"answers": {"a": "high"}}, "answers['a'] must be a finite number"),
-    ({"answer": {"a": 1}}, "unknown key(s) ['answer']"),
-    ({"max_new_tokens": 1}, "max_new_tokens must be an integer >= 2"),
-    ({"prompts": "q"}, "prompts must be a non-empty list"),
-    ({"prompts": [{"prompt": "q", "answer": {}}]}, "prompts[0] must have keys"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"beta": None}, "missing key 'beta'"),
+        ({"alpha": 0.5}, "alpha=0.5"),
+        ({"answers": ["a"]}, "answers must be a non-empty mapping"),
+        ({"answers": {"a": "high"}}, "answers['a'] must be a finite number"),
+        ({"answer": {"a": 1}}, "unknown key(s) ['answer']"),
+        ({"max_new_tokens": 1}, "max_new_tokens must be an integer >= 2"),
+        ({"prompts": "q"}, "prompts must be a non-empty list"),
+        ({"prompts": [{"prompt": "q", "answer": {}}]}, "prompts[0] must have keys"),
+    ],
+)
 def test_bad_task_files_name_the_key(tmp_path, change, message):
     data = {**TASK, **change}
     data = {k: v for k, v in data.items() if v is not None}
@@ -117,11 +146,14 @@ max_new_tokens: 3
 """
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"beta": "high"}, "line 10: beta must be a finite number, got 'high'"),
-    ({"alpha": 0.5}, "line 11: alpha=0.5: use 0"),
-    ({"b": "x"}, "line 7: prompts[1].answers['b'] must be a finite number, got 'x'"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"beta": "high"}, "line 10: beta must be a finite number, got 'high'"),
+        ({"alpha": 0.5}, "line 11: alpha=0.5: use 0"),
+        ({"b": "x"}, "line 7: prompts[1].answers['b'] must be a finite number, got 'x'"),
+    ],
+)
 def test_task_errors_name_the_line(tmp_path, values, message):
     """Errors name the file and the line of the key (the line table of flowhf.fields, as configs)."""
     path = tmp_path / "task.yaml"
@@ -135,7 +167,9 @@ def test_answer_too_long_names_its_line(tmp_path, tiny):
     _, tok = tiny
     path = tmp_path / "task.yaml"
     path.write_text(TASK_FILE.format(beta=1.0, alpha=0.0, b=2.0).replace("      b:", "      abc:"))
-    with pytest.raises(TaskError, match=rf"^{path}, line 7: answers\['abc'\] of prompt 2 is 3 tokens"):
+    with pytest.raises(
+        TaskError, match=rf"^{path}, line 7: answers\['abc'\] of prompt 2 is 3 tokens"
+    ):
         load_task(path).canonical_ids(tok)
 
 
@@ -155,6 +189,7 @@ def test_answer_too_long_for_the_limit_and_duplicates(tiny):
 
 # -- the reward on ids -------------------------------------------------------------------------
 
+
 def test_reward_pays_only_canonical_ids_followed_by_eos(tiny):
     _, tok = tiny
     reward = AnswerSetReward(task_from_dict(TASK), tok, [2])
@@ -168,6 +203,7 @@ def test_reward_pays_only_canonical_ids_followed_by_eos(tiny):
 
 
 # -- exact masses ------------------------------------------------------------------------------
+
 
 def test_other_count_by_hand():
     # V = 7 actions, one EOS, at most 3 actions: 1 + 6 + 36 EOS-ended + 216 forced = 259; minus 3 answers
@@ -250,9 +286,20 @@ def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
     from flowhf.lmtask.exact import ExactTrace
 
     trace = ExactTrace(target, every=10)
-    spec = RunSpec("recommended", seconds=1e9, seed=0, output_dir=tmp_path / "run",
-                   overrides=("model.chat_template=false", "optim.max_steps=30", "optim.max_seconds=null",
-                              "model.lora=false", "optim.learning_rate=0.01"), callbacks=(trace,))
+    spec = RunSpec(
+        "recommended",
+        seconds=1e9,
+        seed=0,
+        output_dir=tmp_path / "run",
+        overrides=(
+            "model.chat_template=false",
+            "optim.max_steps=30",
+            "optim.max_seconds=null",
+            "model.lora=false",
+            "optim.learning_rate=0.01",
+        ),
+        callbacks=(trace,),
+    )
     trained = train_method(task, StartModel(start, tok, tiny_dir, target.eos_ids), spec)
     after = target.evaluate(trained.model)
     assert trained.steps == 30
@@ -269,19 +316,68 @@ def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):
     import sys
 
     task = tmp_path / "letters.yaml"
-    task.write_text(yaml.safe_dump({"name": "letters", "prompts": ["Name a letter."], "answers": {"a": 1.0, "b": 1.0},
-                                    "other_reward": -3.0, "beta": 1.0, "alpha": 0.0, "max_new_tokens": 3}))
+    task.write_text(
+        yaml.safe_dump(
+            {
+                "name": "letters",
+                "prompts": ["Name a letter."],
+                "answers": {"a": 1.0, "b": 1.0},
+                "other_reward": -3.0,
+                "beta": 1.0,
+                "alpha": 0.0,
+                "max_new_tokens": 3,
+            }
+        )
+    )
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "flowhf.cli", "bench", "lm-target", "--task", str(task), "--all", "--methods", "untrained",
-           "recommended", "grpo", "ppo", "--model", "tiny-random", "--no-warm-start", "--seconds", "2", "--out-dir", str(out),
-           "--sample-check", "50", "--set", "lora_r=4", "--set", "lora_alpha=8", "--baseline-set", "lr=0.001"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowhf.cli",
+        "bench",
+        "lm-target",
+        "--task",
+        str(task),
+        "--all",
+        "--methods",
+        "untrained",
+        "recommended",
+        "grpo",
+        "ppo",
+        "--model",
+        "tiny-random",
+        "--no-warm-start",
+        "--seconds",
+        "2",
+        "--out-dir",
+        str(out),
+        "--sample-check",
+        "50",
+        "--set",
+        "lora_r=4",
+        "--set",
+        "lora_alpha=8",
+        "--baseline-set",
+        "lr=0.001",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "FAILED" not in done.stderr, done.stderr[-3000:]
     for method in ("untrained", "recommended", "grpo", "ppo"):
         result = json.loads((out / f"letters__{method}__seed0.json").read_text())
-        for key in ("tv", "kl", "answer_mass", "coverage", "answers_total", "top_share", "entropy", "steps", "seconds",
-                    "method", "task"):
+        for key in (
+            "tv",
+            "kl",
+            "answer_mass",
+            "coverage",
+            "answers_total",
+            "top_share",
+            "entropy",
+            "steps",
+            "seconds",
+            "method",
+            "task",
+        ):
             assert key in result, (method, key)
         assert result["answers_total"] == 2 and 0.0 <= result["tv"] <= 1.0
         assert (result["steps"] >= 1) == (method != "untrained")
@@ -291,8 +387,21 @@ def test_cli_runs_every_kind_of_method_and_writes_table_and_plot(tmp_path):
         assert result["overrides"] == ["lr=0.001"] and result["details"]["settings"]["lr"] == 0.001
     assert "| grpo |" in (out / "letters__seed0.md").read_text()
     assert (out / "letters__seed0.png").stat().st_size > 1000
-    summary = subprocess.run([sys.executable, "-m", "flowhf.cli", "bench", "lm-target", "--summary", "--out-dir", str(out)],
-                             capture_output=True, text=True, timeout=120)
+    summary = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowhf.cli",
+            "bench",
+            "lm-target",
+            "--summary",
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert summary.returncode == 0 and "| ppo |" in summary.stdout, summary.stderr[-2000:]
     assert (out / "summary.png").is_file()
 
@@ -304,10 +413,21 @@ def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():
 
     from flowhf.lmtask.task import spellings
 
-    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "a": 3, "b": 4, "c": 5, "q": 6, "ab": 7}
+    vocab = {
+        "<|endoftext|>": 0,
+        "<|im_start|>": 1,
+        "<|im_end|>": 2,
+        "a": 3,
+        "b": 4,
+        "c": 5,
+        "q": 6,
+        "ab": 7,
+    }
     bpe = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
     bpe.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     assert tok("ab", add_special_tokens=False)["input_ids"] == [7]  # canonical: the merged token
     assert spellings("ab", tok, max_tokens=2) == 2 and spellings("ab", tok, max_tokens=1) == 1
     assert spellings("abab", tok, max_tokens=4) == 4
@@ -316,7 +436,9 @@ def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():
     text_level = {"ab": 1.0}  # what a reward on decoded text sees
     non_canonical = [3, 4, 2]
     assert tok.decode(non_canonical, skip_special_tokens=True) == "ab"
-    assert text_level[tok.decode(non_canonical, skip_special_tokens=True)] == 1.0  # paid as the answer
+    assert (
+        text_level[tok.decode(non_canonical, skip_special_tokens=True)] == 1.0
+    )  # paid as the answer
     assert on_ids(["q"], ["ab"], completion_ids=[non_canonical]).item() == task.other_reward
     assert on_ids(["q"], ["ab"], completion_ids=[[7, 2]]).item() == 1.0
 

@@ -17,8 +17,10 @@ from flowhf.training.logging import MetricsLogger, ProgressBar, plot_histograms
 
 def strict_jsonl(path) -> list[dict]:
     """Parse JSONL refusing NaN/Infinity tokens, as strict readers (jq, JS) do."""
+
     def refuse(token):
         raise AssertionError(f"non-standard JSON token {token}")
+
     return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
 
 
@@ -40,7 +42,11 @@ def test_jsonl_and_csv_with_keys_appearing_late(tmp_path):
     header, rows = read_csv(tmp_path / "metrics.csv")
     assert header == ["step", "time", "train/loss", "train/reward_mean", "eval/diversity"]
     assert [r["step"] for r in rows] == ["0", "1", "2"]
-    assert rows[0]["train/loss"] == "1.5" and rows[0]["train/reward_mean"] == "" and rows[0]["eval/diversity"] == ""
+    assert (
+        rows[0]["train/loss"] == "1.5"
+        and rows[0]["train/reward_mean"] == ""
+        and rows[0]["eval/diversity"] == ""
+    )
     assert float(rows[1]["train/reward_mean"]) == 2.0 and float(rows[2]["eval/diversity"]) == 0.25
     assert not (tmp_path / "metrics.csv.tmp").exists()
 
@@ -52,18 +58,37 @@ def test_resume_appends_and_keeps_columns(tmp_path):
         logger.log(1, {"train/log_z": 2.0, "train/new": 7.0})
     header, rows = read_csv(tmp_path / "metrics.csv")
     assert header == ["step", "time", "train/loss", "train/log_z", "train/new"]
-    assert [(r["train/loss"], r["train/log_z"], r["train/new"]) for r in rows] == [("1.0", "3.0", ""), ("", "2.0", "7.0")]
+    assert [(r["train/loss"], r["train/log_z"], r["train/new"]) for r in rows] == [
+        ("1.0", "3.0", ""),
+        ("", "2.0", "7.0"),
+    ]
     assert len(strict_jsonl(tmp_path / "metrics.jsonl")) == 2
 
 
 def test_nonfinite_values_are_null_plus_listed(tmp_path):
     with MetricsLogger(tmp_path) as logger:
-        logger.log(5, {"train/loss": float("nan"), "train/grad_norm": float("inf"), "train/x": -math.inf, "train/ok": 1.0})
+        logger.log(
+            5,
+            {
+                "train/loss": float("nan"),
+                "train/grad_norm": float("inf"),
+                "train/x": -math.inf,
+                "train/ok": 1.0,
+            },
+        )
     (record,) = strict_jsonl(tmp_path / "metrics.jsonl")
-    assert record["train/loss"] is None and record["train/grad_norm"] is None and record["train/ok"] == 1.0
+    assert (
+        record["train/loss"] is None
+        and record["train/grad_norm"] is None
+        and record["train/ok"] == 1.0
+    )
     assert record["nonfinite"] == {"train/loss": "nan", "train/grad_norm": "inf", "train/x": "-inf"}
     _, rows = read_csv(tmp_path / "metrics.csv")
-    assert (rows[0]["train/loss"], rows[0]["train/grad_norm"], rows[0]["train/x"]) == ("nan", "inf", "-inf")
+    assert (rows[0]["train/loss"], rows[0]["train/grad_norm"], rows[0]["train/x"]) == (
+        "nan",
+        "inf",
+        "-inf",
+    )
 
 
 @pytest.mark.parametrize("key", ["loss", "train/", "/loss", "train//loss", " train/loss"])
@@ -91,7 +116,9 @@ def test_histograms_jsonl_and_png(tmp_path):
     assert not logger.log_histograms(1, {"train/token_log_pf": values})
     assert logger.log_histograms(2, {"train/token_log_pf": values}, bins=2)
     for step in (4, 6):
-        assert logger.log_histograms(step, {"train/token_log_pf": torch.randn(100) - step, "train/log_flow": torch.randn(40)})
+        assert logger.log_histograms(
+            step, {"train/token_log_pf": torch.randn(100) - step, "train/log_flow": torch.randn(40)}
+        )
     logger.close()
     records = strict_jsonl(tmp_path / "histograms.jsonl")
     first = records[0]
@@ -100,9 +127,15 @@ def test_histograms_jsonl_and_png(tmp_path):
     assert first["bin_edges"] == [0.0, 1.0, 2.0] and first["counts"] == [1, 3]
     assert first["count"] == 4 and first["nonfinite"] == 1
     assert [(r["step"], r["name"]) for r in records[1:]] == [
-        (4, "train/token_log_pf"), (4, "train/log_flow"), (6, "train/token_log_pf"), (6, "train/log_flow")]
+        (4, "train/token_log_pf"),
+        (4, "train/log_flow"),
+        (6, "train/token_log_pf"),
+        (6, "train/log_flow"),
+    ]
     assert sum(records[1]["counts"]) == 100 and len(records[1]["bin_edges"]) == 51
-    png = plot_histograms(tmp_path / "histograms.jsonl", tmp_path / "plots" / "hist.png", max_steps=3)
+    png = plot_histograms(
+        tmp_path / "histograms.jsonl", tmp_path / "plots" / "hist.png", max_steps=3
+    )
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
@@ -115,7 +148,9 @@ def test_histograms_disabled_by_default(tmp_path):
 
 def test_plot_histograms_reports_bad_line(tmp_path):
     path = tmp_path / "histograms.jsonl"
-    path.write_text('{"step": 0, "name": "train/a", "bin_edges": [0, 1], "counts": [1]}\n{"step": 1}\n')
+    path.write_text(
+        '{"step": 0, "name": "train/a", "bin_edges": [0, 1], "counts": [1]}\n{"step": 1}\n'
+    )
     with pytest.raises(ValueError, match="line 2"):
         plot_histograms(path, tmp_path / "x.png")
 
@@ -158,7 +193,9 @@ def test_tensorboard_and_wandb_receive_metrics(tmp_path, monkeypatch):
     wb.finish = lambda: setattr(wb, "run", None)
     wb.Histogram = lambda np_histogram: ("hist", list(np_histogram[0]))
     monkeypatch.setitem(sys.modules, "wandb", wb)
-    logger = MetricsLogger(tmp_path, report_to=["tensorboard", "wandb"], run_name="r1", histogram_every=3)
+    logger = MetricsLogger(
+        tmp_path, report_to=["tensorboard", "wandb"], run_name="r1", histogram_every=3
+    )
     writer = logger._tb
     assert writer.log_dir.endswith("tensorboard/r1") and wb.run["name"] == "r1"
     logger.log(3, {"train/loss": 0.5, "train/log_z": -1.0})
@@ -166,7 +203,10 @@ def test_tensorboard_and_wandb_receive_metrics(tmp_path, monkeypatch):
     logger.close()
     assert writer.scalars == [("train/loss", 0.5, 3), ("train/log_z", -1.0, 3)]
     assert writer.histograms == [("train/log_flow", 2, 3)] and writer.closed
-    assert wb.logged == [({"train/loss": 0.5, "train/log_z": -1.0}, 3), ({"train/log_flow": ("hist", [2])}, 3)]
+    assert wb.logged == [
+        ({"train/loss": 0.5, "train/log_z": -1.0}, 3),
+        ({"train/log_flow": ("hist", [2])}, 3),
+    ]
     assert wb.run is None  # finished on close
 
 

@@ -78,8 +78,14 @@ def perturb_lora_b(model: PeftModel, seed: int = 1) -> None:
 def test_lora_settings_validation():
     assert LoraSettings().target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert LoraSettings(target_modules=("q_proj",)).target_modules == ["q_proj"]
-    for bad in ({"r": 0}, {"r": 2.5}, {"alpha": -1}, {"dropout": 1.0}, {"target_modules": []},
-                {"target_modules": "q_proj"}):
+    for bad in (
+        {"r": 0},
+        {"r": 2.5},
+        {"alpha": -1},
+        {"dropout": 1.0},
+        {"target_modules": []},
+        {"target_modules": "q_proj"},
+    ):
         with pytest.raises(ValueError):
             LoraSettings(**bad)
 
@@ -182,8 +188,11 @@ def test_scalar_log_z_broadcast_and_grad():
 
 def test_heads_save_load_round_trip(tmp_path: Path):
     torch.manual_seed(0)
-    heads = {"flow": FlowHead(HIDDEN), "log_z": PromptLogZHead(HIDDEN, hidden=8, init=1.0),
-             "scalar": ScalarLogZ(3.0)}
+    heads = {
+        "flow": FlowHead(HIDDEN),
+        "log_z": PromptLogZHead(HIDDEN, hidden=8, init=1.0),
+        "scalar": ScalarLogZ(3.0),
+    }
     for head in heads.values():
         with torch.no_grad():
             for p in head.parameters():
@@ -197,8 +206,10 @@ def test_heads_save_load_round_trip(tmp_path: Path):
         state, other = head.state_dict(), loaded[name].state_dict()
         assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
     spec = json.loads((tmp_path / "flowhf_heads.json").read_text())
-    assert spec["heads"]["log_z"] == {"class": "PromptLogZHead",
-                                      "kwargs": {"hidden_size": HIDDEN, "hidden": 8, "init": 1.0}}
+    assert spec["heads"]["log_z"] == {
+        "class": "PromptLogZHead",
+        "kwargs": {"hidden_size": HIDDEN, "hidden": 8, "init": 1.0},
+    }
     assert load_heads(tmp_path / "nothing") == ({}, {})
 
 
@@ -290,7 +301,9 @@ def test_hub_id_offline_error(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(OSError, match="not in the Hugging Face cache, and HF_HUB_OFFLINE is set"):  # fast, no retries
+    with pytest.raises(
+        OSError, match="not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+    ):  # fast, no retries
         loading.load_causal_lm("flowhf-tests/definitely-not-cached")
 
 

@@ -3,18 +3,17 @@
 import math
 
 import numpy as np
-
 import pytest
 import torch
 
 from flowhf.objectives import (
     batch_log_z,
-    length_log_z,
-    importance_log_z,
     detailed_balance,
     forward_looking,
     huber,
+    importance_log_z,
     leave_one_out_advantage,
+    length_log_z,
     reinforce_loo,
     squared,
     subtrajectory_balance,
@@ -23,10 +22,14 @@ from flowhf.objectives import (
 from flowhf.target import BetaSchedule, prefix_target_log_reward, target_log_reward
 
 # Two trajectories: lengths 3 and 2 (right-padded to T = 3).
-LOG_PF = torch.tensor([[-0.5, -1.0, -0.25], [-2.0, -0.1, 7.0]], dtype=torch.float64)  # 7.0 is padding junk
+LOG_PF = torch.tensor(
+    [[-0.5, -1.0, -0.25], [-2.0, -0.1, 7.0]], dtype=torch.float64
+)  # 7.0 is padding junk
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
 LOG_R = torch.tensor([1.5, -0.3], dtype=torch.float64)
-LOG_FLOW = torch.tensor([[0.2, 0.4, -0.1, 9.0], [1.0, 0.5, 9.0, 9.0]], dtype=torch.float64)  # terminal values ignored
+LOG_FLOW = torch.tensor(
+    [[0.2, 0.4, -0.1, 9.0], [1.0, 0.5, 9.0, 9.0]], dtype=torch.float64
+)  # terminal values ignored
 PREFIX_LOG_R = torch.tensor([[0.0, 0.3, 0.9, 1.5], [0.1, -0.2, -0.3, -0.3]], dtype=torch.float64)
 ROWS = [(LOG_PF[0, :3].tolist(), 3), (LOG_PF[1, :2].tolist(), 2)]
 
@@ -40,7 +43,9 @@ def test_tb_matches_reference():
 
 
 def test_tb_accumulates_bf16_inputs_in_float32():
-    got = trajectory_balance(LOG_PF.bfloat16(), MASK.bfloat16(), LOG_R.bfloat16(), torch.zeros(2, dtype=torch.bfloat16))
+    got = trajectory_balance(
+        LOG_PF.bfloat16(), MASK.bfloat16(), LOG_R.bfloat16(), torch.zeros(2, dtype=torch.bfloat16)
+    )
     assert got.dtype == torch.float32
 
 
@@ -57,7 +62,9 @@ def test_batch_log_z_is_detached_group_mean():
 
 def test_importance_log_z_matches_float64_reference():
     log_r = torch.tensor([0.0, 1.0, -80.0, 2.0, 2.0, 5.0], dtype=torch.float64)
-    log_q = torch.tensor([-1.0, -2.0, -3.0, -0.5, float("nan"), -1.5], dtype=torch.float64, requires_grad=True)
+    log_q = torch.tensor(
+        [-1.0, -2.0, -3.0, -0.5, float("nan"), -1.5], dtype=torch.float64, requires_grad=True
+    )
     groups = torch.tensor([0, 0, 0, 1, 1, 1])
     got = importance_log_z(log_r, log_q, groups)
     # group 0: mean of R/q over its 3 sampled rows; group 1: the NaN (replay) row is left out
@@ -101,7 +108,9 @@ def _fl_reference(log_pf, L, flow, prefix_log_r):
     flow = list(flow[: L + 1])
     flow[L] = 0.0
     energy = [-r for r in prefix_log_r[: L + 1]]
-    return [flow[t - 1] + log_pf[t - 1] - flow[t] + energy[t] - energy[t - 1] for t in range(1, L + 1)]
+    return [
+        flow[t - 1] + log_pf[t - 1] - flow[t] + energy[t] - energy[t - 1] for t in range(1, L + 1)
+    ]
 
 
 def test_fl_matches_reference():
@@ -116,7 +125,9 @@ def test_fl_residuals_telescope_to_tb():
     residual = forward_looking(LOG_PF, MASK, LOG_FLOW, PREFIX_LOG_R).sum(dim=1)
     log_z = LOG_FLOW[:, 0] + PREFIX_LOG_R[:, 0]
     terminal_log_r = torch.stack([PREFIX_LOG_R[0, 3], PREFIX_LOG_R[1, 2]])
-    assert residual.tolist() == pytest.approx(trajectory_balance(LOG_PF, MASK, terminal_log_r, log_z).tolist(), abs=1e-12)
+    assert residual.tolist() == pytest.approx(
+        trajectory_balance(LOG_PF, MASK, terminal_log_r, log_z).tolist(), abs=1e-12
+    )
 
 
 def _db_reference(log_pf, L, flow, log_r):
@@ -157,7 +168,9 @@ def test_subtb_matches_reference(lam, with_energies):
         if with_energies:
             flows = [f + r for f, r in zip(flows, PREFIX_LOG_R[b, : L + 1].tolist())]
         flows[L] = LOG_R[b].item()
-        assert got[b].item() == pytest.approx(_subtb_reference(lp, L, flows, lam, lambda d: d * d), abs=1e-12)
+        assert got[b].item() == pytest.approx(
+            _subtb_reference(lp, L, flows, lam, lambda d: d * d), abs=1e-12
+        )
 
 
 def test_subtb_with_huber_penalty():
@@ -173,7 +186,9 @@ def test_subtb_with_tb_weighting_equals_tb():
     got = subtrajectory_balance(LOG_PF, MASK, LOG_FLOW, LOG_R, weighting="tb")
     tb = trajectory_balance(LOG_PF, MASK, LOG_R, LOG_FLOW[:, 0])
     assert torch.allclose(got, squared(tb), atol=1e-12)
-    got_fl = subtrajectory_balance(LOG_PF, MASK, LOG_FLOW, LOG_R, prefix_log_reward=PREFIX_LOG_R, weighting="tb")
+    got_fl = subtrajectory_balance(
+        LOG_PF, MASK, LOG_FLOW, LOG_R, prefix_log_reward=PREFIX_LOG_R, weighting="tb"
+    )
     tb_fl = trajectory_balance(LOG_PF, MASK, LOG_R, LOG_FLOW[:, 0] + PREFIX_LOG_R[:, 0])
     assert torch.allclose(got_fl, squared(tb_fl), atol=1e-12)
 
@@ -183,7 +198,9 @@ def test_reinforce_leave_one_out():
     groups = torch.tensor([0, 0, 0, 1, 1])
     adv = leave_one_out_advantage(reward, groups)
     assert adv.tolist() == pytest.approx([1 - 2.5, 3 - 1.5, 2 - 2.0, 0 - 4.0, 4 - 0.0])
-    log_pf = torch.tensor([[-1.0], [-2.0], [-0.5], [-1.0], [-3.0]], dtype=torch.float64, requires_grad=True)
+    log_pf = torch.tensor(
+        [[-1.0], [-2.0], [-0.5], [-1.0], [-3.0]], dtype=torch.float64, requires_grad=True
+    )
     loss = reinforce_loo(log_pf, torch.ones(5, 1, dtype=torch.float64), reward, groups)
     assert loss.tolist() == pytest.approx((-adv * log_pf.detach()[:, 0]).tolist())
     loss.sum().backward()
@@ -194,9 +211,11 @@ def test_reinforce_kl_penalty_shapes_reward():
     log_pf = torch.tensor([[-1.0, -1.0], [-0.5, -0.5]], dtype=torch.float64)
     ref = torch.tensor([[-2.0, -2.0], [-0.5, -0.5]], dtype=torch.float64)
     mask = torch.ones(2, 2, dtype=torch.float64)
-    loss = reinforce_loo(log_pf, mask, torch.zeros(2, dtype=torch.float64), torch.tensor([0, 0]), ref, kl_coef=0.5)
+    loss = reinforce_loo(
+        log_pf, mask, torch.zeros(2, dtype=torch.float64), torch.tensor([0, 0]), ref, kl_coef=0.5
+    )
     # shaped rewards: -0.5 * (-2 + 4) = -1, -0.5 * 0 = 0 ; advantages -1, +1
-    assert loss.tolist() == pytest.approx([-(-1.0) * -2.0, -(1.0) * -1.0])
+    assert loss.tolist() == pytest.approx([1.0 * -2.0, -1.0 * -1.0])
 
 
 def test_target_and_prefix_target():
@@ -204,7 +223,9 @@ def test_target_and_prefix_target():
     ref = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     assert target_log_reward(reward, 100.0).tolist() == pytest.approx([50.0, -100.0])
-    assert target_log_reward(reward, 2.0, 1.0, ref, mask).tolist() == pytest.approx([1.0 - 3.5, -2.0 - 1.0])
+    assert target_log_reward(reward, 2.0, 1.0, ref, mask).tolist() == pytest.approx(
+        [1.0 - 3.5, -2.0 - 1.0]
+    )
     prefix_r = torch.tensor([[0.0, 0.1, 0.2, 0.5], [0.3, 0.2, -1.0, -1.0]])
     got = prefix_target_log_reward(prefix_r, 2.0, 1.0, ref, mask)
     assert got[0].tolist() == pytest.approx([0.0, 0.2 - 1.0, 0.4 - 3.0, 1.0 - 3.5])
@@ -229,30 +250,40 @@ def test_importance_log_z_sums_the_known_set_exactly():
     log_r = torch.tensor([10.0, 10.0, -80.0, 0.0], dtype=torch.float64)
     log_q = torch.tensor([-0.01, -0.01, -5.0, float("nan")], dtype=torch.float64)
     groups = torch.zeros(4, dtype=torch.long)
-    known = torch.full((4,), math.log(10 * math.exp(10.0)), dtype=torch.float64)  # ten answers of log R 10 known
+    known = torch.full(
+        (4,), math.log(10 * math.exp(10.0)), dtype=torch.float64
+    )  # ten answers of log R 10 known
     member = torch.tensor([True, True, False, False])
     got = importance_log_z(log_r, log_q, groups, known, member)
     expected = math.log(10 * math.exp(10.0) + math.exp(-75.0) / 3)
     assert got.tolist() == pytest.approx([expected] * 4, abs=1e-9)
     # without the known set, a collapsed batch (the same answer twice) sees only that answer
     alone = importance_log_z(log_r, log_q, groups)
-    assert float(alone[0]) == pytest.approx(math.log((2 * math.exp(10.01) + math.exp(-75.0)) / 3), abs=1e-9)
+    assert float(alone[0]) == pytest.approx(
+        math.log((2 * math.exp(10.01) + math.exp(-75.0)) / 3), abs=1e-9
+    )
 
 
 def test_length_log_z_is_a_float64_least_squares_fit():
     # 3 prompts, lengths vary within two of them; reference: numpy lstsq on [prompt dummies, L].
     groups = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
     lengths = torch.tensor([3, 5, 9, 4, 4, 2, 7, 8])
-    log_pf_sum = torch.tensor([-3.0, -6.5, -11.0, -4.2, -3.9, -1.0, -8.0, -9.5], dtype=torch.float64)
+    log_pf_sum = torch.tensor(
+        [-3.0, -6.5, -11.0, -4.2, -3.9, -1.0, -8.0, -9.5], dtype=torch.float64
+    )
     log_r = torch.tensor([1.0, 0.5, -2.0, 0.3, 0.8, 2.0, -1.0, 0.0], dtype=torch.float64)
     got = length_log_z(log_pf_sum.requires_grad_(), lengths, log_r, groups)
-    design = np.column_stack([(groups.numpy()[:, None] == np.arange(3)).astype(float), lengths.numpy()])
+    design = np.column_stack(
+        [(groups.numpy()[:, None] == np.arange(3)).astype(float), lengths.numpy()]
+    )
     gap = (log_r - log_pf_sum).detach().numpy()
     coef, *_ = np.linalg.lstsq(design, gap, rcond=None)
     assert not got.requires_grad and got.dtype == torch.float64
     assert got.numpy() == pytest.approx(design @ coef, abs=1e-10)
     residual = got - torch.as_tensor(gap)  # = the TB residual with this log Z
-    assert float((residual * lengths).sum()) == pytest.approx(0.0, abs=1e-9)  # blind to a length trend
+    assert float((residual * lengths).sum()) == pytest.approx(
+        0.0, abs=1e-9
+    )  # blind to a length trend
 
 
 def test_length_log_z_without_length_spread_is_the_batch_mean():
@@ -260,7 +291,8 @@ def test_length_log_z_without_length_spread_is_the_batch_mean():
     lengths = torch.tensor([4, 4, 6, 6])
     log_pf_sum, log_r = torch.tensor([-1.0, -2.0, -3.0, -0.5]), torch.tensor([0.2, 0.1, -0.4, 1.0])
     assert length_log_z(log_pf_sum, lengths, log_r, groups).tolist() == pytest.approx(
-        batch_log_z(log_pf_sum, log_r, groups).tolist())
+        batch_log_z(log_pf_sum, log_r, groups).tolist()
+    )
     with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
         length_log_z(log_pf_sum[:3], lengths[:3], log_r[:3], groups[:3])
 
@@ -269,6 +301,10 @@ def test_length_log_z_zero_residual_for_a_length_tilted_target():
     # pi proportional to R exp(-c L) for any c is a fixed point: every residual is zero.
     groups, lengths = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([1, 2, 5, 3, 6])
     log_r = torch.tensor([0.4, -1.0, 2.0, 0.0, 1.5], dtype=torch.float64)
-    log_pi = log_r - 0.7 * lengths.double() - torch.tensor([1.0, 1.0, 1.0, 2.5, 2.5], dtype=torch.float64)
+    log_pi = (
+        log_r
+        - 0.7 * lengths.double()
+        - torch.tensor([1.0, 1.0, 1.0, 2.5, 2.5], dtype=torch.float64)
+    )
     residual = length_log_z(log_pi, lengths, log_r, groups) + log_pi - log_r
     assert residual.abs().max() < 1e-12

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from flowhf.objectives import detailed_balance, forward_looking, subtrajectory_balance, trajectory_balance
+from flowhf.objectives import (
+    detailed_balance,
+    forward_looking,
+    subtrajectory_balance,
+    trajectory_balance,
+)
 
 V, MAX_LEN = 2, 3
 EOS = V
@@ -79,7 +84,12 @@ def test_every_residual_is_zero_at_the_optimum():
     assert detailed_balance(log_pf, mask, log_flow_db, log_r).abs().max() < 1e-6
     assert forward_looking(log_pf, mask, log_flow_fl, prefix).abs().max() < 1e-6
     assert subtrajectory_balance(log_pf, mask, log_flow_db, log_r, 0.9).abs().max() < 1e-6
-    assert subtrajectory_balance(log_pf, mask, log_flow_fl, log_r, 0.9, prefix_log_reward=prefix).abs().max() < 1e-6
+    assert (
+        subtrajectory_balance(log_pf, mask, log_flow_fl, log_r, 0.9, prefix_log_reward=prefix)
+        .abs()
+        .max()
+        < 1e-6
+    )
 
 
 def test_residuals_are_not_zero_away_from_the_optimum():

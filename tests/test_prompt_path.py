@@ -21,19 +21,27 @@ def _unpadded(ids, mask, row=0) -> list[int]:
 
 @pytest.mark.parametrize("chat_template", [True, False])
 def test_every_runner_encodes_a_prompt_to_the_same_ids(tmp_path, chat_template):
-    trainer = FlowHFTrainer(args=tiny_config(tmp_path, f"model.chat_template={str(chat_template).lower()}"),
-                            train_dataset=[{"prompt": PROMPT}])
+    trainer = FlowHFTrainer(
+        args=tiny_config(tmp_path, f"model.chat_template={str(chat_template).lower()}"),
+        train_dataset=[{"prompt": PROMPT}],
+    )
     tok, model = trainer.tokenizer, trainer.accelerator.unwrap_model(trainer.model)
-    assert uses_chat_template(tok, chat_template) == chat_template  # the tiny tokenizer has a template
+    assert (
+        uses_chat_template(tok, chat_template) == chat_template
+    )  # the tiny tokenizer has a template
     batch, _ = trainer.build_batch([{"prompt": PROMPT}])
     ids = {"flowhf": _unpadded(batch.prompt_ids, batch.prompt_mask)}
     settings = GenerationSettings(max_new_tokens=1, batch_size=1, use_chat_template=chat_template)
-    generated = generate_batch(model, tok, [PROMPT, "Hi."], settings)  # a longer prompt beside a padded one
+    generated = generate_batch(
+        model, tok, [PROMPT, "Hi."], settings
+    )  # a longer prompt beside a padded one
     ids["evaluation"] = _unpadded(generated.prompt_ids.cpu(), generated.prompt_mask.cpu())
     ids["ppo"] = encode_prompt(tok, PROMPT, chat_template)
     grpo_prompt = grpo_examples([{"prompt": PROMPT}], chat_template)[0]["prompt"]
     ids["grpo"] = list(trl_tokenize(tok, grpo_prompt, add_generation_prompt=True)["input_ids"])
-    sft_prompt = sft_examples([{"prompt": PROMPT, "completion": "Dark."}], chat_template)[0]["prompt"]
+    sft_prompt = sft_examples([{"prompt": PROMPT, "completion": "Dark."}], chat_template)[0][
+        "prompt"
+    ]
     ids["sft"] = list(trl_tokenize(tok, sft_prompt, add_generation_prompt=True)["input_ids"])
     assert all(v == ids["flowhf"] for v in ids.values()), ids
     assert trainer.eos_ids == eos_ids(model, tok)

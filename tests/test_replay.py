@@ -15,7 +15,9 @@ EOS = 2
 
 def filled(prioritized: bool = True, temperature: float = 1.0, seed: int = 0) -> ReplayBuffer:
     """Prompt 'p' holds three sequences with rewards 0, 1, 2 (ids 10, 11, 12)."""
-    buf = ReplayBuffer(capacity_per_prompt=8, prioritized=prioritized, priority_temperature=temperature, seed=seed)
+    buf = ReplayBuffer(
+        capacity_per_prompt=8, prioritized=prioritized, priority_temperature=temperature, seed=seed
+    )
     for reward in (0, 1, 2):
         buf.add("p", [10 + reward, EOS], True, float(reward), 3.0 * reward)
     return buf
@@ -127,7 +129,13 @@ def test_sample_errors_are_clear():
 
 def test_add_batch_checks_lengths():
     buf = ReplayBuffer(capacity_per_prompt=4)
-    kept = buf.add_batch(["a", "a", "b"], [[1, EOS], [1, EOS], [3]], [True, True, False], [0.1, 0.9, 0.5], [1.0, 2.0, 3.0])
+    kept = buf.add_batch(
+        ["a", "a", "b"],
+        [[1, EOS], [1, EOS], [3]],
+        [True, True, False],
+        [0.1, 0.9, 0.5],
+        [1.0, 2.0, 3.0],
+    )
     assert kept == 3 and len(buf) == 2 and buf.items("a")[0].reward == 0.9
     with pytest.raises(ValueError, match="equal lengths"):
         buf.add_batch(["a"], [[1], [2]], [True], [0.0], [0.0])
@@ -146,7 +154,9 @@ def test_state_dict_is_strict_json_and_round_trips_draws():
     for prompt in a.prompts():
         assert b.items(prompt) == a.items(prompt)
     for _ in range(20):
-        assert a.sample(["two", "prompt one\nwith newline"], [2, 5]) == b.sample(["two", "prompt one\nwith newline"], [2, 5])
+        assert a.sample(["two", "prompt one\nwith newline"], [2, 5]) == b.sample(
+            ["two", "prompt one\nwith newline"], [2, 5]
+        )
     assert json.dumps(a.state_dict()) == json.dumps(b.state_dict())
 
 
@@ -174,6 +184,10 @@ def test_with_replacement_draws_follow_the_priorities_when_few_items_hold_them()
         return buffer
 
     spread = filled().sample(["p"], 12)[0]
-    assert sum(item.reward < 0 for item in spread) == 10  # both good items once, then low ones fill the slots
+    assert (
+        sum(item.reward < 0 for item in spread) == 10
+    )  # both good items once, then low ones fill the slots
     iid = filled(with_replacement=True).sample(["p"], 12)[0]
-    assert all(item.reward == 1.0 for item in iid)  # P(any low draw) ~ 12 * 30 e^-9 / 2 ~ 2%; seeded
+    assert all(
+        item.reward == 1.0 for item in iid
+    )  # P(any low draw) ~ 12 * 30 e^-9 / 2 ~ 2%; seeded

@@ -14,13 +14,25 @@ def test_embedding_matches_sentence_transformers():
 
     from flowhf.rewards.embedding import shipped_minilm_dir
 
-    completions = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A kitten rests on a rug."]
-    references = ["A cat is sitting on a mat.", "A cat is sitting on a mat.", "The weather is sunny."]
-    got = EmbeddingReward(column="reference")(["p"] * 3, completions, reference=references)  # default model
+    completions = [
+        "The cat sat on the mat.",
+        "Stock markets fell sharply today.",
+        "A kitten rests on a rug.",
+    ]
+    references = [
+        "A cat is sitting on a mat.",
+        "A cat is sitting on a mat.",
+        "The weather is sunny.",
+    ]
+    got = EmbeddingReward(column="reference")(
+        ["p"] * 3, completions, reference=references
+    )  # default model
     st = SentenceTransformer(shipped_minilm_dir(), device="cpu")
     a = st.encode(completions, convert_to_tensor=True, normalize_embeddings=True)
     b = st.encode(references, convert_to_tensor=True, normalize_embeddings=True)
-    assert torch.allclose(got, torch.nn.functional.cosine_similarity(a, b, dim=-1).float(), atol=1e-5)
+    assert torch.allclose(
+        got, torch.nn.functional.cosine_similarity(a, b, dim=-1).float(), atol=1e-5
+    )
     assert got[0] > 0.7 and got[0] > got[1]  # paraphrase beats an unrelated sentence
 
 
@@ -30,5 +42,7 @@ def test_embedding_default_model_and_missing_column():
     assert resolve_embedding_model("all-MiniLM-L6-v2") == shipped_minilm_dir()
     assert os.path.isfile(os.path.join(shipped_minilm_dir(), "config.json"))
     assert resolve_embedding_model("/my/model") == "/my/model"
-    with pytest.raises(KeyError, match="needs the dataset column 'reference'.*got columns \\['answer'\\]"):
+    with pytest.raises(
+        KeyError, match="needs the dataset column 'reference'.*got columns \\['answer'\\]"
+    ):
         EmbeddingReward()(["p"], ["x"], answer=["y"])  # raised before any model is loaded

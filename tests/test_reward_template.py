@@ -21,7 +21,9 @@ def test_classifier_uses_the_saved_reward_template(tmp_path):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     template = "Question: {prompt}\n\nAnswer: {completion}"
-    (tmp_path / "flowhf_reward.json").write_text(json.dumps({"template": template, "max_length": 64}))
+    (tmp_path / "flowhf_reward.json").write_text(
+        json.dumps({"template": template, "max_length": 64})
+    )
     reward = ClassifierReward(path=str(tmp_path))
     assert reward.input_format == "template" and reward.max_length == 64
     got = reward(["what is two plus two?"], ["four."])

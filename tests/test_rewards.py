@@ -14,11 +14,18 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from flowhf.rewards import (  # noqa: E402
-    ClassifierReward, CombinedReward, EmbeddingReward, PythonReward, Reward, RewardTransform,
-    SentimentReward, ToxicityReward, TransformedReward, build_reward,
+    ClassifierReward,
+    CombinedReward,
+    EmbeddingReward,
+    PythonReward,
+    Reward,
+    RewardTransform,
+    SentimentReward,
+    ToxicityReward,
+    TransformedReward,
+    build_reward,
 )
 from flowhf.rewards.base import hold_values, pad_prefix_rows, prefix_positions  # noqa: E402
-
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -36,7 +43,10 @@ class CharTokenizer:
     """Policy tokenizer stand-in: token id i decodes to chr(97 + i); id 99 is a special EOS."""
 
     def decode(self, ids, skip_special_tokens=True):
-        return "".join("" if (i == 99 and skip_special_tokens) else ("<eos>" if i == 99 else chr(97 + i)) for i in ids)
+        return "".join(
+            "" if (i == 99 and skip_special_tokens) else ("<eos>" if i == 99 else chr(97 + i))
+            for i in ids
+        )
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +59,15 @@ def bpe_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=320,
+        special_tokens=["<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    corpus = ["the cat sat on the mat", "hello world, the weather is lovely today", "a quick brown fox jumps"]
+    corpus = [
+        "the cat sat on the mat",
+        "hello world, the weather is lovely today",
+        "a quick brown fox jumps",
+    ]
     tk.train_from_iterator(corpus * 20, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
 
@@ -64,7 +80,9 @@ def tiny_rm(bpe_tokenizer):
     from flowhf.models.tiny import tiny_llama_config
 
     tok = bpe_tokenizer
-    config = tiny_llama_config(len(tok), hidden_size=32, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    config = tiny_llama_config(
+        len(tok), hidden_size=32, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
     config.num_labels = 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -76,8 +94,13 @@ def tiny_rm(bpe_tokenizer):
 
 def test_vader_sign_and_order():
     reward = SentimentReward()
-    texts = ["I love this, it is wonderful and amazing!", "It is good.", "The box is on the table.",
-             "It is bad.", "This is terrible, awful and I hate it."]
+    texts = [
+        "I love this, it is wonderful and amazing!",
+        "It is good.",
+        "The box is on the table.",
+        "It is bad.",
+        "This is terrible, awful and I hate it.",
+    ]
     r = reward(["p"] * 5, texts)
     assert r.dtype == torch.float32 and r.shape == (5,)
     assert r[0] > r[1] > 0 and r[2] == 0 and 0 > r[3] > r[4]
@@ -97,8 +120,12 @@ def test_toxicity_modes_by_hand():
     expected = [math.log(max(1 - q, 1e-6)) for q in p]
     assert torch.allclose(log1m, torch.tensor(expected, dtype=torch.float32), atol=1e-6)
     assert log1m[0] > -0.5 and log1m[2] < -5  # clean vs offensive
-    assert torch.allclose(ToxicityReward("neg_prob")(["x"] * 3, texts), torch.tensor(-p, dtype=torch.float32))
-    assert torch.allclose(ToxicityReward("prob")(["x"] * 3, texts), torch.tensor(p, dtype=torch.float32))
+    assert torch.allclose(
+        ToxicityReward("neg_prob")(["x"] * 3, texts), torch.tensor(-p, dtype=torch.float32)
+    )
+    assert torch.allclose(
+        ToxicityReward("prob")(["x"] * 3, texts), torch.tensor(p, dtype=torch.float32)
+    )
     assert ToxicityReward()([], []).shape == (0,)
     with pytest.raises(ValueError, match="log1m"):
         ToxicityReward("nope")
@@ -131,7 +158,9 @@ def test_running_normalisation_and_floor():
     assert transform.count == 6
     clipped = TransformedReward(LengthReward(), RewardTransform(normalize="running", clip=1.0))
     assert float(clipped(["p"] * 3, ["a", "a", "a" * 30]).max()) == 1.0
-    affine = TransformedReward(LengthReward(), RewardTransform(normalize="affine", scale=2.0, shift=-3.0, floor=0.0))
+    affine = TransformedReward(
+        LengthReward(), RewardTransform(normalize="affine", scale=2.0, shift=-3.0, floor=0.0)
+    )
     assert affine(["p"] * 3, ["a", "bb", "cccc"]).tolist() == [0.0, 1.0, 5.0]  # 2*1-3 = -1 floored
 
 
@@ -139,7 +168,9 @@ def test_transformed_prefixes_use_final_stats():
     wrapped = TransformedReward(LengthReward(), RewardTransform(normalize="running", clip=None))
     out = wrapped.score_prefixes(["p", "p"], [[0, 1], [2, 3, 4, 5]], CharTokenizer())
     mean, std = 3.0, 1.0  # finals are 2 and 4
-    expected = (torch.tensor([[0, 1, 2, 2, 2], [0, 1, 2, 3, 4]], dtype=torch.float32) - mean) / (std + 1e-6)
+    expected = (torch.tensor([[0, 1, 2, 2, 2], [0, 1, 2, 3, 4]], dtype=torch.float32) - mean) / (
+        std + 1e-6
+    )
     assert torch.allclose(out, expected, atol=1e-6)
     assert wrapped.transform.count == 2  # only the two full completions entered the stats
 
@@ -152,7 +183,16 @@ def test_prefix_padding_rule_and_stride():
     assert pad_prefix_rows(rows).tolist() == [[0, 1, 1, 1], [5, 6, 7, 8]]
     assert prefix_positions(7, 3) == [0, 3, 6, 7]
     assert prefix_positions(6, 3) == [0, 3, 6]
-    assert hold_values(7, [0, 3, 6, 7], [10, 13, 16, 17]).tolist() == [10, 10, 10, 13, 13, 13, 16, 17]
+    assert hold_values(7, [0, 3, 6, 7], [10, 13, 16, 17]).tolist() == [
+        10,
+        10,
+        10,
+        13,
+        13,
+        13,
+        16,
+        17,
+    ]
 
     reward = LengthReward()
     tok = CharTokenizer()
@@ -229,20 +269,29 @@ def test_registry_parsing():
     assert r.weights == [1.0, -0.5]
     r = build_reward("embedding:answer@/some/model")
     assert isinstance(r, EmbeddingReward) and r.column == "answer" and r.model_name == "/some/model"
-    r = build_reward({"type": "toxicity", "mode": "prob", "weight": 2.0, "normalize": "running", "floor": -1})
+    r = build_reward(
+        {"type": "toxicity", "mode": "prob", "weight": 2.0, "normalize": "running", "floor": -1}
+    )
     assert isinstance(r, CombinedReward) and r.weights == [2.0]
     inner = r.rewards[0]
     assert isinstance(inner, TransformedReward) and inner.transform.normalize == "running"
     assert inner.transform.floor == -1.0
-    r = build_reward({"type": "sentiment", "normalize": {"scale": 2, "shift": 1}, "prefix_stride": 3})
+    r = build_reward(
+        {"type": "sentiment", "normalize": {"scale": 2, "shift": 1}, "prefix_stride": 3}
+    )
     assert r.transform.normalize == "affine" and r.transform.scale == 2 and r.prefix_stride == 3
     r = build_reward(["sentiment", {"type": "toxicity", "weight": 0.5}])
     assert isinstance(r, CombinedReward) and r.weights == [1.0, 0.5]
-    assert build_reward(lambda prompts, completions: [1.0] * len(completions))(["a"], ["b"]).tolist() == [1.0]
+    assert build_reward(lambda prompts, completions: [1.0] * len(completions))(
+        ["a"], ["b"]
+    ).tolist() == [1.0]
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="unknown reward 'sentimant'.*classifier, embedding, python, sentiment, stackexchange-rm, toxicity"):
+    with pytest.raises(
+        ValueError,
+        match="unknown reward 'sentimant'.*classifier, embedding, python, sentiment, stackexchange-rm, toxicity",
+    ):
         build_reward("sentimant")
     with pytest.raises(ValueError, match="unknown reward 'bleu'"):
         build_reward({"type": "bleu"})
@@ -316,13 +365,24 @@ def test_one_pass_pad_equals_eos_and_truncation(bpe_tokenizer):
         torch.manual_seed(3)
         model = LlamaForSequenceClassification(config).eval()
     rm = ClassifierReward(
-        model=model, tokenizer=tok, label=2, output="log_prob", max_length=9, batch_size=2, prefix_mode="one_pass"
+        model=model,
+        tokenizer=tok,
+        label=2,
+        output="log_prob",
+        max_length=9,
+        batch_size=2,
+        prefix_mode="one_pass",
     )
     prompts = ["the cat sat", "a"]
-    completion_ids = [[40, 41, tok.eos_token_id, 42, tok.eos_token_id], [50, 51, 52, 53, 54, 55, 56, 57, 58, 59]]
+    completion_ids = [
+        [40, 41, tok.eos_token_id, 42, tok.eos_token_id],
+        [50, 51, 52, 53, 54, 55, 56, 57, 58, 59],
+    ]
     one_pass = rm.score_prefixes(prompts, completion_ids, tok)  # raises if verification fails
     assert rm._one_pass_verified and rm._one_pass_problem is None
-    assert torch.allclose(one_pass, rm.score_prefixes_token_ids(prompts, completion_ids), atol=1e-5, rtol=0)
+    assert torch.allclose(
+        one_pass, rm.score_prefixes_token_ids(prompts, completion_ids), atol=1e-5, rtol=0
+    )
     ctx = rm.context_ids(prompts)
     with torch.no_grad():
         for b in range(2):
@@ -344,7 +404,9 @@ def test_classifier_labels_and_text_route(tiny_rm, bpe_tokenizer):
     with pytest.raises(ValueError, match="not possible"):
         _rm(tiny_rm, tok, prefix_mode="one_pass").prefix_route(other)
     config = tiny_rm.config
-    config_labels = type(config)(**{**config.to_dict(), "num_labels": 2, "id2label": {0: "NEG", 1: "POS"}})
+    config_labels = type(config)(
+        **{**config.to_dict(), "num_labels": 2, "id2label": {0: "NEG", 1: "POS"}}
+    )
     from flowhf.rewards.classifier import resolve_label
 
     assert resolve_label(config_labels, "pos") == 1 and resolve_label(config_labels, 0) == 0
@@ -359,8 +421,13 @@ def test_combined_prefixes_mix_routes(tiny_rm, bpe_tokenizer):
     rm = _rm(tiny_rm, tok)
     length = LengthReward()
     combined = CombinedReward([rm, length], [0.5, 2.0])
-    prompts, ids = ["the cat", "a"], [tok(" sat on")["input_ids"], tok(" quick brown fox")["input_ids"]]
-    expected = 0.5 * rm.score_prefixes(prompts, ids, tok) + 2.0 * length.score_prefixes(prompts, ids, tok)
+    prompts, ids = (
+        ["the cat", "a"],
+        [tok(" sat on")["input_ids"], tok(" quick brown fox")["input_ids"]],
+    )
+    expected = 0.5 * rm.score_prefixes(prompts, ids, tok) + 2.0 * length.score_prefixes(
+        prompts, ids, tok
+    )
     assert torch.allclose(combined.score_prefixes(prompts, ids, tok), expected, atol=1e-6)
 
 
@@ -370,7 +437,9 @@ def test_one_pass_verification_falls_back(tiny_rm, bpe_tokenizer, monkeypatch, c
 
     tok = bpe_tokenizer
     real = classifier_prefix.position_values
-    monkeypatch.setattr(classifier_prefix, "position_values", lambda rm, batch: real(rm, batch) + 1.0)
+    monkeypatch.setattr(
+        classifier_prefix, "position_values", lambda rm, batch: real(rm, batch) + 1.0
+    )
     prompts, ids = ["the cat", "a"], [[40, 41, 42], [50]]
     rm = _rm(tiny_rm, tok)
     with caplog.at_level("WARNING"):
@@ -380,4 +449,3 @@ def test_one_pass_verification_falls_back(tiny_rm, bpe_tokenizer, monkeypatch, c
     assert rm.prefix_route(tok)[0] == "token_ids"
     with pytest.raises(RuntimeError, match="differ"):
         _rm(tiny_rm, tok, prefix_mode="one_pass").score_prefixes(prompts, ids, tok)
-

@@ -12,7 +12,9 @@ def batch():
     prompt_ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 5, 6], [7, 8, 9], [0, 5, 6]])
     prompt_mask = (torch.arange(3) >= torch.tensor([[1], [0], [1], [0], [1]])).long()
     ids = torch.tensor([[3, 4, 2], [4, 2, 0], [3, 3, 3], [2, 0, 0], [4, 4, 2]])
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], dtype=torch.float32)
+    mask = torch.tensor(
+        [[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], dtype=torch.float32
+    )
     return prompt_ids, prompt_mask, ids, mask
 
 
@@ -29,7 +31,9 @@ def test_shared_prompt_pass_equals_the_joint_pass():
     model = tiny_llama(16, seed=1, hidden_size=32, num_layers=2)
     prompt_ids, prompt_mask, ids, mask = batch()
     shared = completion_log_probs(model, prompt_ids, prompt_mask, ids, mask, with_hidden=True)
-    grads_shared = torch.autograd.grad(shared.log_pf.sum() + shared.hidden.sum(), list(model.parameters()))
+    grads_shared = torch.autograd.grad(
+        shared.log_pf.sum() + shared.hidden.sum(), list(model.parameters())
+    )
     logits, hidden, prompt_hidden = _joint_forward(model, prompt_ids, prompt_mask, ids, True)
     joint = torch.log_softmax(logits.float(), -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * mask
     grads_joint = torch.autograd.grad(joint.sum() + hidden.sum(), list(model.parameters()))
@@ -50,10 +54,16 @@ def test_sampler_log_q_is_the_log_prob_it_sampled_from():
     prompt_ids, prompt_mask, _, _ = batch()
     for temperature in (1.0, 2.0):
         gen = torch.Generator().manual_seed(3)
-        comp = sample_completions(model, prompt_ids, prompt_mask, 4, 2, 0, temperature=temperature, generator=gen)
+        comp = sample_completions(
+            model, prompt_ids, prompt_mask, 4, 2, 0, temperature=temperature, generator=gen
+        )
         with torch.no_grad():
             logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[0].float()
-        tempered = torch.log_softmax(logits / temperature, -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
+        tempered = (
+            torch.log_softmax(logits / temperature, -1)
+            .gather(-1, comp.ids.unsqueeze(-1))
+            .squeeze(-1)
+        )
         assert torch.allclose(comp.log_q, (tempered * comp.mask).sum(1), atol=1e-4)
 
 
@@ -64,12 +74,22 @@ def test_tempered_tokens_heat_only_the_first_actions():
     model = tiny_llama(16, seed=1, hidden_size=32, num_layers=2).eval()
     prompt_ids, prompt_mask, _, _ = batch()
     gen = torch.Generator().manual_seed(3)
-    comp = sample_completions(model, prompt_ids, prompt_mask, 4, 2, 0, temperature=3.0, generator=gen, tempered_tokens=1)
+    comp = sample_completions(
+        model, prompt_ids, prompt_mask, 4, 2, 0, temperature=3.0, generator=gen, tempered_tokens=1
+    )
     with torch.no_grad():
-        logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[0].float()  # [B, T, V]
+        logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[
+            0
+        ].float()  # [B, T, V]
     per_step = torch.ones(comp.ids.shape[1])
     per_step[0] = 3.0
-    log_q = torch.log_softmax(logits / per_step[None, :, None], -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
+    log_q = (
+        torch.log_softmax(logits / per_step[None, :, None], -1)
+        .gather(-1, comp.ids.unsqueeze(-1))
+        .squeeze(-1)
+    )
     assert torch.allclose(comp.log_q, (log_q * comp.mask).sum(1), atol=1e-4)
     everywhere = torch.log_softmax(logits / 3.0, -1).gather(-1, comp.ids.unsqueeze(-1)).squeeze(-1)
-    assert not torch.allclose(comp.log_q, (everywhere * comp.mask).sum(1), atol=1e-3)  # the later actions were not heated
+    assert not torch.allclose(
+        comp.log_q, (everywhere * comp.mask).sum(1), atol=1e-3
+    )  # the later actions were not heated

@@ -33,8 +33,16 @@ def trainable_snapshot(trainer):
 
 @pytest.mark.parametrize(
     "objective,logz",
-    [("tb", "batch"), ("tb", "importance"), ("tb", "scalar"), ("tb", "prompt"), ("fl", "batch"), ("db", "batch"),
-     ("subtb", "batch"), ("pg", "batch")],
+    [
+        ("tb", "batch"),
+        ("tb", "importance"),
+        ("tb", "scalar"),
+        ("tb", "prompt"),
+        ("fl", "batch"),
+        ("db", "batch"),
+        ("subtb", "batch"),
+        ("pg", "batch"),
+    ],
 )
 def test_every_objective_updates_parameters_with_finite_loss(tmp_path, objective, logz):
     cfg = tiny_config(tmp_path, f"objective.objective={objective}", f"objective.logz={logz}")
@@ -49,7 +57,12 @@ def test_every_objective_updates_parameters_with_finite_loss(tmp_path, objective
 
 
 def test_replay_and_offpolicy_rows_enter_the_batch(tmp_path):
-    cfg = tiny_config(tmp_path, "replay.replay_ratio=0.34", "sampling.samples_per_prompt=3", "objective.objective=tb")
+    cfg = tiny_config(
+        tmp_path,
+        "replay.replay_ratio=0.34",
+        "sampling.samples_per_prompt=3",
+        "objective.objective=tb",
+    )
     two_prompts = [{"prompt": "Describe the sea."}, {"prompt": "Describe a forest."}]
     trainer = FlowHFTrainer(args=cfg, train_dataset=two_prompts)
     trainer.training_step()
@@ -57,7 +70,9 @@ def test_replay_and_offpolicy_rows_enter_the_batch(tmp_path):
     batch, _ = trainer.build_batch(trainer.next_prompt_rows())
     assert batch.sources.count("replay") == 2 and batch.sources.count("policy") == 4
     rows = [{"prompt": "Say something nice.", "answer": "What a lovely day it is!"}] * 4
-    cfg2 = tiny_config(tmp_path, "sampling.offpolicy_column=answer", "sampling.offpolicy_fraction=0.34")
+    cfg2 = tiny_config(
+        tmp_path, "sampling.offpolicy_column=answer", "sampling.offpolicy_fraction=0.34"
+    )
     trainer2 = FlowHFTrainer(args=cfg2, train_dataset=rows)
     batch2, _ = trainer2.build_batch(trainer2.next_prompt_rows())
     off = [i for i, s in enumerate(batch2.sources) if s == "offpolicy"]
@@ -69,15 +84,21 @@ def test_replay_and_offpolicy_rows_enter_the_batch(tmp_path):
 
 
 def test_importance_log_z_reads_the_replay_buffer(tmp_path):
-    cfg = tiny_config(tmp_path, "objective.objective=tb", "objective.logz=importance", "replay.replay_ratio=0.34")
-    trainer = FlowHFTrainer(args=cfg, train_dataset=[{"prompt": "Describe the sea."}, {"prompt": "Describe a forest."}])
+    cfg = tiny_config(
+        tmp_path, "objective.objective=tb", "objective.logz=importance", "replay.replay_ratio=0.34"
+    )
+    trainer = FlowHFTrainer(
+        args=cfg, train_dataset=[{"prompt": "Describe the sea."}, {"prompt": "Describe a forest."}]
+    )
     for _ in range(2):
         metrics = trainer.training_step()
         assert math.isfinite(metrics["train/loss"]) and metrics["train/skipped"] == 0.0
     batch, _ = trainer.build_batch(trainer.next_prompt_rows())
     known = trainer._known(batch, 5.0)
     assert torch.isfinite(known["known_log_z"]).all()  # both prompts have stored completions
-    assert known["known_member"][[s == "replay" for s in batch.sources]].all()  # replayed rows are known by definition
+    assert known["known_member"][
+        [s == "replay" for s in batch.sources]
+    ].all()  # replayed rows are known by definition
     assert torch.isnan(batch.log_q[[s == "replay" for s in batch.sources]]).all()
     assert torch.isfinite(batch.log_q[[s == "policy" for s in batch.sources]]).all()
 
@@ -85,28 +106,48 @@ def test_importance_log_z_reads_the_replay_buffer(tmp_path):
 def test_resume_is_exact(tmp_path):
     straight = FlowHFTrainer(args=tiny_config(tmp_path / "a", "replay.replay_ratio=0.34", steps=6))
     straight.train()
-    first = FlowHFTrainer(args=tiny_config(tmp_path / "b", "replay.replay_ratio=0.34", "logging.save_steps=3", steps=3))
+    first = FlowHFTrainer(
+        args=tiny_config(
+            tmp_path / "b", "replay.replay_ratio=0.34", "logging.save_steps=3", steps=3
+        )
+    )
     first.train()
-    resumed = FlowHFTrainer(args=tiny_config(tmp_path / "b", "replay.replay_ratio=0.34", "logging.save_steps=3", steps=6))
+    resumed = FlowHFTrainer(
+        args=tiny_config(
+            tmp_path / "b", "replay.replay_ratio=0.34", "logging.save_steps=3", steps=6
+        )
+    )
     resumed.train(resume=True)
     a, b = trainable_snapshot(straight), trainable_snapshot(resumed)
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
     ha = straight.heads["flow_head"].state_dict()
     hb = resumed.heads["flow_head"].state_dict()
     assert all(torch.allclose(ha[k], hb[k], atol=1e-6) for k in ha)
-    losses = lambda d: [r["train/loss"] for r in map(json.loads, (d / "run" / "metrics.jsonl").read_text().splitlines())]  # noqa: E731
+
+    def losses(d):
+        return [
+            r["train/loss"]
+            for r in map(json.loads, (d / "run" / "metrics.jsonl").read_text().splitlines())
+        ]
+
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-6)
 
 
 def test_completions_budget_stops_the_run_and_survives_resume(tmp_path):
     # 2 prompts x 3 samples = 6 reward calls a step: 13 completions are reached after 3 steps
-    first = FlowHFTrainer(args=tiny_config(tmp_path, "optim.max_completions=7", "logging.save_steps=1", steps=50))
+    first = FlowHFTrainer(
+        args=tiny_config(tmp_path, "optim.max_completions=7", "logging.save_steps=1", steps=50)
+    )
     first.train()
     assert first.state.global_step == 2 and first.state.completions_scored == 12
-    resumed = FlowHFTrainer(args=tiny_config(tmp_path, "optim.max_completions=13", "logging.save_steps=1", steps=50))
+    resumed = FlowHFTrainer(
+        args=tiny_config(tmp_path, "optim.max_completions=13", "logging.save_steps=1", steps=50)
+    )
     resumed.train(resume=True)  # the budget may grow on resume; the count is not restarted
     assert resumed.state.global_step == 3 and resumed.state.completions_scored == 18
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["train/completions_scored"] for r in rows] == [6, 12, 18]
 
 
@@ -115,7 +156,9 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path):
 
     def flaky(prompts, completions, **_):
         calls["n"] += 1
-        return torch.full((len(prompts),), 3e38 if calls["n"] >= 2 else 0.5)  # finite, but beta * r overflows
+        return torch.full(
+            (len(prompts),), 3e38 if calls["n"] >= 2 else 0.5
+        )  # finite, but beta * r overflows
 
     cfg = tiny_config(tmp_path, "objective.objective=tb", "optim.max_skipped_steps=2", steps=5)
     trainer = FlowHFTrainer(args=cfg, reward_funcs=flaky)
@@ -124,10 +167,15 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path):
     metrics = trainer.training_step()
     assert metrics["train/skipped"] == 1.0
     after = trainable_snapshot(trainer)
-    assert all(torch.equal(before[n], after[n]) for n in before), "a skipped step changed parameters"
+    assert all(torch.equal(before[n], after[n]) for n in before), (
+        "a skipped step changed parameters"
+    )
     record = json.loads((tmp_path / "run" / "skipped_steps.jsonl").read_text().splitlines()[0])
     assert "log_reward" in record["reason"]
-    with pytest.raises(NonFiniteStep, match="2 consecutive steps skipped for a non-finite .*log_reward.*; likely cause: the target log R"):
+    with pytest.raises(
+        NonFiniteStep,
+        match="2 consecutive steps skipped for a non-finite .*log_reward.*; likely cause: the target log R",
+    ):
         trainer.training_step()
 
 
@@ -137,11 +185,23 @@ def test_nonfinite_reward_is_an_error_naming_it_or_floored_and_counted(tmp_path)
     def infinite(prompts, completions, **_):
         return torch.tensor([float("inf")] + [0.5] * (len(prompts) - 1))
 
-    trainer = FlowHFTrainer(args=tiny_config(tmp_path, "objective.objective=tb"), reward_funcs=infinite)
-    with pytest.raises(RewardError, match=r"reward 'infinite' gave a value of inf at step 1 for prompt '.+' and completion"):
+    trainer = FlowHFTrainer(
+        args=tiny_config(tmp_path, "objective.objective=tb"), reward_funcs=infinite
+    )
+    with pytest.raises(
+        RewardError,
+        match=r"reward 'infinite' gave a value of inf at step 1 for prompt '.+' and completion",
+    ):
         trainer.training_step()
-    floored = FlowHFTrainer(args=tiny_config(tmp_path, "objective.objective=subtb", "target.nonfinite_reward=floor",
-                                             "target.reward_floor=-1"), reward_funcs=_with_prefixes(infinite))
+    floored = FlowHFTrainer(
+        args=tiny_config(
+            tmp_path,
+            "objective.objective=subtb",
+            "target.nonfinite_reward=floor",
+            "target.reward_floor=-1",
+        ),
+        reward_funcs=_with_prefixes(infinite),
+    )
     metrics = floored.training_step()
     assert metrics["train/nonfinite_rewards"] == 1.0 and metrics["train/skipped"] == 0.0
     with pytest.raises(ValueError, match="needs target.reward_floor"):
@@ -162,8 +222,10 @@ def test_a_run_that_applied_no_update_fails(tmp_path):
     def overflow(prompts, completions, **_):
         return torch.full((len(prompts),), 3e38)
 
-    trainer = FlowHFTrainer(args=tiny_config(tmp_path, "objective.objective=tb", "optim.max_skipped_steps=5", steps=2),
-                            reward_funcs=overflow)
+    trainer = FlowHFTrainer(
+        args=tiny_config(tmp_path, "objective.objective=tb", "optim.max_skipped_steps=5", steps=2),
+        reward_funcs=overflow,
+    )
     with pytest.raises(NonFiniteStep, match="no update was applied: all 2 steps were skipped"):
         trainer.train()
 
@@ -189,10 +251,17 @@ def test_config_errors_say_how_to_fix(tmp_path):
     with pytest.raises(ValueError, match="unknown group"):
         FlowHFConfig.from_dict({"trainer": {}})
     with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
-        FlowHFConfig.from_dict({"objective": {"objective": "tb", "logz": "batch"}, "sampling": {"samples_per_prompt": 1}})
+        FlowHFConfig.from_dict(
+            {
+                "objective": {"objective": "tb", "logz": "batch"},
+                "sampling": {"samples_per_prompt": 1},
+            }
+        )
     with pytest.raises(ValueError, match="offpolicy_column"):
         FlowHFConfig.from_dict({"sampling": {"offpolicy_fraction": 0.5}})
-    cfg = FlowHFConfig.from_yaml(_write(tmp_path, "a.yaml", "target:\n  beta: 2\n"), ["alpha=0", "objective.logz=scalar"])
+    cfg = FlowHFConfig.from_yaml(
+        _write(tmp_path, "a.yaml", "target:\n  beta: 2\n"), ["alpha=0", "objective.logz=scalar"]
+    )
     assert (cfg.target.beta, cfg.target.alpha, cfg.objective.logz) == (2, 0, "scalar")
 
 

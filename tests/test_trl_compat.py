@@ -23,7 +23,7 @@ SNIPPET = re.compile(r"`([^`]+)`")
 def table_rows() -> list[tuple[str, str]]:
     """(TRL cell, FlowHF cell) of each row of the README's TRL name table."""
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("### TRL's config names"):]
+    section = text[text.index("### TRL's config names") :]
     rows = []
     for line in section.splitlines()[1:]:
         if line.startswith("## "):
@@ -68,7 +68,9 @@ def test_every_row_of_the_readme_table(trl_cell, flowhf_cell):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (max_steps overriding num_train_epochs warns)
         flat = FlowHFConfig(**trl)
-    expected = FlowHFConfig() if flowhf_cell.startswith("nothing") else grouped(assignments(flowhf_cell))
+    expected = (
+        FlowHFConfig() if flowhf_cell.startswith("nothing") else grouped(assignments(flowhf_cell))
+    )
     assert saved(flat) == saved(expected)
 
 
@@ -80,17 +82,28 @@ def test_the_table_lists_every_trl_name_flowhf_knows():
 def test_trl_names_combine_and_keep_the_grouped_values():
     from flowhf.training.config import OptimArgs
 
-    config = FlowHFConfig(optim=OptimArgs(warmup_steps=5), learning_rate=1e-5, num_generations=8,
-                          per_device_train_batch_size=16, output_dir="runs/x")
+    config = FlowHFConfig(
+        optim=OptimArgs(warmup_steps=5),
+        learning_rate=1e-5,
+        num_generations=8,
+        per_device_train_batch_size=16,
+        output_dir="runs/x",
+    )
     assert (config.optim.warmup_steps, config.optim.learning_rate) == (5, 1e-5)
     assert (config.sampling.samples_per_prompt, config.sampling.prompts_per_step) == (8, 2)
-    assert config.output_dir == "runs/x" and config.learning_rate == 1e-5  # read back, as callbacks read args
-    with pytest.warns(UserWarning, match="num_train_epochs=2 is overridden by max_steps=10, as in TRL"):
+    assert (
+        config.output_dir == "runs/x" and config.learning_rate == 1e-5
+    )  # read back, as callbacks read args
+    with pytest.warns(
+        UserWarning, match="num_train_epochs=2 is overridden by max_steps=10, as in TRL"
+    ):
         assert FlowHFConfig(max_steps=10, num_train_epochs=2).optim.num_train_epochs is None
 
 
 def test_unknown_and_badly_typed_names_are_errors_that_say_what_to_do():
-    with pytest.raises(ConfigError, match=r"unknown keyword 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown keyword 'learnig_rate' \(did you mean 'learning_rate'\?\)"
+    ):
         FlowHFConfig(learnig_rate=1e-5)
     with pytest.raises(ConfigError, match=r"optim.learning_rate=-1: must be a number > 0"):
         FlowHFConfig(learning_rate=-1)
@@ -99,7 +112,7 @@ def test_unknown_and_badly_typed_names_are_errors_that_say_what_to_do():
     with pytest.raises(ConfigError, match="expected OptimArgs or a dict of its keys"):
         FlowHFConfig(optim=3)
     with pytest.raises(AttributeError):
-        FlowHFConfig().temperature  # not one-to-one: read sampling.temperature_low/high
+        _ = FlowHFConfig().temperature  # not one-to-one: read sampling.temperature_low/high
 
 
 def test_num_train_epochs_sets_the_step_budget():
@@ -115,7 +128,13 @@ def test_max_prompt_length_keeps_the_end_of_a_longer_prompt():
     from flowhf.training.batch import fit_prompts
 
     encoded = [[1, 2, 3, 4, 5], [6, 7]]
-    assert fit_prompts(encoded, ["a", "b"], 512, 8, "truncate", max_prompt_length=3) == ([[3, 4, 5], [6, 7]], 1)
-    assert fit_prompts(encoded, ["a", "b"], None, 8, "truncate", max_prompt_length=3) == ([[3, 4, 5], [6, 7]], 1)
+    assert fit_prompts(encoded, ["a", "b"], 512, 8, "truncate", max_prompt_length=3) == (
+        [[3, 4, 5], [6, 7]],
+        1,
+    )
+    assert fit_prompts(encoded, ["a", "b"], None, 8, "truncate", max_prompt_length=3) == (
+        [[3, 4, 5], [6, 7]],
+        1,
+    )
     with pytest.raises(DataError, match="has 5 tokens; sampling.max_prompt_length=3"):
         fit_prompts(encoded, ["a", "b"], 512, 8, "error", max_prompt_length=3)

@@ -35,8 +35,13 @@ class Recorder:
         self.__name__ = "recorder"
 
     def __call__(self, prompts, completions, **kwargs):
-        self.calls.append({"prompts": describe(prompts), "completions": describe(completions),
-                           **{k: describe(v) for k, v in kwargs.items()}})
+        self.calls.append(
+            {
+                "prompts": describe(prompts),
+                "completions": describe(completions),
+                **{k: describe(v) for k, v in kwargs.items()},
+            }
+        )
         return [float(len(str(c))) / 100 for c in completions]
 
 
@@ -53,10 +58,22 @@ def trl_calls(tmp_path, data: Dataset) -> list[dict]:
     from trl import GRPOConfig, GRPOTrainer
 
     recorder = Recorder()
-    args = GRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=2, num_generations=2,
-                      max_completion_length=4, learning_rate=1e-5, bf16=False, report_to="none", save_strategy="no",
-                      logging_steps=1, seed=0)
-    trainer = GRPOTrainer(model=str(tiny_model_dir()), reward_funcs=recorder, args=args, train_dataset=data)
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=4,
+        learning_rate=1e-5,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=str(tiny_model_dir()), reward_funcs=recorder, args=args, train_dataset=data
+    )
     trainer.train()
     return recorder.calls
 
@@ -65,10 +82,22 @@ def flowhf_calls(tmp_path, data: Dataset) -> list[dict]:
     from flowhf.training import FlowHFConfig, FlowHFTrainer
 
     recorder = Recorder()
-    args = FlowHFConfig(output_dir=str(tmp_path / "flowhf"), max_steps=1, per_device_train_batch_size=2, num_generations=2,
-                        max_completion_length=4, learning_rate=1e-5, bf16=False, report_to="none", logging_steps=1, seed=0)
+    args = FlowHFConfig(
+        output_dir=str(tmp_path / "flowhf"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=4,
+        learning_rate=1e-5,
+        bf16=False,
+        report_to="none",
+        logging_steps=1,
+        seed=0,
+    )
     args.logging.progress_bar = False
-    trainer = FlowHFTrainer(model=str(tiny_model_dir()), reward_funcs=recorder, args=args, train_dataset=data)
+    trainer = FlowHFTrainer(
+        model=str(tiny_model_dir()), reward_funcs=recorder, args=args, train_dataset=data
+    )
     trainer.train()
     return recorder.calls
 
@@ -82,8 +111,17 @@ def test_a_reward_function_gets_the_same_keywords_and_types_as_under_trl(tmp_pat
     assert theirs and ours
     assert ours[0] == theirs[0]
     assert all(set(call) == set(theirs[0]) for call in ours)  # prefix calls (objective subtb) too
-    assert set(theirs[0]) == {"prompts", "completions", "completion_ids", "topic", "number", "score", "trainer_state",
-                              "log_extra", "log_metric"}
+    assert set(theirs[0]) == {
+        "prompts",
+        "completions",
+        "completion_ids",
+        "topic",
+        "number",
+        "score",
+        "trainer_state",
+        "log_extra",
+        "log_metric",
+    }
     if conversational:
         assert theirs[0]["completions"] == "list[list[dict{content: str, role: str}]]"
     else:

@@ -15,4 +15,12 @@ from flowhf.baselines.grpo import run_grpo
 from flowhf.baselines.ppo import run_ppo
 from flowhf.baselines.sft import run_sft
 
-__all__ = ["Budget", "BudgetCallback", "BudgetExhausted", "TokenCounter", "run_grpo", "run_ppo", "run_sft"]
+__all__ = [
+    "Budget",
+    "BudgetCallback",
+    "BudgetExhausted",
+    "TokenCounter",
+    "run_grpo",
+    "run_ppo",
+    "run_sft",
+]

@@ -23,8 +23,11 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from flowhf.budget import Budget  # noqa: F401  (re-exported: flowhf.baselines.Budget)
-from flowhf.budget import progress_of, publish_progress
+from flowhf.budget import (
+    Budget,  # noqa: F401  (re-exported: flowhf.baselines.Budget)
+    progress_of,
+    publish_progress,
+)
 from flowhf.run_dir import atomic_write_text
 
 
@@ -123,17 +126,25 @@ class BudgetCallback(TrainerCallback):
     def _write(self) -> None:
         if self.record_path is not None:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.record_path, json.dumps(self.record(), indent=2) + "\n")  # rewritten every step
+            atomic_write_text(
+                self.record_path, json.dumps(self.record(), indent=2) + "\n"
+            )  # rewritten every step
 
     # -- callback events ---------------------------------------------------------------------
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ):
         if self.start is None:
             self.start = self.clock()
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ):
         self._update(state)
-        publish_progress(progress_of(self.budget, self.steps, self.counter.completions, self.elapsed))
+        publish_progress(
+            progress_of(self.budget, self.steps, self.counter.completions, self.elapsed)
+        )
         reason = self._agreed(self.exhausted())
         if reason is not None:
             self.stopped_by = reason
@@ -143,6 +154,8 @@ class BudgetCallback(TrainerCallback):
             raise BudgetExhausted(f"budget exhausted ({reason}) after {self.steps} steps")
         return control
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ):
         self._update(state)
         self._write()

@@ -26,8 +26,8 @@ from flowhf.baselines.budget import Budget, BudgetCallback, TokenCounter
 from flowhf.baselines.metrics import MetricsCallback
 from flowhf.data.loading import DataError, load_rows
 from flowhf.distributed import barrier, is_main_process
-from flowhf.models.lora import LoraSettings
 from flowhf.models.cache import atomic_folder
+from flowhf.models.lora import LoraSettings
 from flowhf.run_dir import acquire_lock, atomic_write_text, prepare_run_dir, release_lock
 from flowhf.sampling.prompts import as_conversation, encode_prompt, uses_chat_template  # noqa: F401  (runners import them here)
 
@@ -89,13 +89,19 @@ def load_model(model: Any, tokenizer: Any = None) -> tuple[Any, Any, str]:
         tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else loaded_tok
         return loaded, tokenizer, os.fspath(model)
     if tokenizer is None:
-        raise ValueError("a built model needs its tokenizer: pass tokenizer=... (or pass a model path instead)")
+        raise ValueError(
+            "a built model needs its tokenizer: pass tokenizer=... (or pass a model path instead)"
+        )
     if isinstance(model, PeftModel):
         raise ValueError(
             "the baselines add their own LoRA adapters through TRL; pass the base model (or merge the "
             "existing adapter with model.merge_and_unload() first)"
         )
-    return model, prepare_tokenizer(tokenizer), getattr(model, "name_or_path", "") or type(model).__name__
+    return (
+        model,
+        prepare_tokenizer(tokenizer),
+        getattr(model, "name_or_path", "") or type(model).__name__,
+    )
 
 
 def lora_config(settings: LoraSettings | None, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
@@ -126,7 +132,9 @@ def save_merged_model(model: Any, tokenizer: Any, path: str | os.PathLike) -> Pa
     """Save the policy as a plain model folder (LoRA merged into the weights) + its tokenizer,
     written to a temporary folder renamed into place (`atomic_folder`): never half a model."""
     path = Path(path)
-    if is_main_process():  # one process merges and writes; the others wait until the folder is complete
+    if (
+        is_main_process()
+    ):  # one process merges and writes; the others wait until the folder is complete
         if isinstance(model, PeftModel):
             model = model.merge_and_unload()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +157,7 @@ def step_cap(budget: Budget) -> int:
 class TrlRun:
     """A baseline run between `start_run` and `finish_run`."""
 
-    recorder: "RunRecorder"
+    recorder: RunRecorder
     policy: Any
     tokenizer: Any
     source: str  # what the policy was loaded from (result.json's "model")
@@ -175,15 +183,22 @@ def start_run(method: str, model: Any, tokenizer: Any, args: Any, **recorder_kw:
     return TrlRun(recorder, policy, tokenizer, source, lora, Path(args.output_dir))
 
 
-def trainer_kwargs(args: Any, recorder: "RunRecorder") -> dict[str, Any]:
+def trainer_kwargs(args: Any, recorder: RunRecorder) -> dict[str, Any]:
     """TRL config fields every baseline sets the same way (then its own, then trl_overrides)."""
     from flowhf.budget import progress_is_shown
 
-    return {**COMMON_TRAINER_KWARGS, "output_dir": str(args.output_dir), "learning_rate": args.lr, "seed": args.seed,
-            "disable_tqdm": progress_is_shown()}  # under a reproduce stage bar, TRL draws no second bar
+    return {
+        **COMMON_TRAINER_KWARGS,
+        "output_dir": str(args.output_dir),
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "disable_tqdm": progress_is_shown(),
+    }  # under a reproduce stage bar, TRL draws no second bar
 
 
-def finish_run(run: TrlRun, trained: Any, tokenizer: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def finish_run(
+    run: TrlRun, trained: Any, tokenizer: Any, settings: dict[str, Any]
+) -> dict[str, Any]:
     """What every TRL baseline does last: save the merged policy under ``output_dir/model``
     and write ``result.json``; returns the result dict."""
     model_dir = save_merged_model(trained, tokenizer, run.output_dir / "model")
@@ -206,22 +221,29 @@ class RunRecorder:
         self.method = method
         self.output_dir = Path(output_dir)
         self.main = is_main_process()
-        self.output_dir.mkdir(parents=True, exist_ok=True)  # no earlier run here: start_run refused it
+        self.output_dir.mkdir(
+            parents=True, exist_ok=True
+        )  # no earlier run here: start_run refused it
         self.budget = Budget.coerce(budget)
         self.counter = TokenCounter()
         self.budget_callback = BudgetCallback(
-            self.budget, self.counter, self.output_dir / "budget.json" if self.main else None,
-            raise_on_stop=raise_on_stop
+            self.budget,
+            self.counter,
+            self.output_dir / "budget.json" if self.main else None,
+            raise_on_stop=raise_on_stop,
         )
-        self.metrics_callback = MetricsCallback(self.output_dir, self.budget_callback, vf_coef=vf_coef,
-                                                enabled=self.main)
+        self.metrics_callback = MetricsCallback(
+            self.output_dir, self.budget_callback, vf_coef=vf_coef, enabled=self.main
+        )
         self.started = time.perf_counter()
 
     @property
     def callbacks(self) -> list:
         return [self.budget_callback, self.metrics_callback]
 
-    def finish(self, model_dir: Path, model_source: str, settings: dict[str, Any]) -> dict[str, Any]:
+    def finish(
+        self, model_dir: Path, model_source: str, settings: dict[str, Any]
+    ) -> dict[str, Any]:
         """Write ``result.json`` and return it as a dict."""
         import trl
 

@@ -17,7 +17,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flowhf.baselines.common import finish_run, load_training_rows, lora_config, start_run, step_cap, trainer_kwargs
+from flowhf.baselines.common import (
+    finish_run,
+    load_training_rows,
+    lora_config,
+    start_run,
+    step_cap,
+    trainer_kwargs,
+)
 from flowhf.baselines.config import GRPOArgs
 from flowhf.baselines.reward_adapters import grpo_reward_function
 from flowhf.sampling.prompts import as_conversation, uses_chat_template
@@ -56,7 +63,13 @@ def run_grpo(
 
     from flowhf.rewards import build_reward
 
-    a = GRPOArgs(model=model, prompts_source=prompts_source, reward_spec=reward_spec, output_dir=output_dir, **options)
+    a = GRPOArgs(
+        model=model,
+        prompts_source=prompts_source,
+        reward_spec=reward_spec,
+        output_dir=output_dir,
+        **options,
+    )
     batch_size = a.batch_size or a.num_generations
     if batch_size % a.num_generations:
         raise ValueError(
@@ -93,9 +106,18 @@ def run_grpo(
     trainer.train()
 
     settings = {
-        "prompts_source": prompts_source, "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(reward),
-        "rows": len(rows), "chat_template": chat, "num_generations": a.num_generations,
-        "max_completion_length": a.max_completion_length, "lr": a.lr, "batch_size": batch_size, "beta": a.beta,
-        "temperature": a.temperature, "seed": a.seed, "lora": run.lora, "trl_config": config_kwargs,
+        "prompts_source": prompts_source,
+        "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(reward),
+        "rows": len(rows),
+        "chat_template": chat,
+        "num_generations": a.num_generations,
+        "max_completion_length": a.max_completion_length,
+        "lr": a.lr,
+        "batch_size": batch_size,
+        "beta": a.beta,
+        "temperature": a.temperature,
+        "seed": a.seed,
+        "lora": run.lora,
+        "trl_config": config_kwargs,
     }
     return finish_run(run, trainer.model, tokenizer, settings)

@@ -59,7 +59,13 @@ KEY_MAP: dict[str, str] = {
     "episode": "train/episode",
 }
 # Logged once at the end of Trainer.train(): run summaries, not step metrics.
-SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+SUMMARY_KEYS = (
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+    "train_loss",
+)
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_./-]+")
 
 
@@ -71,7 +77,9 @@ def map_key(key: str) -> str:
     return "train/" + "/".join(p for p in parts if p)
 
 
-def map_logs(logs: Mapping[str, Any], vf_coef: float | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+def map_logs(
+    logs: Mapping[str, Any], vf_coef: float | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Split TRL ``logs`` into (namespaced step metrics, end-of-run summary).
 
     Non-numeric and None values (GRPO logs None when every reward of a batch was None) are left
@@ -87,15 +95,22 @@ def map_logs(logs: Mapping[str, Any], vf_coef: float | None = None) -> tuple[dic
             continue
         metrics[map_key(key)] = float(value)
     if vf_coef is not None and "loss/policy_avg" in logs and "loss/value_avg" in logs:
-        metrics["train/loss"] = float(logs["loss/policy_avg"]) + vf_coef * float(logs["loss/value_avg"])
+        metrics["train/loss"] = float(logs["loss/policy_avg"]) + vf_coef * float(
+            logs["loss/value_avg"]
+        )
     return metrics, summary
 
 
 class MetricsCallback(TrainerCallback):
     """Writes each TRL log call as one ``metrics.jsonl`` / ``metrics.csv`` line via FlowHF's logger."""
 
-    def __init__(self, output_dir: str | Path, budget: BudgetCallback, vf_coef: float | None = None,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        budget: BudgetCallback,
+        vf_coef: float | None = None,
+        enabled: bool = True,
+    ) -> None:
         from flowhf.training.logging import MetricsLogger
 
         # ``enabled=False`` on every process but rank 0: the numbers are kept, nothing is written
@@ -106,7 +121,14 @@ class MetricsCallback(TrainerCallback):
         self.summary: dict[str, Any] = {}
         self.rows = 0
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs=None,
+        **kwargs,
+    ):
         metrics, summary = map_logs(logs or {}, self.vf_coef)
         if summary:  # the end-of-train summary call (its only other key is the epoch)
             self.summary.update(summary)
@@ -120,7 +142,9 @@ class MetricsCallback(TrainerCallback):
         self.last = {k: v for k, v in metrics.items() if math.isfinite(v)}
         self.rows += 1
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ):
         self.close()
 
     def close(self) -> None:

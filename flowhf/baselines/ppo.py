@@ -30,7 +30,14 @@ from peft import PeftModel
 from torch import nn
 
 from flowhf.baselines.budget import BudgetExhausted
-from flowhf.baselines.common import finish_run, load_training_rows, lora_config, start_run, step_cap, trainer_kwargs
+from flowhf.baselines.common import (
+    finish_run,
+    load_training_rows,
+    lora_config,
+    start_run,
+    step_cap,
+    trainer_kwargs,
+)
 from flowhf.baselines.config import PPOArgs
 from flowhf.baselines.ppo_models import build_value_model, ensure_distinct_pad
 from flowhf.baselines.reward_adapters import PPOCountingRM, PPOTextReward
@@ -38,7 +45,12 @@ from flowhf.sampling.prompts import encode_prompt, uses_chat_template
 
 
 def build_reward_module(
-    reward: Any, tokenizer: Any, rows: list[dict], prompt_ids: list[list[int]], counter, vocab_size: int
+    reward: Any,
+    tokenizer: Any,
+    rows: list[dict],
+    prompt_ids: list[list[int]],
+    counter,
+    vocab_size: int,
 ) -> nn.Module:
     """The PPO reward model: native classifier (nn.Module) or a FlowHF reward wrapped for text.
 
@@ -46,7 +58,11 @@ def build_reward_module(
     to id 0 before TRL calls the reward model, so an added pad id never reaches it).
     """
     if isinstance(reward, nn.Module):
-        rm_rows = reward.get_input_embeddings().num_embeddings if hasattr(reward, "get_input_embeddings") else None
+        rm_rows = (
+            reward.get_input_embeddings().num_embeddings
+            if hasattr(reward, "get_input_embeddings")
+            else None
+        )
         if rm_rows is not None and rm_rows < vocab_size:
             raise ValueError(
                 f"the reward model has {rm_rows} token embeddings but the policy tokenizer has {vocab_size} "
@@ -58,7 +74,9 @@ def build_reward_module(
 
     built = build_reward(reward)
     extra = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"}
-    return PPOTextReward(built, tokenizer, [str(r["prompt"]) for r in rows], prompt_ids, extra, counter)
+    return PPOTextReward(
+        built, tokenizer, [str(r["prompt"]) for r in rows], prompt_ids, extra, counter
+    )
 
 
 def run_ppo(
@@ -79,7 +97,13 @@ def run_ppo(
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    a = PPOArgs(model=model, prompts_source=prompts_source, reward_spec=reward_spec, output_dir=output_dir, **options)
+    a = PPOArgs(
+        model=model,
+        prompts_source=prompts_source,
+        reward_spec=reward_spec,
+        output_dir=output_dir,
+        **options,
+    )
     run = start_run("ppo", model, tokenizer, a, raise_on_stop=True, vf_coef=None)
     recorder, policy, original_tokenizer = run.recorder, run.policy, run.tokenizer
     tokenizer = copy.deepcopy(original_tokenizer)  # the pad change stays inside this run
@@ -138,11 +162,24 @@ def run_ppo(
     keep_tokenizer = original_tokenizer if pad["how"] != "added" else tokenizer
     settings = {
         "prompts_source": prompts_source,
-        "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(type(reward_spec)),
-        "reward_route": "native_classifier" if isinstance(reward_spec, nn.Module) else "flowhf_text_reward",
-        "rows": len(rows), "chat_template": chat, "max_completion_length": a.max_completion_length,
-        "batch_size": a.batch_size, "lr": a.lr, "kl_coef": a.kl_coef, "num_ppo_epochs": a.num_ppo_epochs,
-        "temperature": a.temperature, "seed": a.seed, "lora": run.lora, "value_lora": a.value_lora, "pad": pad,
+        "reward": reward_spec
+        if isinstance(reward_spec, (str, dict, list))
+        else repr(type(reward_spec)),
+        "reward_route": "native_classifier"
+        if isinstance(reward_spec, nn.Module)
+        else "flowhf_text_reward",
+        "rows": len(rows),
+        "chat_template": chat,
+        "max_completion_length": a.max_completion_length,
+        "batch_size": a.batch_size,
+        "lr": a.lr,
+        "kl_coef": a.kl_coef,
+        "num_ppo_epochs": a.num_ppo_epochs,
+        "temperature": a.temperature,
+        "seed": a.seed,
+        "lora": run.lora,
+        "value_lora": a.value_lora,
+        "pad": pad,
         "trl_config": config_kwargs,
     }
     return finish_run(run, trained, keep_tokenizer, settings)

@@ -43,12 +43,25 @@ def ensure_distinct_pad(tokenizer: Any, model: Any) -> dict[str, Any]:
     """
     eos = set(eos_ids(model, tokenizer))
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in eos:
-        return {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id, "how": "kept"}
-    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template or "")
+        return {
+            "pad_token": tokenizer.pad_token,
+            "pad_token_id": tokenizer.pad_token_id,
+            "how": "kept",
+        }
+    template = (
+        tokenizer.chat_template
+        if isinstance(tokenizer.chat_template, str)
+        else str(tokenizer.chat_template or "")
+    )
     reserved = eos | {i for i in (tokenizer.bos_token_id, tokenizer.unk_token_id) if i is not None}
     vocab_rows = model.get_input_embeddings().num_embeddings
     for token_id, token in sorted(tokenizer.added_tokens_decoder.items()):
-        if token.special and token_id not in reserved and token_id < vocab_rows and token.content not in template:
+        if (
+            token.special
+            and token_id not in reserved
+            and token_id < vocab_rows
+            and token.content not in template
+        ):
             tokenizer.pad_token = token.content
             return {"pad_token": token.content, "pad_token_id": int(token_id), "how": "reused"}
     tokenizer.add_special_tokens({"pad_token": ADDED_PAD})
@@ -56,7 +69,9 @@ def ensure_distinct_pad(tokenizer: Any, model: Any) -> dict[str, Any]:
     return {"pad_token": ADDED_PAD, "pad_token_id": int(tokenizer.pad_token_id), "how": "added"}
 
 
-def build_value_model(policy: Any, pad_token_id: int, lora: LoraSettings | None, value_lora: bool = True) -> Any:
+def build_value_model(
+    policy: Any, pad_token_id: int, lora: LoraSettings | None, value_lora: bool = True
+) -> Any:
     """Scalar value model initialised from the policy's backbone (see the module docstring)."""
     config = copy.deepcopy(policy.config)
     config.num_labels = 1
@@ -67,8 +82,11 @@ def build_value_model(policy: Any, pad_token_id: int, lora: LoraSettings | None,
     target.load_state_dict(source.state_dict())
     if lora is not None and value_lora:
         adapter = LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules, bias="none",
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            bias="none",
         )
         inject_adapter_in_model(adapter, target)
         for name, param in value.named_parameters():

@@ -38,11 +38,15 @@ TRL_REWARD_KWARGS = ("completion_ids", "trainer_state", "log_extra", "log_metric
 
 
 def grpo_reward_function(
-    reward: Callable[..., torch.Tensor], counter: TokenCounter | None = None, name: str | None = None
+    reward: Callable[..., torch.Tensor],
+    counter: TokenCounter | None = None,
+    name: str | None = None,
 ) -> Callable[..., list[float]]:
     """A TRL reward function (GRPO) that calls the FlowHF ``reward`` (see the module docstring)."""
 
-    def reward_function(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    def reward_function(
+        prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float]:
         completion_ids = kwargs.get("completion_ids")
         if counter is not None and completion_ids is not None:
             counter.add([len(ids) for ids in completion_ids])
@@ -55,7 +59,9 @@ def grpo_reward_function(
         return [float(x) for x in torch.as_tensor(scores, dtype=torch.float32).reshape(-1)]
 
     # TRL names the logged metric rewards/<__name__>/mean
-    reward_function.__name__ = name or str(getattr(reward, "name", None) or "reward").replace("/", "_")
+    reward_function.__name__ = name or str(getattr(reward, "name", None) or "reward").replace(
+        "/", "_"
+    )
     return reward_function
 
 
@@ -71,14 +77,22 @@ class PromptIndex:
     def __init__(self, prompt_ids: Sequence[Sequence[int]]) -> None:
         self.rows: dict[tuple[int, ...], int] = {}
         for i, ids in enumerate(prompt_ids):
-            self.rows.setdefault(tuple(int(t) for t in ids), i)  # duplicates: the first row's columns
+            self.rows.setdefault(
+                tuple(int(t) for t in ids), i
+            )  # duplicates: the first row's columns
         self.lengths = sorted({len(k) for k in self.rows})
 
     def candidates(self, ids: Sequence[int]) -> dict[int, int]:
         """{prompt length: prompt row} for every known prompt that ``ids`` starts with."""
-        return {n: self.rows[tuple(ids[:n])] for n in self.lengths if n <= len(ids) and tuple(ids[:n]) in self.rows}
+        return {
+            n: self.rows[tuple(ids[:n])]
+            for n in self.lengths
+            if n <= len(ids) and tuple(ids[:n]) in self.rows
+        }
 
-    def split_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[int, list[int]]]:
+    def split_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> list[tuple[int, list[int]]]:
         """(prompt row, completion ids) for every row of a left-padded prompt+completion batch."""
         parsed = []
         for ids, mask in zip(input_ids.tolist(), attention_mask.bool().tolist()):
@@ -98,7 +112,7 @@ class PromptIndex:
                 "training prompts are token prefixes of others; deduplicate them or use a chat template"
             )
         end = ends.pop()
-        return [(by_end[end][0], real[by_end[end][1]:]) for real, by_end in parsed]
+        return [(by_end[end][0], real[by_end[end][1] :]) for real, by_end in parsed]
 
 
 class _TextRewardBackbone(nn.Module):
@@ -108,7 +122,9 @@ class _TextRewardBackbone(nn.Module):
         super().__init__()
         self._owner = [owner]  # a list, so the owner is not registered as a child module (no cycle)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> SimpleNamespace:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any
+    ) -> SimpleNamespace:
         scores = self._owner[0].score_rows(input_ids, attention_mask)
         hidden = scores.to(input_ids.device)[:, None, None].expand(-1, input_ids.shape[1], 1)
         return SimpleNamespace(hidden_states=(hidden,))
@@ -158,7 +174,9 @@ class PPOTextReward(nn.Module):
             self.counter.add([len(ids) for _, ids in splits])
         columns = {k: [v[r] for r in rows] for k, v in self.columns.items()}
         if getattr(self.reward, "uses_completion_ids", False):
-            columns["completion_ids"] = [ids.tolist() if hasattr(ids, "tolist") else list(ids) for _, ids in splits]
+            columns["completion_ids"] = [
+                ids.tolist() if hasattr(ids, "tolist") else list(ids) for _, ids in splits
+            ]
         scores = self.reward([self.prompts[r] for r in rows], completions, **columns)
         self.last_scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
         return self.last_scores
@@ -184,7 +202,9 @@ class PPOCountingRM(nn.Module):
 
     base_model_prefix = "backbone"
 
-    def __init__(self, model: nn.Module, prompt_ids: Sequence[Sequence[int]], counter: TokenCounter) -> None:
+    def __init__(
+        self, model: nn.Module, prompt_ids: Sequence[Sequence[int]], counter: TokenCounter
+    ) -> None:
         super().__init__()
         prefix = getattr(model, "base_model_prefix", None)
         if not prefix or not hasattr(model, prefix) or not hasattr(model, "score"):

@@ -16,7 +16,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flowhf.baselines.common import finish_run, load_training_rows, lora_config, start_run, step_cap, trainer_kwargs
+from flowhf.baselines.common import (
+    finish_run,
+    load_training_rows,
+    lora_config,
+    start_run,
+    step_cap,
+    trainer_kwargs,
+)
 from flowhf.baselines.config import SFTArgs
 from flowhf.sampling.prompts import as_conversation, uses_chat_template
 
@@ -27,8 +34,12 @@ def sft_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]
     for row in rows:
         prompt, completion = str(row["prompt"]), str(row["completion"])
         if chat:
-            examples.append({"prompt": as_conversation(prompt),
-                             "completion": [{"role": "assistant", "content": completion}]})
+            examples.append(
+                {
+                    "prompt": as_conversation(prompt),
+                    "completion": [{"role": "assistant", "content": completion}],
+                }
+            )
         else:
             if prompt and completion and not prompt[-1].isspace() and not completion[0].isspace():
                 completion = " " + completion
@@ -62,7 +73,9 @@ def run_sft(
     rows = load_training_rows(train_source, ["prompt", "completion"], a.columns, a.split, a.limit)
     dataset = Dataset.from_list(sft_examples(rows, chat))
 
-    max_steps = recorder.budget.max_steps or (-1 if a.epochs is not None else step_cap(recorder.budget))
+    max_steps = recorder.budget.max_steps or (
+        -1 if a.epochs is not None else step_cap(recorder.budget)
+    )
     config_kwargs = {
         **trainer_kwargs(a, recorder),
         "per_device_train_batch_size": a.batch_size,
@@ -86,8 +99,15 @@ def run_sft(
 
     tokenizer.padding_side = "left"  # saved for generation, as FlowHF's loader prepares it
     settings = {
-        "train_source": train_source, "rows": len(rows), "chat_template": chat, "max_length": a.max_length,
-        "lr": a.lr, "batch_size": a.batch_size, "seed": a.seed, "epochs": a.epochs, "lora": run.lora,
+        "train_source": train_source,
+        "rows": len(rows),
+        "chat_template": chat,
+        "max_length": a.max_length,
+        "lr": a.lr,
+        "batch_size": a.batch_size,
+        "seed": a.seed,
+        "epochs": a.epochs,
+        "lora": run.lora,
         "trl_config": config_kwargs,
     }
     return finish_run(run, trainer.model, tokenizer, settings)

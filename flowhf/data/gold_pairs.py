@@ -43,8 +43,18 @@ from flowhf.data.splits import FIELDS, SHIPPED_DIR, TEST_FILE, TRAIN_FILE
 GOLD_KINDS = ("one_word", "restates_question", "repetition", "cut_early", "cut_late")
 NON_ANSWERS = ("one_word", "restates_question", "repetition")
 PARTIAL_KINDS = tuple(f"partial_over_{kind}" for kind in NON_ANSWERS)
-GOLD_FILES = {TRAIN_FILE: "stackexchange_gold_extra_train.jsonl", TEST_FILE: "stackexchange_gold_extra_test.jsonl"}
-ONE_WORD_REPLIES = ("None", "Yes.", "No.", "It depends.", "Thanks!", "OK")  # not "": the loaders refuse empty fields
+GOLD_FILES = {
+    TRAIN_FILE: "stackexchange_gold_extra_train.jsonl",
+    TEST_FILE: "stackexchange_gold_extra_test.jsonl",
+}
+ONE_WORD_REPLIES = (
+    "None",
+    "Yes.",
+    "No.",
+    "It depends.",
+    "Thanks!",
+    "OK",
+)  # not "": the loaders refuse empty fields
 
 
 def _pick(qid: str, salt: str, n: int) -> int:
@@ -72,7 +82,11 @@ def rejected_answer(kind: str, row: dict) -> str:
         replies = ONE_WORD_REPLIES + (answer.split()[0],)
         return replies[_pick(qid, kind, len(replies))]
     if kind == "restates_question":
-        forms = (question, f"So the question is: {question}", f"{_first_sentence(question)} That is a good question.")
+        forms = (
+            question,
+            f"So the question is: {question}",
+            f"{_first_sentence(question)} That is a good question.",
+        )
         return forms[_pick(qid, kind, len(forms))]
     if kind == "repetition":
         sentence = _first_sentence(answer)
@@ -100,13 +114,28 @@ def gold_pairs(rows: list[dict]) -> list[dict]:
         qid = str(row["qid"])
         kind = GOLD_KINDS[_pick(qid, "kind", len(GOLD_KINDS))]
         worse = NON_ANSWERS[_pick(qid, "partial", len(NON_ANSWERS))]
-        for suffix, chosen, rejected, name in (("gold", row["response_j"], rejected_answer(kind, row), kind),
-                                               ("gold-partial", partial_answer(row), rejected_answer(worse, row),
-                                                f"partial_over_{worse}")):
+        for suffix, chosen, rejected, name in (
+            ("gold", row["response_j"], rejected_answer(kind, row), kind),
+            (
+                "gold-partial",
+                partial_answer(row),
+                rejected_answer(worse, row),
+                f"partial_over_{worse}",
+            ),
+        ):
             if str(rejected).strip() == str(chosen).strip():
-                raise DataError(f"qid {qid!r}: the {name} pair's answers are equal; the pair carries no preference")
-            out.append({**{key: row[key] for key in FIELDS}, "qid": f"{qid}-{suffix}", "response_j": chosen,
-                        "response_k": rejected, "rejected_kind": name})
+                raise DataError(
+                    f"qid {qid!r}: the {name} pair's answers are equal; the pair carries no preference"
+                )
+            out.append(
+                {
+                    **{key: row[key] for key in FIELDS},
+                    "qid": f"{qid}-{suffix}",
+                    "response_j": chosen,
+                    "response_k": rejected,
+                    "rejected_kind": name,
+                }
+            )
     return out
 
 
@@ -119,7 +148,9 @@ def write_gold_pairs(out_dir: Path = SHIPPED_DIR, check: bool = False) -> dict[s
         path = out_dir / gold_file
         if check:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                raise DataError(f"{path} is stale or missing; regenerate it with `python -m flowhf.data.gold_pairs`")
+                raise DataError(
+                    f"{path} is stale or missing; regenerate it with `python -m flowhf.data.gold_pairs`"
+                )
         else:
             path.write_text(text, encoding="utf-8")
         sizes[gold_file] = len(rows)
@@ -127,9 +158,15 @@ def write_gold_pairs(out_dir: Path = SHIPPED_DIR, check: bool = False) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowhf.data.gold_pairs", description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=SHIPPED_DIR, help="folder holding the split files")
-    parser.add_argument("--check", action="store_true", help="verify the gold files are current; write nothing")
+    parser = argparse.ArgumentParser(
+        prog="python -m flowhf.data.gold_pairs", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=SHIPPED_DIR, help="folder holding the split files"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="verify the gold files are current; write nothing"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = write_gold_pairs(args.out_dir, args.check)

@@ -39,9 +39,15 @@ SHIPPED_FILES = {
 }
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # Column layout of lvwerra/stack-exchange-paired (and our shipped copy) -> preference names.
-STACKEXCHANGE_PAIR_COLUMNS = {"prompt": "question", "chosen": "response_j", "rejected": "response_k"}
+STACKEXCHANGE_PAIR_COLUMNS = {
+    "prompt": "question",
+    "chosen": "response_j",
+    "rejected": "response_k",
+}
 PAIR_KEYS = ("prompt", "chosen", "rejected")
-KIND_COLUMN = "rejected_kind"  # what is wrong with the rejected answer (shipped pairs: truncated, rude, ...)
+KIND_COLUMN = (
+    "rejected_kind"  # what is wrong with the rejected answer (shipped pairs: truncated, rude, ...)
+)
 
 Row = dict[str, Any]
 
@@ -103,7 +109,9 @@ def load_prompts(
     """The ``column`` of every row as a list of strings (StackExchange: its ``question``)."""
     if columns is None and column == "prompt":
         keys = _first_row_keys(source, split)
-        if "prompt" not in keys and STACKEXCHANGE_PAIR_COLUMNS["prompt"] in keys:  # StackExchange layout
+        if (
+            "prompt" not in keys and STACKEXCHANGE_PAIR_COLUMNS["prompt"] in keys
+        ):  # StackExchange layout
             columns = {"prompt": STACKEXCHANGE_PAIR_COLUMNS["prompt"]}
     rows = load_rows(source, columns=columns, required=[column], split=split, limit=limit)
     return [str(row[column]) for row in rows]
@@ -128,8 +136,13 @@ def load_preference_pairs(
         if not set(PAIR_KEYS) <= keys and set(STACKEXCHANGE_PAIR_COLUMNS.values()) <= keys:
             columns = dict(STACKEXCHANGE_PAIR_COLUMNS)
     rows = load_rows(source, columns=columns, required=list(PAIR_KEYS), split=split, limit=limit)
-    return [{**{key: str(row[key]) for key in PAIR_KEYS}, **({"kind": str(row[KIND_COLUMN])} if KIND_COLUMN in row else {})}
-            for row in rows]
+    return [
+        {
+            **{key: str(row[key]) for key in PAIR_KEYS},
+            **({"kind": str(row[KIND_COLUMN])} if KIND_COLUMN in row else {}),
+        }
+        for row in rows
+    ]
 
 
 def _first_row_keys(source: str | Path, split: str | None) -> set[str]:
@@ -141,7 +154,9 @@ def _first_row_keys(source: str | Path, split: str | None) -> set[str]:
     return set(first) if isinstance(first, dict) else set()
 
 
-def _check_row(label: str, row_number: int, raw: Any, columns: dict[str, str], required: list[str]) -> Row:
+def _check_row(
+    label: str, row_number: int, raw: Any, columns: dict[str, str], required: list[str]
+) -> Row:
     """Validate one raw row and add the mapped columns under our names."""
     if not isinstance(raw, dict):
         raise DataError(
@@ -174,7 +189,9 @@ def _open_source(source: str | Path, split: str | None) -> tuple[str, Iterable[t
     text = str(source)
     if text == "stackexchange":
         if split not in ("train", "test"):
-            raise DataError("source 'stackexchange' needs split='train' or split='test' (or use 'stackexchange:test')")
+            raise DataError(
+                "source 'stackexchange' needs split='train' or split='test' (or use 'stackexchange:test')"
+            )
         text, split = f"stackexchange:{split}", None
     if text in SHIPPED_FILES:
         _no_split(text, split)
@@ -221,8 +238,10 @@ def _check_utf8(path: Path) -> None:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
-                        "save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
@@ -244,10 +263,14 @@ def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+        raise DataError(
+            f"{path}: malformed JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        ) from None
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of row objects, got {type(data).__name__}; "
-                        "use .jsonl for one object per line")
+        raise DataError(
+            f"{path}: expected a JSON list of row objects, got {type(data).__name__}; "
+            "use .jsonl for one object per line"
+        )
     yield from enumerate(data, start=1)
 
 
@@ -260,7 +283,9 @@ def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
             start = end_of_previous + 1
             end_of_previous = reader.line_num
             if None in record:  # more fields than header names: data would be lost
-                raise DataError(f"{path}: line {start}: more values than header columns {reader.fieldnames}")
+                raise DataError(
+                    f"{path}: line {start}: more values than header columns {reader.fieldnames}"
+                )
             yield start, record
 
 
@@ -271,7 +296,9 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
     yield from enumerate(table.to_pylist(), start=1)
 
 
-def _load_hf(name: str, config: str | None, split: str | None) -> tuple[str, Iterable[tuple[int, Any]]]:
+def _load_hf(
+    name: str, config: str | None, split: str | None
+) -> tuple[str, Iterable[tuple[int, Any]]]:
     """Rows from ``datasets.load_dataset(name, config, split=split or "train")``."""
     import datasets
 

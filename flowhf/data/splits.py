@@ -36,15 +36,21 @@ def read_parts(parts_dir: Path = PARTS_DIR) -> list[dict]:
             where = f"{path}: row {number} (qid {row['qid']!r})"
             qid = str(row["qid"])
             if qid in seen:
-                raise DataError(f"{where}: duplicate qid, already used at {seen[qid]}; give it a new qid")
+                raise DataError(
+                    f"{where}: duplicate qid, already used at {seen[qid]}; give it a new qid"
+                )
             if _norm(row["response_j"]) == _norm(row["response_k"]):
-                raise DataError(f"{where}: response_j and response_k are identical; the pair carries no preference")
+                raise DataError(
+                    f"{where}: response_j and response_k are identical; the pair carries no preference"
+                )
             seen[qid] = where
             rows.append(row)
     return rows
 
 
-def split_rows(rows: list[dict], test_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_rows(
+    rows: list[dict], test_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
     """Stratified, hash-based train/test split; input order is kept inside each side.
 
     Within a topic, question groups are ranked by sha256(seed, question) and the first ones
@@ -86,8 +92,13 @@ def _allocate(sizes: dict[str, int], test_fraction: float, seed: int) -> dict[st
     return targets
 
 
-def write_splits(out_dir: Path = SHIPPED_DIR, parts_dir: Path = PARTS_DIR,
-                 test_fraction: float = 0.2, seed: int = 0, check: bool = False) -> dict[str, int]:
+def write_splits(
+    out_dir: Path = SHIPPED_DIR,
+    parts_dir: Path = PARTS_DIR,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    check: bool = False,
+) -> dict[str, int]:
     """Build the splits from the parts and write them (or, with ``check``, compare only)."""
     train, test = split_rows(read_parts(parts_dir), test_fraction, seed)
     _assert_disjoint(train, test)
@@ -96,7 +107,9 @@ def write_splits(out_dir: Path = SHIPPED_DIR, parts_dir: Path = PARTS_DIR,
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if check:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                raise DataError(f"{path} is stale or missing; regenerate it with `python -m flowhf.data.splits`")
+                raise DataError(
+                    f"{path} is stale or missing; regenerate it with `python -m flowhf.data.splits`"
+                )
         else:
             path.write_text(text, encoding="utf-8")
     return {"train": len(train), "test": len(test)}
@@ -112,7 +125,9 @@ def topic_counts(rows: list[dict]) -> dict[str, int]:
 def _assert_disjoint(train: list[dict], test: list[dict]) -> None:
     shared = {_norm(r["question"]) for r in train} & {_norm(r["question"]) for r in test}
     if shared:  # cannot happen with grouping; kept as a guard against future edits
-        raise DataError(f"{len(shared)} question(s) appear in both splits, e.g. {next(iter(shared))[:80]!r}")
+        raise DataError(
+            f"{len(shared)} question(s) appear in both splits, e.g. {next(iter(shared))[:80]!r}"
+        )
 
 
 def _norm(text: str) -> str:
@@ -126,26 +141,45 @@ def _rank(seed: int, question: str) -> str:
 
 def _ordered(row: dict) -> dict:
     """Canonical field order first, any extra fields after."""
-    return {**{key: row[key] for key in FIELDS}, **{k: v for k, v in row.items() if k not in FIELDS}}
+    return {
+        **{key: row[key] for key in FIELDS},
+        **{k: v for k, v in row.items() if k not in FIELDS},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowhf.data.splits", description=__doc__.splitlines()[0])
-    parser.add_argument("--parts-dir", type=Path, default=PARTS_DIR, help="folder holding se_part*.jsonl")
-    parser.add_argument("--out-dir", type=Path, default=SHIPPED_DIR, help="where the split files are written")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of every topic put in test")
+    parser = argparse.ArgumentParser(
+        prog="python -m flowhf.data.splits", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--parts-dir", type=Path, default=PARTS_DIR, help="folder holding se_part*.jsonl"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=SHIPPED_DIR, help="where the split files are written"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of every topic put in test"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed mixed into the question hash")
-    parser.add_argument("--check", action="store_true", help="verify the split files are current; write nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="verify the split files are current; write nothing"
+    )
     args = parser.parse_args(argv)
     try:
-        sizes = write_splits(args.out_dir, args.parts_dir, args.test_fraction, args.seed, args.check)
+        sizes = write_splits(
+            args.out_dir, args.parts_dir, args.test_fraction, args.seed, args.check
+        )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     verb = "up to date" if args.check else "written"
-    print(f"stackexchange splits {verb}: train={sizes['train']} test={sizes['test']} ({args.out_dir})")
+    print(
+        f"stackexchange splits {verb}: train={sizes['train']} test={sizes['test']} ({args.out_dir})"
+    )
     if not args.check:
-        train, test = (load_rows(args.out_dir / name, required=FIELDS) for name in (TRAIN_FILE, TEST_FILE))
+        train, test = (
+            load_rows(args.out_dir / name, required=FIELDS) for name in (TRAIN_FILE, TEST_FILE)
+        )
         print(f"per topic: train {topic_counts(train)}\n           test  {topic_counts(test)}")
     return 0
 

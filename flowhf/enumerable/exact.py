@@ -44,9 +44,13 @@ def exact_log_probs(
             chunk = full_symbols[start : start + batch_size]  # [b, M]
             b = chunk.shape[0]
             ids = torch.cat([prompt.expand(b, -1), chunk], dim=1)  # [b, P+M]
-            logits = model(input_ids=ids, use_cache=False).logits[:, len(prompt_ids) - 1 :, :].float()  # [b, M+1, V']
+            logits = (
+                model(input_ids=ids, use_cache=False).logits[:, len(prompt_ids) - 1 :, :].float()
+            )  # [b, M+1, V']
             lp = torch.log_softmax(mask_logits(logits, allowed_tokens), dim=-1).double()
-            token_lp[start : start + b] = lp[:, :M, :].gather(-1, chunk.unsqueeze(-1)).squeeze(-1).numpy()
+            token_lp[start : start + b] = (
+                lp[:, :M, :].gather(-1, chunk.unsqueeze(-1)).squeeze(-1).numpy()
+            )
             eos_lp[start : start + b] = lp[:, :, eos_id].numpy()
     cum = np.concatenate([np.zeros((F, 1)), np.cumsum(token_lp, axis=1)], axis=1)  # [F, M+1]
     L = space.lengths
@@ -67,14 +71,18 @@ class Comparison:
     log_z_true: float
 
 
-def find_modes(space: CompletionSpace, target_log_prob: np.ndarray, max_modes: int = 10, min_mass: float = 1e-3) -> np.ndarray:
+def find_modes(
+    space: CompletionSpace, target_log_prob: np.ndarray, max_modes: int = 10, min_mass: float = 1e-3
+) -> np.ndarray:
     """Indices of the target's modes: strict local maxima under one edit, mass >= min_mass, top max_modes."""
     local = np.where(target_log_prob > space.neighbour_max(target_log_prob))[0]
     local = local[np.exp(target_log_prob[local]) >= min_mass]
     return local[np.argsort(-target_log_prob[local])][:max_modes]
 
 
-def compare(space: CompletionSpace, target_log_reward: np.ndarray, model_log_prob: np.ndarray) -> Comparison:
+def compare(
+    space: CompletionSpace, target_log_reward: np.ndarray, model_log_prob: np.ndarray
+) -> Comparison:
     """Distances between the normalised target and the model's exact distribution."""
     log_z = float(logsumexp(target_log_reward))
     log_p = target_log_reward - log_z  # target

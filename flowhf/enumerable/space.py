@@ -22,7 +22,9 @@ class CompletionSpace:
         if self.vocab_size < 2 or self.max_len < 1:
             raise ValueError("need vocab_size >= 2 and max_len >= 1")
         if self.size > 2_000_000:
-            raise ValueError(f"{self.size} completions is too many to enumerate; lower vocab_size or max_len")
+            raise ValueError(
+                f"{self.size} completions is too many to enumerate; lower vocab_size or max_len"
+            )
 
     @cached_property
     def offsets(self) -> np.ndarray:
@@ -66,7 +68,9 @@ class CompletionSpace:
         value = np.zeros(B, dtype=np.int64)
         for i in range(symbols.shape[1] if symbols.ndim == 2 else 0):
             active = i < lengths
-            value = np.where(active, value * self.vocab_size + np.where(active, symbols[:, i], 0), value)
+            value = np.where(
+                active, value * self.vocab_size + np.where(active, symbols[:, i], 0), value
+            )
         return self.offsets[lengths] + value
 
     def prefix_indices(self, symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -90,7 +94,9 @@ class CompletionSpace:
                     sub = self.offsets[L] + v + (s - digit) * weight
                     best[rows] = np.maximum(best[rows], np.where(s == digit, -np.inf, scores[sub]))
                 high, low = v // (weight * V), v % weight
-                best[rows] = np.maximum(best[rows], scores[self.offsets[L - 1] + high * weight + low])
+                best[rows] = np.maximum(
+                    best[rows], scores[self.offsets[L - 1] + high * weight + low]
+                )
             if L < self.max_len:  # insertions at position p in 0..L
                 for p in range(L + 1):
                     weight = V ** (L - p)
@@ -113,6 +119,8 @@ def edit_distance_to(space: CompletionSpace, target: list[int]) -> np.ndarray:
         cur[:, 0] = i
         for j in range(1, T + 1):
             cost = (symbols[:, j - 1] != target[i - 1]).astype(np.int64)
-            cur[:, j] = np.minimum(np.minimum(prev[:, j] + 1, cur[:, j - 1] + 1), prev[:, j - 1] + cost)
+            cur[:, j] = np.minimum(
+                np.minimum(prev[:, j] + 1, cur[:, j - 1] + 1), prev[:, j - 1] + cost
+            )
         prev = cur
     return prev[np.arange(N), lengths]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -27,8 +27,20 @@ SIZES = {"quick": (3, 5), "small": (3, 6), "default": (4, 6), "long": (4, 8)}
 
 # Modes per prompt: (symbols, height). Written for V >= 3; symbols >= V are folded mod V.
 _MODES = {
-    0: [([0, 1, 2, 3], 0.0), ([3, 3, 3, 3, 3], -0.5), ([2, 0], -1.0), ([1, 1, 1, 1, 1, 1, 1, 1], -1.5), ([3, 1, 3, 1, 2, 2], -1.0)],
-    1: [([3, 2, 1, 0], -0.5), ([0, 0, 0, 0, 0], 0.0), ([1, 3], -1.5), ([2, 2, 2, 2, 2, 2, 2, 2], -1.0), ([0, 2, 0, 3, 3, 1], -1.0)],
+    0: [
+        ([0, 1, 2, 3], 0.0),
+        ([3, 3, 3, 3, 3], -0.5),
+        ([2, 0], -1.0),
+        ([1, 1, 1, 1, 1, 1, 1, 1], -1.5),
+        ([3, 1, 3, 1, 2, 2], -1.0),
+    ],
+    1: [
+        ([3, 2, 1, 0], -0.5),
+        ([0, 0, 0, 0, 0], 0.0),
+        ([1, 3], -1.5),
+        ([2, 2, 2, 2, 2, 2, 2, 2], -1.0),
+        ([0, 2, 0, 3, 3, 1], -1.0),
+    ],
 }
 EDIT_PENALTY = 3.0
 
@@ -48,11 +60,17 @@ class EnumerableTarget:
     def log_reward_table(self) -> np.ndarray:
         """[n_prompts, N] log R of every completion (float64)."""
         space = self.space
-        table = np.stack([np.asarray(self.table_fn(space, p), dtype=np.float64) for p in range(self.n_prompts)])
-        if not np.isfinite(table).all() and not (table[np.isfinite(table)].size and np.isneginf(table[~np.isfinite(table)]).all()):
+        table = np.stack(
+            [np.asarray(self.table_fn(space, p), dtype=np.float64) for p in range(self.n_prompts)]
+        )
+        if not np.isfinite(table).all() and not (
+            table[np.isfinite(table)].size and np.isneginf(table[~np.isfinite(table)]).all()
+        ):
             raise ValueError(f"target {self.name!r}: log_reward returned NaN or +inf")
         if np.isneginf(table).all(axis=1).any():
-            raise ValueError(f"target {self.name!r}: every completion of some prompt has log_reward -inf")
+            raise ValueError(
+                f"target {self.name!r}: every completion of some prompt has log_reward -inf"
+            )
         return table
 
 
@@ -71,7 +89,10 @@ def builtin_target(size: str = "default", n_prompts: int = 2) -> EnumerableTarge
     vocab_size, max_len = SIZES[size]
 
     def table(space: CompletionSpace, prompt: int) -> np.ndarray:
-        scores = [h - EDIT_PENALTY * edit_distance_to(space, m) for m, h in builtin_modes(vocab_size, max_len, prompt)]
+        scores = [
+            h - EDIT_PENALTY * edit_distance_to(space, m)
+            for m, h in builtin_modes(vocab_size, max_len, prompt)
+        ]
         return np.max(np.stack(scores), axis=0)
 
     return EnumerableTarget(f"builtin-{size}", vocab_size, max_len, n_prompts, table)
@@ -87,7 +108,9 @@ def load_target_file(path: str | Path) -> EnumerableTarget:
     spec.loader.exec_module(module)
     for name in ("VOCAB_SIZE", "MAX_LEN", "log_reward"):
         if not hasattr(module, name):
-            raise ConfigError(f"{path}: target files must define {name} (VOCAB_SIZE, MAX_LEN, log_reward(tokens))")
+            raise ConfigError(
+                f"{path}: target files must define {name} (VOCAB_SIZE, MAX_LEN, log_reward(tokens))"
+            )
     n_prompts = int(getattr(module, "N_PROMPTS", 1))
     fn = module.log_reward
     takes_prompt = len(inspect.signature(fn).parameters) >= 2
@@ -102,7 +125,11 @@ def load_target_file(path: str | Path) -> EnumerableTarget:
             try:
                 out[i] = float(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"{path}: log_reward({tokens}) returned {value!r}, expected a float") from None
+                raise ConfigError(
+                    f"{path}: log_reward({tokens}) returned {value!r}, expected a float"
+                ) from None
         return out
 
-    return EnumerableTarget(path.stem, int(module.VOCAB_SIZE), int(module.MAX_LEN), n_prompts, table)
+    return EnumerableTarget(
+        path.stem, int(module.VOCAB_SIZE), int(module.MAX_LEN), n_prompts, table
+    )

@@ -29,21 +29,31 @@ def load_evaluation(directory: str | os.PathLike) -> dict[str, Any]:
     directory = Path(directory)
     metrics_path = directory / "metrics.json"
     if not metrics_path.is_file():
-        raise InputError(f"{metrics_path} not found: {directory} is not an evaluation folder", EVAL_HINT)
+        raise InputError(
+            f"{metrics_path} not found: {directory} is not an evaluation folder", EVAL_HINT
+        )
     try:
         payload = json.loads(metrics_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{metrics_path}: not valid JSON ({err})", EVAL_HINT + "; rerun `flowhf eval` for this one") from None
+        raise InputError(
+            f"{metrics_path}: not valid JSON ({err})",
+            EVAL_HINT + "; rerun `flowhf eval` for this one",
+        ) from None
     for key in ("task", "models"):
         if not isinstance(payload, dict) or key not in payload:
-            raise InputError(f"{metrics_path}: missing key {key!r} (not a metrics.json of `flowhf eval`)", EVAL_HINT)
+            raise InputError(
+                f"{metrics_path}: missing key {key!r} (not a metrics.json of `flowhf eval`)",
+                EVAL_HINT,
+            )
     rewards: dict[str, list[float]] = {}
     for rec in read_completions_jsonl(directory / "completions.jsonl"):
         rewards.setdefault(rec["model"], []).append(float(rec["reward"]))
     for res in payload["models"]:
         if res["model"] not in rewards:
-            raise InputError(f"{directory / 'completions.jsonl'} has no completions of model {res['model']!r}",
-                             "the folder's metrics.json and completions.jsonl come from different runs: rerun `flowhf eval`")
+            raise InputError(
+                f"{directory / 'completions.jsonl'} has no completions of model {res['model']!r}",
+                "the folder's metrics.json and completions.jsonl come from different runs: rerun `flowhf eval`",
+            )
     payload["rewards"] = rewards
     return payload
 
@@ -63,22 +73,33 @@ def compare_evaluations(
     evaluations = [(Path(d), load_evaluation(d)) for d in dirs]
     tasks = {ev["task"] for _, ev in evaluations}
     if len(tasks) != 1:
-        raise InputError(f"evaluations come from different tasks {sorted(tasks)}", "compare one task at a time")
+        raise InputError(
+            f"evaluations come from different tasks {sorted(tasks)}", "compare one task at a time"
+        )
     results, scores, origin = [], {}, {}
     for directory, ev in evaluations:
         for res in ev["models"]:
             name = res["model"]
             if name in origin:
-                raise InputError(f"model {name!r} appears in both {origin[name]} and {directory}",
-                                 "rename the model in one of the evaluations, or compare the folders separately")
+                raise InputError(
+                    f"model {name!r} appears in both {origin[name]} and {directory}",
+                    "rename the model in one of the evaluations, or compare the folders separately",
+                )
             origin[name] = directory
             results.append(res)
             scores[name] = np.asarray(ev["rewards"][name])
     if baseline is not None and baseline not in scores:
-        raise InputError(f"--baseline {baseline!r} is not among the compared models {list(scores)}",
-                         "give one of those names (as passed to `flowhf eval --model`)")
+        raise InputError(
+            f"--baseline {baseline!r} is not among the compared models {list(scores)}",
+            "give one of those names (as passed to `flowhf eval --model`)",
+        )
     tests = [
-        {"model": name, "baseline": baseline, "metric": "reward", **welch_one_sided(s, scores[baseline])}
+        {
+            "model": name,
+            "baseline": baseline,
+            "metric": "reward",
+            **welch_one_sided(s, scores[baseline]),
+        }
         for name, s in scores.items()
         if baseline is not None and name != baseline
     ]
@@ -91,6 +112,8 @@ def compare_evaluations(
     output = Path(output)
     report = write_report_md(results, output, task, baseline, tests, n=n, k=k, notes=notes)
     figure = plot_score_distributions(
-        scores, output.with_name(f"{output.stem}_score_distributions.png"), title=f"Reward distributions ({task})"
+        scores,
+        output.with_name(f"{output.stem}_score_distributions.png"),
+        title=f"Reward distributions ({task})",
     )
     return {"report": report, "score_distributions": figure}

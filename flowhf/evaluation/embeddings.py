@@ -68,7 +68,9 @@ class Embedder:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        requested = str(model_name_or_path) if model_name_or_path is not None else DEFAULT_EMBEDDING_MODEL
+        requested = (
+            str(model_name_or_path) if model_name_or_path is not None else DEFAULT_EMBEDDING_MODEL
+        )
         self.name = requested
         self.batch_size = batch_size
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -41,8 +41,19 @@ from scipy import stats as sps
 X, Y = "reward", "pairwise_distance"  # gold reward of the per-prompt samples, per-prompt diversity
 TARGET_RATIO = 1.15  # the issue's aim: FlowHF's diversity >= 1.15x the baseline's at its best gold
 Y_LC = "pairwise_distance_lc"  # per-prompt diversity with the sweep's pooled length trend removed
-SUMMARY_KEYS = ("reward", "proxy_reward", "pairwise_distance", Y_LC, "distinct_answers", "distinct_2", "eos_rate",
-                "mean_length", "gap", "corr_reward_length", "corr_proxy_length")
+SUMMARY_KEYS = (
+    "reward",
+    "proxy_reward",
+    "pairwise_distance",
+    Y_LC,
+    "distinct_answers",
+    "distinct_2",
+    "eos_rate",
+    "mean_length",
+    "gap",
+    "corr_reward_length",
+    "corr_proxy_length",
+)
 
 
 def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
@@ -64,12 +75,18 @@ def aggregate(points: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, A
         groups.setdefault((point["method"], str(point["value"])), []).append(point)
     out: dict[str, list[dict[str, Any]]] = {}
     for (method, _), members in groups.items():
-        setting = {"knob": members[0]["knob"], "value": members[0]["value"], "seeds": sorted(m["seed"] for m in members)}
+        setting = {
+            "knob": members[0]["knob"],
+            "value": members[0]["value"],
+            "seeds": sorted(m["seed"] for m in members),
+        }
         for key in SUMMARY_KEYS:
             values = [m["metrics"].get(key) for m in members if m["metrics"].get(key) is not None]
             if values:
                 setting[key], setting[f"{key}_ci"] = mean_ci(values)
-        setting["per_seed"] = {m["seed"]: {k: m["metrics"].get(k) for k in (X, Y, Y_LC)} for m in members}
+        setting["per_seed"] = {
+            m["seed"]: {k: m["metrics"].get(k) for k in (X, Y, Y_LC)} for m in members
+        }
         out.setdefault(method, []).append(setting)
     for settings in out.values():
         settings.sort(key=lambda s: float(s["value"]) if _number(s["value"]) else str(s["value"]))
@@ -92,8 +109,9 @@ def diversity_at(curve: Sequence[tuple[float, float]], gold: float) -> float | N
     return None
 
 
-def matched_gold_tests(frontier: Mapping[str, Sequence[Mapping[str, Any]]], candidate: str,
-                       baselines: Sequence[str]) -> list[dict[str, Any]]:
+def matched_gold_tests(
+    frontier: Mapping[str, Sequence[Mapping[str, Any]]], candidate: str, baselines: Sequence[str]
+) -> list[dict[str, Any]]:
     """The candidate's per-prompt diversity against each baseline's at the gold reward of the
     baseline's best setting, seed by seed (see the module docstring)."""
     tests = []
@@ -103,25 +121,44 @@ def matched_gold_tests(frontier: Mapping[str, Sequence[Mapping[str, Any]]], cand
         best = max(frontier[base], key=lambda s: s.get(X, -math.inf))
         ours, theirs = [], []
         for seed, at in best["per_seed"].items():
-            curve = [(s["per_seed"][seed][X], s["per_seed"][seed][Y]) for s in frontier[candidate] if seed in s["per_seed"]]
+            curve = [
+                (s["per_seed"][seed][X], s["per_seed"][seed][Y])
+                for s in frontier[candidate]
+                if seed in s["per_seed"]
+            ]
             value = diversity_at(curve, at[X])
             if value is not None:
                 ours.append(value)
                 theirs.append(at[Y])
-        test = {"candidate": candidate, "baseline": base, "baseline_setting": f"{best['knob']}={best['value']}",
-                "baseline_gold": best.get(X), "seeds_matched": len(ours), "seeds": len(best["per_seed"])}
+        test = {
+            "candidate": candidate,
+            "baseline": base,
+            "baseline_setting": f"{best['knob']}={best['value']}",
+            "baseline_gold": best.get(X),
+            "seeds_matched": len(ours),
+            "seeds": len(best["per_seed"]),
+        }
         if ours:
-            test.update(candidate_diversity=float(np.mean(ours)), baseline_diversity=float(np.mean(theirs)),
-                        ratio=float(np.mean(ours) / np.mean(theirs)) if np.mean(theirs) > 0 else float("nan"))
+            test.update(
+                candidate_diversity=float(np.mean(ours)),
+                baseline_diversity=float(np.mean(theirs)),
+                ratio=float(np.mean(ours) / np.mean(theirs))
+                if np.mean(theirs) > 0
+                else float("nan"),
+            )
         test.update(nearest_setting_test(frontier[candidate], best))
         if len(ours) >= 2:
             res = sps.ttest_ind(ours, theirs, equal_var=False, alternative="greater")
-            test.update(t=float(res.statistic), p=float(res.pvalue), **_target_tests(ours, theirs, "p"))
+            test.update(
+                t=float(res.statistic), p=float(res.pvalue), **_target_tests(ours, theirs, "p")
+            )
         tests.append(test)
     return tests
 
 
-def nearest_setting_test(candidate: Sequence[Mapping[str, Any]], best: Mapping[str, Any]) -> dict[str, Any]:
+def nearest_setting_test(
+    candidate: Sequence[Mapping[str, Any]], best: Mapping[str, Any]
+) -> dict[str, Any]:
     """The candidate's setting whose mean gold is nearest the baseline's best, against that best,
     seed for seed: gold (Welch, two-sided: are the two golds told apart?) and per-prompt diversity
     (Welch, one-sided greater). The view that still compares when the baseline's gold lies just
@@ -130,14 +167,26 @@ def nearest_setting_test(candidate: Sequence[Mapping[str, Any]], best: Mapping[s
     seeds = sorted(set(near["per_seed"]) & set(best["per_seed"]))
     out = {"nearest_setting": f"{near['knob']}={near['value']}", "nearest_seeds": len(seeds)}
     if len(seeds) >= 2:
-        for key, side, name in ((X, "two-sided", "gold"), (Y, "greater", "diversity"), (Y_LC, "greater", "diversity_lc")):
-            if any(near["per_seed"][s].get(key) is None or best["per_seed"][s].get(key) is None for s in seeds):
+        for key, side, name in (
+            (X, "two-sided", "gold"),
+            (Y, "greater", "diversity"),
+            (Y_LC, "greater", "diversity_lc"),
+        ):
+            if any(
+                near["per_seed"][s].get(key) is None or best["per_seed"][s].get(key) is None
+                for s in seeds
+            ):
                 continue
             ours = [near["per_seed"][s][key] for s in seeds]
             theirs = [best["per_seed"][s][key] for s in seeds]
             res = sps.ttest_ind(ours, theirs, equal_var=False, alternative=side)
-            out.update({f"nearest_{name}": float(np.mean(ours)), f"nearest_baseline_{name}": float(np.mean(theirs)),
-                        f"nearest_p_{name}": float(res.pvalue)})
+            out.update(
+                {
+                    f"nearest_{name}": float(np.mean(ours)),
+                    f"nearest_baseline_{name}": float(np.mean(theirs)),
+                    f"nearest_p_{name}": float(res.pvalue),
+                }
+            )
             if key == Y:
                 out.update(_target_tests(ours, theirs, "nearest_p"))
     return out
@@ -147,8 +196,15 @@ def _target_tests(ours: Sequence[float], theirs: Sequence[float], prefix: str) -
     """Welch one-sided tests of the candidate's diversity against TARGET_RATIO x the baseline's,
     both ways: ``_target`` (above the bar: the claim) and ``_below_target`` (below it: a small p
     rules the bar out, so a null result is not mistaken for too few seeds)."""
-    above = float(sps.ttest_ind(ours, [TARGET_RATIO * v for v in theirs], equal_var=False, alternative="greater").pvalue)
-    return {f"{prefix}_target": above, f"{prefix}_below_target": 1.0 - above}  # one t statistic, its two tails
+    above = float(
+        sps.ttest_ind(
+            ours, [TARGET_RATIO * v for v in theirs], equal_var=False, alternative="greater"
+        ).pvalue
+    )
+    return {
+        f"{prefix}_target": above,
+        f"{prefix}_below_target": 1.0 - above,
+    }  # one t statistic, its two tails
 
 
 def length_confound(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -156,19 +212,33 @@ def length_confound(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     and the pooled least-squares slope of diversity on mean tokens. Shorter answers are farther
     apart in embedding space, so a method that shortens its answers gains diversity by length
     alone; the slope lets `with_length_controlled` take that trend out."""
-    rows = [p["metrics"] for p in points if all(_finite(p["metrics"].get(k)) for k in (X, Y, "mean_length"))]
+    rows = [
+        p["metrics"]
+        for p in points
+        if all(_finite(p["metrics"].get(k)) for k in (X, Y, "mean_length"))
+    ]
     if len(rows) < 3:
         return {}
-    length, div, gold = (np.array([r[k] for r in rows], dtype=np.float64) for k in ("mean_length", Y, X))
+    length, div, gold = (
+        np.array([r[k] for r in rows], dtype=np.float64) for k in ("mean_length", Y, X)
+    )
     if length.std() == 0:
         return {}
     slope = float(np.polyfit(length, div, 1)[0])
-    return {"points": len(rows), "slope_diversity_per_token": slope, "mean_tokens": float(length.mean()),
-            "corr_diversity_tokens": float(np.corrcoef(div, length)[0, 1]),
-            "corr_gold_tokens": float(np.corrcoef(gold, length)[0, 1]) if gold.std() > 0 else float("nan")}
+    return {
+        "points": len(rows),
+        "slope_diversity_per_token": slope,
+        "mean_tokens": float(length.mean()),
+        "corr_diversity_tokens": float(np.corrcoef(div, length)[0, 1]),
+        "corr_gold_tokens": float(np.corrcoef(gold, length)[0, 1])
+        if gold.std() > 0
+        else float("nan"),
+    }
 
 
-def with_length_controlled(points: Sequence[Mapping[str, Any]], confound: Mapping[str, float]) -> list[dict[str, Any]]:
+def with_length_controlled(
+    points: Sequence[Mapping[str, Any]], confound: Mapping[str, float]
+) -> list[dict[str, Any]]:
     """Copies of ``points`` whose metrics add ``pairwise_distance_lc``: diversity at the sweep's
     mean length, diversity - slope * (tokens - mean tokens) (unchanged points when no slope)."""
     if not confound:
@@ -177,7 +247,9 @@ def with_length_controlled(points: Sequence[Mapping[str, Any]], confound: Mappin
     for p in points:
         m = dict(p["metrics"])
         if _finite(m.get(Y)) and _finite(m.get("mean_length")):
-            m[Y_LC] = m[Y] - confound["slope_diversity_per_token"] * (m["mean_length"] - confound["mean_tokens"])
+            m[Y_LC] = m[Y] - confound["slope_diversity_per_token"] * (
+                m["mean_length"] - confound["mean_tokens"]
+            )
         out.append({**p, "metrics": m})
     return out
 
@@ -199,7 +271,9 @@ class FrontierResult:
         return format_frontier_markdown(self.frontier, self.tests, self.confound)
 
 
-def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, baselines: Sequence[str]) -> FrontierResult:
+def write_frontier(
+    points: Sequence[Mapping[str, Any]], out: str | os.PathLike, baselines: Sequence[str]
+) -> FrontierResult:
     """Aggregate the sweep's points, test every other method (the SFT start aside) against each
     of ``baselines`` at matched gold, write ``frontier.json`` and ``frontier.png`` into ``out``."""
     from flowhf.run_dir import atomic_write_text
@@ -209,56 +283,106 @@ def write_frontier(points: Sequence[Mapping[str, Any]], out: str | os.PathLike, 
     confound = length_confound(points)
     frontier = aggregate(with_length_controlled(points, confound))
     present = [m for m in baselines if m in frontier]
-    tests = [t for m in frontier if m not in present + ["sft"] for t in matched_gold_tests(frontier, m, present)]
-    atomic_write_text(out / "frontier.json", json.dumps({"frontier": frontier, "tests": tests, "length_confound": confound}, indent=2, default=str))
+    tests = [
+        t
+        for m in frontier
+        if m not in present + ["sft"]
+        for t in matched_gold_tests(frontier, m, present)
+    ]
+    atomic_write_text(
+        out / "frontier.json",
+        json.dumps(
+            {"frontier": frontier, "tests": tests, "length_confound": confound},
+            indent=2,
+            default=str,
+        ),
+    )
     plot = plot_frontier(frontier, out / "frontier.png")
-    return FrontierResult(frontier, tests, confound, {"frontier": str(out / "frontier.json"), "frontier_plot": str(plot)})
+    return FrontierResult(
+        frontier,
+        tests,
+        confound,
+        {"frontier": str(out / "frontier.json"), "frontier_plot": str(plot)},
+    )
 
 
-def format_frontier_markdown(frontier: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[Mapping[str, Any]],
-                             confound: Mapping[str, float] | None = None) -> str:
-    cols = [("reward", "Gold"), ("proxy_reward", "Proxy"), ("pairwise_distance", "Per-prompt diversity"),
-            (Y_LC, "Diversity, length-controlled"),
-            ("distinct_answers", "Distinct answers"), ("mean_length", "Generated tokens"), ("eos_rate", "EOS rate"),
-            ("gap", "Proxy - gold (z)"), ("corr_reward_length", "corr(gold, length)"),
-            ("corr_proxy_length", "corr(proxy, length)")]
-    lines = ["| Method | Setting | Seeds | " + " | ".join(t for _, t in cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+def format_frontier_markdown(
+    frontier: Mapping[str, Sequence[Mapping[str, Any]]],
+    tests: Sequence[Mapping[str, Any]],
+    confound: Mapping[str, float] | None = None,
+) -> str:
+    cols = [
+        ("reward", "Gold"),
+        ("proxy_reward", "Proxy"),
+        ("pairwise_distance", "Per-prompt diversity"),
+        (Y_LC, "Diversity, length-controlled"),
+        ("distinct_answers", "Distinct answers"),
+        ("mean_length", "Generated tokens"),
+        ("eos_rate", "EOS rate"),
+        ("gap", "Proxy - gold (z)"),
+        ("corr_reward_length", "corr(gold, length)"),
+        ("corr_proxy_length", "corr(proxy, length)"),
+    ]
+    lines = [
+        "| Method | Setting | Seeds | " + " | ".join(t for _, t in cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
+    ]
     for method, settings in frontier.items():
         for s in settings:
             setting = "start" if s["knob"] is None else f"{s['knob']}={s['value']}"
             cells = [_pm(s.get(key), s.get(f"{key}_ci")) for key, _ in cols]
-            lines.append(f"| {method} | {setting} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: mean ± 95% Student-t half-width across seeds. Gap and correlations are over each run's "
-              "completions (k per prompt), the gap in z-units of each reward model's training scores."]
+            lines.append(
+                f"| {method} | {setting} | {len(s['seeds'])} | " + " | ".join(cells) + " |"
+            )
+    lines += [
+        "",
+        "Cells: mean ± 95% Student-t half-width across seeds. Gap and correlations are over each run's "
+        "completions (k per prompt), the gap in z-units of each reward model's training scores.",
+    ]
     if confound:
-        lines.append(f"Length: across all {confound['points']} points, corr(diversity, tokens) = "
-                     f"{confound['corr_diversity_tokens']:.2f} and corr(gold, tokens) = {confound['corr_gold_tokens']:.2f}; "
-                     f"length-controlled diversity removes the pooled slope {confound['slope_diversity_per_token']:.4f} "
-                     f"per token (diversity at {confound['mean_tokens']:.1f} tokens).")
+        lines.append(
+            f"Length: across all {confound['points']} points, corr(diversity, tokens) = "
+            f"{confound['corr_diversity_tokens']:.2f} and corr(gold, tokens) = {confound['corr_gold_tokens']:.2f}; "
+            f"length-controlled diversity removes the pooled slope {confound['slope_diversity_per_token']:.4f} "
+            f"per token (diversity at {confound['mean_tokens']:.1f} tokens)."
+        )
     for t in tests:
         if "nearest_p_gold" in t:
             lines.append(_nearest_line(t))
         if "ratio" not in t:
-            lines.append(f"- {t['candidate']} vs {t['baseline']} ({t['baseline_setting']}, gold {t['baseline_gold']:.3f}): "
-                         f"that gold lies outside the candidate's range of gold in every seed (no extrapolation); no matched comparison.")
+            lines.append(
+                f"- {t['candidate']} vs {t['baseline']} ({t['baseline_setting']}, gold {t['baseline_gold']:.3f}): "
+                f"that gold lies outside the candidate's range of gold in every seed (no extrapolation); no matched comparison."
+            )
             continue
-        p = (f", Welch one-sided p = {t['p']:.3g} (ratio > 1), {t['p_target']:.3g} (ratio > {TARGET_RATIO}), "
-             f"{t['p_below_target']:.3g} (ratio < {TARGET_RATIO})"
-             if "p" in t else " (one seed matched: no test)")
-        lines.append(f"- {t['candidate']} vs {t['baseline']} at the gold of its best setting ({t['baseline_setting']}, "
-                     f"{t['baseline_gold']:.3f}): per-prompt diversity {t['candidate_diversity']:.3f} vs "
-                     f"{t['baseline_diversity']:.3f}, ratio {t['ratio']:.2f} over {t['seeds_matched']}/{t['seeds']} seeds{p}.")
+        p = (
+            f", Welch one-sided p = {t['p']:.3g} (ratio > 1), {t['p_target']:.3g} (ratio > {TARGET_RATIO}), "
+            f"{t['p_below_target']:.3g} (ratio < {TARGET_RATIO})"
+            if "p" in t
+            else " (one seed matched: no test)"
+        )
+        lines.append(
+            f"- {t['candidate']} vs {t['baseline']} at the gold of its best setting ({t['baseline_setting']}, "
+            f"{t['baseline_gold']:.3f}): per-prompt diversity {t['candidate_diversity']:.3f} vs "
+            f"{t['baseline_diversity']:.3f}, ratio {t['ratio']:.2f} over {t['seeds_matched']}/{t['seeds']} seeds{p}."
+        )
     return "\n".join(lines)
 
 
 def _nearest_line(t: Mapping[str, Any]) -> str:
-    return (f"- {t['candidate']} ({t['nearest_setting']}, its nearest gold) vs {t['baseline']} ({t['baseline_setting']}) over "
-            f"{t['nearest_seeds']} seeds: gold {t['nearest_gold']:.3f} vs {t['nearest_baseline_gold']:.3f} (Welch two-sided "
-            f"p = {t['nearest_p_gold']:.3g}), per-prompt diversity {t['nearest_diversity']:.3f} vs "
-            f"{t['nearest_baseline_diversity']:.3f}, ratio {t['nearest_diversity'] / t['nearest_baseline_diversity']:.2f} "
-            f"(Welch one-sided p = {t['nearest_p_diversity']:.3g}; below {TARGET_RATIO}x: p = {t['nearest_p_below_target']:.3g})" +
-            (f"; length-controlled {t['nearest_diversity_lc']:.3f} vs {t['nearest_baseline_diversity_lc']:.3f} "
-             f"(p = {t['nearest_p_diversity_lc']:.3g})." if "nearest_p_diversity_lc" in t else "."))
+    return (
+        f"- {t['candidate']} ({t['nearest_setting']}, its nearest gold) vs {t['baseline']} ({t['baseline_setting']}) over "
+        f"{t['nearest_seeds']} seeds: gold {t['nearest_gold']:.3f} vs {t['nearest_baseline_gold']:.3f} (Welch two-sided "
+        f"p = {t['nearest_p_gold']:.3g}), per-prompt diversity {t['nearest_diversity']:.3f} vs "
+        f"{t['nearest_baseline_diversity']:.3f}, ratio {t['nearest_diversity'] / t['nearest_baseline_diversity']:.2f} "
+        f"(Welch one-sided p = {t['nearest_p_diversity']:.3g}; below {TARGET_RATIO}x: p = {t['nearest_p_below_target']:.3g})"
+        + (
+            f"; length-controlled {t['nearest_diversity_lc']:.3f} vs {t['nearest_baseline_diversity_lc']:.3f} "
+            f"(p = {t['nearest_p_diversity_lc']:.3g})."
+            if "nearest_p_diversity_lc" in t
+            else "."
+        )
+    )
 
 
 def _pm(value: Any, half: Any) -> str:
@@ -267,7 +391,9 @@ def _pm(value: Any, half: Any) -> str:
     return f"{value:.3f}" + (f" ± {half:.3f}" if half is not None and math.isfinite(half) else "")
 
 
-def plot_frontier(frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
+def plot_frontier(
+    frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike
+) -> Path:
     """frontier.png: gold reward (x) against per-prompt diversity (y), one line per method; a second
     panel with the length-controlled diversity when the points carry it. The axes frame the means
     (error bars of two or three seeds can be wide, and would otherwise shrink every line to a dot)."""
@@ -286,7 +412,9 @@ def plot_frontier(frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str
         _draw_frontier(ax, frontier, ykey)
         ax.set_xlabel("gold reward (per-prompt samples, mean over prompts)")
         ax.set_ylabel(ylabel)
-    fig.suptitle("Reward-diversity frontier: mean ± 95% CI across seeds (bars clipped at the frame); labels: knob value")
+    fig.suptitle(
+        "Reward-diversity frontier: mean ± 95% CI across seeds (bars clipped at the frame); labels: knob value"
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -298,17 +426,29 @@ def plot_frontier(frontier: Mapping[str, Sequence[Mapping[str, Any]]], path: str
 def _draw_frontier(ax: Any, frontier: Mapping[str, Sequence[Mapping[str, Any]]], ykey: str) -> None:
     means_x, means_y = [], []
     for method, settings in frontier.items():
-        pts = sorted((s for s in settings if _finite(s.get(X)) and _finite(s.get(ykey))), key=lambda s: s[X])
+        pts = sorted(
+            (s for s in settings if _finite(s.get(X)) and _finite(s.get(ykey))), key=lambda s: s[X]
+        )
         xs, ys = [s[X] for s in pts], [s[ykey] for s in pts]
         means_x += xs
         means_y += ys
         xerr = [s[f"{X}_ci"] if _finite(s.get(f"{X}_ci")) else 0 for s in pts]
         yerr = [s[f"{ykey}_ci"] if _finite(s.get(f"{ykey}_ci")) else 0 for s in pts]
-        style = {"marker": "*", "markersize": 14, "linestyle": "none"} if method == "sft" else {"marker": "o"}
+        style = (
+            {"marker": "*", "markersize": 14, "linestyle": "none"}
+            if method == "sft"
+            else {"marker": "o"}
+        )
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, label=method, capsize=3, elinewidth=0.8, **style)
         for s in pts:
             if s["knob"] is not None:
-                ax.annotate(f"{s['value']}", (s[X], s[ykey]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(
+                    f"{s['value']}",
+                    (s[X], s[ykey]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
     if means_x:
         ax.set_xlim(*_padded(means_x))
         ax.set_ylim(*_padded(means_y))

@@ -18,25 +18,39 @@ from typing import Any
 import torch
 
 from flowhf.sampling.logprobs import completion_log_probs
-from flowhf.sampling.prompts import completion_mask, eos_ids, left_padding, pad_token_id, prompt_batch  # noqa: F401  (old names)
+from flowhf.sampling.prompts import (  # noqa: F401  (old names)
+    completion_mask,
+    eos_ids,
+    left_padding,
+    pad_token_id,
+    prompt_batch,
+)
 
 
 @dataclass
 class GenerationSettings:
     """Sampling settings of the evaluation (defaults follow the report: temperature 0.1)."""
 
-    temperature: float = field(default=0.1, metadata={"help": "Sampling temperature (the report uses 0.1)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1.0 disables it."})
+    temperature: float = field(
+        default=0.1, metadata={"help": "Sampling temperature (the report uses 0.1)."}
+    )
+    top_p: float = field(
+        default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1.0 disables it."}
+    )
     top_k: int = field(
-        default=0, metadata={"help": "Top-k filtering; 0 disables it (HF's own default would be 50)."}
+        default=0,
+        metadata={"help": "Top-k filtering; 0 disables it (HF's own default would be 50)."},
     )
     repetition_penalty: float = field(
         default=1.0, metadata={"help": "HF repetition penalty (> 0); 1.0 disables it."}
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "Maximum tokens generated per completion."})
+    max_new_tokens: int = field(
+        default=64, metadata={"help": "Maximum tokens generated per completion."}
+    )
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
     do_sample: bool = field(
-        default=True, metadata={"help": "Sample (True) or greedy decode (False; temperature/top_p unused)."}
+        default=True,
+        metadata={"help": "Sample (True) or greedy decode (False; temperature/top_p unused)."},
     )
     use_chat_template: bool = field(
         default=True,
@@ -45,7 +59,9 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature} (use do_sample=False for greedy)")
+            raise ValueError(
+                f"temperature must be > 0, got {self.temperature} (use do_sample=False for greedy)"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -78,7 +94,9 @@ class GeneratedBatch:
     completion_ids: torch.Tensor  # [B, T] right-padded
     completion_mask: torch.Tensor  # [B, T] 1.0 up to and including the first EOS
     texts: list[str]
-    ended: list[bool] = field(default_factory=list)  # [B] the completion stopped at an EOS (not cut at max_new_tokens)
+    ended: list[bool] = field(
+        default_factory=list
+    )  # [B] the completion stopped at an EOS (not cut at max_new_tokens)
     lengths: list[int] = field(default_factory=list)  # [B] tokens, the EOS included
 
 
@@ -87,13 +105,21 @@ encode_prompts = prompt_batch
 
 
 @torch.inference_mode()
-def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings) -> GeneratedBatch:
+def generate_batch(
+    model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings
+) -> GeneratedBatch:
     """Sample one completion per prompt; decoded text excludes special tokens and padding."""
     device = next(model.parameters()).device
-    enc = {key: value.to(device) for key, value in prompt_batch(tokenizer, prompts, settings.use_chat_template).items()}
+    enc = {
+        key: value.to(device)
+        for key, value in prompt_batch(tokenizer, prompts, settings.use_chat_template).items()
+    }
     stop = eos_ids(model, tokenizer)
     out = model.generate(
-        **enc, pad_token_id=pad_token_id(tokenizer), eos_token_id=stop or None, **settings.generate_kwargs()
+        **enc,
+        pad_token_id=pad_token_id(tokenizer),
+        eos_token_id=stop or None,
+        **settings.generate_kwargs(),
     )
     completion_ids = out[:, enc["input_ids"].shape[1] :]
     mask = completion_mask(completion_ids, stop)
@@ -103,7 +129,9 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], settings:
         for row, n in zip(completion_ids, lengths)
     ]
     ended = [n > 0 and int(row[n - 1]) in stop for row, n in zip(completion_ids, lengths)]
-    return GeneratedBatch(enc["input_ids"], enc["attention_mask"], completion_ids, mask, texts, ended, lengths)
+    return GeneratedBatch(
+        enc["input_ids"], enc["attention_mask"], completion_ids, mask, texts, ended, lengths
+    )
 
 
 @torch.inference_mode()
@@ -115,7 +143,10 @@ def completion_logprobs(model: Any, batch: GeneratedBatch) -> torch.Tensor:
     """
     device = next(model.parameters()).device
     scores = completion_log_probs(
-        model, batch.prompt_ids.to(device), batch.prompt_mask.to(device),
-        batch.completion_ids.to(device), batch.completion_mask.to(device),
+        model,
+        batch.prompt_ids.to(device),
+        batch.prompt_mask.to(device),
+        batch.completion_ids.to(device),
+        batch.completion_mask.to(device),
     )
     return scores.log_pf.cpu()

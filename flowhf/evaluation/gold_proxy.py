@@ -28,8 +28,11 @@ def length_slope(rewards: Sequence[float], lengths: Sequence[float]) -> float:
     return float(np.cov(n, r, bias=True)[0, 1] / n.var()) if n.var() > 0 else 0.0
 
 
-def gold_proxy_rows(records: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]],
-                    slope: float | None = None) -> list[dict]:
+def gold_proxy_rows(
+    records: Sequence[Mapping[str, Any]],
+    scales: Mapping[str, tuple[float, float]],
+    slope: float | None = None,
+) -> list[dict]:
     """One row per model from completions.jsonl records (``reward`` = gold, ``proxy_reward``,
     ``length``, ``ended``); ``scales`` = {"gold": (mean, std), "proxy": (mean, std)} of each
     reward model's training scores (missing: raw units); ``slope``: `length_slope` of the records
@@ -42,10 +45,14 @@ def gold_proxy_rows(records: Sequence[Mapping[str, Any]], scales: Mapping[str, t
         mine = [r for r in records if r["model"] == model]
         gold = np.array([r["reward"] for r in mine])
         lengths = np.array([r["length"] for r in mine], dtype=np.float64)
-        row = {"model": model, "gold": float(gold.mean()),
-               "gold_lc": float(np.mean(gold - slope * (lengths - pooled_length))),
-               "gold_z": _z(gold.mean(), scales.get("gold")), "tokens": float(lengths.mean()),
-               "eos_rate": float(np.mean([bool(r["ended"]) for r in mine]))}
+        row = {
+            "model": model,
+            "gold": float(gold.mean()),
+            "gold_lc": float(np.mean(gold - slope * (lengths - pooled_length))),
+            "gold_z": _z(gold.mean(), scales.get("gold")),
+            "tokens": float(lengths.mean()),
+            "eos_rate": float(np.mean([bool(r["ended"]) for r in mine])),
+        }
         if "proxy_reward" in mine[0]:
             proxy = float(np.mean([r["proxy_reward"] for r in mine]))
             row.update(proxy=proxy, proxy_z=_z(proxy, scales.get("proxy")))
@@ -60,9 +67,20 @@ def _z(value: float, scale: tuple[float, float] | None) -> float:
 
 
 def format_gold_proxy_markdown(rows: Sequence[Mapping[str, Any]], slope_note: str) -> str:
-    cols = [("gold", "Gold"), ("gold_lc", "Gold, length-controlled"), ("proxy", "Proxy"), ("gold_z", "Gold (z)"),
-            ("proxy_z", "Proxy (z)"), ("gap", "Proxy - gold (z)"), ("tokens", "Generated tokens"), ("eos_rate", "EOS rate")]
-    lines = ["| Model | " + " | ".join(title for _, title in cols) + " |", "|---|" + "---|" * len(cols)]
+    cols = [
+        ("gold", "Gold"),
+        ("gold_lc", "Gold, length-controlled"),
+        ("proxy", "Proxy"),
+        ("gold_z", "Gold (z)"),
+        ("proxy_z", "Proxy (z)"),
+        ("gap", "Proxy - gold (z)"),
+        ("tokens", "Generated tokens"),
+        ("eos_rate", "EOS rate"),
+    ]
+    lines = [
+        "| Model | " + " | ".join(title for _, title in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for row in rows:
         cells = [_cell(row.get(key)) for key, _ in cols]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
@@ -95,17 +113,31 @@ def format_reward_models_markdown(proxy: Mapping[str, Any], gold: Mapping[str, A
 
     only_gold = GOLD_KINDS + PARTIAL_KINDS
     p_kinds, g_kinds = kind_accuracies(proxy), kind_accuracies(gold)
-    lines = ["| rejected kind | trained on by | n | proxy accuracy [95% CI] | gold accuracy [95% CI] |", "|---|---|---|---|---|"]
+    lines = [
+        "| rejected kind | trained on by | n | proxy accuracy [95% CI] | gold accuracy [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
     for kind in sorted(g_kinds, key=lambda k: (k in only_gold, k)):
-        cells = [f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r else "n/a"
-                 for r in (p_kinds.get(kind), g_kinds[kind])]
-        lines.append(f"| {kind} | {'gold only' if kind in only_gold else 'both'} | {g_kinds[kind]['n']} | "
-                     + " | ".join(cells) + " |")
+        cells = [
+            f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r else "n/a"
+            for r in (p_kinds.get(kind), g_kinds[kind])
+        ]
+        lines.append(
+            f"| {kind} | {'gold only' if kind in only_gold else 'both'} | {g_kinds[kind]['n']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     for name, m in (("proxy", proxy), ("gold", gold)):
-        lines.append(f"\n{name}: {m['train/n_pairs']} training pairs, held-out accuracy {m['eval/accuracy']:.3f} "
-                     f"on {m['eval/n_pairs']} pairs, training score std {m['train/score_std']:.3g}.")
+        lines.append(
+            f"\n{name}: {m['train/n_pairs']} training pairs, held-out accuracy {m['eval/accuracy']:.3f} "
+            f"on {m['eval/n_pairs']} pairs, training score std {m['train/score_std']:.3g}."
+        )
     return "\n".join(lines)
 
 
 def _cell(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.3f}"
+    )

@@ -147,7 +147,9 @@ def novelty(emb: Any, ref_emb: Any | None) -> float:
     Without reference completions novelty is undefined: returns nan and warns why.
     """
     if ref_emb is None or np.asarray(ref_emb).size == 0:
-        warnings.warn("novelty needs reference (training) completions D0: returning nan", stacklevel=2)
+        warnings.warn(
+            "novelty needs reference (training) completions D0: returning nan", stacklevel=2
+        )
         return float("nan")
     return float(nearest_cosine_distance(emb, ref_emb).mean())
 
@@ -191,10 +193,16 @@ def mean_length(texts: Sequence[str], tokenizer: Any | None = None) -> float:
     return float(token_lengths(texts, tokenizer).mean())
 
 
-def per_token_kl_sums(policy_logprobs: Any, ref_logprobs: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
+def per_token_kl_sums(
+    policy_logprobs: Any, ref_logprobs: Any, mask: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Per completion: sum over its tokens of ``log pi - log ref``, and its token count."""
     arrays = []
-    for name, value in (("policy_logprobs", policy_logprobs), ("ref_logprobs", ref_logprobs), ("mask", mask)):
+    for _name, value in (
+        ("policy_logprobs", policy_logprobs),
+        ("ref_logprobs", ref_logprobs),
+        ("mask", mask),
+    ):
         if hasattr(value, "detach"):
             value = value.detach().float().cpu().numpy()
         arrays.append(np.asarray(value, dtype=np.float64))

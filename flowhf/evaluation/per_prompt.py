@@ -30,28 +30,47 @@ from typing import Any
 
 import numpy as np
 
-from flowhf.fields import AT_LEAST_ONE, POSITIVE, Range
-from flowhf.fields import help_field as _f
 from flowhf.evaluation.metrics import distinct_n, l2_normalise, pairwise_cosine_distance_mean
 from flowhf.evaluation.sampling import length_metrics, sample_and_score, score
+from flowhf.fields import AT_LEAST_ONE, POSITIVE, Range
+from flowhf.fields import help_field as _f
 
-METRICS = ("pairwise_distance", "distinct_1", "distinct_2", "distinct_answers", "eos_rate", "mean_length")
+METRICS = (
+    "pairwise_distance",
+    "distinct_1",
+    "distinct_2",
+    "distinct_answers",
+    "eos_rate",
+    "mean_length",
+)
 
 
 @dataclass
 class PerPromptSettings:
     """Which prompts, how many samples each, at what temperature, and the same-answer threshold."""
 
-    n_prompts: int = _f(32, "N evaluation prompts, evenly spaced over the prompt file.", allowed=AT_LEAST_ONE)
+    n_prompts: int = _f(
+        32, "N evaluation prompts, evenly spaced over the prompt file.", allowed=AT_LEAST_ONE
+    )
     k: int = _f(8, "Completions per prompt.", allowed=Range(2))
-    temperature: float = _f(1.0, "Sampling temperature (1.0: the trained policy itself).", allowed=POSITIVE)
-    threshold: float = _f(0.15, "Cosine distance under which two answers count as the same.", allowed=Range(0, 2, low_open=True, high_open=True))
+    temperature: float = _f(
+        1.0, "Sampling temperature (1.0: the trained policy itself).", allowed=POSITIVE
+    )
+    threshold: float = _f(
+        0.15,
+        "Cosine distance under which two answers count as the same.",
+        allowed=Range(0, 2, low_open=True, high_open=True),
+    )
 
     def __post_init__(self) -> None:
         if self.n_prompts < 1 or self.k < 2:
-            raise ValueError(f"per-prompt diversity needs n_prompts >= 1 and k >= 2, got {self.n_prompts}, {self.k}")
+            raise ValueError(
+                f"per-prompt diversity needs n_prompts >= 1 and k >= 2, got {self.n_prompts}, {self.k}"
+            )
         if not (self.temperature > 0 and 0 < self.threshold < 2):
-            raise ValueError(f"temperature must be > 0 and threshold in (0, 2), got {self.temperature}, {self.threshold}")
+            raise ValueError(
+                f"temperature must be > 0 and threshold in (0, 2), got {self.temperature}, {self.threshold}"
+            )
 
 
 def distinct_answers(embeddings: Any, threshold: float) -> int:
@@ -67,39 +86,70 @@ def distinct_answers(embeddings: Any, threshold: float) -> int:
     return int(fcluster(linkage(distances, "complete"), t=threshold, criterion="distance").max())
 
 
-def prompt_metrics(texts: Sequence[str], embeddings: Any, ended: Sequence[bool], lengths: Sequence[int],
-                   threshold: float) -> dict[str, float]:
+def prompt_metrics(
+    texts: Sequence[str],
+    embeddings: Any,
+    ended: Sequence[bool],
+    lengths: Sequence[int],
+    threshold: float,
+) -> dict[str, float]:
     """Every metric of one prompt's k answers (rewards are added by the caller)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # distinct-2 of one-word answers is nan by design
         d1, d2 = distinct_n(texts, 1), distinct_n(texts, 2)
-    return {"pairwise_distance": pairwise_cosine_distance_mean(embeddings), "distinct_1": d1, "distinct_2": d2,
-            "distinct_answers": float(distinct_answers(embeddings, threshold)),
-            "eos_rate": float(np.mean(ended)), "mean_length": float(np.mean(lengths))}
+    return {
+        "pairwise_distance": pairwise_cosine_distance_mean(embeddings),
+        "distinct_1": d1,
+        "distinct_2": d2,
+        "distinct_answers": float(distinct_answers(embeddings, threshold)),
+        "eos_rate": float(np.mean(ended)),
+        "mean_length": float(np.mean(lengths)),
+    }
 
 
-def completion_level(rows: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+def completion_level(
+    rows: Sequence[Mapping[str, Any]], scales: Mapping[str, tuple[float, float]]
+) -> dict[str, float]:
     """Figures over every completion of `evaluate_per_prompt`'s rows (not prompt means): the
     gold-vs-proxy gap in z-units (`flowhf.evaluation.gold_proxy`) and the correlation of each
     reward with length (`flowhf.evaluation.sampling.length_metrics`)."""
     from flowhf.evaluation.gold_proxy import gold_proxy_rows
 
-    records = [{"model": "m", "reward": gold, "length": n, "ended": e,
-                **({"proxy_reward": row["scores"]["proxy_reward"][i]} if "proxy_reward" in row["scores"] else {})}
-               for row in rows for i, (gold, n, e) in enumerate(zip(row["scores"]["reward"], row["lengths"], row["ended"]))]
+    records = [
+        {
+            "model": "m",
+            "reward": gold,
+            "length": n,
+            "ended": e,
+            **(
+                {"proxy_reward": row["scores"]["proxy_reward"][i]}
+                if "proxy_reward" in row["scores"]
+                else {}
+            ),
+        }
+        for row in rows
+        for i, (gold, n, e) in enumerate(zip(row["scores"]["reward"], row["lengths"], row["ended"]))
+    ]
     summary = gold_proxy_rows(records, scales)[0]
     out = {key: summary[key] for key in ("gold_z", "proxy_z", "gap") if key in summary}
     lengths, ended = [r["length"] for r in records], [r["ended"] for r in records]
-    out["corr_reward_length"] = length_metrics([r["reward"] for r in records], ended, lengths)["corr_reward_length"]
+    out["corr_reward_length"] = length_metrics([r["reward"] for r in records], ended, lengths)[
+        "corr_reward_length"
+    ]
     if "proxy_reward" in records[0]:
-        out["corr_proxy_length"] = length_metrics([r["proxy_reward"] for r in records], ended, lengths)["corr_reward_length"]
+        out["corr_proxy_length"] = length_metrics(
+            [r["proxy_reward"] for r in records], ended, lengths
+        )["corr_reward_length"]
     return out
 
 
-def summarise(rows: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int = 0,
-              alpha: float = 0.05) -> tuple[dict[str, float], dict[str, list[float]]]:
+def summarise(
+    rows: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """(mean over prompts of every metric, its percentile bootstrap interval over prompts)."""
-    keys = [key for key, value in rows[0].items() if isinstance(value, (int, float)) and key != "index"]
+    keys = [
+        key for key, value in rows[0].items() if isinstance(value, (int, float)) and key != "index"
+    ]
     table = np.array([[row[key] for key in keys] for row in rows], dtype=np.float64)  # [P, M]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(rows), (n_boot, len(rows)))
@@ -113,9 +163,17 @@ def summarise(rows: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int
     return metrics, {key: [float(a), float(b)] for key, a, b in zip(keys, low, high)}
 
 
-def evaluate_per_prompt(model: Any, tokenizer: Any, prompts: Sequence[str], rewards: Mapping[str, Callable],
-                        settings: PerPromptSettings, generation: Any, embedder: Any, seed: int,
-                        columns: Mapping[str, Sequence] | None = None) -> list[dict[str, Any]]:
+def evaluate_per_prompt(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    rewards: Mapping[str, Callable],
+    settings: PerPromptSettings,
+    generation: Any,
+    embedder: Any,
+    seed: int,
+    columns: Mapping[str, Sequence] | None = None,
+) -> list[dict[str, Any]]:
     """One row per prompt: its k completions and every metric (plus one mean score per reward).
 
     ``rewards`` maps a name (the row's key) to a reward callable, the headline first; ``columns``
@@ -126,22 +184,41 @@ def evaluate_per_prompt(model: Any, tokenizer: Any, prompts: Sequence[str], rewa
     keep = evenly_spaced(len(prompts), settings.n_prompts)
     chosen = [prompts[i] for i in keep]
     repeated = [p for p in chosen for _ in range(settings.k)]
-    cols = {key: [values[i] for i in keep for _ in range(settings.k)] for key, values in (columns or {}).items()}
+    cols = {
+        key: [values[i] for i in keep for _ in range(settings.k)]
+        for key, values in (columns or {}).items()
+    }
     gen = replace(generation, temperature=settings.temperature, do_sample=True)
     names = list(rewards)
-    sampled = sample_and_score("per-prompt", model, tokenizer, repeated, rewards[names[0]], gen, seed, cols, None)
+    sampled = sample_and_score(
+        "per-prompt", model, tokenizer, repeated, rewards[names[0]], gen, seed, cols, None
+    )
     scores = {names[0]: sampled["rewards"]}
     for name in names[1:]:
-        scores[name] = score(rewards[name], repeated, sampled["completions"], cols, f"per-prompt reward {name!r}")
+        scores[name] = score(
+            rewards[name], repeated, sampled["completions"], cols, f"per-prompt reward {name!r}"
+        )
     emb = np.asarray(embedder.embed(sampled["completions"]))
     rows = []
     for i, prompt in enumerate(chosen):
         part = slice(i * settings.k, (i + 1) * settings.k)
-        row = {"index": i, "prompt": prompt, "completions": sampled["completions"][part],
-               **prompt_metrics(sampled["completions"][part], emb[part], sampled["ended"][part],
-                                sampled["lengths"][part], settings.threshold)}
+        row = {
+            "index": i,
+            "prompt": prompt,
+            "completions": sampled["completions"][part],
+            **prompt_metrics(
+                sampled["completions"][part],
+                emb[part],
+                sampled["ended"][part],
+                sampled["lengths"][part],
+                settings.threshold,
+            ),
+        }
         row.update({name: float(np.mean(values[part])) for name, values in scores.items()})
-        row.update(scores={name: [float(v) for v in values[part]] for name, values in scores.items()},
-                   lengths=[int(n) for n in sampled["lengths"][part]], ended=[bool(e) for e in sampled["ended"][part]])
+        row.update(
+            scores={name: [float(v) for v in values[part]] for name, values in scores.items()},
+            lengths=[int(n) for n in sampled["lengths"][part]],
+            ended=[bool(e) for e in sampled["ended"][part]],
+        )
         rows.append(row)
     return rows

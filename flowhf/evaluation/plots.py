@@ -8,7 +8,6 @@ metric keys such as ``train/loss``) and draws one panel per metric key.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -22,8 +21,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
-DEFAULT_CURVE_KEYS = ("train/reward_mean", "train/loss", "train/log_z", "train/kl_per_token",
-                      "train/completion_length", "train/entropy")
+DEFAULT_CURVE_KEYS = (
+    "train/reward_mean",
+    "train/loss",
+    "train/log_z",
+    "train/kl_per_token",
+    "train/completion_length",
+    "train/entropy",
+)
 # A panel's key -> the names runs log it under, first found wins. FlowHF's policy-only reward
 # mean excludes replayed completions (the buffer's best), so it is the fair curve to compare.
 CURVE_ALIASES = {
@@ -71,8 +76,9 @@ def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return read_metrics(path, required=("step",))
 
 
-def _series(rows: Sequence[Mapping[str, Any]], key: str, source: Path, x_key: str = "step"
-            ) -> tuple[list[float], list[float]]:
+def _series(
+    rows: Sequence[Mapping[str, Any]], key: str, source: Path, x_key: str = "step"
+) -> tuple[list[float], list[float]]:
     """(x, values) of one key (or its first alias the run logged). Rows without it have no point."""
     names = CURVE_ALIASES.get(key, (key,))
     key = next((name for name in names if any(row.get(name) is not None for row in rows)), names[0])
@@ -104,7 +110,10 @@ def plot_training_curves(
     if not run_dirs:
         raise ValueError("plot_training_curves needs at least one run dir")
     runs = {name: (Path(d), read_metrics_jsonl(d)) for name, d in run_dirs.items()}
-    timed = all(rows and all(r.get("train/elapsed_seconds") is not None for r in rows) for _, rows in runs.values())
+    timed = all(
+        rows and all(r.get("train/elapsed_seconds") is not None for r in rows)
+        for _, rows in runs.values()
+    )
     x_key = "train/elapsed_seconds" if timed else "step"
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(runs)}
     panels: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
@@ -128,7 +137,7 @@ def plot_training_curves(
         ax.set_title(key + (" (policy samples)" if key == "train/reward_mean" else ""))
         ax.set_xlabel("seconds of training budget" if timed else "step")
         ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return _save(fig, path)

@@ -40,7 +40,7 @@ def trailing_means(values: list[float], window: int) -> list[float]:
     """Mean of the last ``window`` values at each position (fewer at the start)."""
     out = []
     for i in range(len(values)):
-        chunk = values[max(0, i - window + 1):i + 1]
+        chunk = values[max(0, i - window + 1) : i + 1]
         out.append(sum(chunk) / len(chunk))
     return out
 
@@ -55,10 +55,17 @@ def _reach(curve: list[tuple[float, float]], threshold: float, window: int) -> d
     for (elapsed, _), value in zip(curve, smooth):
         if value >= threshold:
             return {"seconds": elapsed, "reached": True, "final": smooth[-1], "steps": len(curve)}
-    return {"seconds": None, "reached": False, "final": smooth[-1] if smooth else None, "steps": len(curve)}
+    return {
+        "seconds": None,
+        "reached": False,
+        "final": smooth[-1] if smooth else None,
+        "steps": len(curve),
+    }
 
 
-def reach_table(run_dirs: dict[str, str | Path], reference: str = "ppo", window: int = 5) -> dict[str, Any]:
+def reach_table(
+    run_dirs: dict[str, str | Path], reference: str = "ppo", window: int = 5
+) -> dict[str, Any]:
     """Time for every run to reach ``reference``'s final trailing-mean training reward."""
     ref_curve = reward_curve(run_dirs[reference])
     if not ref_curve:
@@ -66,21 +73,31 @@ def reach_table(run_dirs: dict[str, str | Path], reference: str = "ppo", window:
     target = trailing_means([r for _, r in ref_curve], window)[-1]
     curves = {name: reward_curve(path) for name, path in run_dirs.items() if name != reference}
     rows = {name: _reach(curve, target, window) for name, curve in curves.items() if curve}
-    return {"reference": reference, "target": target, "window": window,
-            "reference_seconds": ref_curve[-1][0], "runs": rows}
+    return {
+        "reference": reference,
+        "target": target,
+        "window": window,
+        "reference_seconds": ref_curve[-1][0],
+        "runs": rows,
+    }
 
 
 def format_reach_markdown(table: dict[str, Any]) -> str:
     """The table as markdown (one row per run)."""
     ref = table["reference"]
-    lines = [f"Wall-clock (training budget clock) for each run to reach {ref.upper()}'s final training reward "
-             f"({table['target']:.3f}, trailing mean over {table['window']} logged steps; {ref.upper()} itself "
-             f"ended at {table['reference_seconds']:.0f} s).", "",
-             "| run | reached | seconds to reach | final training reward | still above at the end | logged steps |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Wall-clock (training budget clock) for each run to reach {ref.upper()}'s final training reward "
+        f"({table['target']:.3f}, trailing mean over {table['window']} logged steps; {ref.upper()} itself "
+        f"ended at {table['reference_seconds']:.0f} s).",
+        "",
+        "| run | reached | seconds to reach | final training reward | still above at the end | logged steps |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in table["runs"].items():
         seconds = f"{row['seconds']:.0f}" if row["reached"] else "not reached"
         final = f"{row['final']:.3f}" if row["final"] is not None else "-"
         above = "yes" if row["final"] is not None and row["final"] >= table["target"] else "no"
-        lines.append(f"| {name} | {'yes' if row['reached'] else 'no'} | {seconds} | {final} | {above} | {row['steps']} |")
+        lines.append(
+            f"| {name} | {'yes' if row['reached'] else 'no'} | {seconds} | {final} | {above} | {row['steps']} |"
+        )
     return "\n".join(lines)

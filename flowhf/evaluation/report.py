@@ -112,14 +112,33 @@ def write_report_md(
         "## Extra metrics",
         "",
     ]
-    judges = sorted({key for r in results for key in r.get("metrics", {})
-                     if key.endswith("_reward") and not key.startswith("pp_")} - {key for _, key in MAIN_COLUMNS})
-    lines += _table(results, EXTRA_COLUMNS + tuple((f"{key[:-7].title()} reward", key) for key in judges))
+    judges = sorted(
+        {
+            key
+            for r in results
+            for key in r.get("metrics", {})
+            if key.endswith("_reward") and not key.startswith("pp_")
+        }
+        - {key for _, key in MAIN_COLUMNS}
+    )
+    lines += _table(
+        results, EXTRA_COLUMNS + tuple((f"{key[:-7].title()} reward", key) for key in judges)
+    )
     if any("pp_pairwise_distance" in r.get("metrics", {}) for r in results):
-        lines += ["", "## Per-prompt diversity", "", "k answers to each of the same prompts at the training "
-                  "temperature (`flowhf.evaluation.per_prompt`); cells: mean over prompts [95% bootstrap interval "
-                  "over prompts].", ""]
-        lines += _table(results, PER_PROMPT_COLUMNS + tuple((f"{key[:-7].title()} reward", f"pp_{key}") for key in judges))
+        lines += [
+            "",
+            "## Per-prompt diversity",
+            "",
+            "k answers to each of the same prompts at the training "
+            "temperature (`flowhf.evaluation.per_prompt`); cells: mean over prompts [95% bootstrap interval "
+            "over prompts].",
+            "",
+        ]
+        lines += _table(
+            results,
+            PER_PROMPT_COLUMNS
+            + tuple((f"{key[:-7].title()} reward", f"pp_{key}") for key in judges),
+        )
     tests = list(tests or [])
     if baseline is not None or tests:
         lines += ["", f"## Welch one-sided t-tests vs baseline ({baseline or 'n/a'})", ""]

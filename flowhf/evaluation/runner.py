@@ -17,7 +17,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +29,14 @@ from flowhf.evaluation.embeddings import TextEmbedder
 from flowhf.evaluation.generation import GenerationSettings
 from flowhf.evaluation.metrics import compute_metrics
 from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
-from flowhf.evaluation.sampling import length_metrics, sample_and_score, score  # noqa: F401  (also importable here)
 from flowhf.evaluation.plots import plot_score_distributions, plot_training_curves
-from flowhf.evaluation.report import jsonable, write_completions_jsonl, write_metrics_json, write_report_md
+from flowhf.evaluation.report import (
+    jsonable,
+    write_completions_jsonl,
+    write_metrics_json,
+    write_report_md,
+)
+from flowhf.evaluation.sampling import length_metrics, sample_and_score, score  # noqa: F401  (also importable here)
 from flowhf.evaluation.stats import metric_cis, welch_one_sided
 from flowhf.run_dir import atomic_write_text
 
@@ -40,7 +45,7 @@ logger = logging.getLogger(__name__)
 # A model is a path / Hub id (loaded with flowhf.models.loading), a (name, path) pair (a path
 # shown under another name), or an already-built (name, model, tokenizer) triple (tests,
 # notebooks, a model still in memory after training).
-ModelSpec = Union[str, os.PathLike, tuple[str, Any], tuple[str, Any, Any]]
+ModelSpec = str | os.PathLike | tuple[str, Any] | tuple[str, Any, Any]
 
 
 def default_device() -> str:
@@ -61,7 +66,9 @@ def load_model(spec: ModelSpec, device: str | None = None) -> tuple[str, Any, An
             name, model, tokenizer = spec
             return str(name), model, tokenizer, False
         else:
-            raise ValueError("a model given as a tuple must be (name, path) or (name, model, tokenizer)")
+            raise ValueError(
+                "a model given as a tuple must be (name, path) or (name, model, tokenizer)"
+            )
     try:
         from flowhf.models.loading import load_causal_lm
     except ImportError as err:
@@ -80,7 +87,9 @@ def _spec_name(spec: ModelSpec) -> str:
 def select_prompts(prompts: Sequence[str], n: int) -> tuple[list[str], int]:
     """The first ``n`` prompts; with fewer than ``n`` they are cycled (and a warning says so)."""
     if not prompts:
-        raise ConfigError("no evaluation prompts", "pass --prompts FILE or a task with a test split")
+        raise ConfigError(
+            "no evaluation prompts", "pass --prompts FILE or a task with a test split"
+        )
     bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
     if bad:
         raise ValueError(f"prompt {bad[0]} is empty or not a string ({len(bad)} such prompts)")
@@ -104,7 +113,9 @@ def _select_columns(columns: Mapping[str, Sequence], n_prompts: int, n: int) -> 
     """Reward columns aligned with ``prompts``, selected exactly as ``select_prompts`` does."""
     for key, values in columns.items():
         if len(values) != n_prompts:
-            raise ValueError(f"reward column {key!r} has {len(values)} rows for {n_prompts} prompts")
+            raise ValueError(
+                f"reward column {key!r} has {len(values)} rows for {n_prompts} prompts"
+            )
     return {key: [values[i % n_prompts] for i in range(n)] for key, values in columns.items()}
 
 
@@ -145,13 +156,17 @@ def evaluate_models(
     if not models:
         raise ValueError("evaluate_models needs at least one model")
     if n < 1 or not 1 <= k <= n:  # user errors (ConfigError), raised before any model loads
-        raise ConfigError(f"n={n}, top-k={k}: need n >= 1 and 1 <= top-k <= n", "change --n / --top-k")
+        raise ConfigError(
+            f"n={n}, top-k={k}: need n >= 1 and 1 <= top-k <= n", "change --n / --top-k"
+        )
     names = [_spec_name(m) for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be unique, got {names}", "give each --model once")
     if baseline is not None and baseline not in names:
-        raise ConfigError(f"baseline {baseline!r} is not one of the evaluated models {names}",
-                          "--baseline takes one of the --model values as written")
+        raise ConfigError(
+            f"baseline {baseline!r} is not one of the evaluated models {names}",
+            "--baseline takes one of the --model values as written",
+        )
     if reference_completions is not None and len(reference_completions) == 0:
         raise ValueError("reference_completions is empty: pass None to skip novelty")
     eval_prompts, n_unique = select_prompts(prompts, n)
@@ -166,8 +181,15 @@ def evaluate_models(
         reference = (ref_m.eval(), ref_tok)
 
     results, records, per_prompt_records = [], [], []
-    for number, spec in enumerate(tqdm(models, desc=f"evaluating ({task})", unit="model", leave=False,
-                                       disable=progress_is_shown())):  # (a reproduce stage bar shows it instead)
+    for number, spec in enumerate(
+        tqdm(
+            models,
+            desc=f"evaluating ({task})",
+            unit="model",
+            leave=False,
+            disable=progress_is_shown(),
+        )
+    ):  # (a reproduce stage bar shows it instead)
         publish_progress(Progress(number, len(models), f"models ({task})"))
         name, model, tokenizer, loaded_here = load_model(spec, device)
         if reference is not None and len(reference[1]) != len(tokenizer):
@@ -175,38 +197,78 @@ def evaluate_models(
                 f"reference model {ref_name!r} has a {len(reference[1])}-token vocabulary but "
                 f"{name!r} has {len(tokenizer)}: KL needs the same tokenizer"
             )
-        sampled = sample_and_score(name, model, tokenizer, eval_prompts, reward, generation, seed, columns, reference)
+        sampled = sample_and_score(
+            name, model, tokenizer, eval_prompts, reward, generation, seed, columns, reference
+        )
         kl = None
         if reference is not None:
             kl = float(sampled["kl_sums"].sum() / max(sampled["kl_counts"].sum(), 1.0))
         emb = embedder.embed(sampled["completions"])
         metrics = compute_metrics(
-            sampled["rewards"], sampled["completions"], emb, ref_emb, k, tokenizer=tokenizer, kl_per_token=kl
+            sampled["rewards"],
+            sampled["completions"],
+            emb,
+            ref_emb,
+            k,
+            tokenizer=tokenizer,
+            kl_per_token=kl,
         )
         cis = metric_cis(
-            sampled["rewards"], emb, ref_emb, k, completions=sampled["completions"], tokenizer=tokenizer,
-            kl_sums=sampled.get("kl_sums"), kl_counts=sampled.get("kl_counts"),
-            n_boot=n_boot, seed=seed, alpha=alpha,
+            sampled["rewards"],
+            emb,
+            ref_emb,
+            k,
+            completions=sampled["completions"],
+            tokenizer=tokenizer,
+            kl_sums=sampled.get("kl_sums"),
+            kl_counts=sampled.get("kl_counts"),
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
         )
         extra = _judge_scores(judges or {}, eval_prompts, sampled, columns, name)
         metrics.update(length_metrics(sampled["rewards"], sampled["ended"], sampled["lengths"]))
-        metrics.update({f"{judge}_reward": float(np.mean(values)) for judge, values in extra.items()})
-        result = {"model": name, "metrics": metrics, "ci": cis, "rewards": sampled["rewards"].tolist(),
-                  "completions": sampled["completions"]}
+        metrics.update(
+            {f"{judge}_reward": float(np.mean(values)) for judge, values in extra.items()}
+        )
+        result = {
+            "model": name,
+            "metrics": metrics,
+            "ci": cis,
+            "rewards": sampled["rewards"].tolist(),
+            "completions": sampled["completions"],
+        }
         if per_prompt is not None:
-            rows = evaluate_per_prompt(model, tokenizer, eval_prompts[:n_unique],
-                                       {"reward": reward, **{f"{j}_reward": fn for j, fn in (judges or {}).items()}},
-                                       per_prompt, generation, embedder, seed, columns)
+            rows = evaluate_per_prompt(
+                model,
+                tokenizer,
+                eval_prompts[:n_unique],
+                {"reward": reward, **{f"{j}_reward": fn for j, fn in (judges or {}).items()}},
+                per_prompt,
+                generation,
+                embedder,
+                seed,
+                columns,
+            )
             pp_metrics, pp_ci = summarise(rows, n_boot, seed, alpha)
             metrics.update({f"pp_{key}": value for key, value in pp_metrics.items()})
             cis.update({f"pp_{key}": value for key, value in pp_ci.items()})
             per_prompt_records += [{"model": name, **row} for row in rows]
         results.append(result)
         records += [
-            {"model": name, "index": i, "prompt": p, "completion": c, "reward": float(r),
-             "ended": bool(sampled["ended"][i]), "length": int(sampled["lengths"][i]),
-             **{f"{judge}_reward": float(values[i]) for judge, values in extra.items()}}
-            for i, (p, c, r) in enumerate(zip(eval_prompts, sampled["completions"], sampled["rewards"]))
+            {
+                "model": name,
+                "index": i,
+                "prompt": p,
+                "completion": c,
+                "reward": float(r),
+                "ended": bool(sampled["ended"][i]),
+                "length": int(sampled["lengths"][i]),
+                **{f"{judge}_reward": float(values[i]) for judge, values in extra.items()},
+            }
+            for i, (p, c, r) in enumerate(
+                zip(eval_prompts, sampled["completions"], sampled["rewards"])
+            )
         ]
         model = None  # drop our reference; a model we loaded is then freed before the next
         if loaded_here:
@@ -216,20 +278,42 @@ def evaluate_models(
         release_memory()
 
     tests = welch_tests(results, baseline)
-    files = write_outputs(results, records, tests, output_dir, task=task, n=n, k=k, baseline=baseline, run_dirs=run_dirs)
+    files = write_outputs(
+        results,
+        records,
+        tests,
+        output_dir,
+        task=task,
+        n=n,
+        k=k,
+        baseline=baseline,
+        run_dirs=run_dirs,
+    )
     if per_prompt is not None:
-        text = "".join(json.dumps(jsonable(row), ensure_ascii=False) + "\n" for row in per_prompt_records)
+        text = "".join(
+            json.dumps(jsonable(row), ensure_ascii=False) + "\n" for row in per_prompt_records
+        )
         files["per_prompt"] = atomic_write_text(output_dir / "per_prompt.jsonl", text).name
     payload = {
         **dict(metadata or {}),
-        "task": task, "n": n, "k": k, "n_unique_prompts": n_unique,
+        "task": task,
+        "n": n,
+        "k": k,
+        "n_unique_prompts": n_unique,
         "seeds": {"generation": seed, "bootstrap": seed},
-        "bootstrap": {"n_boot": n_boot, "alpha": alpha, "resampling": "completions, top-K re-selected per resample"},
+        "bootstrap": {
+            "n_boot": n_boot,
+            "alpha": alpha,
+            "resampling": "completions, top-K re-selected per resample",
+        },
         "generation": dataclasses.asdict(generation),
         "embedding_model": getattr(embedder, "name", type(embedder).__name__),
         "reference_completions": len(reference_completions) if reference_completions else None,
         "reward_columns": sorted(columns),
-        "reference_model": ref_name, "baseline": baseline, "tests": tests, "files": files,
+        "reference_model": ref_name,
+        "baseline": baseline,
+        "tests": tests,
+        "files": files,
         "judges": sorted(judges or {}),
         "per_prompt": dataclasses.asdict(per_prompt) if per_prompt is not None else None,
         "models": [{key: r[key] for key in ("model", "metrics", "ci")} for r in results],
@@ -238,11 +322,20 @@ def evaluate_models(
     return results
 
 
-def _judge_scores(judges: Mapping[str, Callable], prompts: list[str], sampled: Mapping[str, Any],
-                  columns: Mapping[str, Sequence], model: str) -> dict[str, np.ndarray]:
+def _judge_scores(
+    judges: Mapping[str, Callable],
+    prompts: list[str],
+    sampled: Mapping[str, Any],
+    columns: Mapping[str, Sequence],
+    model: str,
+) -> dict[str, np.ndarray]:
     """Every judge's scores of the completions one model sampled."""
-    return {name: score(judge, prompts, sampled["completions"], columns, f"model {model!r}, judge {name!r}")
-            for name, judge in judges.items()}
+    return {
+        name: score(
+            judge, prompts, sampled["completions"], columns, f"model {model!r}, judge {name!r}"
+        )
+        for name, judge in judges.items()
+    }
 
 
 def welch_tests(results: Sequence[Mapping[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
@@ -251,7 +344,12 @@ def welch_tests(results: Sequence[Mapping[str, Any]], baseline: str | None) -> l
         return []
     base = next(r for r in results if r["model"] == baseline)
     return [
-        {"model": r["model"], "baseline": baseline, "metric": "reward", **welch_one_sided(r["rewards"], base["rewards"])}
+        {
+            "model": r["model"],
+            "baseline": baseline,
+            "metric": "reward",
+            **welch_one_sided(r["rewards"], base["rewards"]),
+        }
         for r in results
         if r["model"] != baseline
     ]
@@ -272,13 +370,18 @@ def write_outputs(
     """completions.jsonl, report.md and the figures; returns {kind: file name}."""
     files = {
         "completions": write_completions_jsonl(records, output_dir / "completions.jsonl").name,
-        "report": write_report_md(results, output_dir / "report.md", task, baseline, tests, n=n, k=k).name,
+        "report": write_report_md(
+            results, output_dir / "report.md", task, baseline, tests, n=n, k=k
+        ).name,
         "score_distributions": plot_score_distributions(
-            {r["model"]: r["rewards"] for r in results}, output_dir / "score_distributions.png",
+            {r["model"]: r["rewards"] for r in results},
+            output_dir / "score_distributions.png",
             title=f"Reward distributions ({task}, n={n})",
         ).name,
     }
     if run_dirs:
-        files["training_curves"] = plot_training_curves(run_dirs, output_dir / "training_curves.png").name
+        files["training_curves"] = plot_training_curves(
+            run_dirs, output_dir / "training_curves.png"
+        ).name
     files["metrics"] = "metrics.json"
     return files

@@ -20,15 +20,27 @@ from flowhf.evaluation.metrics import per_token_kl_sums
 logger = logging.getLogger(__name__)
 
 
-def score(reward: Callable, prompts: list[str], completions: list[str], columns: Mapping[str, Sequence], where: str) -> np.ndarray:
+def score(
+    reward: Callable,
+    prompts: list[str],
+    completions: list[str],
+    columns: Mapping[str, Sequence],
+    where: str,
+) -> np.ndarray:
     """Call ``reward(prompts, completions, **columns)`` and check it gives one finite score each."""
     out = reward(prompts, completions, **columns)
-    arr = torch.as_tensor(out).detach().float().cpu().reshape(-1).numpy() if out is not None else None
+    arr = (
+        torch.as_tensor(out).detach().float().cpu().reshape(-1).numpy() if out is not None else None
+    )
     if arr is None or arr.shape[0] != len(completions):
         got = None if arr is None else arr.shape[0]
-        raise ValueError(f"reward returned {got} scores for {len(completions)} completions ({where})")
+        raise ValueError(
+            f"reward returned {got} scores for {len(completions)} completions ({where})"
+        )
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"reward returned non-finite scores ({where}): {arr[~np.isfinite(arr)][:3]}")
+        raise ValueError(
+            f"reward returned non-finite scores ({where}): {arr[~np.isfinite(arr)][:3]}"
+        )
     return arr.astype(np.float64)
 
 
@@ -61,20 +73,33 @@ def sample_and_score(
         lengths.extend(batch.lengths)
         if reference is not None:
             sums, counts = per_token_kl_sums(
-                completion_logprobs(model, batch), completion_logprobs(reference[0], batch), batch.completion_mask
+                completion_logprobs(model, batch),
+                completion_logprobs(reference[0], batch),
+                batch.completion_mask,
             )
             kl_sums.append(sums)
             kl_counts.append(counts)
         logger.info("%s: %d/%d completions", name, len(completions), len(prompts))
-    out = {"completions": completions, "rewards": np.concatenate(rewards), "ended": ended, "lengths": lengths}
+    out = {
+        "completions": completions,
+        "rewards": np.concatenate(rewards),
+        "ended": ended,
+        "lengths": lengths,
+    }
     if reference is not None:
         out["kl_sums"], out["kl_counts"] = np.concatenate(kl_sums), np.concatenate(kl_counts)
     return out
 
 
-def length_metrics(rewards: Sequence[float], ended: Sequence[bool], lengths: Sequence[int]) -> dict[str, float]:
+def length_metrics(
+    rewards: Sequence[float], ended: Sequence[bool], lengths: Sequence[int]
+) -> dict[str, float]:
     """EOS rate, mean token length and the Pearson correlation of reward with length (nan when
     either is constant): a reward that rises with length alone is rewarding length."""
     r, n = np.asarray(rewards, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
     corr = float(np.corrcoef(r, n)[0, 1]) if r.std() > 0 and n.std() > 0 else float("nan")
-    return {"eos_rate": float(np.mean(ended)), "mean_tokens": float(n.mean()), "corr_reward_length": corr}
+    return {
+        "eos_rate": float(np.mean(ended)),
+        "mean_tokens": float(n.mean()),
+        "corr_reward_length": corr,
+    }

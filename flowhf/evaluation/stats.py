@@ -33,10 +33,14 @@ def welch_one_sided(a: Any, b: Any, alternative: str = "greater") -> dict[str, f
     ``alternative="greater"`` tests H1: mean(a) > mean(b) (a model beats the baseline).
     """
     if alternative not in ("greater", "less", "two-sided"):
-        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+        raise ValueError(
+            f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}"
+        )
     xa, xb = _as_rewards(a), _as_rewards(b)
     if xa.size < 2 or xb.size < 2:
-        raise ValueError(f"Welch's t-test needs >= 2 values per sample, got {xa.size} and {xb.size}")
+        raise ValueError(
+            f"Welch's t-test needs >= 2 values per sample, got {xa.size} and {xb.size}"
+        )
     res = sps.ttest_ind(xa, xb, equal_var=False, alternative=alternative)
     return {
         "t": float(res.statistic),
@@ -164,7 +168,10 @@ def metric_cis(
     if (kl_sums is None) != (kl_counts is None):
         raise ValueError("pass both kl_sums and kl_counts, or neither")
     if kl_sums is not None:
-        kl_sums, kl_counts = np.asarray(kl_sums, dtype=np.float64), np.asarray(kl_counts, dtype=np.float64)
+        kl_sums, kl_counts = (
+            np.asarray(kl_sums, dtype=np.float64),
+            np.asarray(kl_counts, dtype=np.float64),
+        )
         if kl_sums.shape != (n,) or kl_counts.shape != (n,):
             raise ValueError(f"kl_sums / kl_counts need one entry per completion ({n})")
 
@@ -207,4 +214,3 @@ def metric_cis(
             low, high = low - bias, high - bias
         out[key] = [low, high]
     return out
-

@@ -45,8 +45,13 @@ def spread(inputs: TaskInputs, n: int) -> TaskInputs:
     """The evenly spaced ``n`` prompts of ``inputs`` (and their reward columns)."""
     keep = evenly_spaced(len(inputs.prompts), n)
     columns = {key: [values[i] for i in keep] for key, values in inputs.reward_columns.items()}
-    return TaskInputs([inputs.prompts[i] for i in keep], columns, inputs.reference_completions,
-                      inputs.prompt_source, inputs.reference_source)
+    return TaskInputs(
+        [inputs.prompts[i] for i in keep],
+        columns,
+        inputs.reference_completions,
+        inputs.prompt_source,
+        inputs.reference_source,
+    )
 
 
 def _read_txt(path: Path) -> list[str]:
@@ -58,7 +63,9 @@ def _read_txt(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8"
+        ) from None
     while lines and not lines[-1].strip():
         lines.pop()
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
@@ -75,7 +82,11 @@ def read_texts(source: str, column: str) -> tuple[list[str], dict[str, list[Any]
         return _read_txt(Path(source)), {}
     from flowhf.data import load_rows
 
-    columns = {column: "question"} if source.split(":")[0] == "stackexchange" and column == "prompt" else None
+    columns = (
+        {column: "question"}
+        if source.split(":")[0] == "stackexchange" and column == "prompt"
+        else None
+    )
     rows = load_rows(source, columns=columns, required=[column])
     shared = set(rows[0]).intersection(*rows[1:]) - {column}
     extras = {key: [row[key] for row in rows] for key in sorted(shared)}

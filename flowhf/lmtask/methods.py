@@ -48,7 +48,9 @@ class RunSpec:
     output_dir: Path
     config: Path = CONFIG
     overrides: tuple[str, ...] = ()  # extra --set overrides for FlowHF methods
-    baseline_overrides: tuple[str, ...] = ()  # extra --baseline-set KEY=VALUE for GRPO / PPO (their runner's keys)
+    baseline_overrides: tuple[
+        str, ...
+    ] = ()  # extra --baseline-set KEY=VALUE for GRPO / PPO (their runner's keys)
     callbacks: tuple = ()  # transformers TrainerCallbacks for FlowHF methods (e.g. exact.ExactTrace)
 
 
@@ -59,7 +61,9 @@ class StartModel:
     model: torch.nn.Module
     tokenizer: object
     folder: Path  # where it was loaded from (recorded in configs and results)
-    eos_ids: list[int]  # where a completion ends: the exact target's EOS set, shared by every reward
+    eos_ids: list[
+        int
+    ]  # where a completion ends: the exact target's EOS set, shared by every reward
 
 
 @dataclass
@@ -84,10 +88,16 @@ def flowhf_config(task: LMTask, start_dir: Path, spec: RunSpec):
     from flowhf.training.config import FlowHFConfig
 
     overrides = [
-        f"model.name={start_dir}", f"target.beta={task.beta}", f"target.alpha={task.alpha}",
-        f"sampling.max_new_tokens={task.max_new_tokens}", f"sampling.prompts_per_step={len(task.items)}",
-        f"optim.max_seconds={spec.seconds}", f"optim.seed={spec.seed}", f"logging.output_dir={spec.output_dir}",
-        *FLOWHF_METHODS[spec.method], *spec.overrides,
+        f"model.name={start_dir}",
+        f"target.beta={task.beta}",
+        f"target.alpha={task.alpha}",
+        f"sampling.max_new_tokens={task.max_new_tokens}",
+        f"sampling.prompts_per_step={len(task.items)}",
+        f"optim.max_seconds={spec.seconds}",
+        f"optim.seed={spec.seed}",
+        f"logging.output_dir={spec.output_dir}",
+        *FLOWHF_METHODS[spec.method],
+        *spec.overrides,
     ]
     return FlowHFConfig.from_yaml(spec.config, overrides)
 
@@ -106,16 +116,31 @@ def _train_flowhf(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
 
     config = flowhf_config(task, start.folder, spec)
     reward = AnswerSetReward(task, start.tokenizer, start.eos_ids)
-    trainer = FlowHFTrainer(start.model, reward, config, [{"prompt": p} for p in task.prompts], start.tokenizer,
-                            callbacks=list(spec.callbacks))
+    trainer = FlowHFTrainer(
+        start.model,
+        reward,
+        config,
+        [{"prompt": p} for p in task.prompts],
+        start.tokenizer,
+        callbacks=list(spec.callbacks),
+    )
     if set(trainer.eos_ids) != set(start.eos_ids):
-        raise RuntimeError(f"the trainer stops at EOS ids {trainer.eos_ids}, the exact target at {start.eos_ids}")
+        raise RuntimeError(
+            f"the trainer stops at EOS ids {trainer.eos_ids}, the exact target at {start.eos_ids}"
+        )
     begin = time.perf_counter()
     last = trainer.train()
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
-    details = {"config": config.to_dict(), "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
-    return Trained(model, trainer.state.global_step, round(trainer.state.train_seconds, 2),
-                   {**details, "total_seconds": round(time.perf_counter() - begin, 2)})
+    details = {
+        "config": config.to_dict(),
+        "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
+    }
+    return Trained(
+        model,
+        trainer.state.global_step,
+        round(trainer.state.train_seconds, 2),
+        {**details, "total_seconds": round(time.perf_counter() - begin, 2)},
+    )
 
 
 def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
@@ -126,10 +151,17 @@ def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     # so each PPO update sees 8 completions, as one GRPO group of 8 does.
     copies = 1 if spec.method == "grpo" else math.ceil(8 / len(task.items))
     prompts_file = spec.output_dir / "prompts.jsonl"
-    prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts * copies))
+    prompts_file.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts * copies)
+    )
     reward = AnswerSetReward(task, start.tokenizer, start.eos_ids)
-    common = dict(budget={"seconds": spec.seconds}, max_completion_length=task.max_new_tokens, lora=adapter_shape(spec.config),
-                  tokenizer=start.tokenizer, seed=spec.seed)
+    common = dict(
+        budget={"seconds": spec.seconds},
+        max_completion_length=task.max_new_tokens,
+        lora=adapter_shape(spec.config),
+        tokenizer=start.tokenizer,
+        seed=spec.seed,
+    )
     common.update(baseline_options(spec.method, spec.baseline_overrides))
     torch.manual_seed(spec.seed)
     if spec.method == "grpo":
@@ -141,6 +173,17 @@ def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
 
         result = run_ppo(start.model, prompts_file, reward, spec.output_dir, **common)
     model, _ = load_causal_lm(result["model_dir"], dtype="float32")
-    keep = ("steps", "wall_clock_seconds", "tokens_generated", "final_reward_mean", "stopped_by", "settings")
-    return Trained(model.eval(), int(result["steps"]), float(result["wall_clock_seconds"]),
-                   {k: result.get(k) for k in keep})
+    keep = (
+        "steps",
+        "wall_clock_seconds",
+        "tokens_generated",
+        "final_reward_mean",
+        "stopped_by",
+        "settings",
+    )
+    return Trained(
+        model.eval(),
+        int(result["steps"]),
+        float(result["wall_clock_seconds"]),
+        {k: result.get(k) for k in keep},
+    )

@@ -25,26 +25,34 @@ class AnswerSetReward(Reward):
         self.eos_ids = set(int(e) for e in eos_ids)
         self.table: dict[str, dict[tuple[int, ...], float]] = {}
         for item, canonical in zip(task.items, task.canonical_ids(tokenizer)):
-            self.table[item.prompt] = {tuple(canonical[text]): r for text, r in item.answers.items()}
+            self.table[item.prompt] = {
+                tuple(canonical[text]): r for text, r in item.answers.items()
+            }
 
     def lookup(self, prompt: str, ids: list[int]) -> float:
         """Reward of one completion given as action ids (EOS last when it ended with one)."""
         try:
             answers = self.table[prompt]
         except KeyError:
-            raise KeyError(f"reward {self.name!r}: prompt {prompt[:60]!r} is not one of the task's prompts") from None
+            raise KeyError(
+                f"reward {self.name!r}: prompt {prompt[:60]!r} is not one of the task's prompts"
+            ) from None
         ids = [int(i) for i in ids]
         if not ids or ids[-1] not in self.eos_ids:
             return self.other
         return answers.get(tuple(ids[:-1]), self.other)
 
-    def score(self, prompts: list[str], completions: list[str], completion_ids=None, **_: Any) -> torch.Tensor:
+    def score(
+        self, prompts: list[str], completions: list[str], completion_ids=None, **_: Any
+    ) -> torch.Tensor:
         if completion_ids is None:
             raise ValueError(
                 f"reward {self.name!r} is defined on token ids: call it with completion_ids=[...] (action ids, "
                 "EOS included when the completion ended with one)"
             )
-        return torch.tensor([self.lookup(p, ids) for p, ids in zip(prompts, completion_ids)], dtype=torch.float32)
+        return torch.tensor(
+            [self.lookup(p, ids) for p, ids in zip(prompts, completion_ids)], dtype=torch.float32
+        )
 
     def score_prefixes(self, prompts, completion_ids, tokenizer, **columns) -> torch.Tensor:
         """[B, T+1]: entry t = reward if the completion stopped (with EOS) after its first t tokens.

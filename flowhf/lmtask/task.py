@@ -34,14 +34,25 @@ from typing import Any
 from flowhf.errors import ConfigError
 from flowhf.fields import Source, read_yaml_with_lines
 
-KEYS = ("name", "description", "prompts", "answers", "other_reward", "beta", "alpha", "max_new_tokens")
+KEYS = (
+    "name",
+    "description",
+    "prompts",
+    "answers",
+    "other_reward",
+    "beta",
+    "alpha",
+    "max_new_tokens",
+)
 
 
 class TaskError(ConfigError):
     """A task file that cannot be used; the message names the file, the line and the key (a
     ConfigError: the CLI prints it as one line, exit 2, before any model loads)."""
 
-    default_hint = "fix the task file (format: flowhf/lmtask/task.py; shipped tasks: benchmarks/lm_tasks/)"
+    default_hint = (
+        "fix the task file (format: flowhf/lmtask/task.py; shipped tasks: benchmarks/lm_tasks/)"
+    )
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,9 @@ class LMTask:
     max_new_tokens: int
     description: str = ""
     source: str = "<task>"
-    lines: Source | None = field(default=None, compare=False, repr=False)  # each key's line, for errors
+    lines: Source | None = field(
+        default=None, compare=False, repr=False
+    )  # each key's line, for errors
 
     @property
     def prompts(self) -> list[str]:
@@ -76,7 +89,10 @@ class LMTask:
         where = (self.lines or Source(self.source)).where
         out = []
         for i, item in enumerate(self.items):
-            ids = {text: list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in item.answers}
+            ids = {
+                text: list(tokenizer(text, add_special_tokens=False)["input_ids"])
+                for text in item.answers
+            }
             seen: dict[tuple[int, ...], str] = {}
             for text, seq in ids.items():
                 if len(seq) + 1 > self.max_new_tokens:
@@ -85,7 +101,9 @@ class LMTask:
                         f"it needs max_new_tokens >= {len(seq) + 1} (have {self.max_new_tokens}); raise max_new_tokens"
                     )
                 if not seq:
-                    raise TaskError(f"{where(*item.keys, text)}: answers[{text!r}] of prompt {i + 1} tokenizes to nothing")
+                    raise TaskError(
+                        f"{where(*item.keys, text)}: answers[{text!r}] of prompt {i + 1} tokenizes to nothing"
+                    )
                 if tuple(seq) in seen:
                     raise TaskError(
                         f"{where(*item.keys, text)}: answers {seen[tuple(seq)]!r} and {text!r} of prompt {i + 1} have the "
@@ -101,10 +119,15 @@ def load_task(path: str | Path) -> LMTask:
     file and the line of the key (`flowhf.fields.read_yaml_with_lines`, as for every config)."""
     path = Path(path)
     if not path.is_file():
-        raise TaskError(f"task file {path} does not exist", "check the path (shipped tasks are in benchmarks/lm_tasks/)")
+        raise TaskError(
+            f"task file {path} does not exist",
+            "check the path (shipped tasks are in benchmarks/lm_tasks/)",
+        )
     try:
         data, lines = read_yaml_with_lines(path, "task")
-    except ConfigError as err:  # syntax, encoding, top level not a mapping: the same errors as configs
+    except (
+        ConfigError
+    ) as err:  # syntax, encoding, top level not a mapping: the same errors as configs
         raise TaskError(str(err), err.hint) from None
     return task_from_dict(data, str(path), lines)
 
@@ -116,30 +139,46 @@ def task_from_dict(data: Any, source: str = "<task>", lines: Source | None = Non
         raise TaskError(f"{source}: the top level must be a mapping with keys {', '.join(KEYS)}")
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
-        raise TaskError(f"{where(unknown[0])}: unknown key(s) {unknown}; valid keys are {', '.join(KEYS)}")
+        raise TaskError(
+            f"{where(unknown[0])}: unknown key(s) {unknown}; valid keys are {', '.join(KEYS)}"
+        )
     for key in ("prompts", "other_reward", "beta", "max_new_tokens"):
         if key not in data:
             raise TaskError(f"{source}: missing key {key!r}")
     shared = _answers(data["answers"], where, ("answers",)) if "answers" in data else None
-    items = tuple(_prompt_item(p, shared, where, i) for i, p in enumerate(_list(data["prompts"], where)))
+    items = tuple(
+        _prompt_item(p, shared, where, i) for i, p in enumerate(_list(data["prompts"], where))
+    )
     alpha = _number(data.get("alpha", 0.0), where, "alpha")
     if alpha not in (0.0, 1.0):
-        raise TaskError(f"{where('alpha')}: alpha={alpha}: use 0 (no prior) or 1 (KL-regularised); only these are exact")
+        raise TaskError(
+            f"{where('alpha')}: alpha={alpha}: use 0 (no prior) or 1 (KL-regularised); only these are exact"
+        )
     max_new = data["max_new_tokens"]
     if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 2:
-        raise TaskError(f"{where('max_new_tokens')}: max_new_tokens must be an integer >= 2 (an answer token plus EOS), "
-                        f"got {max_new!r}")
+        raise TaskError(
+            f"{where('max_new_tokens')}: max_new_tokens must be an integer >= 2 (an answer token plus EOS), "
+            f"got {max_new!r}"
+        )
     name = data.get("name") or Path(source).stem
     return LMTask(
-        name=str(name), items=items, other_reward=_number(data["other_reward"], where, "other_reward"),
-        beta=_number(data["beta"], where, "beta"), alpha=alpha, max_new_tokens=max_new,
-        description=str(data.get("description", "")), source=source, lines=lines,
+        name=str(name),
+        items=items,
+        other_reward=_number(data["other_reward"], where, "other_reward"),
+        beta=_number(data["beta"], where, "beta"),
+        alpha=alpha,
+        max_new_tokens=max_new,
+        description=str(data.get("description", "")),
+        source=source,
+        lines=lines,
     )
 
 
 def _list(value: Any, where) -> list:
     if isinstance(value, str) or not isinstance(value, list) or not value:
-        raise TaskError(f"{where('prompts')}: prompts must be a non-empty list of strings or {{prompt, answers}} mappings")
+        raise TaskError(
+            f"{where('prompts')}: prompts must be a non-empty list of strings or {{prompt, answers}} mappings"
+        )
     return value
 
 
@@ -148,20 +187,28 @@ def _prompt_item(value: Any, shared: dict | None, where, i: int) -> PromptAnswer
     keys = ("answers",)
     if isinstance(value, str):
         if shared is None:
-            raise TaskError(f"{where(*at)}: {key} is a plain string but there is no top-level 'answers'")
+            raise TaskError(
+                f"{where(*at)}: {key} is a plain string but there is no top-level 'answers'"
+            )
         text, answers = value, shared
     elif isinstance(value, dict):
         extra = sorted(set(value) - {"prompt", "answers"})
         if extra or "prompt" not in value:
-            raise TaskError(f"{where(*at)}: {key} must have keys 'prompt' and optionally 'answers' (got {sorted(value)})")
+            raise TaskError(
+                f"{where(*at)}: {key} must have keys 'prompt' and optionally 'answers' (got {sorted(value)})"
+            )
         text = value["prompt"]
         if "answers" in value:
             keys = (*at, "answers")
         answers = _answers(value["answers"], where, keys) if "answers" in value else shared
         if answers is None:
-            raise TaskError(f"{where(*at)}: {key} has no 'answers' and there is no top-level 'answers'")
+            raise TaskError(
+                f"{where(*at)}: {key} has no 'answers' and there is no top-level 'answers'"
+            )
     else:
-        raise TaskError(f"{where(*at)}: {key} must be a string or a mapping, got {type(value).__name__}")
+        raise TaskError(
+            f"{where(*at)}: {key} must be a string or a mapping, got {type(value).__name__}"
+        )
     if not isinstance(text, str) or not text.strip():
         raise TaskError(f"{where(*at)}: {key} has an empty prompt")
     return PromptAnswers(text, answers, keys)
@@ -170,21 +217,29 @@ def _prompt_item(value: Any, shared: dict | None, where, i: int) -> PromptAnswer
 def _answers(value: Any, where, keys: tuple[str, ...]) -> dict[str, float]:
     key = keys[0] if len(keys) == 1 else f"prompts[{keys[1]}].answers"
     if not isinstance(value, dict) or not value:
-        raise TaskError(f"{where(*keys)}: {key} must be a non-empty mapping of answer text -> reward")
+        raise TaskError(
+            f"{where(*keys)}: {key} must be a non-empty mapping of answer text -> reward"
+        )
     out = {}
     for text, reward in value.items():
         if not isinstance(text, (str, int)) or isinstance(text, bool) or not str(text).strip():
-            raise TaskError(f"{where(*keys, str(text))}: {key} has an empty or non-text answer {text!r}")
+            raise TaskError(
+                f"{where(*keys, str(text))}: {key} has an empty or non-text answer {text!r}"
+            )
         if str(text) in out:
-            raise TaskError(f"{where(*keys, str(text))}: {key}: answer {str(text)!r} appears twice "
-                            "(YAML reads 1 and '1' as one text)")
+            raise TaskError(
+                f"{where(*keys, str(text))}: {key}: answer {str(text)!r} appears twice "
+                "(YAML reads 1 and '1' as one text)"
+            )
         out[str(text)] = _number(reward, where, *keys, str(text), name=f"{key}[{str(text)!r}]")
     return out
 
 
 def _number(value: Any, where, *keys: str, name: str | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TaskError(f"{where(*keys)}: {name or '.'.join(keys)} must be a finite number, got {value!r}")
+        raise TaskError(
+            f"{where(*keys)}: {name or '.'.join(keys)} must be a finite number, got {value!r}"
+        )
     return float(value)
 
 

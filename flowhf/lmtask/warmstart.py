@@ -44,31 +44,45 @@ def short_answer_rows() -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def warm_start_dir(base: str = "smollm2", settings: WarmStartSettings = WarmStartSettings(), cache_dir=None) -> Path:
+def warm_start_dir(
+    base: str = "smollm2", settings: WarmStartSettings = WarmStartSettings(), cache_dir=None
+) -> Path:
     """The warm-started model folder for `base`, trained once and cached (locked, atomic)."""
     base_path = resolve_model_path(base, cache_dir)
     data = resources.files("flowhf.data").joinpath("shipped", DATA_FILE).read_bytes()
-    key = hashlib.sha256(json.dumps([str(base_path), asdict(settings)]).encode() + data).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps([str(base_path), asdict(settings)]).encode() + data
+    ).hexdigest()[:12]
     out_dir = cache_root(cache_dir) / f"warmstart-short-answers-{key}"
-    return build_folder_once(out_dir, lambda tmp: train_warm_start(base_path, tmp, settings), _is_model_folder)
+    return build_folder_once(
+        out_dir, lambda tmp: train_warm_start(base_path, tmp, settings), _is_model_folder
+    )
 
 
 def train_warm_start(base_path: str, out_dir: Path, settings: WarmStartSettings) -> dict:
     """LoRA SFT on bare answers + EOS (loss on the answer tokens only), merged and saved."""
     torch.manual_seed(settings.seed)
-    bundle = load_policy(base_path, lora=LoraSettings(r=settings.lora_r, alpha=2 * settings.lora_r, dropout=0.0))
+    bundle = load_policy(
+        base_path, lora=LoraSettings(r=settings.lora_r, alpha=2 * settings.lora_r, dropout=0.0)
+    )
     tok, model = bundle.tokenizer, bundle.model
     rows = short_answer_rows()
     prompts = encode_prompts(tok, [r["prompt"] for r in rows], True)
-    answers = [tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in rows]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
+    answers = [
+        tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in rows
+    ]
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+    )
     rng = random.Random(settings.seed)
     model.train()
     losses = []
     for _ in range(settings.steps):
         pick = rng.sample(range(len(rows)), settings.batch_size)
         pids, pmask = left_pad([prompts[i] for i in pick], tok.pad_token_id)
-        comp = completions_from_ids([answers[i] for i in pick], [True] * len(pick), tok.pad_token_id)
+        comp = completions_from_ids(
+            [answers[i] for i in pick], [True] * len(pick), tok.pad_token_id
+        )
         log_pf = completion_log_probs(model, pids, pmask, comp.ids, comp.mask).log_pf  # [B, T]
         loss = -log_pf.sum(dim=1).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -78,6 +92,12 @@ def train_warm_start(base_path: str, out_dir: Path, settings: WarmStartSettings)
     merged = model.merge_and_unload()
     merged.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    record = {"settings": asdict(settings), "base": str(base_path), "rows": len(rows), "loss_first": losses[0], "loss_last": losses[-1]}
+    record = {
+        "settings": asdict(settings),
+        "base": str(base_path),
+        "rows": len(rows),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+    }
     (out_dir / "warmstart.json").write_text(json.dumps(record, indent=2))
     return record

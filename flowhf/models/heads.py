@@ -135,8 +135,16 @@ HEAD_CLASSES: dict[str, type[_Float32Module]] = {
 
 # The saved-run format (flowhf_heads.json / .safetensors, save_policy, load_trained) lives in
 # flowhf.models.saved_run; its names stay importable from here.
-_SAVED_RUN_NAMES = ("HEADS_WEIGHTS", "HEADS_CONFIG", "FORMAT_VERSION", "save_heads", "load_heads", "save_policy",
-                    "TrainedPolicy", "load_trained")
+_SAVED_RUN_NAMES = (
+    "HEADS_WEIGHTS",
+    "HEADS_CONFIG",
+    "FORMAT_VERSION",
+    "save_heads",
+    "load_heads",
+    "save_policy",
+    "TrainedPolicy",
+    "load_trained",
+)
 
 
 def __getattr__(name):

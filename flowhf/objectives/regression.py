@@ -7,7 +7,7 @@ robust option when a few trajectories have huge residuals (early training, rare 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -14,8 +14,9 @@ training layer above it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -33,8 +34,12 @@ class ObjectiveInputs:
     prefix_log_reward: torch.Tensor | None = None  # [B, T+1] log R of every prefix (fl, subtb)
     reward: torch.Tensor | None = None  # [B] raw reward (pg maximises beta * r + ...)
     ref_log_pf: torch.Tensor | None = None  # [B, T] reference log-probs (pg KL)
-    log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row, NaN if not sampled now (importance log Z)
-    known_log_z: torch.Tensor | None = None  # [B] log sum of R over the prompt's known completions (importance log Z)
+    log_q: torch.Tensor | None = (
+        None  # [B] sampler's log-prob of each row, NaN if not sampled now (importance log Z)
+    )
+    known_log_z: torch.Tensor | None = (
+        None  # [B] log sum of R over the prompt's known completions (importance log Z)
+    )
     known_member: torch.Tensor | None = None  # [B] bool: the row is one of those known completions
 
 
@@ -60,7 +65,9 @@ class LogZMode:
     estimate: Callable[[ObjectiveInputs], torch.Tensor]  # [B] log Z from the inputs
     head: str | None = None
     min_group_size: int = 1  # samples of one prompt a batch must hold
-    known_set: bool = False  # reads the replay buffer's completions as an exact part of Z (known_log_z)
+    known_set: bool = (
+        False  # reads the replay buffer's completions as an exact part of Z (known_log_z)
+    )
     help: str = ""
 
 
@@ -100,7 +107,9 @@ class ObjectiveSpec:
         if not self.logz_modes:
             return None
         if settings.logz not in self.logz_modes:
-            raise ValueError(f"objective.logz={settings.logz!r}: {self.name} accepts {', '.join(self.logz_modes)}")
+            raise ValueError(
+                f"objective.logz={settings.logz!r}: {self.name} accepts {', '.join(self.logz_modes)}"
+            )
         return self.logz_modes[settings.logz]
 
     def logz_label(self, settings) -> str:
@@ -118,7 +127,9 @@ class ObjectiveSpec:
     def heads(self, settings) -> tuple[str, ...]:
         """Names of the learned heads these settings train beside the policy."""
         mode = self.logz_mode(settings)
-        return (("flow_head",) if self.flow_head else ()) + ((mode.head,) if mode and mode.head else ())
+        return (("flow_head",) if self.flow_head else ()) + (
+            (mode.head,) if mode and mode.head else ()
+        )
 
     def check_inputs(self, settings, x: ObjectiveInputs) -> None:
         """Name the missing input rather than fail inside the maths."""

@@ -51,7 +51,9 @@ def subtrajectory_residuals(
     B, T = log_pf.shape
     dtype = accumulation_dtype(log_pf, state_log_flow)
     step = log_pf.to(dtype) * mask.to(dtype)  # [B, T]
-    cum = torch.cat([step.new_zeros(B, 1), step.cumsum(dim=1)], dim=1)  # [B, T+1], cum[t] = sum_{<=t}
+    cum = torch.cat(
+        [step.new_zeros(B, 1), step.cumsum(dim=1)], dim=1
+    )  # [B, T+1], cum[t] = sum_{<=t}
     flow = state_log_flow.to(dtype)  # [B, T+1]
     # delta[i, j] = F_i - cum_i + cum_j - F_j
     left = (flow - cum).unsqueeze(2)  # [B, T+1, 1]  (index i)
@@ -69,7 +71,9 @@ def subtb_weights(mask: torch.Tensor, lam: float, weighting: str = "geometric") 
     if weighting == "geometric":
         if not lam > 0:
             raise ValueError(f"SubTB lambda must be > 0, got {lam}")
-        raw = torch.pow(torch.tensor(float(lam), dtype=torch.float64), (j - i).clamp_min(0).double())
+        raw = torch.pow(
+            torch.tensor(float(lam), dtype=torch.float64), (j - i).clamp_min(0).double()
+        )
         weights = raw.unsqueeze(0).expand(B, -1, -1) * valid  # [B, T+1, T+1]
     elif weighting == "tb":
         weights = ((i == 0).unsqueeze(0) & (j.unsqueeze(0) == lengths.view(B, 1, 1))).double()
@@ -114,13 +118,24 @@ def subtb_loss(settings, x: ObjectiveInputs, penalty: Penalty) -> LossOutput:
     """SubTB(lambda) with forward-looking flows when ``settings.subtb_energies``."""
     prefix = x.prefix_log_reward if settings.subtb_energies else None
     per_traj = subtrajectory_balance(
-        x.log_pf, x.mask, x.log_flow, x.log_reward, settings.subtb_lambda, prefix, "geometric", penalty
+        x.log_pf,
+        x.mask,
+        x.log_flow,
+        x.log_reward,
+        settings.subtb_lambda,
+        prefix,
+        "geometric",
+        penalty,
     )  # [B]
     log_z = subtb_state_log_flow(x.log_flow, x.mask, x.log_reward, prefix)[:, 0]  # [B]
     return LossOutput(per_traj.mean(), per_traj.detach(), log_z.detach())
 
 
 SPEC = ObjectiveSpec(
-    "subtb", subtb_loss, flow_head=True, prefix_rewards=lambda settings: settings.subtb_energies,
-    implied_log_z="flow", help="Sub-Trajectory Balance (lambda)",
+    "subtb",
+    subtb_loss,
+    flow_head=True,
+    prefix_rewards=lambda settings: settings.subtb_energies,
+    implied_log_z="flow",
+    help="Sub-Trajectory Balance (lambda)",
 )

@@ -99,7 +99,9 @@ def _group_mean(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
             "a batch log Z (logz=batch/length) needs at least 2 samples of every prompt in a batch; "
             "set sampling.samples_per_prompt >= 2 or use objective.logz=scalar/prompt"
         )
-    sums = torch.zeros(counts.shape[0], dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
+    sums = torch.zeros(counts.shape[0], dtype=values.dtype, device=values.device).index_add_(
+        0, inverse, values
+    )
     return (sums / counts.to(values.dtype))[inverse]  # [B]
 
 
@@ -155,7 +157,9 @@ def importance_log_z(
     sampled = torch.isfinite(log_q)  # [B]
     _, inverse = torch.unique(group_ids, return_inverse=True)  # [B]
     G = int(inverse.max()) + 1 if inverse.numel() else 0
-    n = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(0, inverse, sampled.to(dtype))  # [G]
+    n = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(
+        0, inverse, sampled.to(dtype)
+    )  # [G]
     if bool((n < 1).any()):
         raise ValueError(
             "importance log Z needs at least one freshly sampled row of every prompt in a batch; "
@@ -163,9 +167,15 @@ def importance_log_z(
         )
     summed = sampled if known_member is None else sampled & ~known_member.to(sampled.device)  # [B]
     masked = torch.where(summed, weight, torch.full_like(weight, float("-inf")))  # [B]
-    peak = torch.full((G,), float("-inf"), dtype=dtype, device=weight.device).scatter_reduce(0, inverse, masked, "amax")
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # a group with nothing to sum: exp(-inf) = 0
-    total = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(0, inverse, (masked - peak[inverse]).exp())
+    peak = torch.full((G,), float("-inf"), dtype=dtype, device=weight.device).scatter_reduce(
+        0, inverse, masked, "amax"
+    )
+    peak = torch.where(
+        torch.isfinite(peak), peak, torch.zeros_like(peak)
+    )  # a group with nothing to sum: exp(-inf) = 0
+    total = torch.zeros(G, dtype=dtype, device=weight.device).index_add_(
+        0, inverse, (masked - peak[inverse]).exp()
+    )
     estimate = (peak + total.log() - n.log())[inverse]  # [B]; -inf where nothing was summed
     if known_log_z is not None:
         estimate = torch.logaddexp(estimate, known_log_z.to(estimate))
@@ -217,7 +227,11 @@ def length_log_z(
     mean_gap = _group_mean(gap, group_ids)  # [B]
     spread = length - _group_mean(length, group_ids)  # [B] L minus its prompt's mean
     denominator = (spread * spread).sum()
-    slope = (spread * (gap - mean_gap)).sum() / denominator if float(denominator) > 0 else gap.new_zeros(())
+    slope = (
+        (spread * (gap - mean_gap)).sum() / denominator
+        if float(denominator) > 0
+        else gap.new_zeros(())
+    )
     return (mean_gap + slope * spread).detach()  # [B]
 
 
@@ -235,24 +249,49 @@ def _length_estimate(x: ObjectiveInputs) -> torch.Tensor:
 
 def _importance_estimate(x: ObjectiveInputs) -> torch.Tensor:
     if x.log_q is None:
-        raise ValueError("objective.logz=importance needs the sampler's log-probs (ObjectiveInputs.log_q)")
+        raise ValueError(
+            "objective.logz=importance needs the sampler's log-probs (ObjectiveInputs.log_q)"
+        )
     return importance_log_z(x.log_reward, x.log_q, x.group_ids, x.known_log_z, x.known_member)
 
 
 def _learned_estimate(x: ObjectiveInputs) -> torch.Tensor:
     if x.log_z is None:
-        raise ValueError("a learned log Z (logz=scalar/prompt) needs the head's output in ObjectiveInputs.log_z")
+        raise ValueError(
+            "a learned log Z (logz=scalar/prompt) needs the head's output in ObjectiveInputs.log_z"
+        )
     return x.log_z
 
 
 LOGZ_MODES = {
-    "batch": LogZMode("batch", _batch_estimate, min_group_size=2, help="VarGrad: per-prompt mean of log R - log pi, detached"),
-    "importance": LogZMode("importance", _importance_estimate, min_group_size=2, known_set=True,
-                           help="replay buffer's completions summed exactly + importance-weighted R/q of the rest, detached"),
-    "length": LogZMode("length", _length_estimate, min_group_size=2,
-                       help="per-prompt mean plus one slope in length (least squares), detached: matches R within each length"),
-    "scalar": LogZMode("scalar", _learned_estimate, head="log_z", help="one learned parameter (the report's)"),
-    "prompt": LogZMode("prompt", _learned_estimate, head="log_z_head", help="learned head on the prompt's hidden states"),
+    "batch": LogZMode(
+        "batch",
+        _batch_estimate,
+        min_group_size=2,
+        help="VarGrad: per-prompt mean of log R - log pi, detached",
+    ),
+    "importance": LogZMode(
+        "importance",
+        _importance_estimate,
+        min_group_size=2,
+        known_set=True,
+        help="replay buffer's completions summed exactly + importance-weighted R/q of the rest, detached",
+    ),
+    "length": LogZMode(
+        "length",
+        _length_estimate,
+        min_group_size=2,
+        help="per-prompt mean plus one slope in length (least squares), detached: matches R within each length",
+    ),
+    "scalar": LogZMode(
+        "scalar", _learned_estimate, head="log_z", help="one learned parameter (the report's)"
+    ),
+    "prompt": LogZMode(
+        "prompt",
+        _learned_estimate,
+        head="log_z_head",
+        help="learned head on the prompt's hidden states",
+    ),
 }
 
 

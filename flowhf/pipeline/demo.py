@@ -22,14 +22,18 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo") -> int:
     from flowhf.training.summary import write_run_summary
     from flowhf.training.trainer import FlowHFTrainer
 
-    output_dir = _free_folder(output_dir)  # one run per folder: a second demo never touches the first
+    output_dir = _free_folder(
+        output_dir
+    )  # one run per folder: a second demo never touches the first
     overrides = [f"logging.output_dir={output_dir}"]
     if quick:
         overrides += ["optim.max_seconds=120"]
     config = FlowHFConfig.from_yaml(recommended_config_path(), overrides)
-    print(f"[flowhf demo] training {config.model.name} with {config.objective.objective} on {config.data.dataset} "
-          f"(reward {config.target.reward}, alpha {config.target.alpha}, beta {config.target.beta}); "
-          f"budget {config.optim.max_seconds or 'n/a'} s / {config.optim.max_steps} steps -> {output_dir}")
+    print(
+        f"[flowhf demo] training {config.model.name} with {config.objective.objective} on {config.data.dataset} "
+        f"(reward {config.target.reward}, alpha {config.target.alpha}, beta {config.target.beta}); "
+        f"budget {config.optim.max_seconds or 'n/a'} s / {config.optim.max_steps} steps -> {output_dir}"
+    )
     FlowHFTrainer(args=config).train()
     print(write_run_summary(output_dir))
     return 0

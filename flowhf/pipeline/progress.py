@@ -49,8 +49,14 @@ class RunClock:
 class StageProgress:
     """Context manager: a seconds bar for one stage, with the run's ETA in its postfix."""
 
-    def __init__(self, stage: str, index: int, clock: RunClock, log: Callable[[str], None] = print,
-                 stream=None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        index: int,
+        clock: RunClock,
+        log: Callable[[str], None] = print,
+        stream=None,
+    ) -> None:
         self.stage, self.index, self.clock, self.log = stage, index, clock, log
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -63,8 +69,10 @@ class StageProgress:
         self.started = time.perf_counter()
         total = len(self.clock.stages)
         eta = format_seconds(self.clock.remaining(self.stage))
-        self.log(f"[reproduce] stage {self.index}/{total} {self.stage}: running "
-                 f"(estimate {format_seconds(self.clock.estimates[self.stage])}, run ETA {eta})")
+        self.log(
+            f"[reproduce] stage {self.index}/{total} {self.stage}: running "
+            f"(estimate {format_seconds(self.clock.estimates[self.stage])}, run ETA {eta})"
+        )
         if self.enabled:
             from tqdm import tqdm
 
@@ -72,8 +80,14 @@ class StageProgress:
 
             listen_to_progress(True)
 
-            self._bar = tqdm(total=max(1, int(self.clock.estimates[self.stage])), desc=f"{self.index}/{total} {self.stage}",
-                             unit="s", file=self.stream, dynamic_ncols=True, leave=False)
+            self._bar = tqdm(
+                total=max(1, int(self.clock.estimates[self.stage])),
+                desc=f"{self.index}/{total} {self.stage}",
+                unit="s",
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=False,
+            )
             self._thread = threading.Thread(target=self._tick, daemon=True)
             self._thread.start()
         return self
@@ -93,7 +107,9 @@ class StageProgress:
             self._bar.n = min(int(progress.done), self._bar.total)
         else:
             self._bar.n = min(int(elapsed), self._bar.total)
-        self._bar.set_postfix_str(f"run ETA {format_seconds(self.clock.remaining(self.stage, elapsed))}")
+        self._bar.set_postfix_str(
+            f"run ETA {format_seconds(self.clock.remaining(self.stage, elapsed))}"
+        )
 
     def __exit__(self, *exc) -> None:
         self._stop.set()

@@ -26,16 +26,25 @@ from flowhf.pipeline.presets import FLOWHF_METHODS, PRESETS, STAGES, Preset, loa
 from flowhf.pipeline.progress import RunClock, StageProgress, format_seconds
 
 
-def build_plan(preset: str | Preset, output_dir: str | os.PathLike, only: list[str] | None = None) -> dict[str, Any]:
+def build_plan(
+    preset: str | Preset, output_dir: str | os.PathLike, only: list[str] | None = None
+) -> dict[str, Any]:
     """The full plan (preset settings, stages to run, budgets, GPU-hour estimate) as a dict;
     ``preset``: a `Preset` or what `load_preset` reads (a shipped name or a preset file)."""
     preset = preset if isinstance(preset, Preset) else load_preset(preset)
     bad = sorted(set(only or []) - set(STAGES))
     if bad:
-        raise ConfigError(f"unknown stage(s) {bad} in --only; stages are {list(STAGES)}", "pick stages from that list")
+        raise ConfigError(
+            f"unknown stage(s) {bad} in --only; stages are {list(STAGES)}",
+            "pick stages from that list",
+        )
     stages = [s for s in STAGES if not only or s in only]
-    plan = {"preset": preset.to_dict(), "output_dir": str(output_dir), "stages": stages,
-            "budget_per_method": preset.budget}
+    plan = {
+        "preset": preset.to_dict(),
+        "output_dir": str(output_dir),
+        "stages": stages,
+        "budget_per_method": preset.budget,
+    }
     if preset.stage_hours:
         plan["estimated_gpu_hours"] = sum(preset.stage_hours.get(s, 0) for s in stages)
     return plan
@@ -44,30 +53,39 @@ def build_plan(preset: str | Preset, output_dir: str | os.PathLike, only: list[s
 def format_plan(plan: dict[str, Any]) -> str:
     """Human-readable plan printed by --dry-run and at the start of a run."""
     p = plan["preset"]
-    lines = [f"flowhf reproduce: preset {p['name']} -> {plan['output_dir']}",
-             f"  policy:           {p['policy']}",
-             f"  SFT data:         {p['sft_data']}",
-             f"  train prompts:    {p['train_prompts']}",
-             f"  eval prompts:     {p['eval_prompts']} (Table 1), {p['toxicity_prompts']} (Table 2)",
-             f"  SE reward:        {p['se_reward'] or 'trained in stage reward_model: ' + json.dumps(p['reward_model'])}",
-             f"  gold judge:       {p['gold_reward'] or ('trained beside the proxy (rm_config.proxy_and_gold)' if not p['se_reward'] else 'the SE reward itself (no gold)')}",
-             f"  toxicity reward:  {p['toxicity_reward']}",
-             f"  budget / method:  {json.dumps(p['budget'])} (SFT: {json.dumps(p['sft_budget'] or p['budget'])})",
-             f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}, "
-             f"temperature={p['eval_temperature']}",
-             f"  hardware:         {p['gpu']}" + (f", accelerate config {p['accelerate_config']}" if p["accelerate_config"] else ""),
-             f"  per-prompt:       {json.dumps(p['per_prompt']) if p['per_prompt'] is not None else 'off'}",
-             f"  sweep:            {json.dumps(p['sweep'])} x seeds {p['sweep_seeds']}" if p["sweep"] else "  sweep:            none",
-             "  stages:           " + " -> ".join(plan["stages"])]
+    lines = [
+        f"flowhf reproduce: preset {p['name']} -> {plan['output_dir']}",
+        f"  policy:           {p['policy']}",
+        f"  SFT data:         {p['sft_data']}",
+        f"  train prompts:    {p['train_prompts']}",
+        f"  eval prompts:     {p['eval_prompts']} (Table 1), {p['toxicity_prompts']} (Table 2)",
+        f"  SE reward:        {p['se_reward'] or 'trained in stage reward_model: ' + json.dumps(p['reward_model'])}",
+        f"  gold judge:       {p['gold_reward'] or ('trained beside the proxy (rm_config.proxy_and_gold)' if not p['se_reward'] else 'the SE reward itself (no gold)')}",
+        f"  toxicity reward:  {p['toxicity_reward']}",
+        f"  budget / method:  {json.dumps(p['budget'])} (SFT: {json.dumps(p['sft_budget'] or p['budget'])})",
+        f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}, "
+        f"temperature={p['eval_temperature']}",
+        f"  hardware:         {p['gpu']}"
+        + (f", accelerate config {p['accelerate_config']}" if p["accelerate_config"] else ""),
+        f"  per-prompt:       {json.dumps(p['per_prompt']) if p['per_prompt'] is not None else 'off'}",
+        f"  sweep:            {json.dumps(p['sweep'])} x seeds {p['sweep_seeds']}"
+        if p["sweep"]
+        else "  sweep:            none",
+        "  stages:           " + " -> ".join(plan["stages"]),
+    ]
     if p["accelerate_config"]:
-        lines.append(f"  launch:           accelerate launch --config_file {p['accelerate_config']} "
-                     f"-m flowhf.cli reproduce --preset {p['name']} --output-dir {plan['output_dir']}")
+        lines.append(
+            f"  launch:           accelerate launch --config_file {p['accelerate_config']} "
+            f"-m flowhf.cli reproduce --preset {p['name']} --output-dir {plan['output_dir']}"
+        )
     if p["stage_seconds"]:
         total = sum(p["stage_seconds"].get(s, 0) for s in plan["stages"])
         lines.append(f"  estimated wall-clock: {format_seconds(total)} for the planned stages")
     if "estimated_gpu_hours" in plan:
-        lines.append(f"  estimated GPU hours: {plan['estimated_gpu_hours']} "
-                     f"(per stage: {json.dumps(p['stage_hours'])})")
+        lines.append(
+            f"  estimated GPU hours: {plan['estimated_gpu_hours']} "
+            f"(per stage: {json.dumps(p['stage_hours'])})"
+        )
     lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)
 
@@ -104,10 +122,17 @@ def _unverified(root: Path, outputs: dict | None) -> str | None:
 def stage_outputs(root: Path, stage_dir: Path, result: dict) -> dict[str, int]:
     """{path relative to the run folder: size} of the stage folder's files and of files the
     result names elsewhere (report.md)."""
-    files = [p for p in stage_dir.rglob("*") if p.is_file() and p.name != "DONE"] if stage_dir.is_dir() else []
+    files = (
+        [p for p in stage_dir.rglob("*") if p.is_file() and p.name != "DONE"]
+        if stage_dir.is_dir()
+        else []
+    )
     files += [Path(v) for v in result.values() if isinstance(v, str) and Path(v).is_file()]
-    return {str(p.resolve().relative_to(root.resolve())): p.stat().st_size for p in dict.fromkeys(files)
-            if p.resolve().is_relative_to(root.resolve())}
+    return {
+        str(p.resolve().relative_to(root.resolve())): p.stat().st_size
+        for p in dict.fromkeys(files)
+        if p.resolve().is_relative_to(root.resolve())
+    }
 
 
 def fresh_stage_dir(ctx, stage: str) -> None:
@@ -132,8 +157,14 @@ MAIN_ONLY_STAGES = ("reward_model", "eval", "report")
 NO_BARRIER_STAGES = tuple(s for s in MAIN_ONLY_STAGES if s != "reward_model")
 
 
-def run_reproduce(preset: str | Preset, output_dir: str | os.PathLike, only: list[str] | None = None,
-                  resume: bool = False, log=print, overwrite: bool = False) -> dict[str, dict]:
+def run_reproduce(
+    preset: str | Preset,
+    output_dir: str | os.PathLike,
+    only: list[str] | None = None,
+    resume: bool = False,
+    log=print,
+    overwrite: bool = False,
+) -> dict[str, dict]:
     """Run (or skip when cached) every planned stage; returns {stage: result}.
 
     Under ``torchrun`` / ``accelerate launch`` every process runs the training stages (the TRL
@@ -142,24 +173,28 @@ def run_reproduce(preset: str | Preset, output_dir: str | os.PathLike, only: lis
     """
     from flowhf.run_dir import claim_run_dir
 
-    preset = preset if isinstance(preset, Preset) else load_preset(preset)  # checked before the folder is touched
+    preset = (
+        preset if isinstance(preset, Preset) else load_preset(preset)
+    )  # checked before the folder is touched
     plan = build_plan(preset, output_dir, only)
     with claim_run_dir(output_dir, resume, overwrite, log=log):
         return _run_stages(preset, Path(output_dir), plan, resume, log)
 
 
 def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dict[str, dict]:
+    from transformers.utils import logging as hf_logging
+
     from flowhf import distributed
     from flowhf.pipeline.stages import STAGE_FUNCS, Context
     from flowhf.run_dir import atomic_write_text
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per stage, not one per weight load
     distributed.init_process_group()
     main = distributed.is_main_process()
     ctx = Context(preset=preset, out=out, resume=resume)
-    cached = {s: read_done(ctx.stage_dir(s), log if main else (lambda *_: None)) for s in STAGES}  # decided once
+    cached = {
+        s: read_done(ctx.stage_dir(s), log if main else (lambda *_: None)) for s in STAGES
+    }  # decided once
     distributed.barrier()
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -189,39 +224,76 @@ def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dic
         if stage not in MAIN_ONLY_STAGES:
             distributed.barrier()  # no process starts the stage before its folder is ready
         started = time.perf_counter()
-        with StageProgress(stage, to_run.index(stage) + 1, clock, log=log) if main else contextlib.nullcontext():
+        with (
+            StageProgress(stage, to_run.index(stage) + 1, clock, log=log)
+            if main
+            else contextlib.nullcontext()
+        ):
             result = STAGE_FUNCS[stage](ctx)
         result = {**result, "seconds": round(time.perf_counter() - started, 1)}
         clock.finish(stage, result["seconds"])
         if main:
             ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
             result["outputs"] = stage_outputs(out, ctx.stage_dir(stage), result)
-            atomic_write_text(ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str))
+            atomic_write_text(
+                ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str)
+            )
         ctx.results[stage] = result
         if stage not in NO_BARRIER_STAGES:
             distributed.barrier()
-        log(f"[reproduce] {stage}: done in {result['seconds']} s "
-            f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})")
+        log(
+            f"[reproduce] {stage}: done in {result['seconds']} s "
+            f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})"
+        )
     return ctx.results
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     """Register `flowhf reproduce` (sets ``args.func``)."""
     parser = subparsers.add_parser(
-        "reproduce", help="Run the report's full comparison (SFT, RM, PPO, GRPO, TB, FL, FlowHF, eval, report).",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="smoke", metavar="NAME_OR_FILE",
-                        help=f"Models, data and budget: one of {', '.join(sorted(PRESETS))}, or a preset YAML file "
-                             "(`base: smoke` plus the keys to change; keys as in flowhf/pipeline/presets.py).")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="Change one preset key, e.g. --set eval_n=8 --set budget.max_steps=5 (checked like the file).")
-    parser.add_argument("--output-dir", required=True, help="Folder for every stage's outputs and report.md.")
-    parser.add_argument("--only", nargs="+", metavar="STAGE", choices=STAGES, help=f"Run only these of {list(STAGES)}.")
-    parser.add_argument("--resume", action="store_true",
-                        help="Continue the reproduce in --output-dir: verified stages are skipped, FlowHF stages continue "
-                             "from their checkpoint, other unfinished stages rerun from an emptied folder.")
-    parser.add_argument("--overwrite", action="store_true", help="Delete the reproduce already in --output-dir and start again.")
-    parser.add_argument("--dry-run", action="store_true", help="Print the plan; load nothing, write nothing.")
+        "reproduce",
+        help="Run the report's full comparison (SFT, RM, PPO, GRPO, TB, FL, FlowHF, eval, report).",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset",
+        default="smoke",
+        metavar="NAME_OR_FILE",
+        help=f"Models, data and budget: one of {', '.join(sorted(PRESETS))}, or a preset YAML file "
+        "(`base: smoke` plus the keys to change; keys as in flowhf/pipeline/presets.py).",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Change one preset key, e.g. --set eval_n=8 --set budget.max_steps=5 (checked like the file).",
+    )
+    parser.add_argument(
+        "--output-dir", required=True, help="Folder for every stage's outputs and report.md."
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STAGE",
+        choices=STAGES,
+        help=f"Run only these of {list(STAGES)}.",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue the reproduce in --output-dir: verified stages are skipped, FlowHF stages continue "
+        "from their checkpoint, other unfinished stages rerun from an emptied folder.",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Delete the reproduce already in --output-dir and start again.",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Print the plan; load nothing, write nothing."
+    )
     parser.set_defaults(func=main)
     return parser
 
@@ -231,7 +303,9 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_plan(build_plan(preset, args.output_dir, args.only)))
         return 0
-    results = run_reproduce(preset, args.output_dir, args.only, args.resume, overwrite=args.overwrite)
+    results = run_reproduce(
+        preset, args.output_dir, args.only, args.resume, overwrite=args.overwrite
+    )
     if "report" in results and "report" in results["report"]:
         print(report_summary(results["report"]["report"]))
     return 0
@@ -245,7 +319,10 @@ def report_summary(report_path: str | os.PathLike) -> str:
             keep = line.startswith(("## Table 1", "## Table 2", "## Time to reach"))
         if keep and not line.startswith("Cells:"):
             lines.append(line)
-    return "\n".join(lines + ["", f"Full report (plots, t-tests, wall-clock per stage): {Path(report_path).resolve()}"])
+    return "\n".join(
+        lines
+        + ["", f"Full report (plots, t-tests, wall-clock per stage): {Path(report_path).resolve()}"]
+    )
 
 
 if __name__ == "__main__":  # python -m flowhf.pipeline.reproduce ...

@@ -36,7 +36,11 @@ class SweepPoint:
 
     @property
     def name(self) -> str:
-        return f"{self.method}__seed{self.seed}" if self.knob is None else f"{self.method}__{self.knob}={self.value}__seed{self.seed}"
+        return (
+            f"{self.method}__seed{self.seed}"
+            if self.knob is None
+            else f"{self.method}__{self.knob}={self.value}__seed{self.seed}"
+        )
 
 
 def sweep_points(preset: Preset) -> list[SweepPoint]:
@@ -45,16 +49,20 @@ def sweep_points(preset: Preset) -> list[SweepPoint]:
     for seed in preset.sweep_seeds:
         points.append(SweepPoint("sft", None, None, seed))
         for method, grid in preset.sweep.items():
-            (knob, values), = grid.items()
+            ((knob, values),) = grid.items()
             points += [SweepPoint(method, knob, value, seed) for value in values]
     return points if preset.sweep else []
 
 
 def describe_grid(preset: Preset) -> str:
     """The report's one line on what was swept: knobs, seeds, per-method options, budget, judging."""
-    knobs = ", ".join(f"{m}: {k} in {v}" for m, grid in preset.sweep.items() for k, v in grid.items())
-    return (f"Grid: {knobs}; seeds {preset.sweep_seeds}; per-method options {json.dumps(preset.method_options)}; "
-            f"budget per point {json.dumps(preset.budget)}; per-prompt evaluation {json.dumps(preset.per_prompt)}.")
+    knobs = ", ".join(
+        f"{m}: {k} in {v}" for m, grid in preset.sweep.items() for k, v in grid.items()
+    )
+    return (
+        f"Grid: {knobs}; seeds {preset.sweep_seeds}; per-method options {json.dumps(preset.method_options)}; "
+        f"budget per point {json.dumps(preset.budget)}; per-prompt evaluation {json.dumps(preset.per_prompt)}."
+    )
 
 
 def check_sweep(preset: Preset) -> None:
@@ -66,18 +74,26 @@ def check_sweep(preset: Preset) -> None:
     for key in ("sweep", "method_options"):
         for method in getattr(preset, key):
             if method not in methods:
-                raise ConfigError(f"preset key {key}: unknown method {method!r}{suggest(method, methods)}",
-                                  f"methods are {', '.join(methods)}")
+                raise ConfigError(
+                    f"preset key {key}: unknown method {method!r}{suggest(method, methods)}",
+                    f"methods are {', '.join(methods)}",
+                )
     for method, grid in preset.sweep.items():
         if not isinstance(grid, dict) or len(grid) != 1:
-            raise ConfigError(f"preset key sweep.{method}: give exactly one knob and its values, got {grid!r}",
-                              "e.g. sweep: {ppo: {kl_coef: [0.01, 0.05, 0.2]}}")
-        (knob, values), = grid.items()
+            raise ConfigError(
+                f"preset key sweep.{method}: give exactly one knob and its values, got {grid!r}",
+                "e.g. sweep: {ppo: {kl_coef: [0.01, 0.05, 0.2]}}",
+            )
+        ((knob, values),) = grid.items()
         if not isinstance(values, list) or not values or len(set(map(str, values))) != len(values):
-            raise ConfigError(f"preset key sweep.{method}.{knob}: expected a list of distinct values, got {values!r}")
+            raise ConfigError(
+                f"preset key sweep.{method}.{knob}: expected a list of distinct values, got {values!r}"
+            )
     if preset.sweep and preset.per_prompt is None:
-        raise ConfigError("preset key sweep: the frontier is measured per prompt, but per_prompt is null",
-                          "set per_prompt (e.g. {n_prompts: 32, k: 8}) or leave sweep empty")
+        raise ConfigError(
+            "preset key sweep: the frontier is measured per prompt, but per_prompt is null",
+            "set per_prompt (e.g. {n_prompts: 32, k: 8}) or leave sweep empty",
+        )
     for method in sorted(set(preset.sweep) | set(preset.method_options)):
         first_value = {knob: values[0] for knob, values in preset.sweep.get(method, {}).items()}
         options = {**preset.method_options.get(method, {}), **first_value}
@@ -89,7 +105,9 @@ def check_sweep(preset: Preset) -> None:
             from flowhf.pipeline.stages import CONFIGS
             from flowhf.training.config import FlowHFConfig
 
-            FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml", [f"{k}={v}" for k, v in options.items()])
+            FlowHFConfig.from_yaml(
+                CONFIGS / f"{method}.yaml", [f"{k}={v}" for k, v in options.items()]
+            )
 
 
 def stage_sweep(ctx) -> dict[str, Any]:
@@ -103,22 +121,34 @@ def stage_sweep(ctx) -> dict[str, Any]:
     for number, point in enumerate(points, start=1):
         folder = ctx.stage_dir("sweep") / point.name
         if (folder / RESULT).is_file():
-            results[point.name] = check_start(json.loads((folder / RESULT).read_text(encoding="utf-8")), start,
-                                              folder / RESULT)
+            results[point.name] = check_start(
+                json.loads((folder / RESULT).read_text(encoding="utf-8")), start, folder / RESULT
+            )
             continue
         if main:
             print(f"[reproduce] sweep point {number}/{len(points)}: {point.name}", flush=True)
-            resumable = point.method not in BASELINE_METHODS and (folder / "train" / "checkpoints").is_dir()
+            resumable = (
+                point.method not in BASELINE_METHODS and (folder / "train" / "checkpoints").is_dir()
+            )
             if folder.exists() and not resumable:
-                shutil.rmtree(folder)  # a TRL run, or a FlowHF one without a checkpoint, restarts whole
+                shutil.rmtree(
+                    folder
+                )  # a TRL run, or a FlowHF one without a checkpoint, restarts whole
         distributed.barrier()
         trained = train_point(ctx, point, folder / "train")
         if main:
-            result = {**asdict(point), "name": point.name, "model_dir": trained["model_dir"], "start": start,
-                      "steps": trained.get("steps", (trained.get("result") or {}).get("steps")),
-                      "metrics": judge_point(ctx, trained["model_dir"], point.seed)}
+            result = {
+                **asdict(point),
+                "name": point.name,
+                "model_dir": trained["model_dir"],
+                "start": start,
+                "steps": trained.get("steps", (trained.get("result") or {}).get("steps")),
+                "metrics": judge_point(ctx, trained["model_dir"], point.seed),
+            }
             folder.mkdir(parents=True, exist_ok=True)  # (the SFT start trains nothing into it)
-            atomic_write_text(folder / RESULT, json.dumps(result, indent=2, default=str))  # last: the point is done
+            atomic_write_text(
+                folder / RESULT, json.dumps(result, indent=2, default=str)
+            )  # last: the point is done
             results[point.name] = result
         distributed.barrier()
     return {"points": results, "sweep_dir": str(ctx.stage_dir("sweep"))}
@@ -133,7 +163,11 @@ def start_models(ctx) -> dict[str, str]:
     from flowhf.models.cache import file_sha256
 
     out = {}
-    for name, where in (("sft", ctx.model_dir("sft")), ("proxy", ctx.se_reward()), ("gold", ctx.gold_reward())):
+    for name, where in (
+        ("sft", ctx.model_dir("sft")),
+        ("proxy", ctx.se_reward()),
+        ("gold", ctx.gold_reward()),
+    ):
         folder = Path(where.removeprefix("classifier:").split("#")[0])
         files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
         out[name] = ",".join(file_sha256(f)[:16] for f in files) if files else where
@@ -145,9 +179,11 @@ def check_start(result: dict, start: dict[str, str], path: Path) -> dict:
     theirs = result.get("start")
     if theirs is not None and theirs != start:
         differ = ", ".join(k for k in start if theirs.get(k) != start[k])
-        raise ConfigError(f"{path}: this sweep point was trained from other start models ({differ} differ) than "
-                          "this run's SFT / reward-model stages; mixing them would compare unlike runs",
-                          "delete the point's folder to retrain it here, or resume the run folder it came from")
+        raise ConfigError(
+            f"{path}: this sweep point was trained from other start models ({differ} differ) than "
+            "this run's SFT / reward-model stages; mixing them would compare unlike runs",
+            "delete the point's folder to retrain it here, or resume the run folder it came from",
+        )
     return result
 
 
@@ -159,8 +195,13 @@ def train_point(ctx, point: SweepPoint, out: Path) -> dict[str, Any]:
         return {"model_dir": ctx.model_dir("sft")}
     if point.method in BASELINE_METHODS:
         return train_baseline(ctx, point.method, out, {point.knob: point.value, "seed": point.seed})
-    return train_flowhf(ctx, point.method, out, [f"{point.knob}={point.value}", f"optim.seed={point.seed}"],
-                        resume=(out / "checkpoints").is_dir())
+    return train_flowhf(
+        ctx,
+        point.method,
+        out,
+        [f"{point.knob}={point.value}", f"optim.seed={point.seed}"],
+        resume=(out / "checkpoints").is_dir(),
+    )
 
 
 def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
@@ -168,7 +209,12 @@ def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
     completion-level gold-vs-proxy gap and reward-length correlations (`completion_level`)."""
     from flowhf.evaluation.embeddings import Embedder
     from flowhf.evaluation.generation import GenerationSettings
-    from flowhf.evaluation.per_prompt import PerPromptSettings, completion_level, evaluate_per_prompt, summarise
+    from flowhf.evaluation.per_prompt import (
+        PerPromptSettings,
+        completion_level,
+        evaluate_per_prompt,
+        summarise,
+    )
     from flowhf.evaluation.runner import load_model, release_memory
     from flowhf.evaluation.tasks import task_inputs
     from flowhf.rewards import build_reward
@@ -181,8 +227,17 @@ def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
     settings = PerPromptSettings(**(p.per_prompt or {}))
     gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, batch_size=16)
     _, model, tokenizer, _ = load_model(model_dir)
-    rows = evaluate_per_prompt(model, tokenizer, inputs.prompts, rewards, settings, gen, Embedder(), seed,
-                               inputs.reward_columns)
+    rows = evaluate_per_prompt(
+        model,
+        tokenizer,
+        inputs.prompts,
+        rewards,
+        settings,
+        gen,
+        Embedder(),
+        seed,
+        inputs.reward_columns,
+    )
     model = None
     release_memory()
     metrics, ci = summarise(rows, p.n_boot, seed)

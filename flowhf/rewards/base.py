@@ -40,8 +40,12 @@ class Reward:
     """
 
     name: str = "reward"
-    uses_completion_ids: bool = False  # True: callers pass completion_ids (see the module docstring)
-    allow_nonfinite: bool = False  # True: NaN/±inf are returned, for a caller that floors them (the trainer)
+    uses_completion_ids: bool = (
+        False  # True: callers pass completion_ids (see the module docstring)
+    )
+    allow_nonfinite: bool = (
+        False  # True: NaN/±inf are returned, for a caller that floors them (the trainer)
+    )
 
     def __init__(
         self,
@@ -80,8 +84,14 @@ class Reward:
 
     def __call__(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
         check_batch(prompts, completions, columns, self.name)
-        out = as_reward_tensor(self.score(list(prompts), list(completions), **columns), len(prompts), self.name)
-        return out if self.allow_nonfinite else check_finite(out, self.name, list(prompts), list(completions))
+        out = as_reward_tensor(
+            self.score(list(prompts), list(completions), **columns), len(prompts), self.name
+        )
+        return (
+            out
+            if self.allow_nonfinite
+            else check_finite(out, self.name, list(prompts), list(completions))
+        )
 
     # -- prefixes ---------------------------------------------------------------------------
 
@@ -106,7 +116,9 @@ class Reward:
 def check_batch(prompts: Sequence, completions: Sequence, columns: Columns, name: str) -> None:
     """Raise a clear error when prompts, completions and columns do not share one batch size."""
     if isinstance(prompts, str) or isinstance(completions, str):
-        raise TypeError(f"reward '{name}': prompts and completions must be lists of strings, not a str")
+        raise TypeError(
+            f"reward '{name}': prompts and completions must be lists of strings, not a str"
+        )
     if len(prompts) != len(completions):
         raise ValueError(
             f"reward '{name}': got {len(prompts)} prompts but {len(completions)} completions; "
@@ -137,7 +149,9 @@ def as_reward_tensor(value: Any, batch_size: int, name: str) -> torch.Tensor:
         else:
             out = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=torch.float32)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"reward '{name}' must return {batch_size} numbers, got {value!r:.200}") from exc
+        raise TypeError(
+            f"reward '{name}' must return {batch_size} numbers, got {value!r:.200}"
+        ) from exc
     if out.shape != (batch_size,):
         raise ValueError(
             f"reward '{name}' returned shape {tuple(out.shape)}, expected ({batch_size},): "
@@ -146,7 +160,9 @@ def as_reward_tensor(value: Any, batch_size: int, name: str) -> torch.Tensor:
     return out
 
 
-def check_finite(values: torch.Tensor, name: str, prompts: list[str], completions: list[str]) -> torch.Tensor:
+def check_finite(
+    values: torch.Tensor, name: str, prompts: list[str], completions: list[str]
+) -> torch.Tensor:
     """``values`` if all finite; else the one rule for NaN and ±inf rewards: an error naming the
     reward, the prompt and the completion (the trainer's target.nonfinite_reward=floor is the
     way to accept them)."""
@@ -155,8 +171,10 @@ def check_finite(values: torch.Tensor, name: str, prompts: list[str], completion
         from flowhf.errors import RewardError
 
         i = bad[0]
-        raise RewardError(f"reward {name!r} gave a value of {values[i].item()} for prompt {prompts[i][:80]!r} and completion "
-                          f"{completions[i][:80]!r} ({len(bad)} non-finite in the batch); NaN and ±inf rewards are errors by default")
+        raise RewardError(
+            f"reward {name!r} gave a value of {values[i].item()} for prompt {prompts[i][:80]!r} and completion "
+            f"{completions[i][:80]!r} ({len(bad)} non-finite in the batch); NaN and ±inf rewards are errors by default"
+        )
     return values
 
 
@@ -248,4 +266,3 @@ def score_prefixes_by_text(
     for (positions, slots), ids in zip(row_plans, completion_ids):
         out_rows.append(hold_values(len(ids), positions, values[slots].tolist()))
     return pad_prefix_rows(out_rows)
-

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from flowhf.rewards.base import Reward, check_batch, score_prefixes_by_text
 from flowhf.rewards import classifier_prefix as cp
+from flowhf.rewards.base import Reward, check_batch, score_prefixes_by_text
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def resolve_label(config: Any, label: int | str | None) -> int:
         label = int(label)
     if isinstance(label, int):
         if not 0 <= label < n:
-            raise ValueError(f"label index {label} is out of range for a classifier with labels {listing}")
+            raise ValueError(
+                f"label index {label} is out of range for a classifier with labels {listing}"
+            )
         return label
     for i, name in names.items():
         if name == label:
@@ -116,8 +118,10 @@ class ClassifierReward(Reward):
             input_format = "template" if (template or meta.get("template")) else "concat"
         template = template or meta.get("template")
         if input_format == "template" and (not template or not template.endswith("{completion}")):
-            raise ValueError("input_format='template' needs a template ending with '{completion}', "
-                             "e.g. 'Question: {prompt}\n\nAnswer: {completion}'")
+            raise ValueError(
+                "input_format='template' needs a template ending with '{completion}', "
+                "e.g. 'Question: {prompt}\n\nAnswer: {completion}'"
+            )
         if meta.get("max_length") and max_length == 512:
             max_length = int(meta["max_length"])
         for value, allowed, key in (
@@ -128,7 +132,9 @@ class ClassifierReward(Reward):
             if value not in allowed:
                 raise ValueError(f"classifier {key} must be one of {allowed}, got {value!r}")
         if (path is None) == (model is None):
-            raise ValueError("pass either path= (folder, Hub id or .gguf file) or model= and tokenizer=")
+            raise ValueError(
+                "pass either path= (folder, Hub id or .gguf file) or model= and tokenizer="
+            )
         if model is not None and tokenizer is None:
             raise ValueError("a prebuilt classifier model needs its tokenizer= too")
         if path is not None:
@@ -141,7 +147,9 @@ class ClassifierReward(Reward):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.label_index = resolve_label(model.config, label)
-        self.output = output if output != "auto" else ("logit" if model.config.num_labels == 1 else "prob")
+        self.output = (
+            output if output != "auto" else ("logit" if model.config.num_labels == 1 else "prob")
+        )
         self.input_format = input_format
         self.template = template
         if meta.get("truncation_side"):
@@ -166,11 +174,16 @@ class ClassifierReward(Reward):
         tok, cfg = self.tokenizer, self.model.config
         if tok.pad_token_id is None:
             if tok.eos_token_id is None:
-                raise ValueError(f"reward '{self.name}': the tokenizer has neither a pad nor an eos token; set one")
+                raise ValueError(
+                    f"reward '{self.name}': the tokenizer has neither a pad nor an eos token; set one"
+                )
             tok.pad_token = tok.eos_token
         if getattr(cfg, "pad_token_id", None) is None:
-            logger.warning("reward '%s': model config has no pad_token_id; using the tokenizer's (%s)",
-                           self.name, tok.pad_token_id)
+            logger.warning(
+                "reward '%s': model config has no pad_token_id; using the tokenizer's (%s)",
+                self.name,
+                tok.pad_token_id,
+            )
             cfg.pad_token_id = tok.pad_token_id
         return int(cfg.pad_token_id)
 
@@ -183,7 +196,9 @@ class ClassifierReward(Reward):
     def select(self, logits: torch.Tensor) -> torch.Tensor:
         """Reduce head outputs [..., num_labels] to the reward [...] (label + output kind)."""
         logits = logits.float()
-        multi_label = getattr(self.model.config, "problem_type", None) == "multi_label_classification"
+        multi_label = (
+            getattr(self.model.config, "problem_type", None) == "multi_label_classification"
+        )
         if self.output == "prob":
             probs = logits.sigmoid() if multi_label else logits.softmax(-1)
             return probs[..., self.label_index]
@@ -197,11 +212,16 @@ class ClassifierReward(Reward):
         if not completions:
             return torch.zeros(0)
         if self.input_format == "pair":
-            enc = self.tokenizer(list(prompts), list(completions), truncation=True, max_length=self.max_length)
+            enc = self.tokenizer(
+                list(prompts), list(completions), truncation=True, max_length=self.max_length
+            )
         else:
             texts = [self.format_text(p, c) for p, c in zip(prompts, completions)]
             enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        features = [{k: enc[k][i] for k in ("input_ids", "token_type_ids") if k in enc} for i in range(len(prompts))]
+        features = [
+            {k: enc[k][i] for k in ("input_ids", "token_type_ids") if k in enc}
+            for i in range(len(prompts))
+        ]
         return self._forward_features(features)
 
     def format_text(self, prompt: str, completion: str) -> str:
@@ -227,7 +247,9 @@ class ClassifierReward(Reward):
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = cp.collate([features[i] for i in idx], self.pad_id, self.max_length, self.device)
+            batch = cp.collate(
+                [features[i] for i in idx], self.pad_id, self.max_length, self.device
+            )
             with torch.inference_mode():
                 logits = self.model(**batch).logits
             out[idx] = self.select(logits).float().cpu()
@@ -257,7 +279,9 @@ class ClassifierReward(Reward):
         if self.prefix_mode != "auto":
             why = blockers.get(self.prefix_mode)
             if why:
-                raise ValueError(f"reward '{self.name}': prefix_mode={self.prefix_mode!r} is not possible: {why}")
+                raise ValueError(
+                    f"reward '{self.name}': prefix_mode={self.prefix_mode!r} is not possible: {why}"
+                )
             return self.prefix_mode, "requested"
         for route in ("one_pass", "token_ids"):
             if not blockers[route]:
@@ -273,11 +297,15 @@ class ClassifierReward(Reward):
         enc = self.tokenizer(contexts, add_special_tokens=False)["input_ids"]
         return [list(prefix) + list(ids) for ids in enc]
 
-    def score_prefixes_token_ids(self, prompts: list[str], completion_ids: list[list[int]]) -> torch.Tensor:
+    def score_prefixes_token_ids(
+        self, prompts: list[str], completion_ids: list[list[int]]
+    ) -> torch.Tensor:
         """One model call per prefix (batched), fed context ids + the policy's completion ids."""
         return cp.per_prefix_token_scores(self, self.context_ids(prompts), completion_ids)
 
-    def score_prefixes_one_pass(self, prompts: list[str], completion_ids: list[list[int]]) -> torch.Tensor:
+    def score_prefixes_one_pass(
+        self, prompts: list[str], completion_ids: list[list[int]]
+    ) -> torch.Tensor:
         """Every prefix reward from ONE forward per batch (causal RMs; exact, see classifier_prefix)."""
         contexts = self.context_ids(prompts)
         values = cp.one_pass_prefix_scores(self, contexts, completion_ids)
@@ -286,8 +314,12 @@ class ClassifierReward(Reward):
             if problem:
                 self._one_pass_problem = problem
                 if self.prefix_mode == "one_pass":
-                    raise RuntimeError(f"reward '{self.name}': {problem}; use prefix_mode='token_ids'")
-                logger.warning("reward '%s': %s; using per-prefix scoring instead", self.name, problem)
+                    raise RuntimeError(
+                        f"reward '{self.name}': {problem}; use prefix_mode='token_ids'"
+                    )
+                logger.warning(
+                    "reward '%s': %s; using per-prefix scoring instead", self.name, problem
+                )
                 return self.score_prefixes_token_ids(prompts, completion_ids)
             self._one_pass_verified = True
         return values
@@ -310,6 +342,8 @@ def _dtype(dtype: Any) -> Any:
         return torch.float32
     if isinstance(dtype, str) and dtype != "auto":
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16 or auto")
+            raise ValueError(
+                f"unknown dtype {dtype!r}; use e.g. float32, bfloat16, float16 or auto"
+            )
         return getattr(torch, dtype)
     return dtype

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 _PROBE = "hello world"
 
 
-def collate(features: list[dict[str, list[int]]], pad_id: int, max_length: int, device: Any) -> dict:
+def collate(
+    features: list[dict[str, list[int]]], pad_id: int, max_length: int, device: Any
+) -> dict:
     """Right-pad token-id features into model inputs.
 
     Sequences are right-truncated to `max_length`; an empty sequence is fed as one pad token
@@ -68,17 +70,18 @@ def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]] | None:
     return None
 
 
-def same_vocab(reward: "ClassifierReward", policy_tokenizer: Any) -> bool:
+def same_vocab(reward: ClassifierReward, policy_tokenizer: Any) -> bool:
     """True when the policy's token ids mean the same strings to the RM tokenizer (cached)."""
     key = id(policy_tokenizer)
     if key not in reward._vocab_match:
         reward._vocab_match[key] = (
-            policy_tokenizer is reward.tokenizer or policy_tokenizer.get_vocab() == reward.tokenizer.get_vocab()
+            policy_tokenizer is reward.tokenizer
+            or policy_tokenizer.get_vocab() == reward.tokenizer.get_vocab()
         )
     return reward._vocab_match[key]
 
 
-def token_route_blocker(reward: "ClassifierReward", policy_tokenizer: Any) -> str | None:
+def token_route_blocker(reward: ClassifierReward, policy_tokenizer: Any) -> str | None:
     """Why the RM cannot be fed the policy's token ids, or None when it can."""
     if policy_tokenizer is None:
         return "no policy tokenizer was given"
@@ -91,11 +94,15 @@ def token_route_blocker(reward: "ClassifierReward", policy_tokenizer: Any) -> st
     return None
 
 
-def one_pass_blocker(reward: "ClassifierReward") -> str | None:
+def one_pass_blocker(reward: ClassifierReward) -> str | None:
     """Why the one-pass route does not apply (beyond the token-route checks), or None."""
     model = reward.model
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if not isinstance(getattr(model, "score", None), torch.nn.Module) or backbone is None or backbone is model:
+    if (
+        not isinstance(getattr(model, "score", None), torch.nn.Module)
+        or backbone is None
+        or backbone is model
+    ):
         return f"{type(model).__name__} is not a backbone + `score` head (causal reward model)"
     if getattr(model.config, "is_encoder_decoder", False):
         return f"{type(model).__name__} is an encoder-decoder model"
@@ -105,16 +112,18 @@ def one_pass_blocker(reward: "ClassifierReward") -> str | None:
     return reward._one_pass_problem
 
 
-def position_values(reward: "ClassifierReward", batch: dict) -> torch.Tensor:
+def position_values(reward: ClassifierReward, batch: dict) -> torch.Tensor:
     """The reward read at EVERY position: select(score(backbone hidden states)), [N, S]."""
     model = reward.model
     backbone = getattr(model, model.base_model_prefix)
-    out = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    out = backbone(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    )
     return reward.select(model.score(out[0]))
 
 
 def one_pass_prefix_scores(
-    reward: "ClassifierReward", contexts: list[list[int]], completion_ids: list[list[int]]
+    reward: ClassifierReward, contexts: list[list[int]], completion_ids: list[list[int]]
 ) -> torch.Tensor:
     """Prefix rewards [B, T+1] of context + completion, one forward per batch of rows."""
     rows: list[torch.Tensor | None] = [None] * len(contexts)
@@ -122,7 +131,9 @@ def one_pass_prefix_scores(
     empty_value: torch.Tensor | None = None
     for start in range(0, len(order), reward.batch_size):
         idx = order[start : start + reward.batch_size]
-        feats = [{"input_ids": list(contexts[b]) + [int(i) for i in completion_ids[b]]} for b in idx]
+        feats = [
+            {"input_ids": list(contexts[b]) + [int(i) for i in completion_ids[b]]} for b in idx
+        ]
         batch = collate(feats, reward.pad_id, reward.max_length, reward.device)
         with torch.inference_mode():
             values = position_values(reward, batch)
@@ -146,7 +157,7 @@ def one_pass_prefix_scores(
 
 
 def per_prefix_token_scores(
-    reward: "ClassifierReward", contexts: list[list[int]], completion_ids: list[list[int]]
+    reward: ClassifierReward, contexts: list[list[int]], completion_ids: list[list[int]]
 ) -> torch.Tensor:
     """Prefix rewards [B, T+1] with one model input per scored prefix (honours prefix_stride)."""
     _, suffix = special_affixes(reward.tokenizer)
@@ -159,21 +170,28 @@ def per_prefix_token_scores(
     values = reward.score_token_ids(seqs)
     rows, offset = [], 0
     for positions, comp in zip(plans, completion_ids):
-        rows.append(hold_values(len(comp), positions, values[offset : offset + len(positions)].tolist()))
+        rows.append(
+            hold_values(len(comp), positions, values[offset : offset + len(positions)].tolist())
+        )
         offset += len(positions)
     return pad_prefix_rows(rows)
 
 
 def verify_one_pass(
-    reward: "ClassifierReward", contexts: list[list[int]], completion_ids: list[list[int]], values: torch.Tensor
+    reward: ClassifierReward,
+    contexts: list[list[int]],
+    completion_ids: list[list[int]],
+    values: torch.Tensor,
 ) -> str | None:
     """Compare one-pass final values with the model's own forward; a message if they differ.
 
     Guards against a model whose forward does more than score(backbone(x)) at the last token.
     """
-    full = reward.score_token_ids([list(c) + [int(i) for i in y] for c, y in zip(contexts, completion_ids)])
+    full = reward.score_token_ids(
+        [list(c) + [int(i) for i in y] for c, y in zip(contexts, completion_ids)]
+    )
     diff = float((full - values[:, -1]).abs().max()) if len(full) else 0.0
-    tol = (1e-3 if next(reward.model.parameters()).dtype == torch.float32 else 5e-2)
+    tol = 1e-3 if next(reward.model.parameters()).dtype == torch.float32 else 5e-2
     tol *= max(1.0, float(full.abs().max()) if len(full) else 1.0)
     if diff > tol:
         return f"one-pass rewards differ from the model's own forward by {diff:.3g} (> {tol:.3g})"

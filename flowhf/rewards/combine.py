@@ -22,7 +22,9 @@ def _format_weight(w: float) -> str:
 class CombinedReward(Reward):
     """sum_i weights[i] * rewards[i]."""
 
-    def __init__(self, rewards: Sequence[Reward], weights: Sequence[float] | None = None, **base_kwargs: Any) -> None:
+    def __init__(
+        self, rewards: Sequence[Reward], weights: Sequence[float] | None = None, **base_kwargs: Any
+    ) -> None:
         rewards = list(rewards)
         weights = [1.0] * len(rewards) if weights is None else [float(w) for w in weights]
         if not rewards:
@@ -31,9 +33,15 @@ class CombinedReward(Reward):
             raise ValueError(f"got {len(rewards)} rewards but {len(weights)} weights")
         bad = [r for r in rewards if not isinstance(r, Reward)]
         if bad:
-            raise TypeError(f"combined reward components must be Reward objects, got {type(bad[0]).__name__}")
+            raise TypeError(
+                f"combined reward components must be Reward objects, got {type(bad[0]).__name__}"
+            )
         base_kwargs.setdefault(
-            "name", " + ".join(r.name if w == 1.0 else f"{_format_weight(w)}*{r.name}" for r, w in zip(rewards, weights))
+            "name",
+            " + ".join(
+                r.name if w == 1.0 else f"{_format_weight(w)}*{r.name}"
+                for r, w in zip(rewards, weights)
+            ),
         )
         super().__init__(**base_kwargs)
         self.rewards = rewards
@@ -44,7 +52,9 @@ class CombinedReward(Reward):
         for reward in getattr(self, "rewards", []):
             reward.set_prefix_stride(stride)
 
-    def components(self, prompts: list[str], completions: list[str], **columns: Any) -> dict[str, torch.Tensor]:
+    def components(
+        self, prompts: list[str], completions: list[str], **columns: Any
+    ) -> dict[str, torch.Tensor]:
         """Unweighted reward of every component, by name (for logging, e.g. train/reward/NAME)."""
         out: dict[str, torch.Tensor] = {}
         for reward in self.rewards:

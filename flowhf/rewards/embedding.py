@@ -12,7 +12,11 @@ from typing import Any
 
 import torch
 
-from flowhf.models.cache import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model, shipped_minilm_path  # noqa: F401
+from flowhf.models.cache import (  # noqa: F401
+    DEFAULT_EMBEDDING_MODEL,
+    resolve_embedding_model,
+    shipped_minilm_path,
+)
 from flowhf.rewards.base import Reward
 
 
@@ -47,7 +51,9 @@ class EmbeddingReward(Reward):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_embedding_model(self.model_name), device=self.device)
+            self._model = SentenceTransformer(
+                resolve_embedding_model(self.model_name), device=self.device
+            )
         return self._model
 
     def embed(self, texts: list[str]) -> torch.Tensor:

@@ -36,7 +36,9 @@ class RewardNotFound(UserError, AttributeError):
 def load_object(spec: str) -> Any:
     """Import ``module:attr`` or ``file.py:attr`` (attr may be dotted, e.g. ``Class.method``)."""
     if ":" not in spec:
-        raise ConfigError(f"python reward spec must be 'module:function' or 'path/to/file.py:function', got {spec!r}")
+        raise ConfigError(
+            f"python reward spec must be 'module:function' or 'path/to/file.py:function', got {spec!r}"
+        )
     target, attr = spec.rsplit(":", 1)
     if not target or not attr:
         raise ConfigError(f"python reward spec {spec!r} has an empty module or function name")
@@ -46,7 +48,9 @@ def load_object(spec: str) -> Any:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
-            raise RewardNotImportable(f"python reward: cannot import module '{target}' ({exc})") from exc
+            raise RewardNotImportable(
+                f"python reward: cannot import module '{target}' ({exc})"
+            ) from exc
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -81,7 +85,9 @@ class PythonReward(Reward):
 
     def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
         out = self.fn(prompts=prompts, completions=completions, **columns)
-        if isinstance(out, (list, tuple)) and any(v is None or isinstance(v, (str, bytes)) for v in out):
+        if isinstance(out, (list, tuple)) and any(
+            v is None or isinstance(v, (str, bytes)) for v in out
+        ):
             raise TypeError(
                 f"python reward '{self.name}' must return {len(completions)} numbers; got non-numbers "
                 f"(e.g. {next(v for v in out if v is None or isinstance(v, (str, bytes)))!r})"

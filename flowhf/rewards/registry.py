@@ -86,8 +86,10 @@ _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*
 class SpecError(ConfigError):
     """A reward spec that does not parse (a ConfigError: one line on the CLI, before any model loads)."""
 
-    default_hint = ("a reward spec is NAME[:ARG] terms joined by '+', e.g. sentiment, toxicity, classifier:PATH, "
-                    "python:module:function, '0.5*sentiment+0.5*toxicity' (flowhf.rewards.registry)")
+    default_hint = (
+        "a reward spec is NAME[:ARG] terms joined by '+', e.g. sentiment, toxicity, classifier:PATH, "
+        "python:module:function, '0.5*sentiment+0.5*toxicity' (flowhf.rewards.registry)"
+    )
 
 
 def available_rewards() -> list[str]:
@@ -129,7 +131,9 @@ def build_reward(spec: str | dict | list | Reward | Callable[..., Any]) -> Rewar
         return _combine(parts)
     if callable(spec):
         return _python(spec)
-    raise TypeError(f"a reward spec must be a string, dict, list or callable, got {type(spec).__name__}")
+    raise TypeError(
+        f"a reward spec must be a string, dict, list or callable, got {type(spec).__name__}"
+    )
 
 
 def _combine(parts: list[tuple[Reward, float]]) -> Reward:
@@ -175,7 +179,9 @@ def _from_dict(spec: dict) -> tuple[Reward, float]:
     """``{type: ..., <adapter options>, weight, normalize, floor, prefix_stride, name}``."""
     spec = dict(spec)
     if "type" not in spec:
-        raise SpecError(f"reward dict needs a 'type' key (one of {', '.join(available_rewards())}); got keys {sorted(spec)}")
+        raise SpecError(
+            f"reward dict needs a 'type' key (one of {', '.join(available_rewards())}); got keys {sorted(spec)}"
+        )
     name = str(spec.pop("type")).lower()
     if name not in REWARD_TYPES:
         raise _unknown(name)
@@ -206,13 +212,19 @@ def _transform(normalize: Any, floor: Any) -> RewardTransform | None:
     elif normalize is True or normalize == "running":
         options["normalize"] = "running"
     elif normalize == "affine":
-        raise SpecError("normalize: affine needs scale/shift: normalize: {mode: affine, scale: S, shift: B}")
+        raise SpecError(
+            "normalize: affine needs scale/shift: normalize: {mode: affine, scale: S, shift: B}"
+        )
     elif isinstance(normalize, dict):
         options.update(normalize)
         mode = options.pop("mode", options.pop("type", None))
-        options["normalize"] = mode or ("affine" if {"scale", "shift"} & set(options) else "running")
+        options["normalize"] = mode or (
+            "affine" if {"scale", "shift"} & set(options) else "running"
+        )
     else:
-        raise SpecError(f"normalize must be running, affine (as a dict), none or a dict; got {normalize!r}")
+        raise SpecError(
+            f"normalize must be running, affine (as a dict), none or a dict; got {normalize!r}"
+        )
     if floor is not None:
         options["floor"] = float(floor)
     if not options:

@@ -12,9 +12,13 @@ import torch
 
 def letter_share(prompts: list[str], completions: list[str], **columns) -> torch.Tensor:
     """Fraction of a completion's characters that are letters (0 for an empty completion)."""
-    return torch.tensor([sum(c.isalpha() for c in text) / max(len(text), 1) for text in completions])
+    return torch.tensor(
+        [sum(c.isalpha() for c in text) / max(len(text), 1) for text in completions]
+    )
 
 
 def distinct_word_share(prompts: list[str], completions: list[str], **columns) -> torch.Tensor:
     """Distinct words over words of a completion (0 for an empty completion)."""
-    return torch.tensor([len(set(text.split())) / max(len(text.split()), 1) for text in completions])
+    return torch.tensor(
+        [len(set(text.split())) / max(len(text.split()), 1) for text in completions]
+    )

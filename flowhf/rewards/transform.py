@@ -38,15 +38,21 @@ class RewardTransform:
     scale: float = field(default=1.0, metadata={"help": "affine: multiply the reward by this"})
     shift: float = field(default=0.0, metadata={"help": "affine: then add this"})
     clip: float | None = field(
-        default=5.0, metadata={"help": "running: clip normalised rewards to [-clip, clip]; None = no clip"}
+        default=5.0,
+        metadata={"help": "running: clip normalised rewards to [-clip, clip]; None = no clip"},
     )
     momentum: float | None = field(
         default=None,
-        metadata={"help": "running: EMA weight of each new batch in (0, 1]; None = exact cumulative stats"},
+        metadata={
+            "help": "running: EMA weight of each new batch in (0, 1]; None = exact cumulative stats"
+        },
     )
-    eps: float = field(default=1e-6, metadata={"help": "running: added to the std to avoid dividing by 0"})
+    eps: float = field(
+        default=1e-6, metadata={"help": "running: added to the std to avoid dividing by 0"}
+    )
     floor: float | None = field(
-        default=None, metadata={"help": "clamp the (normalised) reward below at this value; None = off"}
+        default=None,
+        metadata={"help": "clamp the (normalised) reward below at this value; None = off"},
     )
 
     def __post_init__(self) -> None:
@@ -82,7 +88,9 @@ class RewardTransform:
             # Chan et al. parallel update of mean / population variance.
             total = self.count + n
             delta = b_mean - self.mean
-            self.var = (self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total
+            self.var = (
+                self.var * self.count + b_var * n + delta**2 * self.count * n / total
+            ) / total
             self.mean += delta * n / total
         else:
             m = self.momentum
@@ -123,7 +131,9 @@ class TransformedReward(Reward):
     `score_prefixes` (its last column), unless `update_stats` is False (set it for evaluation).
     """
 
-    def __init__(self, inner: Reward, transform: RewardTransform, update_stats: bool = True) -> None:
+    def __init__(
+        self, inner: Reward, transform: RewardTransform, update_stats: bool = True
+    ) -> None:
         super().__init__(name=inner.name, prefix_stride=inner.prefix_stride)
         self.inner = inner
         self.transform = transform

@@ -22,10 +22,19 @@ import torch
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import StaticLayer
 
-from flowhf.sampling.generate import Completions, cache_kwarg, distinct_rows, keep_top_k, mask_logits, positions_from_mask
+from flowhf.sampling.generate import (
+    Completions,
+    cache_kwarg,
+    distinct_rows,
+    keep_top_k,
+    mask_logits,
+    positions_from_mask,
+)
 from flowhf.sampling.merged import MergedCopy
 
-LENGTH_BUCKET = 64  # compiled: cache lengths round up to this, so prompts of similar length share one graph
+LENGTH_BUCKET = (
+    64  # compiled: cache lengths round up to this, so prompts of similar length share one graph
+)
 
 
 class FastSampler:
@@ -38,8 +47,13 @@ class FastSampler:
         check_every: tokens between all-rows-ended checks (default 1 on CPU, 8 on GPU).
     """
 
-    def __init__(self, policy: torch.nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False,
-                 check_every: int | None = None):
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+        check_every: int | None = None,
+    ):
         self.copy = MergedCopy(policy, dtype)
         self.compile = compile
         self.check_every = check_every
@@ -48,23 +62,44 @@ class FastSampler:
         self._decode = self._forward
         self._graphs = compile and next(self.copy.model.parameters()).device.type == "cuda"
         if compile:
-            self._decode = torch.compile(self._forward, dynamic=False, mode="reduce-overhead" if self._graphs else None)
+            self._decode = torch.compile(
+                self._forward, dynamic=False, mode="reduce-overhead" if self._graphs else None
+            )
 
     @torch.no_grad()
-    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
-               eos_token_id: int | list[int], pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0,
-               allowed_tokens: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               tempered_tokens: int = 0, top_k: int = 0, adapters: bool = True) -> Completions:
+    def sample(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | list[int],
+        pad_token_id: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        allowed_tokens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        tempered_tokens: int = 0,
+        top_k: int = 0,
+        adapters: bool = True,
+    ) -> Completions:
         """`sample_completions`' arguments and result; ``adapters=False`` samples the reference
         (a LoRA policy with its adapters off)."""
         model = self.copy.refresh(adapters)
         B, P = prompt_ids.shape
         device = prompt_ids.device
-        rows = _bucket(B) if self.compile else B  # compiled: a few batch shapes, padded with copies of row 0
-        pick = torch.cat([torch.arange(B, device=device), torch.zeros(rows - B, dtype=torch.long, device=device)])
+        rows = (
+            _bucket(B) if self.compile else B
+        )  # compiled: a few batch shapes, padded with copies of row 0
+        pick = torch.cat(
+            [torch.arange(B, device=device), torch.zeros(rows - B, dtype=torch.long, device=device)]
+        )
         length = P + max_new_tokens
-        cache, static = self._cache_for(model, rows, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET if self.compile else length)
-        attention = torch.zeros(rows, cache_len(cache, length), dtype=torch.long, device=device)  # [R, L]
+        cache, static = self._cache_for(
+            model, rows, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET if self.compile else length
+        )
+        attention = torch.zeros(
+            rows, cache_len(cache, length), dtype=torch.long, device=device
+        )  # [R, L]
         attention[:, :P] = prompt_mask[pick]
         logits = self._prefill(model, prompt_ids[pick], prompt_mask[pick], cache, static)  # [R, V]
         position = attention[:, :P].sum(dim=1, keepdim=True)  # [R, 1]
@@ -72,13 +107,17 @@ class FastSampler:
         alive = torch.ones(rows, dtype=torch.bool, device=device)  # [R] not yet ended
         mask = torch.zeros(rows, max_new_tokens, device=device)
         log_q = torch.zeros(rows, device=device)
-        eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
+        eos_ids = torch.as_tensor(
+            [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device
+        )
         every = self.check_every or (1 if device.type == "cpu" else 8)
         # compiled only on the static cache: a growing DynamicCache would recompile every token
         decode = self._decode if static else self._forward
         for t in range(max_new_tokens):
             hot = tempered_tokens <= 0 or t < tempered_tokens
-            log_p = step_log_probs(logits, allowed_tokens, temperature if hot else 1.0, top_p, top_k if hot else 0)  # [R, V]
+            log_p = step_log_probs(
+                logits, allowed_tokens, temperature if hot else 1.0, top_p, top_k if hot else 0
+            )  # [R, V]
             drawn = inverse_cdf_draw(log_p, generator)  # [R]
             log_q += torch.where(alive, log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), 0.0)
             tokens[:, t] = torch.where(alive, drawn, pad_token_id)
@@ -89,17 +128,33 @@ class FastSampler:
             attention[:, P + t] = 1
             if self._graphs and static:
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
-            logits = decode(drawn.unsqueeze(1), attention if static else attention[:, : P + t + 1], position + t, cache)
-        if not bool(torch.isfinite(log_q[:B]).all()):  # plain multinomial raises on such logits; say so here too
-            raise RuntimeError("the fast sampler met non-finite or all-masked next-token logits (NaN/inf in the model, "
-                               "or sampling.allowed_tokens excluding every token); log q is not finite")
+            logits = decode(
+                drawn.unsqueeze(1),
+                attention if static else attention[:, : P + t + 1],
+                position + t,
+                cache,
+            )
+        if not bool(
+            torch.isfinite(log_q[:B]).all()
+        ):  # plain multinomial raises on such logits; say so here too
+            raise RuntimeError(
+                "the fast sampler met non-finite or all-masked next-token logits (NaN/inf in the model, "
+                "or sampling.allowed_tokens excluding every token); log q is not finite"
+            )
         keep = int(mask[:B].sum(dim=1).max().item()) if B else 0
         return Completions(tokens[:B, :keep], mask[:B, :keep], ~alive[:B], temperature, log_q[:B])
 
-    def _forward(self, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    def _forward(
+        self, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache
+    ) -> torch.Tensor:
         """One decoding step: logits of the next token [R, V] (float32)."""
-        out = self.copy.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                              **{self._cache_arg: cache})
+        out = self.copy.model(
+            input_ids=ids,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_arg: cache},
+        )
         return out.logits[:, -1, :].float()
 
     def _prefill(self, model, prompt_ids, prompt_mask, cache, static: bool) -> torch.Tensor:
@@ -110,8 +165,14 @@ class FastSampler:
         # logits of the last position only, kept by index: an int would slice a strided view, which
         # bf16 CPU matmul turns into a copy of the whole output embedding per prompt
         last = torch.tensor([prompt_ids.shape[1] - 1], device=prompt_ids.device)
-        out = model(input_ids=prompt_ids[first], attention_mask=attention, position_ids=positions_from_mask(attention),
-                    use_cache=True, logits_to_keep=last, **{self._cache_arg: prefill})
+        out = model(
+            input_ids=prompt_ids[first],
+            attention_mask=attention,
+            position_ids=positions_from_mask(attention),
+            use_cache=True,
+            logits_to_keep=last,
+            **{self._cache_arg: prefill},
+        )
         if static:
             _fill_static(cache, prefill, inverse)
         else:
@@ -134,18 +195,29 @@ def cache_len(cache, length: int) -> int:
     return cache.layers[0].max_cache_len if isinstance(cache, StaticCache) else length
 
 
-def step_log_probs(logits: torch.Tensor, allowed_tokens: torch.Tensor | None, temperature: float,
-                   top_p: float, top_k: int = 0) -> torch.Tensor:
+def step_log_probs(
+    logits: torch.Tensor,
+    allowed_tokens: torch.Tensor | None,
+    temperature: float,
+    top_p: float,
+    top_k: int = 0,
+) -> torch.Tensor:
     """log q of every next token [R, V]: masked, cut to the top k (top_k > 0), tempered and
     (top_p < 1) renormalised over the nucleus."""
     scores = keep_top_k(mask_logits(logits, allowed_tokens), top_k)
-    log_p = torch.log_softmax(scores if temperature == 1.0 else scores / temperature, dim=-1)  # [R, V]
+    log_p = torch.log_softmax(
+        scores if temperature == 1.0 else scores / temperature, dim=-1
+    )  # [R, V]
     if top_p >= 1.0:
         return log_p
     sorted_log_p, order = log_p.sort(dim=-1, descending=True)
     sorted_p = sorted_log_p.exp()
-    keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p  # the smallest prefix holding top_p (as `_nucleus`)
-    kept = torch.full_like(log_p, float("-inf")).scatter(-1, order, sorted_log_p.masked_fill(~keep, float("-inf")))
+    keep = (
+        sorted_p.cumsum(dim=-1) - sorted_p < top_p
+    )  # the smallest prefix holding top_p (as `_nucleus`)
+    kept = torch.full_like(log_p, float("-inf")).scatter(
+        -1, order, sorted_log_p.masked_fill(~keep, float("-inf"))
+    )
     return kept - torch.logsumexp(kept, dim=-1, keepdim=True)
 
 
@@ -153,8 +225,12 @@ def inverse_cdf_draw(log_p: torch.Tensor, generator: torch.Generator | None) -> 
     """One draw per row from exp(log_p) [R, V]: the first token whose float64 running sum
     exceeds u * total, u uniform in [0, 1). Zero-probability tokens have empty intervals. [R]"""
     cdf = log_p.double().exp().cumsum(dim=-1)  # [R, V]
-    u = torch.rand((log_p.shape[0], 1), generator=generator, dtype=torch.float64,
-                   device=log_p.device if generator is None else generator.device).to(log_p.device)
+    u = torch.rand(
+        (log_p.shape[0], 1),
+        generator=generator,
+        dtype=torch.float64,
+        device=log_p.device if generator is None else generator.device,
+    ).to(log_p.device)
     drawn = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # [R, 1]
     return drawn.clamp_max(log_p.shape[-1] - 1).squeeze(1)
 

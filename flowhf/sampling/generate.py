@@ -39,7 +39,9 @@ class Completions:
         return self.mask.sum(dim=1).long()
 
 
-def draw_temperature(explore_prob: float, temperature_range: tuple[float, float], rng: random.Random) -> float:
+def draw_temperature(
+    explore_prob: float, temperature_range: tuple[float, float], rng: random.Random
+) -> float:
     """1.0, or with probability explore_prob a temperature uniform in temperature_range."""
     if explore_prob > 0 and rng.random() < explore_prob:
         low, high = temperature_range
@@ -74,7 +76,9 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
 
 
-def distinct_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+def distinct_rows(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Rows holding the same (left-padded) prompt.
 
     Returns (G distinct prompts, first row of each [G], distinct index of each row [B]).
@@ -82,8 +86,12 @@ def distinct_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     keys = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
     _, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [B]
     B = keys.shape[0]
-    first = torch.full((int(inverse.max()) + 1 if B else 0,), B, dtype=torch.long, device=keys.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(B, device=keys.device), reduce="amin")  # [G]
+    first = torch.full(
+        (int(inverse.max()) + 1 if B else 0,), B, dtype=torch.long, device=keys.device
+    )
+    first = first.scatter_reduce(
+        0, inverse, torch.arange(B, device=keys.device), reduce="amin"
+    )  # [G]
     return len(first), first, inverse
 
 
@@ -141,7 +149,9 @@ def sample_completions(
     mask = torch.zeros(B, max_new_tokens, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     log_q = torch.zeros(B, device=device)
-    eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
+    eos_ids = torch.as_tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device
+    )
     for t in range(max_new_tokens):
         hot = tempered_tokens <= 0 or t < tempered_tokens
         scores = mask_logits(logits.float(), allowed_tokens)  # [B, V]
@@ -157,7 +167,9 @@ def sample_completions(
         finished = finished | torch.isin(step_tokens, eos_ids)
         if bool(finished.all()) or t == max_new_tokens - 1:
             break
-        attention = torch.cat([attention, torch.ones(B, 1, dtype=attention.dtype, device=device)], dim=1)
+        attention = torch.cat(
+            [attention, torch.ones(B, 1, dtype=attention.dtype, device=device)], dim=1
+        )
         out = model(
             input_ids=step_tokens.unsqueeze(1),
             attention_mask=attention,
@@ -171,9 +183,13 @@ def sample_completions(
     return Completions(tokens[:, :length], mask[:, :length], finished, temperature, log_q)
 
 
-def _log_prob_of(scores: torch.Tensor, probs: torch.Tensor, tokens: torch.Tensor, top_p: float) -> torch.Tensor:
+def _log_prob_of(
+    scores: torch.Tensor, probs: torch.Tensor, tokens: torch.Tensor, top_p: float
+) -> torch.Tensor:
     """[B] log-prob of the drawn tokens under the distribution they were drawn from."""
-    if top_p < 1.0:  # the nucleus renormalised probs; log_softmax of the scores would not match them
+    if (
+        top_p < 1.0
+    ):  # the nucleus renormalised probs; log_softmax of the scores would not match them
         return probs.gather(1, tokens.unsqueeze(1)).squeeze(1).log()
     return torch.log_softmax(scores, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
 

@@ -49,15 +49,20 @@ def completion_log_probs(
     _, T = completion_ids.shape
     n_distinct, first, inverse = distinct_rows(prompt_ids, prompt_mask)
     if n_distinct < B and T > 0 and not _checkpointing(model):
-        logits, hidden, prompt_hidden = _shared_prompt_forward(model, prompt_ids, prompt_mask, completion_ids, first, inverse,
-                                                               with_hidden)
+        logits, hidden, prompt_hidden = _shared_prompt_forward(
+            model, prompt_ids, prompt_mask, completion_ids, first, inverse, with_hidden
+        )
     else:
-        logits, hidden, prompt_hidden = _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden)
+        logits, hidden, prompt_hidden = _joint_forward(
+            model, prompt_ids, prompt_mask, completion_ids, with_hidden
+        )
     logits = mask_logits(logits.float(), allowed_tokens)  # [B, T, V], predicts y_1..y_T
     log_probs = torch.log_softmax(logits, dim=-1)  # [B, T, V]
     token_log_pf = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [B, T]
     # where(), not a product: a padded position may hold a masked-out token with log-prob -inf.
-    token_log_pf = torch.where(completion_mask > 0, token_log_pf, torch.zeros_like(token_log_pf))  # [B, T]
+    token_log_pf = torch.where(
+        completion_mask > 0, token_log_pf, torch.zeros_like(token_log_pf)
+    )  # [B, T]
     entropy = None
     if with_entropy:
         with torch.no_grad():
@@ -79,8 +84,13 @@ def _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden):
     # Right padding after a completion cannot influence earlier positions of a causal model,
     # so those positions can attend normally; only the prompt's left padding is masked.
     attention = torch.cat([prompt_mask.long(), torch.ones_like(completion_ids)], dim=1)  # [B, P+T]
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions_from_mask(attention),
-                output_hidden_states=with_hidden, use_cache=False)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=positions_from_mask(attention),
+        output_hidden_states=with_hidden,
+        use_cache=False,
+    )
     logits = out.logits[:, P - 1 : P + T - 1, :]
     if not with_hidden:
         return logits, None, None
@@ -88,20 +98,36 @@ def _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden):
     return logits, last[:, P - 1 : P + T, :], last[:, :P, :]
 
 
-def _shared_prompt_forward(model, prompt_ids, prompt_mask, completion_ids, first, inverse, with_hidden):
+def _shared_prompt_forward(
+    model, prompt_ids, prompt_mask, completion_ids, first, inverse, with_hidden
+):
     """The distinct prompts once (KV cache kept, with grad), then every row's completion on it."""
     T = completion_ids.shape[1]
     p_ids, p_mask = prompt_ids[first], prompt_mask[first].long()  # [G, P]
     cache = DynamicCache()
-    out_p = model(input_ids=p_ids, attention_mask=p_mask, position_ids=positions_from_mask(p_mask),
-                  output_hidden_states=with_hidden, use_cache=True, **{cache_kwarg(model): cache})
+    out_p = model(
+        input_ids=p_ids,
+        attention_mask=p_mask,
+        position_ids=positions_from_mask(p_mask),
+        output_hidden_states=with_hidden,
+        use_cache=True,
+        **{cache_kwarg(model): cache},
+    )
     cache.batch_select_indices(inverse)  # [G, ...] -> [B, ...]
     attention = torch.cat([prompt_mask.long(), torch.ones_like(completion_ids)], dim=1)  # [B, P+T]
     start = prompt_mask.long().sum(dim=1, keepdim=True)  # [B, 1]
     positions = start + torch.arange(T, device=start.device)  # [B, T]
-    out_c = model(input_ids=completion_ids, attention_mask=attention, position_ids=positions,
-                  output_hidden_states=with_hidden, use_cache=True, **{cache_kwarg(model): cache})
-    logits = torch.cat([out_p.logits[:, -1:, :][inverse], out_c.logits[:, : T - 1, :]], dim=1)  # [B, T, V]
+    out_c = model(
+        input_ids=completion_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        output_hidden_states=with_hidden,
+        use_cache=True,
+        **{cache_kwarg(model): cache},
+    )
+    logits = torch.cat(
+        [out_p.logits[:, -1:, :][inverse], out_c.logits[:, : T - 1, :]], dim=1
+    )  # [B, T, V]
     if not with_hidden:
         return logits, None, None
     prompt_last = out_p.hidden_states[-1][inverse]  # [B, P, H]

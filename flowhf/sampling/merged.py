@@ -40,7 +40,9 @@ class MergedCopy:
         adapter = {id(p) for m in self.lora.values() for p in m.parameters()}
         adapter -= {id(p) for m in self.lora.values() for p in m.get_base_layer().parameters()}
         memo: dict[int, object] = {}
-        self._sources: list[tuple[torch.Tensor, torch.Tensor, nn.Module | None]] = []  # (copy, source, lora layer)
+        self._sources: list[
+            tuple[torch.Tensor, torch.Tensor, nn.Module | None]
+        ] = []  # (copy, source, lora layer)
         for p in base.parameters():
             if id(p) in adapter:
                 memo[id(p)] = p  # not copied: their layers are dropped from the copy below
@@ -90,7 +92,8 @@ def _check_plain_lora(name: str, module: nn.Module) -> None:
         raise ValueError(
             f"sampling.sampler=fast merges LoRA into a sampling copy, but {name} is a {type(module).__name__}"
             f"{' with a LoRA variant (e.g. DoRA)' if variant else ''}{' with lora_bias' if bias else ''}, "
-            "which does not merge as W + scale * B @ A; use sampling.sampler=plain")
+            "which does not merge as W + scale * B @ A; use sampling.sampler=plain"
+        )
 
 
 def _check_not_tied(base: nn.Module, lora: dict[str, nn.Module]) -> None:
@@ -103,12 +106,17 @@ def _check_not_tied(base: nn.Module, lora: dict[str, nn.Module]) -> None:
             raise ValueError(
                 f"sampling.sampler=fast: LoRA on {owner} adapts a weight tied to {name.rsplit('.', 1)[0]} (tied "
                 "embeddings), which a merged copy cannot keep apart; leave it out of model.lora_target_modules or "
-                "use sampling.sampler=plain")
+                "use sampling.sampler=plain"
+            )
 
 
 def _adapter_tensors(layer: nn.Module) -> list[torch.Tensor]:
-    return [t for a in layer.active_adapters if a in layer.lora_A
-            for t in (layer.lora_A[a].weight, layer.lora_B[a].weight)]
+    return [
+        t
+        for a in layer.active_adapters
+        if a in layer.lora_A
+        for t in (layer.lora_A[a].weight, layer.lora_B[a].weight)
+    ]
 
 
 def _delta(layer: nn.Module) -> torch.Tensor:

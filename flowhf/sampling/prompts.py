@@ -44,7 +44,11 @@ def as_completion(text: str) -> list[dict[str, str]]:
 
 def is_conversation(value: Any) -> bool:
     """Whether ``value`` is TRL's conversational format: a non-empty list of role/content messages."""
-    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m for m in value)
+    )
 
 
 def message_text(value: Any, role: str) -> str:
@@ -57,21 +61,29 @@ def message_text(value: Any, role: str) -> str:
         if isinstance(content, list):  # content blocks: keep the text parts
             return "".join(part.get("text", "") for part in content if isinstance(part, dict))
         return str(content)
-    raise TypeError(f"expected a string or a list of chat messages, got {type(value).__name__}: {value!r:.120}")
+    raise TypeError(
+        f"expected a string or a list of chat messages, got {type(value).__name__}: {value!r:.120}"
+    )
 
 
 def prompt_key(prompt: Any) -> str:
     """A text that identifies a prompt (the replay buffer's key): the text, or the messages as JSON."""
     import json
 
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    return (
+        prompt
+        if isinstance(prompt, str)
+        else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    )
 
 
 def encode_prompt(tokenizer: Any, prompt: str | list[dict], use_chat_template: bool) -> list[int]:
     """Token ids of one prompt (see the module docstring for the format)."""
     if is_conversation(prompt) and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("conversational prompts (lists of role/content messages) need a tokenizer with a chat "
-                         "template; set tokenizer.chat_template, or give the prompts as text")
+        raise ValueError(
+            "conversational prompts (lists of role/content messages) need a tokenizer with a chat "
+            "template; set tokenizer.chat_template, or give the prompts as text"
+        )
     if is_conversation(prompt) or uses_chat_template(tokenizer, use_chat_template):
         messages = prompt if is_conversation(prompt) else as_conversation(prompt)
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -81,7 +93,9 @@ def encode_prompt(tokenizer: Any, prompt: str | list[dict], use_chat_template: b
     return [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str | list[dict]], use_chat_template: bool) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str | list[dict]], use_chat_template: bool
+) -> list[list[int]]:
     """Token ids of each prompt, unpadded."""
     return [encode_prompt(tokenizer, p, use_chat_template) for p in prompts]
 
@@ -103,13 +117,19 @@ def pad_token_id(tokenizer: Any) -> int:
     if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token_id
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+        raise ValueError(
+            "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token"
+        )
     return tokenizer.eos_token_id
 
 
-def prompt_batch(tokenizer: Any, prompts: Sequence[str], use_chat_template: bool) -> dict[str, torch.Tensor]:
+def prompt_batch(
+    tokenizer: Any, prompts: Sequence[str], use_chat_template: bool
+) -> dict[str, torch.Tensor]:
     """Left-padded ``input_ids`` / ``attention_mask`` of a batch of prompts (for ``generate``)."""
-    ids, mask = left_pad(encode_prompts(tokenizer, prompts, use_chat_template), pad_token_id(tokenizer))
+    ids, mask = left_pad(
+        encode_prompts(tokenizer, prompts, use_chat_template), pad_token_id(tokenizer)
+    )
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -120,7 +140,9 @@ def left_padding(tokenizer: Any) -> Iterator[Any]:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+            raise ValueError(
+                "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     try:
         yield tokenizer
@@ -137,7 +159,11 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     for value in (config_eos, tokenizer.eos_token_id):
         if value is None:
             continue
-        ids.update(int(i) for i in (value if isinstance(value, (list, tuple)) else [value]) if i is not None)
+        ids.update(
+            int(i)
+            for i in (value if isinstance(value, (list, tuple)) else [value])
+            if i is not None
+        )
     return sorted(ids)
 
 
@@ -147,6 +173,10 @@ def completion_mask(completion_ids: torch.Tensor, stop_ids: Sequence[int]) -> to
     if not stop_ids or length == 0:
         return torch.ones_like(completion_ids, dtype=torch.float32)
     is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, device=completion_ids.device))
-    first = torch.where(is_stop.any(1), is_stop.int().argmax(1), torch.full_like(is_stop[:, 0], length, dtype=torch.long))
+    first = torch.where(
+        is_stop.any(1),
+        is_stop.int().argmax(1),
+        torch.full_like(is_stop[:, 0], length, dtype=torch.long),
+    )
     positions = torch.arange(length, device=completion_ids.device)
     return (positions[None, :] <= first[:, None]).float()

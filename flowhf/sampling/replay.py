@@ -71,9 +71,13 @@ class ReplayBuffer:
         with_replacement: bool = False,
     ) -> None:
         if not isinstance(capacity_per_prompt, int) or capacity_per_prompt < 1:
-            raise ValueError(f"capacity_per_prompt must be an int >= 1, got {capacity_per_prompt!r}")
+            raise ValueError(
+                f"capacity_per_prompt must be an int >= 1, got {capacity_per_prompt!r}"
+            )
         if not (priority_temperature > 0 and math.isfinite(priority_temperature)):
-            raise ValueError(f"priority_temperature must be a finite number > 0, got {priority_temperature!r}")
+            raise ValueError(
+                f"priority_temperature must be a finite number > 0, got {priority_temperature!r}"
+            )
         self.capacity_per_prompt = capacity_per_prompt
         self.prioritized = bool(prioritized)
         self.priority_temperature = float(priority_temperature)
@@ -110,18 +114,26 @@ class ReplayBuffer:
     ) -> bool:
         """Insert (or refresh) one trajectory. Returns True if it is stored after eviction."""
         if not isinstance(prompt, str):
-            raise TypeError(f"ReplayBuffer.add: prompt key must be the prompt text (str), got {type(prompt).__name__}")
+            raise TypeError(
+                f"ReplayBuffer.add: prompt key must be the prompt text (str), got {type(prompt).__name__}"
+            )
         key = tuple(int(t) for t in token_ids)
         if not key:
-            raise ValueError(f"ReplayBuffer.add: empty completion for prompt {prompt[:60]!r}; a trajectory needs >= 1 action")
+            raise ValueError(
+                f"ReplayBuffer.add: empty completion for prompt {prompt[:60]!r}; a trajectory needs >= 1 action"
+            )
         if min(key) < 0:
-            raise ValueError(f"ReplayBuffer.add: negative token id in {list(key)[:20]}; pass unpadded action ids only")
+            raise ValueError(
+                f"ReplayBuffer.add: negative token id in {list(key)[:20]}; pass unpadded action ids only"
+            )
         item = ReplayItem(
             token_ids=key,
             ended_with_eos=bool(ended_with_eos),
             reward=_check_finite("reward", reward, prompt),
             log_reward=_check_finite("log_reward", log_reward, prompt),
-            ref_log_prob=None if ref_log_prob is None else _check_finite("ref_log_prob", ref_log_prob, prompt),
+            ref_log_prob=None
+            if ref_log_prob is None
+            else _check_finite("ref_log_prob", ref_log_prob, prompt),
         )
         bucket = self._store.setdefault(prompt, {})
         bucket[key] = item  # existing key: value replaced in place, insertion position kept
@@ -140,7 +152,13 @@ class ReplayBuffer:
         log_rewards: Sequence[float],
     ) -> int:
         """`add` for parallel lists (tensors work: they are iterated). Returns how many were kept."""
-        columns = [list(prompts), list(token_ids), list(ended_with_eos), list(rewards), list(log_rewards)]
+        columns = [
+            list(prompts),
+            list(token_ids),
+            list(ended_with_eos),
+            list(rewards),
+            list(log_rewards),
+        ]
         lengths = [len(c) for c in columns]
         if len(set(lengths)) != 1:
             raise ValueError(
@@ -176,7 +194,9 @@ class ReplayBuffer:
             chosen.append(remaining.pop(idx))
         return chosen
 
-    def sample(self, prompt_keys: Sequence[str], n_per_prompt: int | Sequence[int]) -> list[list[ReplayItem]]:
+    def sample(
+        self, prompt_keys: Sequence[str], n_per_prompt: int | Sequence[int]
+    ) -> list[list[ReplayItem]]:
         """Draw `n_per_prompt` items for each prompt (one list per prompt, in prompt_keys order).
 
         `n_per_prompt` is one count for all prompts or one count per prompt. A prompt with no
@@ -184,13 +204,21 @@ class ReplayBuffer:
         fewer trajectories than asked for.
         """
         keys = list(prompt_keys)
-        counts = [n_per_prompt] * len(keys) if isinstance(n_per_prompt, int) else [int(n) for n in n_per_prompt]
+        counts = (
+            [n_per_prompt] * len(keys)
+            if isinstance(n_per_prompt, int)
+            else [int(n) for n in n_per_prompt]
+        )
         if len(counts) != len(keys):
-            raise ValueError(f"ReplayBuffer.sample: {len(keys)} prompts but {len(counts)} counts in n_per_prompt")
+            raise ValueError(
+                f"ReplayBuffer.sample: {len(keys)} prompts but {len(counts)} counts in n_per_prompt"
+            )
         out = []
         for prompt, n in zip(keys, counts):
             if n < 0:
-                raise ValueError(f"ReplayBuffer.sample: negative count {n} for prompt {prompt[:60]!r}")
+                raise ValueError(
+                    f"ReplayBuffer.sample: negative count {n} for prompt {prompt[:60]!r}"
+                )
             if n == 0:
                 out.append([])
                 continue
@@ -236,24 +264,41 @@ class ReplayBuffer:
         """
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             got = state.get("version") if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"ReplayBuffer.load_state_dict: expected a state dict with version {STATE_VERSION}, got {got!r}")
+            raise ValueError(
+                f"ReplayBuffer.load_state_dict: expected a state dict with version {STATE_VERSION}, got {got!r}"
+            )
         for key in ("rng_state", "items"):
             if key not in state:
-                raise ValueError(f"ReplayBuffer.load_state_dict: state is missing the {key!r} entry")
+                raise ValueError(
+                    f"ReplayBuffer.load_state_dict: state is missing the {key!r} entry"
+                )
         changed = [
             f"{name}: saved {state.get(name)!r}, now {getattr(self, name)!r}"
             for name in ("capacity_per_prompt", "prioritized", "priority_temperature")
             if state.get(name) != getattr(self, name)
         ]
         if changed:
-            warnings.warn("ReplayBuffer settings differ from the checkpoint; using the current ones (" + "; ".join(changed) + ")")
+            warnings.warn(
+                "ReplayBuffer settings differ from the checkpoint; using the current ones ("
+                + "; ".join(changed)
+                + ")",
+                stacklevel=2,
+            )
         self._store = {}
         for prompt, rows in state["items"].items():
             for i, row in enumerate(rows):
                 try:
-                    self.add(prompt, row["token_ids"], row["ended_with_eos"], row["reward"], row["log_reward"],
-                             row.get("ref_log_prob"))
+                    self.add(
+                        prompt,
+                        row["token_ids"],
+                        row["ended_with_eos"],
+                        row["reward"],
+                        row["log_reward"],
+                        row.get("ref_log_prob"),
+                    )
                 except (KeyError, TypeError) as err:
-                    raise ValueError(f"ReplayBuffer.load_state_dict: malformed item {i} of prompt {prompt[:60]!r}: {err!r}") from err
+                    raise ValueError(
+                        f"ReplayBuffer.load_state_dict: malformed item {i} of prompt {prompt[:60]!r}: {err!r}"
+                    ) from err
         version, internal, gauss_next = state["rng_state"]
         self._rng.setstate((version, tuple(internal), gauss_next))

@@ -9,10 +9,9 @@ by `flowhf.sampling.prompts`, the path every method shares.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
 import random
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,8 +31,12 @@ class TrajectoryBatch:
     prompts: list  # [B] prompts as given (texts or chat messages), before the chat template
     sources: list[str]  # [B] "policy" | "offpolicy" | "replay"
     columns: dict[str, list] = field(default_factory=dict)  # the other dataset columns, [B] each
-    log_q: torch.Tensor | None = None  # [B] sampler's log-prob of each row; NaN unless sampled this step
-    row_numbers: list[int | None] = field(default_factory=list)  # [B] 1-based dataset row (errors; None: other rows)
+    log_q: torch.Tensor | None = (
+        None  # [B] sampler's log-prob of each row; NaN unless sampled this step
+    )
+    row_numbers: list[int | None] = field(
+        default_factory=list
+    )  # [B] 1-based dataset row (errors; None: other rows)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -43,7 +46,9 @@ class TrajectoryBatch:
         return [row[: int(n)].tolist() for row, n in zip(self.ids, self.lengths)]
 
 
-def completions_from_texts(tokenizer, texts: list[str], max_new_tokens: int, eos_id: int, pad_id: int) -> Completions:
+def completions_from_texts(
+    tokenizer, texts: list[str], max_new_tokens: int, eos_id: int, pad_id: int
+) -> Completions:
     """Off-policy trajectories from text: tokens + EOS, or forced-terminated at max_new_tokens.
 
     A text longer than max_new_tokens is cut; it then ends without EOS exactly like a
@@ -61,7 +66,9 @@ def completions_from_texts(tokenizer, texts: list[str], max_new_tokens: int, eos
     return completions_from_ids(rows, eos_flags, pad_id)
 
 
-def completions_from_ids(rows: list[list[int]], ended_with_eos: list[bool], pad_id: int) -> Completions:
+def completions_from_ids(
+    rows: list[list[int]], ended_with_eos: list[bool], pad_id: int
+) -> Completions:
     T = max(1, max((len(r) for r in rows), default=1))
     ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     mask = torch.zeros(len(rows), T)
@@ -81,11 +88,24 @@ def concat_completions(parts: list[Completions], pad_id: int) -> Completions:
         extra = T - p.ids.shape[1]
         ids.append(torch.nn.functional.pad(p.ids, (0, extra), value=pad_id))
         masks.append(torch.nn.functional.pad(p.mask, (0, extra), value=0.0))
-    log_q = torch.cat([p.log_q if p.log_q is not None else torch.full((p.ids.shape[0],), float("nan")) for p in parts])
-    return Completions(torch.cat(ids), torch.cat(masks), torch.cat([p.ended_with_eos for p in parts]), parts[0].temperature, log_q)
+    log_q = torch.cat(
+        [
+            p.log_q if p.log_q is not None else torch.full((p.ids.shape[0],), float("nan"))
+            for p in parts
+        ]
+    )
+    return Completions(
+        torch.cat(ids),
+        torch.cat(masks),
+        torch.cat([p.ended_with_eos for p in parts]),
+        parts[0].temperature,
+        log_q,
+    )
 
 
-def step_prompt_rows(rows: list[dict], per_process: int, world: int, rank: int, seed: int, state) -> list[dict]:
+def step_prompt_rows(
+    rows: list[dict], per_process: int, world: int, rank: int, seed: int, state
+) -> list[dict]:
     """This process's next ``per_process`` rows of a seeded per-epoch shuffle.
 
     Every process walks the same order; each step consumes per_process rows per process and
@@ -112,8 +132,14 @@ def steps_for_epochs(epochs: float, rows: int, per_process: int, world: int) -> 
     return max(1, math.ceil(epochs * rows / (per_process * world)))
 
 
-def fit_prompts(encoded: list[list[int]], prompts: list[str], context: int | None, max_new_tokens: int,
-                long_prompts: str, max_prompt_length: int | None = None) -> tuple[list[list[int]], int]:
+def fit_prompts(
+    encoded: list[list[int]],
+    prompts: list[str],
+    context: int | None,
+    max_new_tokens: int,
+    long_prompts: str,
+    max_prompt_length: int | None = None,
+) -> tuple[list[list[int]], int]:
     """Prompts that leave room for max_new_tokens in the model's context (and are at most
     ``max_prompt_length`` tokens, sampling.max_prompt_length), and how many were cut.
 
@@ -122,12 +148,19 @@ def fit_prompts(encoded: list[list[int]], prompts: list[str], context: int | Non
     """
     if not context and not max_prompt_length:
         return encoded, 0
-    room = min(context - max_new_tokens if context else max_prompt_length, max_prompt_length or context)
+    room = min(
+        context - max_new_tokens if context else max_prompt_length, max_prompt_length or context
+    )
     long = [i for i, ids in enumerate(encoded) if len(ids) > room]
     if long and (room < 1 or long_prompts == "error"):
-        limit = (f"sampling.max_prompt_length={max_prompt_length}" if room == max_prompt_length else
-                 f"the model reads {context} and sampling.max_new_tokens={max_new_tokens} leaves {max(room, 0)} for the prompt")
-        raise DataError(f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; {limit}",
-                        "shorten the prompts, lower sampling.max_new_tokens, raise sampling.max_prompt_length, "
-                        "or set sampling.long_prompts=truncate")
+        limit = (
+            f"sampling.max_prompt_length={max_prompt_length}"
+            if room == max_prompt_length
+            else f"the model reads {context} and sampling.max_new_tokens={max_new_tokens} leaves {max(room, 0)} for the prompt"
+        )
+        raise DataError(
+            f"prompt {prompts[long[0]][:60]!r}... has {len(encoded[long[0]])} tokens; {limit}",
+            "shorten the prompts, lower sampling.max_new_tokens, raise sampling.max_prompt_length, "
+            "or set sampling.long_prompts=truncate",
+        )
     return [ids[-room:] if len(ids) > room else ids for ids in encoded], len(long)

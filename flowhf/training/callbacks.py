@@ -28,17 +28,27 @@ class CallbackList:
         """Add a TrainerCallback (an instance, or a class to instantiate)."""
         instance = callback() if isinstance(callback, type) else callback
         if not isinstance(instance, TrainerCallback):
-            raise TypeError(f"callbacks: {callback!r:.80} is not a transformers.TrainerCallback; subclass "
-                            "transformers.TrainerCallback and override the hooks you need (on_log, on_step_end, ...)")
+            raise TypeError(
+                f"callbacks: {callback!r:.80} is not a transformers.TrainerCallback; subclass "
+                "transformers.TrainerCallback and override the hooks you need (on_log, on_step_end, ...)"
+            )
         self.items.append(instance)
 
     def fire(self, event: str, trainer: Any, **kwargs: Any) -> TrainerControl:
         """Call ``event`` on every callback; a callback that returns a control replaces it."""
         for callback in self.items:
             result = getattr(callback, event)(
-                trainer.args, trainer.state, self.control, model=trainer.model, processing_class=trainer.tokenizer,
-                optimizer=trainer.optimizer, lr_scheduler=trainer.scheduler, train_dataloader=None,
-                eval_dataloader=None, **kwargs)
+                trainer.args,
+                trainer.state,
+                self.control,
+                model=trainer.model,
+                processing_class=trainer.tokenizer,
+                optimizer=trainer.optimizer,
+                lr_scheduler=trainer.scheduler,
+                train_dataloader=None,
+                eval_dataloader=None,
+                **kwargs,
+            )
             if result is not None:
                 self.control = result
         return self.control

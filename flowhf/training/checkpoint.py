@@ -51,7 +51,9 @@ def save_checkpoint(trainer) -> Path | None:
     try:
         return _save_main(trainer, root, final, state) if main else None
     finally:
-        if trainer.accelerator.num_processes > 1:  # no process starts its next save before this one is complete
+        if (
+            trainer.accelerator.num_processes > 1
+        ):  # no process starts its next save before this one is complete
             trainer.accelerator.wait_for_everyone()
 
 
@@ -91,7 +93,10 @@ MANIFEST = "manifest.json"
 
 def write_manifest(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
+    manifest = {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in files
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
@@ -121,8 +126,10 @@ def load_checkpoint(path: str | Path, rank: int = 0) -> dict:
     path = Path(path)
     own = path if rank == 0 else path / f"rank-{rank}"
     if not own.is_dir():
-        raise CheckpointError(f"{path} has no state of process {rank}: it was saved by fewer processes",
-                              "resume with the number of processes the run was saved with")
+        raise CheckpointError(
+            f"{path} has no state of process {rank}: it was saved by fewer processes",
+            "resume with the number of processes the run was saved with",
+        )
     trainer_state = json.loads((path / "trainer_state.json").read_text())
     if (own / "python_rng.json").is_file():
         trainer_state["python_rng"] = json.loads((own / "python_rng.json").read_text())
@@ -158,7 +165,11 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 def remove_leftovers(output_dir: str | Path) -> list[str]:
     """Delete the temporary folders killed saves left (the caller holds the run's lock)."""
     root = Path(output_dir) / CHECKPOINTS
-    stale = [p for p in root.glob(".tmp-*")] + [p for p in root.glob(".rank-*")] if root.is_dir() else []
+    stale = (
+        [p for p in root.glob(".tmp-*")] + [p for p in root.glob(".rank-*")]
+        if root.is_dir()
+        else []
+    )
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return [p.name for p in stale]
@@ -172,7 +183,9 @@ def resume_latest(trainer) -> Path | None:
     if main:
         removed = remove_leftovers(trainer.output_dir)
         if removed:
-            say(f"[flowhf] removed {len(removed)} unfinished checkpoint save(s): {', '.join(sorted(removed))}")
+            say(
+                f"[flowhf] removed {len(removed)} unfinished checkpoint save(s): {', '.join(sorted(removed))}"
+            )
     root = Path(trainer.output_dir) / CHECKPOINTS
     if not _steps(root):
         say(f"[flowhf] --resume: no checkpoint under {root}; starting from step 0")
@@ -188,13 +201,17 @@ def resume_from_path(trainer, path: Path) -> Path:
     if _steps(path / CHECKPOINTS):
         return _restore_newest(trainer, path / CHECKPOINTS, say)
     if not (path / "trainer_state.json").is_file():
-        raise CheckpointError(f"resume_from_checkpoint={str(path)!r} is neither a checkpoint folder (no "
-                              "trainer_state.json) nor a run folder with checkpoints/step-N folders",
-                              f"pass a folder such as {Path(trainer.output_dir) / CHECKPOINTS / 'step-100'}, or True "
-                              "for the newest checkpoint of output_dir")
+        raise CheckpointError(
+            f"resume_from_checkpoint={str(path)!r} is neither a checkpoint folder (no "
+            "trainer_state.json) nor a run folder with checkpoints/step-N folders",
+            f"pass a folder such as {Path(trainer.output_dir) / CHECKPOINTS / 'step-100'}, or True "
+            "for the newest checkpoint of output_dir",
+        )
     problem = verify(path)
     if problem is not None:
-        raise CheckpointError(f"checkpoint {path} cannot be restored: {problem}", "pass another checkpoint folder")
+        raise CheckpointError(
+            f"checkpoint {path} cannot be restored: {problem}", "pass another checkpoint folder"
+        )
     _load_into(trainer, path, load_checkpoint(path, trainer.accelerator.process_index))
     say(f"[flowhf] resumed from {path} (step {trainer.state.global_step})")
     return path
@@ -218,7 +235,9 @@ def _restore_newest(trainer, root: Path, say) -> Path:
         _load_into(trainer, path, state)
         say(f"[flowhf] resumed from {path} (step {trainer.state.global_step})")
         return path
-    raise CheckpointError(f"no checkpoint under {root} can be restored (" + "; ".join(skipped) + ")")
+    raise CheckpointError(
+        f"no checkpoint under {root} can be restored (" + "; ".join(skipped) + ")"
+    )
 
 
 def _load_into(trainer, path: Path, state: dict) -> None:
@@ -230,4 +249,6 @@ def _load_into(trainer, path: Path, state: dict) -> None:
 
 def write_config(trainer) -> None:
     if trainer.accelerator.is_main_process:
-        (Path(trainer.output_dir) / "config.yaml").write_text(yaml.safe_dump(trainer.args.to_dict(), sort_keys=False))
+        (Path(trainer.output_dir) / "config.yaml").write_text(
+            yaml.safe_dump(trainer.args.to_dict(), sort_keys=False)
+        )

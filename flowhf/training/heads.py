@@ -10,8 +10,8 @@ the scalar one only reads the batch size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -38,23 +38,35 @@ def _log_z_call(head, scores: SequenceScores, prompt_mask: torch.Tensor) -> torc
 # Names are those of checkpoints and saved runs (flowhf_heads.json): keep them stable.
 HEAD_KINDS = {
     "flow_head": HeadKind(
-        build=lambda hidden, o: FlowHead(hidden), output="log_flow", learning_rate="head_learning_rate",
-        reads_hidden=True, call=lambda head, scores, prompt_mask: head(scores.hidden),
+        build=lambda hidden, o: FlowHead(hidden),
+        output="log_flow",
+        learning_rate="head_learning_rate",
+        reads_hidden=True,
+        call=lambda head, scores, prompt_mask: head(scores.hidden),
     ),
     "log_z_head": HeadKind(
-        build=lambda hidden, o: PromptLogZHead(hidden, init=o.logz_init), output="log_z",
-        learning_rate="head_learning_rate", reads_hidden=True, call=_log_z_call,
+        build=lambda hidden, o: PromptLogZHead(hidden, init=o.logz_init),
+        output="log_z",
+        learning_rate="head_learning_rate",
+        reads_hidden=True,
+        call=_log_z_call,
     ),
     "log_z": HeadKind(
-        build=lambda hidden, o: ScalarLogZ(init=o.logz_init), output="log_z",
-        learning_rate="logz_learning_rate", reads_hidden=False, call=_log_z_call,
+        build=lambda hidden, o: ScalarLogZ(init=o.logz_init),
+        output="log_z",
+        learning_rate="logz_learning_rate",
+        reads_hidden=False,
+        call=_log_z_call,
     ),
 }
 
 
 def build_heads(settings, hidden_size: int) -> dict[str, torch.nn.Module]:
     """The heads trained beside the policy for ``settings`` (an ObjectiveArgs), by name."""
-    return {name: HEAD_KINDS[name].build(hidden_size, settings) for name in get_objective(settings.objective).heads(settings)}
+    return {
+        name: HEAD_KINDS[name].build(hidden_size, settings)
+        for name in get_objective(settings.objective).heads(settings)
+    }
 
 
 def heads_read_hidden(heads: dict) -> bool:
@@ -62,6 +74,11 @@ def heads_read_hidden(heads: dict) -> bool:
     return any(HEAD_KINDS[name].reads_hidden for name in heads)
 
 
-def head_outputs(heads: dict, scores: SequenceScores, prompt_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def head_outputs(
+    heads: dict, scores: SequenceScores, prompt_mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """ObjectiveInputs fields (log_flow, log_z) computed by the heads from the policy's states."""
-    return {HEAD_KINDS[name].output: HEAD_KINDS[name].call(head, scores, prompt_mask) for name, head in heads.items()}
+    return {
+        HEAD_KINDS[name].output: HEAD_KINDS[name].call(head, scores, prompt_mask)
+        for name, head in heads.items()
+    }

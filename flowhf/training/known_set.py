@@ -22,7 +22,9 @@ from flowhf.target import target_log_reward
 from flowhf.training.batch import TrajectoryBatch
 
 
-def known_set(buffer: ReplayBuffer, batch: TrajectoryBatch, beta: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def known_set(
+    buffer: ReplayBuffer, batch: TrajectoryBatch, beta: float, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: log sum of R over its prompt's stored sequences, and whether the row is one of them.
 
     log R is recomputed from each item's reward and reference log-prob under today's beta
@@ -41,10 +43,14 @@ def known_set(buffer: ReplayBuffer, batch: TrajectoryBatch, beta: float, alpha: 
             per_prompt[prompt] = (float("-inf"), set())
             continue
         reward = torch.tensor([it.reward for it in items], dtype=torch.float64)  # [N]
-        ref = torch.tensor([[it.ref_log_prob or 0.0] for it in items], dtype=torch.float64)  # [N, 1]
+        ref = torch.tensor(
+            [[it.ref_log_prob or 0.0] for it in items], dtype=torch.float64
+        )  # [N, 1]
         log_r = target_log_reward(reward, beta, alpha, ref, torch.ones_like(ref))  # [N]
         per_prompt[prompt] = (float(torch.logsumexp(log_r, 0)), {it.token_ids for it in items})
     rows = batch.completion_lists()
     known_log_z = torch.tensor([per_prompt[k][0] for k in keys], dtype=torch.float64)  # [B]
-    member = torch.tensor([tuple(r) in per_prompt[k][1] for k, r in zip(keys, rows)], dtype=torch.bool)  # [B]
+    member = torch.tensor(
+        [tuple(r) in per_prompt[k][1] for k, r in zip(keys, rows)], dtype=torch.bool
+    )  # [B]
     return known_log_z, member

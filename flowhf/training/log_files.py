@@ -23,9 +23,14 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise InputError(f"{path}, line {line_no}: not valid JSON ({err})", _JSONL_HINT) from None
+                raise InputError(
+                    f"{path}, line {line_no}: not valid JSON ({err})", _JSONL_HINT
+                ) from None
             if not isinstance(row, dict) or any(key not in row for key in required):
-                raise InputError(f"{path}, line {line_no}: expected a JSON object with keys {list(required)}", _JSONL_HINT)
+                raise InputError(
+                    f"{path}, line {line_no}: expected a JSON object with keys {list(required)}",
+                    _JSONL_HINT,
+                )
             rows.append(row)
     return rows
 
@@ -37,9 +42,10 @@ def read_metrics(run: str | os.PathLike, required: tuple[str, ...] = ()) -> list
     if path.is_dir() or not path.suffix:
         path = path / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics.jsonl; is {run} a FlowHF or baseline run directory?")
+        raise FileNotFoundError(
+            f"{path}: no metrics.jsonl; is {run} a FlowHF or baseline run directory?"
+        )
     return read_jsonl(path, required)
-
 
 
 def cut_logs_back(output_dir: str | os.PathLike, step: int) -> dict[str, int]:
@@ -47,11 +53,17 @@ def cut_logs_back(output_dir: str | os.PathLike, step: int) -> dict[str, int]:
     metrics.csv, histograms.jsonl and skipped_steps*.jsonl; a torn last line of a killed write
     goes too. Files are rewritten by rename. Returns {file: rows dropped}."""
     folder, dropped = Path(output_dir), {}
-    for path in [folder / "metrics.jsonl", folder / "histograms.jsonl", *sorted(folder.glob("skipped_steps*.jsonl"))]:
+    for path in [
+        folder / "metrics.jsonl",
+        folder / "histograms.jsonl",
+        *sorted(folder.glob("skipped_steps*.jsonl")),
+    ]:
         if path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
             kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
-            dropped[path.name] = _rewrite_if(path, lines, kept, "".join(f"{line}\n" for line in kept))
+            dropped[path.name] = _rewrite_if(
+                path, lines, kept, "".join(f"{line}\n" for line in kept)
+            )
     csv_path = folder / "metrics.csv"
     if csv_path.is_file() and csv_path.stat().st_size:
         with csv_path.open(newline="") as fh:
@@ -78,7 +90,9 @@ def _is_at_most(text: str, step: int) -> bool:
         return False
 
 
-def _rewrite_if(path: Path, before: list, kept: list, text: str | None, csv_rows: list | None = None) -> int:
+def _rewrite_if(
+    path: Path, before: list, kept: list, text: str | None, csv_rows: list | None = None
+) -> int:
     if len(kept) == len(before):
         return 0
     tmp = path.with_name(f".tmp-{path.name}")

@@ -53,7 +53,9 @@ def to_float(key: str, value: object) -> float:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         n = value.numel() if isinstance(value, torch.Tensor) else value.size
         if n != 1:
-            raise ValueError(f"metric {key!r}: expected a single number, got an array of shape {tuple(value.shape)}")
+            raise ValueError(
+                f"metric {key!r}: expected a single number, got an array of shape {tuple(value.shape)}"
+            )
         value = value.item()
     if isinstance(value, (str, bytes)) or value is None:
         raise ValueError(f"metric {key!r}: expected a number, got {type(value).__name__} {value!r}")
@@ -72,8 +74,11 @@ def optional_import(module: str, backend: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        warnings.warn(f"report_to includes {backend!r} but `{module}` cannot be imported; skipping {backend} "
-                      f"logging (pip install {backend} to enable it)", stacklevel=3)
+        warnings.warn(
+            f"report_to includes {backend!r} but `{module}` cannot be imported; skipping {backend} "
+            f"logging (pip install {backend} to enable it)",
+            stacklevel=3,
+        )
         return None
 
 
@@ -140,13 +145,19 @@ class MetricsLogger:
         self.report_to = [report_to] if isinstance(report_to, str) else list(report_to)
         unknown = [b for b in self.report_to if b not in BACKENDS]
         if unknown:
-            raise ValueError(f"report_to has unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
+            raise ValueError(
+                f"report_to has unknown backend(s) {unknown}; choose from {list(BACKENDS)}"
+            )
         if histogram_every < 0:
-            raise ValueError(f"histogram_every must be >= 0 (0 disables histograms), got {histogram_every}")
+            raise ValueError(
+                f"histogram_every must be >= 0 (0 disables histograms), got {histogram_every}"
+            )
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.histogram_every = histogram_every
-        self._jsonl = (self.output_dir / "metrics.jsonl").open("a") if "jsonl" in self.report_to else None
+        self._jsonl = (
+            (self.output_dir / "metrics.jsonl").open("a") if "jsonl" in self.report_to else None
+        )
         self._csv = CsvWriter(self.output_dir / "metrics.csv") if "csv" in self.report_to else None
         self._hist_file = None  # opened on first histogram
         self._tb = None
@@ -158,8 +169,15 @@ class MetricsLogger:
         self._wandb = None
         if "wandb" in self.report_to:
             self._wandb = optional_import("wandb", "wandb")
-            if self._wandb is not None and self._wandb.run is None:  # respect a run the user started
-                self._wandb.init(project=wandb_project, name=run_name, dir=str(self.output_dir), config=dict(config or {}))
+            if (
+                self._wandb is not None and self._wandb.run is None
+            ):  # respect a run the user started
+                self._wandb.init(
+                    project=wandb_project,
+                    name=run_name,
+                    dir=str(self.output_dir),
+                    config=dict(config or {}),
+                )
         self._closed = False
 
     def log(self, step: int, metrics: Mapping[str, object]) -> None:
@@ -174,7 +192,11 @@ class MetricsLogger:
         nonfinite = {k: nonfinite_label(v) for k, v in values.items() if not math.isfinite(v)}
         now = time.time()
         if self._jsonl is not None:
-            record = {"step": step, "time": now, **{k: (None if k in nonfinite else v) for k, v in values.items()}}
+            record = {
+                "step": step,
+                "time": now,
+                **{k: (None if k in nonfinite else v) for k, v in values.items()},
+            }
             if nonfinite:
                 record["nonfinite"] = nonfinite
             self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
@@ -190,7 +212,9 @@ class MetricsLogger:
     def should_log_histograms(self, step: int) -> bool:
         return self.histogram_every > 0 and step % self.histogram_every == 0
 
-    def log_histograms(self, step: int, tensors: Mapping[str, torch.Tensor], bins: int = 50) -> bool:
+    def log_histograms(
+        self, step: int, tensors: Mapping[str, torch.Tensor], bins: int = 50
+    ) -> bool:
         """Histogram each tensor's values if `step` is a histogram step. Returns whether it logged.
 
         Pass only real entries (e.g. `log_pf[mask.bool()]`): padding would pile up at 0.
@@ -205,19 +229,27 @@ class MetricsLogger:
             values = torch.as_tensor(tensor).detach().float().cpu().reshape(-1).numpy()
             finite = values[np.isfinite(values)]
             if finite.size == 0:
-                warnings.warn(f"log_histograms: {name!r} has no finite values at step {step}; histogram skipped")
+                warnings.warn(
+                    f"log_histograms: {name!r} has no finite values at step {step}; histogram skipped",
+                    stacklevel=2,
+                )
                 continue
             counts, edges = np.histogram(finite, bins=bins)
             record = {
-                "step": int(step), "name": name,
-                "bin_edges": [float(f"{e:.6g}") for e in edges], "counts": counts.tolist(),
-                "count": int(finite.size), "nonfinite": int(values.size - finite.size),
+                "step": int(step),
+                "name": name,
+                "bin_edges": [float(f"{e:.6g}") for e in edges],
+                "counts": counts.tolist(),
+                "count": int(finite.size),
+                "nonfinite": int(values.size - finite.size),
             }
             self._hist_file.write(json.dumps(record) + "\n")
             if self._tb is not None:
                 self._tb.add_histogram(name, finite, step)
             if self._wandb is not None:
-                self._wandb.log({name: self._wandb.Histogram(np_histogram=(counts, edges))}, step=step)
+                self._wandb.log(
+                    {name: self._wandb.Histogram(np_histogram=(counts, edges))}, step=step
+                )
         self._hist_file.flush()
         return True
 
@@ -246,7 +278,9 @@ def read_histograms(path: str | os.PathLike) -> list[dict]:
     return read_jsonl(path, required=("step", "name", "bin_edges", "counts"))
 
 
-def plot_histograms(histograms_jsonl: str | os.PathLike, png_path: str | os.PathLike, max_steps: int = 4) -> Path:
+def plot_histograms(
+    histograms_jsonl: str | os.PathLike, png_path: str | os.PathLike, max_steps: int = 4
+) -> Path:
     """One panel per histogram name, overlaying the densities at up to `max_steps` steps
     spread evenly over the run (first and last included), as in the FlowHF report's Figure 2."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot state
@@ -262,7 +296,12 @@ def plot_histograms(histograms_jsonl: str | os.PathLike, png_path: str | os.Path
         ax = fig.add_subplot(1, len(names), i + 1)
         by_step = {r["step"]: r for r in records if r["name"] == name}
         steps = sorted(by_step)
-        picks = sorted({steps[round(j * (len(steps) - 1) / max(max_steps - 1, 1))] for j in range(min(max_steps, len(steps)))})
+        picks = sorted(
+            {
+                steps[round(j * (len(steps) - 1) / max(max_steps - 1, 1))]
+                for j in range(min(max_steps, len(steps)))
+            }
+        )
         for step in picks:
             edges = np.asarray(by_step[step]["bin_edges"], dtype=float)
             counts = np.asarray(by_step[step]["counts"], dtype=float)
@@ -301,15 +340,23 @@ class ProgressBar:
         stream = file if file is not None else sys.stderr
         self.keys = tuple(keys)
         self.disabled = bool(disable) or not (hasattr(stream, "isatty") and stream.isatty())
-        self._bar = tqdm(total=total_steps, initial=initial, disable=self.disabled, file=stream,
-                         dynamic_ncols=True, desc="FlowHF")
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial,
+            disable=self.disabled,
+            file=stream,
+            dynamic_ncols=True,
+            desc="FlowHF",
+        )
 
     def update(self, step: int, metrics: Mapping[str, object] | None = None) -> None:
         """Move the bar to absolute `step` (not an increment) and show the tracked metrics."""
         if self.disabled:
             return
         metrics = metrics or {}
-        shown = {k.split("/")[-1]: f"{to_float(k, metrics[k]):.4g}" for k in self.keys if k in metrics}
+        shown = {
+            k.split("/")[-1]: f"{to_float(k, metrics[k]):.4g}" for k in self.keys if k in metrics
+        }
         if shown:
             self._bar.set_postfix(shown, refresh=False)
         self._bar.update(step - self._bar.n)

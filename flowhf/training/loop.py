@@ -34,33 +34,55 @@ def run_training(trainer, resume_from: str | Path | None) -> dict:
     if resume_from is not None:
         _resume(trainer, resume_from, main)
     checkpoint.write_config(trainer)
-    logger = MetricsLogger(trainer.output_dir, report_to=cfg.logging.report_to or ["jsonl", "csv"],
-                           histogram_every=cfg.logging.histogram_every,
-                           purge_step=state.global_step + 1 if resume_from is not None else None) if main else None
-    bar = ProgressBar(state.max_steps, initial=state.global_step, disable=not (cfg.logging.progress_bar and main) or progress_is_shown())
+    logger = (
+        MetricsLogger(
+            trainer.output_dir,
+            report_to=cfg.logging.report_to or ["jsonl", "csv"],
+            histogram_every=cfg.logging.histogram_every,
+            purge_step=state.global_step + 1 if resume_from is not None else None,
+        )
+        if main
+        else None
+    )
+    bar = ProgressBar(
+        state.max_steps,
+        initial=state.global_step,
+        disable=not (cfg.logging.progress_bar and main) or progress_is_shown(),
+    )
     control = trainer.callbacks.fire("on_train_begin", trainer)
     last, saved_at = {}, None
     try:
-        while state.global_step < state.max_steps and not control.should_training_stop and not _out_of_budget(trainer):
+        while (
+            state.global_step < state.max_steps
+            and not control.should_training_stop
+            and not _out_of_budget(trainer)
+        ):
             trainer.callbacks.fire("on_step_begin", trainer)
             last = trainer.training_step()
             state.global_step += 1
             state.train_seconds += last["train/step_time"]
-            last["train/elapsed_seconds"] = state.train_seconds  # budget clock, as the baselines log
+            last["train/elapsed_seconds"] = (
+                state.train_seconds
+            )  # budget clock, as the baselines log
             last["train/completions_scored"] = state.completions_scored
             control = trainer.callbacks.fire("on_step_end", trainer)
             _log(trainer, logger, last)
             bar.update(state.global_step, last)
             publish_progress(_progress(cfg.optim, state))
-            if (cfg.logging.save_steps and state.global_step % cfg.logging.save_steps == 0) or control.should_save:
+            if (
+                cfg.logging.save_steps and state.global_step % cfg.logging.save_steps == 0
+            ) or control.should_save:
                 saved_at = _save(trainer)
     finally:
         bar.close()
         if logger:
             logger.close()
     if state.global_step > 0 and state.skipped_total >= state.global_step:
-        raise NonFiniteStep(f"no update was applied: all {state.global_step} steps were skipped for non-finite values "
-                            f"(see {trainer.output_dir / 'skipped_steps.jsonl'})", "fix the quantity named there")
+        raise NonFiniteStep(
+            f"no update was applied: all {state.global_step} steps were skipped for non-finite values "
+            f"(see {trainer.output_dir / 'skipped_steps.jsonl'})",
+            "fix the quantity named there",
+        )
     if saved_at != state.global_step:
         _save(trainer)  # (unless the loop's last step just saved it)
     trainer.accelerator.wait_for_everyone()

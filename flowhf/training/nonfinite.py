@@ -15,12 +15,20 @@ class NonFiniteStep(UserError, RuntimeError):
 
 # The quantity a skipped step names -> (its likely cause, what to change).
 _CAUSES = {
-    "log_reward": ("the target log R: the reward or the reference log-probs",
-                   "check the reward's values; a very negative reward wants target.reward_floor"),
+    "log_reward": (
+        "the target log R: the reward or the reference log-probs",
+        "check the reward's values; a very negative reward wants target.reward_floor",
+    ),
     "log_pf": ("the policy's log-probs: the model diverged", "lower optim.learning_rate"),
     "log_z": ("log Z diverged", "lower optim.logz_learning_rate or use objective.logz=batch"),
-    "grad_norm": ("exploding gradients", "lower the learning rates, set optim.max_grad_norm or objective.penalty=huber"),
-    "loss": ("the loss overflowed", "lower the learning rates, use objective.penalty=huber or objective.logz=batch"),
+    "grad_norm": (
+        "exploding gradients",
+        "lower the learning rates, set optim.max_grad_norm or objective.penalty=huber",
+    ),
+    "loss": (
+        "the loss overflowed",
+        "lower the learning rates, use objective.penalty=huber or objective.logz=batch",
+    ),
 }
 
 
@@ -66,4 +74,5 @@ def finite_rewards(values, rewards, target, reward_name: str, step: int, what: s
     raise RewardError(
         f"reward {reward_name!r} gave a {what}value of {value} at step {step} for prompt "
         f"{message_text(rewards.prompts[row], 'user')[:80]!r} and completion {rewards.completions[row][:80]!r}; "
-        "NaN and ±inf rewards are errors by default")
+        "NaN and ±inf rewards are errors by default"
+    )

@@ -13,16 +13,33 @@ from flowhf.training.config import OptimArgs
 from flowhf.training.heads import HEAD_KINDS
 
 
-def build_optimizer(policy: torch.nn.Module, heads: dict[str, torch.nn.Module], opt: OptimArgs) -> torch.optim.Optimizer:
+def build_optimizer(
+    policy: torch.nn.Module, heads: dict[str, torch.nn.Module], opt: OptimArgs
+) -> torch.optim.Optimizer:
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    groups = [{"params": trainable, "lr": opt.learning_rate, "weight_decay": opt.weight_decay, "name": "policy"}]
+    groups = [
+        {
+            "params": trainable,
+            "lr": opt.learning_rate,
+            "weight_decay": opt.weight_decay,
+            "name": "policy",
+        }
+    ]
     for name, head in heads.items():
-        lr = getattr(opt, HEAD_KINDS[name].learning_rate) if name in HEAD_KINDS else opt.head_learning_rate
-        groups.append({"params": list(head.parameters()), "lr": lr, "weight_decay": 0.0, "name": name})
+        lr = (
+            getattr(opt, HEAD_KINDS[name].learning_rate)
+            if name in HEAD_KINDS
+            else opt.head_learning_rate
+        )
+        groups.append(
+            {"params": list(head.parameters()), "lr": lr, "weight_decay": 0.0, "name": name}
+        )
     return torch.optim.AdamW(groups)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, opt: OptimArgs, total_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, opt: OptimArgs, total_steps: int | None = None
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then constant, linear or cosine decay to 0 at the last step
     (``total_steps``: the run's step budget, default optim.max_steps)."""
     total = total_steps or opt.max_steps
@@ -30,7 +47,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, opt: OptimArgs, total_step
     def factor(step: int) -> float:
         if opt.warmup_steps and step < opt.warmup_steps:
             return (step + 1) / opt.warmup_steps
-        return decay_factor(opt.lr_scheduler, (step - opt.warmup_steps) / max(1, total - opt.warmup_steps))
+        return decay_factor(
+            opt.lr_scheduler, (step - opt.warmup_steps) / max(1, total - opt.warmup_steps)
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

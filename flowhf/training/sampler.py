@@ -44,7 +44,11 @@ class StepSamplers:
         if t.args.sampling.sampler == "fast":
             yield self._fast(reference)
             return
-        source = t.bundle.reference_mode() if reference else eval_mode(t.accelerator.unwrap_model(t.model))
+        source = (
+            t.bundle.reference_mode()
+            if reference
+            else eval_mode(t.accelerator.unwrap_model(t.model))
+        )
         with source as model, t._autocast():
             yield functools.partial(sample_completions, model)
 
@@ -53,13 +57,17 @@ class StepSamplers:
         fully fine-tuned one has a frozen reference model, which gets a copy of its own."""
         t = self.trainer
         if reference and t.bundle.reference is None and not t.bundle.is_lora:
-            raise RuntimeError("sampling.reference_prob > 0 needs a reference: this bundle has no frozen copy and no "
-                               "LoRA adapters to switch off")
+            raise RuntimeError(
+                "sampling.reference_prob > 0 needs a reference: this bundle has no frozen copy and no "
+                "LoRA adapters to switch off"
+            )
         separate = reference and t.bundle.reference is not None
         key = "reference" if separate else "policy"
         if key not in self.fast:
             source = t.bundle.reference if separate else t.accelerator.unwrap_model(t.model)
-            self.fast[key] = FastSampler(source, sampling_dtype(t.args), compile_decode(t.args.sampling, t.device))
+            self.fast[key] = FastSampler(
+                source, sampling_dtype(t.args), compile_decode(t.args.sampling, t.device)
+            )
         return functools.partial(self.fast[key].sample, adapters=not reference)
 
 

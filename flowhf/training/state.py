@@ -33,17 +33,32 @@ class RunState(TrainerState):
 
     def counters(self) -> dict:
         """The JSON a checkpoint keeps (trainer_state.json; the keys of earlier checkpoints)."""
-        return {"step": self.global_step, "data_cursor": self.data_cursor, "epoch": self.data_epoch,
-                "skipped_in_a_row": self.skipped_in_a_row, "skipped_total": self.skipped_total,
-                "train_seconds": self.train_seconds, "completions_scored": self.completions_scored,
-                "log_history": list(self.log_history)}
+        return {
+            "step": self.global_step,
+            "data_cursor": self.data_cursor,
+            "epoch": self.data_epoch,
+            "skipped_in_a_row": self.skipped_in_a_row,
+            "skipped_total": self.skipped_total,
+            "train_seconds": self.train_seconds,
+            "completions_scored": self.completions_scored,
+            "log_history": list(self.log_history),
+        }
 
     def load_counters(self, counters: dict, rows: int) -> None:
         """Put `counters` back (a checkpoint from before the log history starts it empty)."""
-        self.global_step, self.data_cursor, self.data_epoch = counters["step"], counters["data_cursor"], counters["epoch"]
-        self.skipped_in_a_row, self.skipped_total = counters["skipped_in_a_row"], counters["skipped_total"]
+        self.global_step, self.data_cursor, self.data_epoch = (
+            counters["step"],
+            counters["data_cursor"],
+            counters["epoch"],
+        )
+        self.skipped_in_a_row, self.skipped_total = (
+            counters["skipped_in_a_row"],
+            counters["skipped_total"],
+        )
         self.train_seconds = counters["train_seconds"]
-        self.completions_scored = counters.get("completions_scored", 0)  # absent in older checkpoints
+        self.completions_scored = counters.get(
+            "completions_scored", 0
+        )  # absent in older checkpoints
         self.log_history = list(counters.get("log_history", []))
         self.set_epoch(rows)
 
@@ -61,12 +76,22 @@ def trainer_state(trainer) -> dict:
     """Everything an exact resume needs, as CPU tensors and plain values."""
     version, internal, gauss = trainer.rng.getstate()
     return {
-        "trainable": {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(trainer).items()},
-        "heads": {f"{name}.{k}": v.detach().cpu().contiguous() for name, head in trainer.heads.items()
-                  for k, v in trainer.accelerator.unwrap_model(head).state_dict().items()},
-        "optimizer": {"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()},
+        "trainable": {
+            n: p.detach().cpu().contiguous() for n, p in trainable_parameters(trainer).items()
+        },
+        "heads": {
+            f"{name}.{k}": v.detach().cpu().contiguous()
+            for name, head in trainer.heads.items()
+            for k, v in trainer.accelerator.unwrap_model(head).state_dict().items()
+        },
+        "optimizer": {
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+        },
         "rng": {"torch": torch.get_rng_state(), "generator": trainer.generator.get_state()},
-        "trainer_state": dict(trainer.state.counters(), python_rng=[version, list(internal), gauss]),
+        "trainer_state": dict(
+            trainer.state.counters(), python_rng=[version, list(internal), gauss]
+        ),
         "replay": trainer.replay.state_dict(),
     }
 
@@ -76,14 +101,17 @@ def restore_trainer_state(trainer, state: dict) -> None:
     params = trainable_parameters(trainer)
     mismatch = set(params) ^ set(state["trainable"])
     if mismatch:
-        raise ValueError(f"checkpoint parameters do not match the model ({sorted(mismatch)[:5]} ...); "
-                         "resume with the same model and LoRA settings")
+        raise ValueError(
+            f"checkpoint parameters do not match the model ({sorted(mismatch)[:5]} ...); "
+            "resume with the same model and LoRA settings"
+        )
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state["trainable"][name].to(p.device, p.dtype))
     for name, head in trainer.heads.items():
         trainer.accelerator.unwrap_model(head).load_state_dict(
-            {k.split(".", 1)[1]: v for k, v in state["heads"].items() if k.split(".", 1)[0] == name})
+            {k.split(".", 1)[1]: v for k, v in state["heads"].items() if k.split(".", 1)[0] == name}
+        )
     trainer.optimizer.load_state_dict(state["optimizer"]["optimizer"])
     trainer.scheduler.load_state_dict(state["optimizer"]["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -53,13 +53,16 @@ def step_metrics(r: StepRecord) -> dict:
         "train/reward_mean": float(reward.mean()),
         "train/reward_std": _std(reward),
         # the policy's own samples only: replay rows are the buffer's best and would inflate it
-        "train/reward_mean_policy": float(reward[policy_rows.to(reward.device)].mean()) if has_policy
+        "train/reward_mean_policy": float(reward[policy_rows.to(reward.device)].mean())
+        if has_policy
         else float("nan"),
         "train/log_reward_mean": float(r.log_reward.mean()),
         # Monte-Carlo KL(pi || p_ref) on the policy's own samples (replay/off-policy rows excluded)
         "train/kl_per_seq": float(on_policy.mean()),
         "train/kl_per_token": float(on_policy.sum() / on_tokens.clamp_min(1)),
-        "train/entropy": float((scores.entropy.sum() / tokens.clamp_min(1))) if scores.entropy is not None else float("nan"),
+        "train/entropy": float(scores.entropy.sum() / tokens.clamp_min(1))
+        if scores.entropy is not None
+        else float("nan"),
         "train/completion_length": float(lengths.float().mean()),
         "train/eos_rate": float(batch.ended_with_eos.float().mean()),
         "train/residual_mean": float(residual.mean()),
@@ -79,7 +82,9 @@ def step_metrics(r: StepRecord) -> dict:
     return metrics
 
 
-def histogram_tensors(log_pf: torch.Tensor, mask: torch.Tensor, log_flow: torch.Tensor | None) -> dict:
+def histogram_tensors(
+    log_pf: torch.Tensor, mask: torch.Tensor, log_flow: torch.Tensor | None
+) -> dict:
     """Per-token log-probs and state flows (the report's Figure 2), real positions only."""
     out = {"train/token_log_prob": log_pf.detach().float()[mask > 0].cpu()}
     if log_flow is not None:

@@ -26,7 +26,11 @@ def plot_run_curves(run_dir: str | Path, keys=CURVE_KEYS, smooth: int = 10) -> P
             xs, ys = zip(*pts)
             ax.plot(xs, ys, alpha=0.35, lw=1)
             if len(ys) >= smooth:
-                avg = [sum(ys[max(0, i - smooth + 1) : i + 1]) / len(ys[max(0, i - smooth + 1) : i + 1]) for i in range(len(ys))]
+                avg = [
+                    sum(ys[max(0, i - smooth + 1) : i + 1])
+                    / len(ys[max(0, i - smooth + 1) : i + 1])
+                    for i in range(len(ys))
+                ]
                 ax.plot(xs, avg, lw=2)
         ax.set_title(key)
         ax.set_xlabel("step")
@@ -45,7 +49,9 @@ def write_run_summary(run_dir: str | Path, window: int = 10) -> str:
     rows = read_metrics(run_dir)
 
     def mean(key, part):
-        vals = [r[key] for r in part if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        vals = [
+            r[key] for r in part if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+        ]
         return sum(vals) / len(vals) if vals else float("nan")
 
     first, last = rows[:window], rows[-window:]
@@ -68,7 +74,9 @@ def write_run_summary(run_dir: str | Path, window: int = 10) -> str:
     atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=1))
     lines = [f"run {run_dir}: {summary['steps']} steps, {summary['seconds']:.0f} s of training"]
     for k in CURVE_KEYS:
-        lines.append(f"  {k:<22} first {window}: {summary['first/' + k]:>9.4f}   last {window}: {summary['last/' + k]:>9.4f}")
+        lines.append(
+            f"  {k:<22} first {window}: {summary['first/' + k]:>9.4f}   last {window}: {summary['last/' + k]:>9.4f}"
+        )
     lines.append(f"  curves: {png}")
     if "histograms_png" in summary:
         lines.append(f"  log-prob / flow histograms: {summary['histograms_png']}")

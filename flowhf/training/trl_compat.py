@@ -47,26 +47,37 @@ SAME_MEANING = {
 }
 TRL_DEFAULT_EPOCHS = 3.0  # what TRL trains for when max_steps is not positive
 REPORT_SINKS = ("tensorboard", "wandb")  # TRL integrations FlowHF also writes to
-ALWAYS_WRITTEN = ["jsonl", "csv"]  # FlowHF's own files (resume cuts them back): kept whatever report_to says
+ALWAYS_WRITTEN = [
+    "jsonl",
+    "csv",
+]  # FlowHF's own files (resume cuts them back): kept whatever report_to says
 
 
 def _max_steps(value: Any, names: dict, data: dict) -> dict:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value > 0:
         return {"optim.max_steps": value}  # (a bad type is reported by the loader)
-    return {"optim.num_train_epochs": names.get("num_train_epochs", TRL_DEFAULT_EPOCHS)}  # TRL: -1 = by epochs
+    return {
+        "optim.num_train_epochs": names.get("num_train_epochs", TRL_DEFAULT_EPOCHS)
+    }  # TRL: -1 = by epochs
 
 
 def _num_train_epochs(value: Any, names: dict, data: dict) -> dict:
     steps = names.get("max_steps")
     if isinstance(steps, (int, float)) and steps > 0:
-        warnings.warn(f"num_train_epochs={value} is overridden by max_steps={steps}, as in TRL", stacklevel=4)
+        warnings.warn(
+            f"num_train_epochs={value} is overridden by max_steps={steps}, as in TRL", stacklevel=4
+        )
         return {}
     return {"optim.num_train_epochs": value}
 
 
 def _temperature(value: Any, names: dict, data: dict) -> dict:
     """TRL samples every batch at one temperature: FlowHF's exploration range, always, at that value."""
-    return {"sampling.explore_prob": 1.0, "sampling.temperature_low": value, "sampling.temperature_high": value}
+    return {
+        "sampling.explore_prob": 1.0,
+        "sampling.temperature_low": value,
+        "sampling.temperature_high": value,
+    }
 
 
 def _per_device_train_batch_size(value: Any, names: dict, data: dict) -> dict:
@@ -75,11 +86,13 @@ def _per_device_train_batch_size(value: Any, names: dict, data: dict) -> dict:
 
     k = data["sampling"].get("samples_per_prompt", SamplingArgs.samples_per_prompt)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value % k:
-        raise ConfigError(f"FlowHFConfig(per_device_train_batch_size={value!r}): it counts completions, as in TRL, and "
-                          f"must be a positive multiple of num_generations={k} (sampling.samples_per_prompt): every "
-                          f"prompt's {k} completions are in one batch",
-                          f"use per_device_train_batch_size={k * max(1, round(value / k) if isinstance(value, int) else 1)}, "
-                          "or set sampling.prompts_per_step (prompts per update) instead")
+        raise ConfigError(
+            f"FlowHFConfig(per_device_train_batch_size={value!r}): it counts completions, as in TRL, and "
+            f"must be a positive multiple of num_generations={k} (sampling.samples_per_prompt): every "
+            f"prompt's {k} completions are in one batch",
+            f"use per_device_train_batch_size={k * max(1, round(value / k) if isinstance(value, int) else 1)}, "
+            "or set sampling.prompts_per_step (prompts per update) instead",
+        )
     return {"sampling.prompts_per_step": value // k}
 
 
@@ -89,9 +102,11 @@ def _report_to(value: Any, names: dict, data: dict) -> dict:
         return {"logging.report_to": None}
     unknown = [s for s in sinks if s not in REPORT_SINKS]
     if unknown:
-        raise ConfigError(f"FlowHFConfig(report_to={value!r}): FlowHF writes metrics.jsonl and metrics.csv, and reports "
-                          f"to {' and '.join(REPORT_SINKS)}; not to {unknown[0]!r}",
-                          f"list the ones you want, e.g. report_to=['tensorboard'], or report_to='none'")
+        raise ConfigError(
+            f"FlowHFConfig(report_to={value!r}): FlowHF writes metrics.jsonl and metrics.csv, and reports "
+            f"to {' and '.join(REPORT_SINKS)}; not to {unknown[0]!r}",
+            "list the ones you want, e.g. report_to=['tensorboard'], or report_to='none'",
+        )
     return {"logging.report_to": ALWAYS_WRITTEN + sinks}
 
 
@@ -100,7 +115,10 @@ def _only(name: str, default: Any, instead: str) -> Callable[[Any, dict, dict], 
 
     def convert(value: Any, names: dict, data: dict) -> dict:
         if value != default:
-            raise ConfigError(f"FlowHFConfig({name}={value!r}): {instead}", f"remove {name} (or set it to {default!r})")
+            raise ConfigError(
+                f"FlowHFConfig({name}={value!r}): {instead}",
+                f"remove {name} (or set it to {default!r})",
+            )
         return {}
 
     return convert
@@ -117,9 +135,11 @@ def _kl_beta(value: Any, names: dict, data: dict) -> dict:
         equivalent = f"`target.alpha=1, target.beta={1 / value:g}`"
     else:
         equivalent = "`target.alpha=0` with a large `target.beta` (no KL: reward maximisation), or `objective.objective=pg`"
-    raise ConfigError(f"FlowHFConfig(beta={value!r}): TRL's beta is a KL coefficient; FlowHF's target.beta weighs the "
-                      f"reward. The same optimum, p(y|x) ∝ p_ref(y|x) exp(r / beta), is {equivalent}",
-                      "pass target=TargetArgs(alpha=..., beta=...) (or target={'alpha': ..., 'beta': ...}) and drop beta")
+    raise ConfigError(
+        f"FlowHFConfig(beta={value!r}): TRL's beta is a KL coefficient; FlowHF's target.beta weighs the "
+        f"reward. The same optimum, p(y|x) ∝ p_ref(y|x) exp(r / beta), is {equivalent}",
+        "pass target=TargetArgs(alpha=..., beta=...) (or target={'alpha': ..., 'beta': ...}) and drop beta",
+    )
 
 
 CONVERTED: dict[str, Callable[[Any, dict, dict], dict]] = {
@@ -130,10 +150,18 @@ CONVERTED: dict[str, Callable[[Any, dict, dict], dict]] = {
     "report_to": _report_to,
     "beta": _kl_beta,
     "lr_scheduler_type": _lr_scheduler_type,
-    "gradient_accumulation_steps": _only("gradient_accumulation_steps", 1, "FlowHF updates once per sampled batch; for N times the completions per "
-                                            "update, multiply per_device_train_batch_size by N"),
+    "gradient_accumulation_steps": _only(
+        "gradient_accumulation_steps",
+        1,
+        "FlowHF updates once per sampled batch; for N times the completions per "
+        "update, multiply per_device_train_batch_size by N",
+    ),
     "use_vllm": _only("use_vllm", False, "FlowHF samples with its own KV-cached sampler (no vLLM)"),
-    "remove_unused_columns": _only("remove_unused_columns", False, "FlowHF passes every dataset column to reward functions, as TRL's GRPO does"),
+    "remove_unused_columns": _only(
+        "remove_unused_columns",
+        False,
+        "FlowHF passes every dataset column to reward functions, as TRL's GRPO does",
+    ),
 }
 # TRL names FlowHF has no option for (or a different one): what to use instead.
 INSTEAD = {
@@ -157,7 +185,11 @@ def apply_trl_names(groups: dict[str, Any], names: dict[str, Any]) -> dict[str, 
     data = {g: _as_dict(v) for g, v in groups.items()}
     for name in sorted(names, key=_order):
         value = names[name]
-        keys = {SAME_MEANING[name]: value} if name in SAME_MEANING else CONVERTED[name](value, names, data)
+        keys = (
+            {SAME_MEANING[name]: value}
+            if name in SAME_MEANING
+            else CONVERTED[name](value, names, data)
+        )
         for dotted, v in keys.items():
             group, key = dotted.split(".")
             data[group][key] = v
@@ -186,12 +218,16 @@ def _check_known(name: str) -> None:
     if name in INSTEAD:
         raise ConfigError(f"FlowHFConfig({name}=...): {INSTEAD[name]}", f"remove {name}")
     if name in _trl_fields():
-        raise ConfigError(f"FlowHFConfig({name}=...): TRL's {name} has no FlowHF equivalent",
-                          f"remove it; the README's 'Coming from TRL' table lists the TRL names FlowHF takes")
+        raise ConfigError(
+            f"FlowHFConfig({name}=...): TRL's {name} has no FlowHF equivalent",
+            "remove it; the README's 'Coming from TRL' table lists the TRL names FlowHF takes",
+        )
     from flowhf.training.config import GROUPS
 
-    raise ConfigError(f"FlowHFConfig got an unknown keyword {name!r}{suggest(name, [*TRL_NAMES, *GROUPS])}",
-                      f"use a group ({', '.join(GROUPS)}) or one of TRL's names: {', '.join(TRL_NAMES)}")
+    raise ConfigError(
+        f"FlowHFConfig got an unknown keyword {name!r}{suggest(name, [*TRL_NAMES, *GROUPS])}",
+        f"use a group ({', '.join(GROUPS)}) or one of TRL's names: {', '.join(TRL_NAMES)}",
+    )
 
 
 def _trl_fields() -> set[str]:
@@ -213,21 +249,39 @@ def with_peft_config(config, peft_config: Any):
     from peft import LoraConfig
 
     if not isinstance(peft_config, LoraConfig):
-        raise ConfigError(f"peft_config={type(peft_config).__name__}: FlowHF trains LoRA adapters only",
-                          "pass a peft.LoraConfig, or set model.lora=false for full fine-tuning")
-    unsupported = {name: getattr(peft_config, name) for name, default in _LORA_DEFAULTS.items()
-                   if getattr(peft_config, name, default) != default}
+        raise ConfigError(
+            f"peft_config={type(peft_config).__name__}: FlowHF trains LoRA adapters only",
+            "pass a peft.LoraConfig, or set model.lora=false for full fine-tuning",
+        )
+    unsupported = {
+        name: getattr(peft_config, name)
+        for name, default in _LORA_DEFAULTS.items()
+        if getattr(peft_config, name, default) != default
+    }
     if unsupported:
         name, value = next(iter(unsupported.items()))
-        raise ConfigError(f"peft_config.{name}={value!r}: FlowHF's LoRA takes r, lora_alpha, lora_dropout and "
-                          "target_modules only", f"leave {name} at {_LORA_DEFAULTS[name]!r}")
+        raise ConfigError(
+            f"peft_config.{name}={value!r}: FlowHF's LoRA takes r, lora_alpha, lora_dropout and "
+            "target_modules only",
+            f"leave {name} at {_LORA_DEFAULTS[name]!r}",
+        )
     modules = peft_config.target_modules
-    keys = {"lora": True, "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha,
-            "lora_dropout": peft_config.lora_dropout,
-            "lora_target_modules": [modules] if isinstance(modules, str) else sorted(modules) if modules else None}
+    keys = {
+        "lora": True,
+        "lora_r": peft_config.r,
+        "lora_alpha": peft_config.lora_alpha,
+        "lora_dropout": peft_config.lora_dropout,
+        "lora_target_modules": [modules]
+        if isinstance(modules, str)
+        else sorted(modules)
+        if modules
+        else None,
+    }
     from flowhf.training.config import ModelArgs
 
-    model = build_dataclass(ModelArgs, {**_as_dict(config.model), **keys}, "peft_config", None, ("model",))
+    model = build_dataclass(
+        ModelArgs, {**_as_dict(config.model), **keys}, "peft_config", None, ("model",)
+    )
     return dataclasses.replace(config, model=model)
 
 
@@ -237,5 +291,7 @@ _LORA_DEFAULTS = {"bias": "none", "use_rslora": False, "use_dora": False, "modul
 def refuse_eval_dataset(eval_dataset: Any) -> None:
     """TRL's eval_dataset: FlowHFTrainer does not evaluate during training, so it is an error."""
     if eval_dataset is not None:
-        raise ConfigError("eval_dataset: FlowHFTrainer does not evaluate during training",
-                          "drop eval_dataset and evaluate the saved model with `flowhf eval`")
+        raise ConfigError(
+            "eval_dataset: FlowHFTrainer does not evaluate during training",
+            "drop eval_dataset and evaluate the saved model with `flowhf eval`",
+        )
