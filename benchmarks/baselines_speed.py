@@ -6,7 +6,7 @@ new tokens per step, VADER sentiment reward on the shipped sentiment prompts.
 - PPO:  TRL PPOTrainer, 8 prompts x 1 completion per update, 4 PPO epochs, LoRA value model.
 - SFT:  TRL SFTTrainer, batch 8 StackExchange (question -> response_j) pairs, max_length 512.
 
-Each method runs a few steps through the real runners (`flowhf.baselines`); per-step times are
+Each method runs a few steps through the real runners (`flowhf.experiments.baselines`); per-step times are
 the differences of ``train/elapsed_seconds`` in their metrics.jsonl. The first step includes
 warm-up, so the summary gives it separately and the median of the others. The machine's load
 average before/after is recorded: other jobs share the CPU, so timings are as measured.
@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import flowhf  # noqa: E402,F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads)
-from flowhf.baselines import run_grpo, run_ppo, run_sft  # noqa: E402
+from flowhf.experiments.baselines import run_grpo, run_ppo, run_sft  # noqa: E402
 from flowhf.models.lora import LoraSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines_speed.json"

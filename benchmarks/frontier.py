@@ -5,7 +5,7 @@ on 2 cores, and a session's run folder does not survive it. So the finished poin
 that is kept: each point's ``result.json`` (metrics, and the SHA-256 of the SFT and reward models
 it started from) is copied into ``benchmarks/results/reproduce_<preset>/sweep/`` and committed. The next
 session restores them into a fresh run folder, reruns the deterministic base stages (SFT, reward
-models; `flowhf.pipeline.sweep.check_start` refuses to mix points if those differ) and trains
+models; `flowhf.experiments.reproduce.sweep.check_start` refuses to mix points if those differ) and trains
 only the points still missing.
 
     .venv/bin/python benchmarks/frontier.py run      # restore, train what is missing, collect, report
@@ -65,9 +65,9 @@ def collect(run_dir: Path, results: Path) -> int:
 
 def report(preset_name: str, results: Path) -> Path:
     """frontier.json, frontier.png and report.md from the kept points."""
-    from flowhf.evaluation.frontier import write_frontier
-    from flowhf.pipeline.presets import BASELINE_METHODS, load_preset
-    from flowhf.pipeline.sweep import describe_grid
+    from flowhf.experiments.analysis.frontier import write_frontier
+    from flowhf.experiments.reproduce.grid import describe_grid
+    from flowhf.experiments.reproduce.presets import BASELINE_METHODS, load_preset
     from flowhf.run_dir import atomic_write_text
 
     preset = load_preset(preset_name)
@@ -109,7 +109,7 @@ def main() -> None:
     run_dir = args.run_dir or Path("runs") / f"frontier_{stem}"
     results = args.results or HERE / "results" / f"reproduce_{stem}"
     if args.action == "run":
-        from flowhf.pipeline.reproduce import run_reproduce
+        from flowhf.experiments.reproduce.reproduce import run_reproduce
 
         print(
             f"[frontier] restored {restore(results, run_dir)} finished points into {run_dir}",

@@ -1,7 +1,7 @@
 """Benchmark: does the gold reward model know what the proxy does not?
 
 Trains the proxy and gold StackExchange reward models exactly as `flowhf reproduce --preset cpu`
-does (`flowhf.rewards.rm_config.proxy_and_gold`: the proxy on the shipped pairs, the gold on
+does (`flowhf.config.reward_model.proxy_and_gold`: the proxy on the shipped pairs, the gold on
 those plus two pairs per question of kinds the proxy never sees, another seed) and reports both
 models' held-out pairwise accuracy per rejected kind, with Wilson 95% intervals. A gold judge is
 only worth its name if it catches the failure modes a policy finds by itself (one-word answers,
@@ -32,9 +32,9 @@ def main() -> None:
         "--mode", default="head_only", help="reward-model mode of both (as the cpu preset)"
     )
     args = parser.parse_args()
+    from flowhf.config.reward_model import RewardModelConfig, proxy_and_gold
     from flowhf.evaluation.gold_proxy import format_reward_models_markdown, kind_accuracies
-    from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
-    from flowhf.rewards.training import FeatureCache, train_reward_model
+    from flowhf.reward_model.train import FeatureCache, train_reward_model
     from flowhf.run_dir import atomic_write_text
 
     results, features = {}, FeatureCache()

@@ -79,7 +79,7 @@ def step_estimates(result: dict, weight_bytes: int, args) -> dict:
 def run_objective(objective: str, args, tokenizer, sampler: str = "fast") -> dict:
     import torch
 
-    from flowhf.training.config import FlowHFConfig, apply_overrides
+    from flowhf.config.training import FlowHFConfig, apply_overrides
     from flowhf.training.trainer import FlowHFTrainer
 
     torch.manual_seed(0)

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 import flowhf  # (sets the OpenMP waits before torch loads)
+from flowhf.config.training import FlowHFConfig
 from flowhf.models.lora import LoraSettings
-from flowhf.training.config import FlowHFConfig
 from flowhf.training.trainer import FlowHFTrainer
 
 LORA = LoraSettings(r=16, alpha=32, dropout=0.0)  # FlowHF's model.lora_* defaults
@@ -74,7 +74,7 @@ def grpo_run(bf16: bool, args) -> dict:
     """TRL GRPO at the same batch, lengths, LoRA and dtype; per-step seconds from its metrics.jsonl."""
     from baselines_speed import step_times
 
-    from flowhf.baselines import run_grpo
+    from flowhf.experiments.baselines import run_grpo
 
     with tempfile.TemporaryDirectory(prefix="grpo-speed-") as tmp:
         result = run_grpo(

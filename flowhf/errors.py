@@ -6,6 +6,9 @@ a ValueError / OSError where that is what library callers catch)."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 
 class UserError(Exception):
     """A mistake the user can fix; ``hint`` says what to change."""
@@ -58,3 +61,29 @@ class InputError(UserError, ValueError):
     folder without metrics.json, a corrupt JSON / JSONL file, evaluations that cannot be merged."""
 
     default_hint = "check the files and folders given on the command line"
+
+
+def guarded(run, debug: bool = False) -> int:
+    """``run()``'s exit code; a user error becomes one line + hint on stderr and exit code 2
+    (its traceback with ``debug`` or FLOWHF_DEBUG=1)."""
+    debug = debug or os.environ.get("FLOWHF_DEBUG", "") not in ("", "0")
+    try:
+        return int(run() or 0)
+    except Exception as err:  # noqa: BLE001  (sorted into user errors and internal ones)
+        message = user_error_message(err)
+        if message is None or debug:
+            raise
+        print(message, file=sys.stderr)
+        return 2
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """``flowhf: error: ...`` (one line) plus a hint for an error the user can fix; None for
+    an internal error. Missing files are user errors too (a path typed on the command line)."""
+    if not isinstance(err, (UserError, FileNotFoundError)):
+        return None
+    text = " ".join(str(err).split())  # one line, whatever the message's layout
+    hint = getattr(err, "hint", "") or "check the path"
+    if isinstance(err, FileNotFoundError) and not isinstance(err, UserError) and err.filename:
+        text = f"{err.strerror or 'not found'}: {err.filename}"
+    return f"flowhf: error: {text}\nflowhf: hint: {hint} (--debug shows the traceback)"

@@ -100,7 +100,7 @@ def test_save_policy_killed_mid_save_leaves_no_half_model(tmp_path, monkeypatch)
 
 def test_merged_model_folder_appears_whole(tmp_path):
     """The baselines' model/ folder: a failed save leaves none, a good one leaves no temp folder."""
-    from flowhf.baselines.common import save_merged_model
+    from flowhf.experiments.baselines.common import save_merged_model
     from flowhf.models.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm("tiny-random")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flowhf import cli
-from flowhf.training.config import FlowHFConfig
+from flowhf.config.training import FlowHFConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "results" / "reliability" / "bad_inputs.md"
@@ -471,11 +471,6 @@ def _locked(run: Path) -> list[str]:
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == ["baseline"]:  # python -m flowhf.baselines CONFIG
-        from flowhf.baselines.__main__ import main
-        from flowhf.cli import guarded
-
-        return guarded(lambda: main(argv[1:]))
     return cli.main(argv)
 
 

@@ -6,13 +6,14 @@ import inspect
 
 import pytest
 
-from flowhf.baselines.config import METHOD_ARGS, check_config, load_config, runners
+from flowhf.config.baselines import METHOD_ARGS, check_config, load_config
+from flowhf.experiments.baselines import RUNNERS
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
 def test_runner_options_are_the_config_fields(tmp_path, method):
     """Each runner's keyword options are its dataclass (one place for names, defaults, help)."""
-    params = inspect.signature(runners()[method]).parameters
+    params = inspect.signature(RUNNERS[method]).parameters
     fields = {f.name: f for f in dataclasses.fields(METHOD_ARGS[method])}
     assert set(params) - {"tokenizer", "options"} <= set(fields)
     assert all(f.metadata["help"] for f in fields.values())
@@ -20,7 +21,7 @@ def test_runner_options_are_the_config_fields(tmp_path, method):
         f"x{i}" for i, p in enumerate(params.values()) if p.kind == p.POSITIONAL_OR_KEYWORD
     ]
     with pytest.raises(TypeError, match="budgett"):  # raised before any model loads
-        runners()[method](*positional, budget={"max_steps": 1}, budgett={})
+        RUNNERS[method](*positional, budget={"max_steps": 1}, budgett={})
 
 
 def test_values_are_type_checked(tmp_path):
@@ -29,8 +30,8 @@ def test_values_are_type_checked(tmp_path):
         "method: grpo\nmodel: m\nprompts_source: p\nreward_spec: sentiment\noutput_dir: o\n"
         "budget: {max_steps: 1}\n"
     )
-    runner, kwargs = check_config(load_config(path, ["lr=0.001", "num_generations=4"]))
-    assert runner.__name__ == "run_grpo" and kwargs["num_generations"] == 4
+    method, kwargs = check_config(load_config(path, ["lr=0.001", "num_generations=4"]))
+    assert RUNNERS[method].__name__ == "run_grpo" and kwargs["num_generations"] == 4
     with pytest.raises(ValueError, match="num_generations='four': expected int"):
         check_config(load_config(path, ["num_generations=four"]))
     with pytest.raises(ValueError, match="did you mean 'temperature'"):

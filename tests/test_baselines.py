@@ -21,7 +21,9 @@ from transformers import (
     TrainingArguments,
 )
 
-from flowhf.baselines import (
+from flowhf.config.baselines import apply_override, check_config
+from flowhf.experiments.baselines import (
+    RUNNERS,
     Budget,
     BudgetCallback,
     BudgetExhausted,
@@ -30,11 +32,14 @@ from flowhf.baselines import (
     run_ppo,
     run_sft,
 )
-from flowhf.baselines.common import encode_prompt
-from flowhf.baselines.config import apply_override, check_config
-from flowhf.baselines.metrics import map_logs
-from flowhf.baselines.ppo_models import ensure_distinct_pad
-from flowhf.baselines.reward_adapters import PPOTextReward, PromptIndex, grpo_reward_function
+from flowhf.experiments.baselines.common import encode_prompt
+from flowhf.experiments.baselines.metrics import map_logs
+from flowhf.experiments.baselines.ppo_models import ensure_distinct_pad
+from flowhf.experiments.baselines.reward_adapters import (
+    PPOTextReward,
+    PromptIndex,
+    grpo_reward_function,
+)
 from flowhf.models.lora import LoraSettings
 from flowhf.models.tiny import tiny_llama, tiny_llama_config
 
@@ -339,9 +344,9 @@ def test_config_checks_keys_and_overrides():
     }
     apply_override(config, "budget.max_steps=2")
     apply_override(config, "lora=null")
-    runner, kwargs = check_config(config)
+    method, kwargs = check_config(config)
     assert (
-        runner.__name__ == "run_grpo"
+        RUNNERS[method].__name__ == "run_grpo"
         and kwargs["budget"] == {"max_steps": 2}
         and kwargs["lora"] is None
     )
@@ -353,9 +358,11 @@ def test_config_checks_keys_and_overrides():
 
 def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parents[1] / "configs" / "baselines"
-    from flowhf.baselines.config import load_config
+    from flowhf.config.baselines import load_config
 
-    methods = {check_config(load_config(p))[0].__name__ for p in sorted(root.glob("*.yaml"))}
+    methods = {
+        RUNNERS[check_config(load_config(p))[0]].__name__ for p in sorted(root.glob("*.yaml"))
+    }
     assert methods == {"run_sft", "run_grpo", "run_ppo"}
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from flowhf.enumerable.exact import compare, exact_log_probs, find_modes
-from flowhf.enumerable.space import CompletionSpace, edit_distance_to
-from flowhf.enumerable.targets import builtin_target, load_target_file
-from flowhf.enumerable.train import ToyConfig, ToyExperiment, run_toy
+from flowhf.experiments.enumerable.exact import compare, exact_log_probs, find_modes
+from flowhf.experiments.enumerable.space import CompletionSpace, edit_distance_to
+from flowhf.experiments.enumerable.targets import builtin_target, load_target_file
+from flowhf.experiments.enumerable.train import ToyConfig, ToyExperiment, run_toy
 from flowhf.models.tiny import tiny_llama
 from flowhf.sampling import sample_completions
 from flowhf.sampling.fast import FastSampler

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowhf.enumerable.exact import exact_log_probs
-from flowhf.enumerable.space import CompletionSpace
+from flowhf.experiments.enumerable.exact import exact_log_probs
+from flowhf.experiments.enumerable.space import CompletionSpace
 from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.lora import LoraSettings, apply_lora
 from flowhf.models.tiny import tiny_llama

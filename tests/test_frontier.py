@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from flowhf.errors import ConfigError
-from flowhf.evaluation.frontier import (
+from flowhf.experiments.analysis.frontier import (
     aggregate,
     diversity_at,
     format_frontier_markdown,
@@ -23,8 +23,9 @@ from flowhf.evaluation.frontier import (
     with_length_controlled,
     write_frontier,
 )
-from flowhf.pipeline.presets import get_preset
-from flowhf.pipeline.sweep import SweepPoint, check_start, check_sweep, sweep_points
+from flowhf.experiments.reproduce.grid import SweepPoint, check_sweep, sweep_points
+from flowhf.experiments.reproduce.presets import get_preset
+from flowhf.experiments.reproduce.sweep import check_start
 
 
 def test_mean_ci_by_hand():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flowhf.config.reward_model import RewardModelConfig, proxy_and_gold
 from flowhf.data import load_preference_pairs, load_rows
-from flowhf.data.gold_pairs import (
+from flowhf.reward_model.gold_pairs import (
     GOLD_KINDS,
     PARTIAL_KINDS,
     gold_pairs,
@@ -14,8 +15,7 @@ from flowhf.data.gold_pairs import (
     rejected_answer,
     write_gold_pairs,
 )
-from flowhf.rewards.rm_config import RewardModelConfig, proxy_and_gold
-from flowhf.rewards.training import accuracy_by_kind
+from flowhf.reward_model.train import accuracy_by_kind
 
 ROW = {
     "qid": "q1",
@@ -30,7 +30,7 @@ ROW = {
 def test_shipped_gold_files_are_current_and_balanced():
     write_gold_pairs(
         check=True
-    )  # raises when the files are stale (regenerate: python -m flowhf.data.gold_pairs)
+    )  # raises when the files are stale (regenerate: python -m flowhf.reward_model.gold_pairs)
     for split in ("train", "test"):
         extra = load_rows(f"stackexchange_gold_extra:{split}", required=["rejected_kind"])
         base = load_rows(f"stackexchange:{split}", required=["question"])

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from flowhf.lmtask import TaskError, load_task
-from flowhf.lmtask.exact import ExactTarget, log_other_count, partition_metrics
-from flowhf.lmtask.reward import AnswerSetReward
-from flowhf.lmtask.task import task_from_dict
+from flowhf.experiments.lmtask import TaskError, load_task
+from flowhf.experiments.lmtask.exact import ExactTarget, log_other_count, partition_metrics
+from flowhf.experiments.lmtask.reward import AnswerSetReward
+from flowhf.experiments.lmtask.task import task_from_dict
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_tasks"
 CHARS = ["a", "b", "c", "q"]
@@ -155,7 +155,7 @@ max_new_tokens: 3
     ],
 )
 def test_task_errors_name_the_line(tmp_path, values, message):
-    """Errors name the file and the line of the key (the line table of flowhf.fields, as configs)."""
+    """Errors name the file and the line of the key (the line table of flowhf.config.fields, as configs)."""
     path = tmp_path / "task.yaml"
     path.write_text(TASK_FILE.format(**{"beta": 1.0, "alpha": 0.0, "b": 2.0, **values}))
     with pytest.raises(TaskError) as err:
@@ -275,7 +275,7 @@ def test_exact_figures_agree_with_2000_samples(tiny):
 
 
 def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
-    from flowhf.lmtask.methods import RunSpec, StartModel, train_method
+    from flowhf.experiments.lmtask.methods import RunSpec, StartModel, train_method
 
     task = task_from_dict(TASK)
     from flowhf.models.loading import load_causal_lm
@@ -283,7 +283,7 @@ def test_short_training_run_lowers_tv(tiny_dir, tmp_path):
     start, tok = load_causal_lm(str(tiny_dir), dtype="float32")
     target = ExactTarget.build(task, start, tok, chat_template=False)
     before = target.evaluate(start)["tv"]
-    from flowhf.lmtask.exact import ExactTrace
+    from flowhf.experiments.lmtask.exact import ExactTrace
 
     trace = ExactTrace(target, every=10)
     spec = RunSpec(
@@ -411,7 +411,7 @@ def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    from flowhf.lmtask.task import spellings
+    from flowhf.experiments.lmtask.task import spellings
 
     vocab = {
         "<|endoftext|>": 0,
@@ -445,7 +445,7 @@ def test_a_text_level_reward_pays_spellings_no_tokenizer_produces():
 
 def test_warm_start_data_holds_no_task_answer_and_no_digit():
     """The generic warm start teaches the bare-answer format, never a task's distribution."""
-    from flowhf.lmtask.warmstart import short_answer_rows
+    from flowhf.experiments.lmtask.warmstart import short_answer_rows
 
     rows = short_answer_rows()
     assert len(rows) >= 100 and len({r["category"] for r in rows}) >= 30
@@ -459,7 +459,7 @@ def test_warm_start_data_holds_no_task_answer_and_no_digit():
 def test_baseline_options_are_typed_and_keep_fairness_fixed():
     """--baseline-set values reach TRL typed (YAML reads 3e-4 as a string); fairness keys are refused."""
     from flowhf.errors import ConfigError
-    from flowhf.lmtask.methods import baseline_options
+    from flowhf.experiments.lmtask.methods import baseline_options
 
     assert baseline_options("grpo", ("lr=3e-4", "beta=0")) == {"lr": 3e-4, "beta": 0.0}
     assert isinstance(baseline_options("ppo", ("lr=1e-5",))["lr"], float)

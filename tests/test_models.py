@@ -16,17 +16,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from flowhf.models import loading
-from flowhf.models.heads import (
-    FlowHead,
-    PromptLogZHead,
-    ScalarLogZ,
-    load_heads,
-    load_trained,
-    save_heads,
-    save_policy,
-)
+from flowhf.models.heads import FlowHead, PromptLogZHead, ScalarLogZ
 from flowhf.models.loading import load_policy, load_tokenizer, resolve_model_path
 from flowhf.models.lora import LoraSettings, apply_lora
+from flowhf.models.saved_run import load_heads, load_trained, save_heads, save_policy
 from flowhf.models.tiny import tiny_llama
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "big", "red"]

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from flowhf.enumerable.targets import builtin_target
-from flowhf.enumerable.train import ToyConfig, run_toy
+from flowhf.config.training import FlowHFConfig
+from flowhf.experiments.enumerable.targets import builtin_target
+from flowhf.experiments.enumerable.train import ToyConfig, run_toy
 from flowhf.objectives import (
     OBJECTIVES,
     ObjectiveSpec,
@@ -16,7 +17,6 @@ from flowhf.objectives import (
     unregister_objective,
 )
 from flowhf.objectives.db import db_loss
-from flowhf.training.config import FlowHFConfig
 from flowhf.training.trainer import FlowHFTrainer
 from tests.test_trainer import tiny_config
 

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from flowhf.pipeline.progress import RunClock, StageProgress, format_seconds
+from flowhf.experiments.reproduce.progress import RunClock, StageProgress, format_seconds
 
 
 def test_format_seconds():
@@ -40,7 +40,7 @@ class _Tty(io.StringIO):
 
 
 def test_stage_bar_shows_the_loops_budget_and_silences_the_loops_own_bars():
-    from flowhf.budget import (
+    from flowhf.config.budget import (
         Budget,
         latest_progress,
         progress_is_shown,

@@ -4,10 +4,10 @@ evaluation's sampling and the three TRL baselines (their dataset rows as TRL tok
 import pytest
 from trl.data_utils import _tokenize as trl_tokenize
 
-from flowhf.baselines.common import encode_prompt
-from flowhf.baselines.grpo import grpo_examples
-from flowhf.baselines.sft import sft_examples
 from flowhf.evaluation.generation import GenerationSettings, generate_batch
+from flowhf.experiments.baselines.common import encode_prompt
+from flowhf.experiments.baselines.grpo import grpo_examples
+from flowhf.experiments.baselines.sft import sft_examples
 from flowhf.sampling.prompts import eos_ids, uses_chat_template
 from flowhf.training.trainer import FlowHFTrainer
 from tests.test_trainer import tiny_config

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flowhf.evaluation.reach import (
+from flowhf.experiments.analysis.reach import (
     format_reach_markdown,
     reach_table,
     time_to_reach,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from flowhf.errors import ConfigError, RunDirError
-from flowhf.pipeline.presets import METHODS, PRESETS, STAGES, load_preset
-from flowhf.pipeline.reproduce import build_plan, report_summary, run_reproduce
+from flowhf.experiments.reproduce.presets import METHODS, PRESETS, STAGES, load_preset
+from flowhf.experiments.reproduce.reproduce import build_plan, report_summary, run_reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_paper_dry_run_prints_plan_and_touches_nothing(tmp_path):
         [
             sys.executable,
             "-m",
-            "flowhf.pipeline.reproduce",
+            "flowhf.experiments.reproduce.reproduce",
             "reproduce",
             "--preset",
             "paper",

@@ -3,8 +3,8 @@ rewrite of beta, and a bad beta schedule is a config error raised before any mod
 
 import pytest
 
-from flowhf.pipeline.stages import flowhf_overrides
-from flowhf.training.config import FlowHFConfig
+from flowhf.config.training import FlowHFConfig
+from flowhf.experiments.reproduce.stages import flowhf_overrides
 
 
 def test_reward_scale_is_config_and_schedule_errors_come_first():
@@ -31,8 +31,9 @@ def test_reward_scale_is_config_and_schedule_errors_come_first():
 
 
 def test_reproduce_records_the_reward_scale_instead_of_rewriting_beta(tmp_path):
-    from flowhf.pipeline.presets import get_preset
-    from flowhf.pipeline.stages import CONFIGS, Context
+    from flowhf.experiments import CONFIGS
+    from flowhf.experiments.reproduce.presets import get_preset
+    from flowhf.experiments.reproduce.stages import Context
 
     ctx = Context(
         get_preset("smoke"),

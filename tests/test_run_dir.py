@@ -96,7 +96,7 @@ def test_live_lock_refuses_even_overwrite_and_stale_lock_is_reported(tmp_path):
 def test_resume_config_check_lists_keys_and_allows_budget_keys(tmp_path):
     import yaml
 
-    from flowhf.training.config import FlowHFConfig
+    from flowhf.config.training import FlowHFConfig
 
     saved = FlowHFConfig().to_dict()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
@@ -142,7 +142,7 @@ def test_release_only_removes_our_own_lock(tmp_path):
 
 
 def test_reproduce_trusts_done_only_when_its_outputs_verify(tmp_path):
-    from flowhf.pipeline.reproduce import read_done, stage_outputs
+    from flowhf.experiments.reproduce.reproduce import read_done, stage_outputs
 
     stage = tmp_path / "sft"
     (stage / "model").mkdir(parents=True)

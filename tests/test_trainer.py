@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flowhf.training.config import FlowHFConfig
+from flowhf.config.training import FlowHFConfig
 from flowhf.training.trainer import FlowHFTrainer, NonFiniteStep
 
 
@@ -21,7 +21,7 @@ def tiny_config(tmp_path, *overrides, steps=2):
         "data": {"dataset": "sentiment_prompts", "limit": 16},
         "logging": {"output_dir": str(tmp_path / "run"), "save_steps": 0, "progress_bar": False},
     }
-    from flowhf.training.config import apply_overrides
+    from flowhf.config.training import apply_overrides
 
     apply_overrides(data, list(overrides))
     return FlowHFConfig.from_dict(data)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flowhf.config.training import FlowHFConfig
+from flowhf.config.trl_names import TRL_NAMES
 from flowhf.errors import ConfigError
-from flowhf.training.config import FlowHFConfig
-from flowhf.training.trl_compat import TRL_NAMES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SNIPPET = re.compile(r"`([^`]+)`")
@@ -80,7 +80,7 @@ def test_the_table_lists_every_trl_name_flowhf_knows():
 
 
 def test_trl_names_combine_and_keep_the_grouped_values():
-    from flowhf.training.config import OptimArgs
+    from flowhf.config.training import OptimArgs
 
     config = FlowHFConfig(
         optim=OptimArgs(warmup_steps=5),

@@ -244,8 +244,8 @@ def test_num_train_epochs_is_the_step_budget(tmp_path):
 def test_peft_config_becomes_the_lora_keys_and_eval_dataset_is_refused(tmp_path):
     from peft import LoraConfig
 
+    from flowhf.config.trl_names import with_peft_config
     from flowhf.errors import ConfigError
-    from flowhf.training.trl_compat import with_peft_config
 
     cfg = with_peft_config(
         tiny_config(tmp_path),

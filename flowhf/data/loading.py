@@ -7,7 +7,7 @@ nothing is silently dropped.
 
 Sources:
 - shipped names: ``stackexchange:train``, ``stackexchange:test`` (or ``stackexchange`` with
-  ``split=``), ``stackexchange_gold_extra:train`` / ``:test`` (`flowhf.data.gold_pairs`),
+  ``split=``), ``stackexchange_gold_extra:train`` / ``:test`` (`flowhf.reward_model.gold_pairs`),
   ``toxicity_probes``, ``sentiment_prompts``;
 - local files: ``.jsonl``, ``.json`` (a list of objects), ``.csv``, ``.parquet``;
 - ``hf:NAME[:CONFIG]`` or any other ``datasets.load_dataset`` path (``split`` defaults to train).
@@ -31,7 +31,7 @@ from flowhf.errors import UserError
 SHIPPED_FILES = {
     "stackexchange:train": "stackexchange_train.jsonl",
     "stackexchange:test": "stackexchange_test.jsonl",
-    # the gold reward model's extra rejected kinds (flowhf/data/gold_pairs.py)
+    # the gold reward model's extra rejected kinds (flowhf/reward_model/gold_pairs.py)
     "stackexchange_gold_extra:train": "stackexchange_gold_extra_train.jsonl",
     "stackexchange_gold_extra:test": "stackexchange_gold_extra_test.jsonl",
     "toxicity_probes": "toxicity_probes.jsonl",

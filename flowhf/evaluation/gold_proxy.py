@@ -109,7 +109,7 @@ def kind_accuracies(metrics: Mapping[str, Any]) -> dict[str, dict]:
 
 def format_reward_models_markdown(proxy: Mapping[str, Any], gold: Mapping[str, Any]) -> str:
     """Held-out pairwise accuracy per rejected kind of the proxy and the gold (metrics dicts)."""
-    from flowhf.data.gold_pairs import GOLD_KINDS, PARTIAL_KINDS
+    from flowhf.reward_model.gold_pairs import GOLD_KINDS, PARTIAL_KINDS
 
     only_gold = GOLD_KINDS + PARTIAL_KINDS
     p_kinds, g_kinds = kind_accuracies(proxy), kind_accuracies(gold)

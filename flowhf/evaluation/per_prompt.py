@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from flowhf.config.fields import AT_LEAST_ONE, POSITIVE, Range
+from flowhf.config.fields import help_field as _f
 from flowhf.evaluation.metrics import distinct_n, l2_normalise, pairwise_cosine_distance_mean
 from flowhf.evaluation.sampling import length_metrics, sample_and_score, score
-from flowhf.fields import AT_LEAST_ONE, POSITIVE, Range
-from flowhf.fields import help_field as _f
 
 METRICS = (
     "pairwise_distance",

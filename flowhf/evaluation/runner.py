@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowhf.budget import Progress, progress_is_shown, publish_progress
+from flowhf.config.budget import Progress, progress_is_shown, publish_progress
 from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
 from flowhf.evaluation.generation import GenerationSettings

@@ -131,25 +131,3 @@ def _check_hidden(hidden_states: torch.Tensor, hidden_size: int, who: str) -> No
 HEAD_CLASSES: dict[str, type[_Float32Module]] = {
     cls.__name__: cls for cls in (FlowHead, PromptLogZHead, ScalarLogZ)
 }
-
-
-# The saved-run format (flowhf_heads.json / .safetensors, save_policy, load_trained) lives in
-# flowhf.models.saved_run; its names stay importable from here.
-_SAVED_RUN_NAMES = (
-    "HEADS_WEIGHTS",
-    "HEADS_CONFIG",
-    "FORMAT_VERSION",
-    "save_heads",
-    "load_heads",
-    "save_policy",
-    "TrainedPolicy",
-    "load_trained",
-)
-
-
-def __getattr__(name):
-    if name in _SAVED_RUN_NAMES:
-        from flowhf.models import saved_run
-
-        return getattr(saved_run, name)
-    raise AttributeError(f"module 'flowhf.models.heads' has no attribute {name!r}")

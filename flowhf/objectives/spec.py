@@ -7,7 +7,7 @@ file plus one registry line (or one `register_objective` call), never an edit of
 trainer.
 
 Settings are duck-typed: any object with the fields of
-`flowhf.training.config.ObjectiveArgs` (objective, logz, penalty, huber_delta,
+`flowhf.config.training.ObjectiveArgs` (objective, logz, penalty, huber_delta,
 subtb_lambda, subtb_energies, pg_kl_coef, ...). The objectives layer does not import the
 training layer above it.
 """

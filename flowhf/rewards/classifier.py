@@ -329,7 +329,7 @@ def _saved_meta(path: str | None) -> dict:
     """The scoring contract saved beside a FlowHF-trained reward model ({} if none)."""
     from pathlib import Path
 
-    from flowhf.rewards.rm_config import REWARD_META_FILE, read_reward_meta
+    from flowhf.config.reward_model import REWARD_META_FILE, read_reward_meta
 
     if path is None or not (Path(path) / REWARD_META_FILE).is_file():
         return {}

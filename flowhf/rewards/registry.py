@@ -57,8 +57,8 @@ def _classifier(**kw: Any) -> Reward:
 
 def _stackexchange_rm(**kw: Any) -> Reward:
     """The default StackExchange reward model (Bradley-Terry on SmolLM2), trained on first use."""
+    from flowhf.reward_model.train import default_reward_model_dir
     from flowhf.rewards.classifier import ClassifierReward
-    from flowhf.rewards.training import default_reward_model_dir
 
     kw.setdefault("name", "stackexchange-rm")
     return ClassifierReward(path=str(default_reward_model_dir()), **kw)
@@ -98,7 +98,7 @@ def available_rewards() -> list[str]:
 
 
 def _unknown(name: str) -> ConfigError:
-    from flowhf.fields import suggest
+    from flowhf.config.fields import suggest
 
     return SpecError(
         f"unknown reward {name!r}{suggest(name, REWARD_TYPES)}; valid rewards: {', '.join(available_rewards())} "

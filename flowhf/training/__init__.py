@@ -1,6 +1,6 @@
 """Training: config, the FlowHF trainer, the shared loss assembly, checkpoints, logging."""
 
-from flowhf.training.config import FlowHFConfig
+from flowhf.config.training import FlowHFConfig
 from flowhf.training.logging import MetricsLogger, ProgressBar, plot_histograms
 from flowhf.training.loss import ObjectiveInputs, ObjectiveSettings, objective_loss
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowhf.budget import Progress, progress_is_shown, publish_progress
+from flowhf.config.budget import Progress, progress_is_shown, publish_progress
 from flowhf.training import checkpoint
 from flowhf.training.log_files import cut_logs_back
 from flowhf.training.logging import MetricsLogger, ProgressBar

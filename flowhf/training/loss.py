@@ -7,8 +7,8 @@ computed is its `ObjectiveSpec` (`flowhf.objectives.spec`), beside its equations
 
 from __future__ import annotations
 
+from flowhf.config.training import ObjectiveArgs
 from flowhf.objectives import LossOutput, ObjectiveInputs, get_objective, get_penalty
-from flowhf.training.config import ObjectiveArgs
 
 # The objective settings are the config's objective group; the old name stays importable.
 ObjectiveSettings = ObjectiveArgs

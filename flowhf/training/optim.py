@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from flowhf.training.config import OptimArgs
+from flowhf.config.training import OptimArgs
 from flowhf.training.heads import HEAD_KINDS
 
 

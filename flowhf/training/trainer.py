@@ -4,7 +4,7 @@
     trainer.train()
 
 A TRL GRPO script runs with only the class names changed: TRL's config names
-(`flowhf.training.trl_compat`), reward functions called TRL's way (`flowhf.rewards.functions`),
+(`flowhf.config.trl_names`), reward functions called TRL's way (`flowhf.rewards.functions`),
 text or conversational datasets (`flowhf.training.rows`), ``train(resume_from_checkpoint=)``,
 ``save_model``, ``state.global_step`` / ``state.log_history`` and TrainerCallbacks
 (`flowhf.training.loop`, `flowhf.training.callbacks`).
@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from flowhf.config.training import FlowHFConfig
+from flowhf.config.trl_names import refuse_eval_dataset, with_peft_config
 from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
 from flowhf.models.lora import LoraSettings
@@ -46,7 +48,6 @@ from flowhf.training.batch import (
     steps_for_epochs,
 )
 from flowhf.training.callbacks import CallbackList
-from flowhf.training.config import FlowHFConfig
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.known_set import known_set
 from flowhf.training.loop import run_training
@@ -63,7 +64,6 @@ from flowhf.training.rows import reward_columns, training_rows
 from flowhf.training.sampler import StepSamplers
 from flowhf.training.state import RunState, restore_trainer_state, trainer_state
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
-from flowhf.training.trl_compat import refuse_eval_dataset, with_peft_config
 
 
 class FlowHFTrainer:

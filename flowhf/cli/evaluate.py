@@ -1,0 +1,265 @@
+"""``flowhf eval`` and ``flowhf compare`` sub-commands (registered by flowhf/cli.py).
+
+    flowhf eval --model PATH_OR_ID [--model ...] --task {stackexchange,toxicity} \
+        [--reward SPEC] --n 200 --top-k 20 --output-dir DIR
+    flowhf compare DIR [DIR ...] --output report.md [--baseline NAME]
+
+A mistake in the flags or inputs (a value out of range, a missing or corrupt file, an unknown
+model or reward) is a `flowhf.errors.UserError`, raised before any model loads where it can be:
+the CLI prints it as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from flowhf.config.fields import AT_LEAST_ONE
+from flowhf.errors import ConfigError
+from flowhf.evaluation.generation import GenerationSettings
+from flowhf.evaluation.tasks import DEFAULT_REWARDS, TASKS
+
+_GEN_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(GenerationSettings)}
+_GEN_DEFAULT = GenerationSettings()
+
+
+def _run_dir(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--run-dir expects NAME=DIR, got {text!r}")
+    return name, path
+
+
+def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``flowhf eval``; the handler is ``args.func(args)``."""
+    p = subparsers.add_parser(
+        "eval",
+        help="Evaluate models: reward stats, top-K diversity / novelty, CIs, report.md",
+        description="Generate n completions per model, score them and write the report's tables.",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="PATH_OR_ID",
+        help="Model folder, .gguf, alias or Hub id; repeat for several models.",
+    )
+    p.add_argument("--task", choices=TASKS, required=True, help="Which of the report's tasks.")
+    p.add_argument(
+        "--reward",
+        default=None,
+        metavar="SPEC",
+        help="Reward spec for flowhf.rewards.build_reward (toxicity default: 'toxicity').",
+    )
+    p.add_argument(
+        "--n", type=int, default=200, help="Number of test prompts / completions per model."
+    )
+    p.add_argument("--top-k", type=int, default=20, help="K of the top-K metrics.")
+    p.add_argument("--output-dir", required=True, type=Path, help="Where the outputs are written.")
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="Prompt file (.txt one per line, .jsonl/.json/.csv/.parquet) or data spec.",
+    )
+    p.add_argument("--prompt-column", default="prompt", help="Column holding the prompt text.")
+    p.add_argument(
+        "--reference-completions",
+        default=None,
+        metavar="FILE",
+        help="Training completions D0 for novelty (stackexchange default: train response_j).",
+    )
+    p.add_argument(
+        "--reference-column",
+        default=None,
+        help="Column of D0 texts (default 'completion'; 'response_j' for stackexchange).",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=_GEN_DEFAULT.temperature, help=_GEN_HELP["temperature"]
+    )
+    p.add_argument("--top-p", type=float, default=_GEN_DEFAULT.top_p, help=_GEN_HELP["top_p"])
+    p.add_argument(
+        "--sampling-top-k", type=int, default=_GEN_DEFAULT.top_k, help=_GEN_HELP["top_k"]
+    )
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=_GEN_DEFAULT.repetition_penalty,
+        help=_GEN_HELP["repetition_penalty"],
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=_GEN_DEFAULT.max_new_tokens,
+        help=_GEN_HELP["max_new_tokens"],
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=_GEN_DEFAULT.batch_size, help=_GEN_HELP["batch_size"]
+    )
+    p.add_argument("--greedy", action="store_true", help="Greedy decoding instead of sampling.")
+    p.add_argument(
+        "--no-chat-template", action="store_true", help="Feed raw prompts, no chat template."
+    )
+    p.add_argument("--seed", type=int, default=0, help="Seed of generation and of the bootstrap.")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="NAME",
+        help="Model (as passed to --model) the others are t-tested against.",
+    )
+    p.add_argument(
+        "--reference-model",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="Reference policy for a per-token KL of each model's samples.",
+    )
+    p.add_argument(
+        "--embedding-model",
+        default=None,
+        metavar="NAME",
+        help="sentence-transformers model (default: shipped all-MiniLM-L6-v2, offline).",
+    )
+    p.add_argument(
+        "--embedding-batch-size", type=int, default=64, help="Texts per embedding batch."
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% CIs.")
+    p.add_argument(
+        "--run-dir",
+        action="append",
+        type=_run_dir,
+        default=[],
+        metavar="NAME=DIR",
+        help="Training run dir (with metrics.jsonl) for training_curves.png; repeatable.",
+    )
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``flowhf compare``; the handler is ``args.func(args)``."""
+    p = subparsers.add_parser(
+        "compare",
+        help="Merge several `flowhf eval` output dirs into one report.md",
+        description="Merge metrics.json / completions.jsonl of several evaluations.",
+    )
+    p.add_argument("dirs", nargs="+", type=Path, help="Output dirs of `flowhf eval`.")
+    p.add_argument("--output", type=Path, default=Path("report.md"), help="Merged markdown report.")
+    p.add_argument(
+        "--baseline", default=None, metavar="NAME", help="Model the others are t-tested against."
+    )
+    p.set_defaults(func=run_compare)
+    return p
+
+
+def generation_from_args(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.sampling_top_k,
+        repetition_penalty=args.repetition_penalty,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        do_sample=not args.greedy,
+        use_chat_template=not args.no_chat_template,
+    )
+
+
+def build_reward_from_spec(spec: str) -> Any:
+    try:
+        from flowhf.rewards import build_reward
+    except ImportError as err:
+        raise ImportError(
+            f"flowhf.rewards.build_reward is unavailable ({err}); cannot build reward {spec!r}"
+        ) from err
+    return build_reward(spec)
+
+
+def check_eval_args(args: argparse.Namespace) -> GenerationSettings:
+    """The flags' values, checked before any model loads (user errors naming the flag); returns
+    the generation settings."""
+    for flag, value in (
+        ("--n", args.n),
+        ("--top-k", args.top_k),
+        ("--n-boot", args.n_boot),
+        ("--embedding-batch-size", args.embedding_batch_size),
+    ):
+        if not AT_LEAST_ONE.ok(value):
+            raise ConfigError(
+                f"{flag} {value}: must be {AT_LEAST_ONE}", f"give {flag} a positive whole number"
+            )
+    if args.top_k > args.n:
+        raise ConfigError(
+            f"--top-k {args.top_k}: must be <= --n {args.n} (the top K of n completions)",
+            "lower --top-k or raise --n",
+        )
+    for name, folder in args.run_dir:
+        if not (Path(folder) / "metrics.jsonl").is_file():
+            raise ConfigError(
+                f"--run-dir {name}={folder}: no metrics.jsonl there",
+                "give the folder of a FlowHF or baseline training run (it holds metrics.jsonl)",
+            )
+    try:
+        return generation_from_args(args)
+    except ValueError as err:  # GenerationSettings' own range checks (messages name the setting)
+        raise ConfigError(
+            f"flowhf eval: {err}", "fix the generation flag it names (flowhf eval --help)"
+        ) from None
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from flowhf.evaluation.embeddings import Embedder
+    from flowhf.evaluation.runner import evaluate_models
+    from flowhf.evaluation.tasks import task_inputs
+
+    spec = args.reward or DEFAULT_REWARDS.get(args.task)
+    if spec is None:
+        raise ConfigError(
+            f"--reward is required for task {args.task!r}",
+            "e.g. --reward classifier:PATH_TO_REWARD_MODEL",
+        )
+    generation = check_eval_args(args)
+    inputs = task_inputs(
+        args.task,
+        args.prompts,
+        args.reference_completions,
+        args.prompt_column,
+        args.reference_column,
+    )
+    reward = build_reward_from_spec(spec)  # a bad spec is an error before any policy loads
+    evaluate_models(
+        args.model,
+        inputs.prompts,
+        reward,
+        reference_completions=inputs.reference_completions,
+        n=args.n,
+        k=args.top_k,
+        generation=generation,
+        embedder=Embedder(args.embedding_model, batch_size=args.embedding_batch_size),
+        seed=args.seed,
+        output_dir=args.output_dir,
+        run_dirs=dict(args.run_dir) or None,
+        baseline=args.baseline,
+        reference_model=args.reference_model,
+        task=args.task,
+        n_boot=args.n_boot,
+        reward_columns=inputs.reward_columns,
+        metadata={
+            "reward": spec,
+            "prompt_source": inputs.prompt_source,
+            "reference_source": inputs.reference_source,
+        },
+    )
+    print((args.output_dir / "report.md").read_text(encoding="utf-8"))
+    print(f"outputs written to {args.output_dir}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from flowhf.evaluation.compare import compare_evaluations
+
+    paths = compare_evaluations(args.dirs, args.output, baseline=args.baseline)
+    print(Path(paths["report"]).read_text(encoding="utf-8"))
+    print(f"report: {paths['report']}\nfigure: {paths['score_distributions']}")
+    return 0

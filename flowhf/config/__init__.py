@@ -1,0 +1,13 @@
+"""Every configuration of FlowHF, in one place: the field system (`fields.py`: help strings,
+ranges, YAML with line numbers, dotted ``--set`` overrides) and the dataclasses built on it.
+
+    fields.py        help_field, Range / OneOf, build_dataclass, the one override applier
+    training.py      FlowHFConfig and its groups (model, target, objective, sampling, ...)
+    trl_names.py     TRL's flat GRPOConfig names -> FlowHF group keys (a table the config reads)
+    budget.py        Budget: seconds / tokens / completions / steps
+    reward_model.py  the Bradley-Terry reward model's config and its saved scoring contract
+    baselines.py     the TRL baselines' configs (SFT / GRPO / PPO)
+
+Light on purpose: nothing here imports torch, transformers or any other part of FlowHF
+except `flowhf.errors`, `flowhf.objectives` and `flowhf.target` (the names a config checks).
+"""

@@ -1,0 +1,2 @@
+"""The report's analyses over finished runs: the frontier across a sweep, reach (time to a
+reference reward)."""
