@@ -218,7 +218,7 @@ def test_cli_reports_bad_data_with_row_and_key(tmp_path, capsys):
 
 
 def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
-    from flowhf.rewards import training
+    from flowhf.reward_model import train as training
 
     calls = []
 
@@ -268,7 +268,7 @@ def test_add_reward_parser_wires_reward_train():
 
 
 def test_feature_cache_shared_by_two_head_only_models_changes_nothing(tmp_path, monkeypatch):
-    from flowhf.rewards import training
+    from flowhf.reward_model import train as training
 
     config = _config(
         tmp_path, marker_at_end=True, mode="head_only", head_learning_rate=1e-2, head_epochs=30

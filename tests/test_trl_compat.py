@@ -1,4 +1,4 @@
-"""TRL's flat GRPOConfig names on FlowHFConfig: every row of the README's table is applied
+"""TRL's flat GRPOConfig names on FlowHFConfig: every row of docs/coming-from-trl.md's table is applied
 (the TRL call and the grouped call save the same config.yaml, or the error names the
 equivalent), the table lists every name FlowHF knows, and unknown names are errors."""
 
@@ -16,14 +16,14 @@ from flowhf.config.training import FlowHFConfig
 from flowhf.config.trl_names import TRL_NAMES
 from flowhf.errors import ConfigError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TRL_DOC = Path(__file__).resolve().parents[1] / "docs" / "coming-from-trl.md"
 SNIPPET = re.compile(r"`([^`]+)`")
 
 
 def table_rows() -> list[tuple[str, str]]:
-    """(TRL cell, FlowHF cell) of each row of the README's TRL name table."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### TRL's config names") :]
+    """(TRL cell, FlowHF cell) of each row of the TRL name table in docs/coming-from-trl.md."""
+    text = TRL_DOC.read_text(encoding="utf-8")
+    section = text[text.index("## TRL's config names") :]
     rows = []
     for line in section.splitlines()[1:]:
         if line.startswith("## "):
