@@ -13,8 +13,7 @@ import os
 import torch
 from datasets import Dataset
 
-from flowhf.training import FlowHFConfig as GRPOConfig
-from flowhf.training import FlowHFTrainer as GRPOTrainer
+from flowhf.training import FlowHFConfig as GRPOConfig, FlowHFTrainer as GRPOTrainer
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_STEPS = int(os.environ.get("EXAMPLE_MAX_STEPS", "100"))
