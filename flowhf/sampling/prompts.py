@@ -136,14 +136,10 @@ def prompt_batch(
 @contextlib.contextmanager
 def left_padding(tokenizer: Any) -> Iterator[Any]:
     """Temporarily left-pad, with EOS as pad token when the tokenizer has none."""
+    from flowhf.models.loading import prepare_tokenizer  # here: peft loads only when padding
+
     old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(
-                "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token"
-            )
-        tokenizer.pad_token = tokenizer.eos_token
+    prepare_tokenizer(tokenizer, "left")
     try:
         yield tokenizer
     finally:
