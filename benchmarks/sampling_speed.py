@@ -35,7 +35,7 @@ from flowhf.data.loading import load_prompts
 from flowhf.models.loading import load_policy
 from flowhf.models.lora import LoraSettings
 from flowhf.sampling.fast import FastSampler
-from flowhf.sampling.generate import sample_completions
+from flowhf.sampling.generate import SampleSettings, sample_completions
 from flowhf.sampling.logprobs import completion_log_probs
 from flowhf.sampling.prompts import encode_prompts, left_pad
 
@@ -81,7 +81,7 @@ def compare(model, ids, mask, dtype: str, args, pad_id: int) -> dict:
         else contextlib.nullcontext()
     )
     fast = FastSampler(model, DTYPES[dtype])
-    kwargs = dict(max_new_tokens=args.max_new_tokens, eos_token_id=-1, pad_token_id=pad_id)
+    kwargs = dict(settings=SampleSettings(args.max_new_tokens, -1, pad_id))
     gen = torch.Generator().manual_seed(0)
 
     def plain_call():

@@ -48,45 +48,39 @@ def target_log_reward(
     ref_log_pf: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """log R(y|x) = beta * r + alpha * log p_ref(y|x). [B]
+    """log R(y|x) = beta * r + alpha * log p_ref(y|x) of full completions [B], or of every state
+    s_0..s_T [B, T+1] (beta * r(x, s_t) + alpha * cumulative log p_ref) when ``reward`` is [B, T+1].
 
     Args:
-        reward: [B] r(x, y).
+        reward: [B] r(x, y); or [B, T+1] r of each prefix (entry t: first t actions; entries
+            past a row's length repeat its final value, see `flowhf.rewards`).
         beta, alpha: target weights.
         ref_log_pf: [B, T] per-token reference log-probs (needed when alpha != 0).
         mask: [B, T] 1 for real actions.
     """
     dtype = accumulation_dtype(reward)
-    out = beta * reward.to(dtype)  # [B]
+    out = beta * reward.to(dtype)  # [B] or [B, T+1]
     if alpha != 0.0:
-        out = out + alpha * _reference_cumsum(ref_log_pf, mask, dtype)[:, -1]
+        reference = _reference_cumsum(ref_log_pf, mask, dtype)  # [B, T+1]
+        out = out + alpha * (reference if reward.dim() == 2 else reference[:, -1])
     return out
 
 
-def prefix_target_log_reward(
-    prefix_reward: torch.Tensor,
-    beta: float,
-    alpha: float = 0.0,
-    ref_log_pf: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """log R of every state s_0..s_T: beta * r(x, s_t) + alpha * cumulative log p_ref. [B, T+1]
-
-    Args:
-        prefix_reward: [B, T+1] r of each prefix (entry t: first t actions; entries past a
-            row's length repeat its final value, see `flowhf.rewards`).
-        ref_log_pf: [B, T] per-token reference log-probs; mask: [B, T].
-    """
-    dtype = accumulation_dtype(prefix_reward)
-    out = beta * prefix_reward.to(dtype)  # [B, T+1]
-    if alpha != 0.0:
-        out = out + alpha * _reference_cumsum(ref_log_pf, mask, dtype)
-    return out
+# Prefix energies read the same target at every state: one implementation, the name says which.
+prefix_target_log_reward = target_log_reward
 
 
 def floor_reward(reward: torch.Tensor, floor: float | None) -> torch.Tensor:
-    """max(r, floor) elementwise (a log-reward floor for rare, very negative rewards); r if None."""
+    """max(r, floor) elementwise (a log-reward floor for rare, very negative rewards); r if None.
+    The one floor: ``target.reward_floor`` and a reward spec's `RewardTransform` both use it."""
     return reward if floor is None else reward.clamp_min(floor)
+
+
+def scale_reward(reward: torch.Tensor, scale: float, shift: float = 0.0) -> torch.Tensor:
+    """r * scale + shift elementwise: a reward in other units (a `RewardTransform`'s affine
+    normalisation). The target's own unit, ``target.reward_scale``, divides beta instead
+    (`TargetArgs.beta_per_reward`), which is the same as scaling r by 1 / reward_scale."""
+    return reward * scale + shift
 
 
 @dataclass

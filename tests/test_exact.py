@@ -11,7 +11,7 @@ from flowhf.experiments.enumerable.space import CompletionSpace, edit_distance_t
 from flowhf.experiments.enumerable.targets import builtin_target, load_target_file
 from flowhf.experiments.enumerable.train import ToyConfig, ToyExperiment, run_toy
 from flowhf.models.tiny import tiny_llama
-from flowhf.sampling import sample_completions
+from flowhf.sampling import SampleSettings, sample_completions
 from flowhf.sampling.fast import FastSampler
 
 V, MAX_LEN = 3, 3
@@ -63,10 +63,7 @@ def test_sampler_draws_the_exact_distribution(sampler):
     comp = SAMPLERS[sampler](model)(
         prompt,
         torch.ones_like(prompt),
-        MAX_LEN,
-        EOS,
-        EOS,
-        allowed_tokens=allowed,
+        SampleSettings(MAX_LEN, EOS, EOS, allowed_tokens=allowed),
         generator=torch.Generator().manual_seed(0),
     )
     content_len = (comp.lengths - comp.ended_with_eos.long()).numpy()

@@ -17,7 +17,7 @@ from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.lora import LoraSettings, apply_lora
 from flowhf.models.tiny import tiny_llama
 from flowhf.sampling.fast import FastSampler, inverse_cdf_draw, step_log_probs
-from flowhf.sampling.generate import sample_completions
+from flowhf.sampling.generate import SampleSettings, nucleus, sample_completions
 from flowhf.sampling.logprobs import _checkpointing, completion_log_probs
 
 EOS, PAD = 2, 0
@@ -56,7 +56,7 @@ def test_log_q_agrees_with_the_teacher_forced_recompute(dtype, per_token):
     model = lora_model()
     ids, mask = prompts()
     comp = FastSampler(model, dtype).sample(
-        ids, mask, 8, EOS, PAD, generator=torch.Generator().manual_seed(0)
+        ids, mask, SampleSettings(8, EOS, PAD), torch.Generator().manual_seed(0)
     )
     log_pf, lengths = recomputed_log_q(model, ids, mask, comp)
     if per_token is None:
@@ -80,13 +80,8 @@ def test_sampled_log_q_under_temperature_nucleus_and_tempered_tokens(
     comp = FastSampler(model).sample(
         ids,
         mask,
-        6,
-        EOS,
-        PAD,
-        temperature=temperature,
-        top_p=top_p,
-        generator=torch.Generator().manual_seed(1),
-        tempered_tokens=tempered_tokens,
+        SampleSettings(6, EOS, PAD, temperature, top_p, tempered_tokens=tempered_tokens),
+        torch.Generator().manual_seed(1),
     )
     with torch.no_grad():
         logits = _joint_forward(model, ids, mask, comp.ids, False)[0].float()  # [B, T, V]
@@ -110,11 +105,9 @@ def test_exploration_top_k_draws_only_the_top_tokens_and_records_their_renormali
     model = lora_model()
     ids, mask = prompts()
     ids, mask = ids.repeat(8, 1), mask.repeat(8, 1)
-    kwargs = dict(
-        temperature=2.5, top_k=3, tempered_tokens=2, generator=torch.Generator().manual_seed(5)
-    )
+    settings = SampleSettings(6, EOS, PAD, temperature=2.5, top_k=3, tempered_tokens=2)
     sample = FastSampler(model).sample if fast else functools.partial(sample_completions, model)
-    comp = sample(ids, mask, 6, EOS, PAD, **kwargs)
+    comp = sample(ids, mask, settings, torch.Generator().manual_seed(5))
     with torch.no_grad():
         logits = _joint_forward(model, ids, mask, comp.ids, False)[0].float()  # [B, T, V]
     steps = []
@@ -139,9 +132,7 @@ def test_tempered_nucleus_log_q_is_the_distribution_drawn_from():
     for temperature, top_p in ((1.0, 1.0), (2.0, 1.0), (0.7, 0.8)):
         probs = torch.softmax(logits / temperature, -1)
         if top_p < 1:
-            from flowhf.sampling.generate import _nucleus
-
-            probs = _nucleus(probs, top_p)
+            probs = nucleus(probs, top_p)
         assert torch.allclose(
             step_log_probs(logits, None, temperature, top_p).exp(), probs, atol=1e-6
         )
@@ -179,11 +170,8 @@ def test_merged_lora_draws_the_exact_distribution_and_leaves_the_adapters_alone(
         comp = sampler.sample(
             prompt,
             torch.ones_like(prompt),
-            M,
-            V,
-            V,
-            allowed_tokens=allowed,
-            generator=torch.Generator().manual_seed(1),
+            SampleSettings(M, V, V, allowed_tokens=allowed),
+            torch.Generator().manual_seed(1),
             adapters=adapters,
         )
         idx = space.index_of(
@@ -200,7 +188,7 @@ def test_the_update_sees_unmerged_adapters_with_the_same_gradients():
     model = lora_model()
     ids, mask = prompts()
     comp = sample_completions(
-        model, ids, mask, 5, EOS, PAD, generator=torch.Generator().manual_seed(0)
+        model, ids, mask, SampleSettings(5, EOS, PAD), torch.Generator().manual_seed(0)
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -209,7 +197,7 @@ def test_the_update_sees_unmerged_adapters_with_the_same_gradients():
         return torch.autograd.grad(loss, trainable)
 
     reference = grads()
-    FastSampler(model, torch.bfloat16).sample(ids, mask, 5, EOS, PAD)
+    FastSampler(model, torch.bfloat16).sample(ids, mask, SampleSettings(5, EOS, PAD))
     for a, b in zip(reference, grads()):
         assert torch.equal(a, b)
 
@@ -218,12 +206,14 @@ def test_the_copy_follows_the_policy_after_an_update():
     model = lora_model()
     ids, mask = prompts()
     sampler = FastSampler(model)
-    sampler.sample(ids, mask, 3, EOS, PAD)
+    sampler.sample(ids, mask, SampleSettings(3, EOS, PAD))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_A" in name:
                 p.add_(0.3)  # an optimiser step: in place
-    comp = sampler.sample(ids, mask, 6, EOS, PAD, generator=torch.Generator().manual_seed(4))
+    comp = sampler.sample(
+        ids, mask, SampleSettings(6, EOS, PAD), generator=torch.Generator().manual_seed(4)
+    )
     log_pf, _ = recomputed_log_q(model, ids, mask, comp)
     assert torch.allclose(comp.log_q, log_pf, atol=1e-4)
 
@@ -237,7 +227,9 @@ def test_eos_ends_a_row_and_the_rest_are_forced_at_the_limit(sampler):
         if sampler == "plain"
         else FastSampler(model).sample
     )
-    comp = draw(ids, mask, 7, [EOS, 3], PAD, generator=torch.Generator().manual_seed(5))
+    comp = draw(
+        ids, mask, SampleSettings(7, [EOS, 3], PAD), generator=torch.Generator().manual_seed(5)
+    )
     for row, length, eos in zip(comp.ids, comp.lengths, comp.ended_with_eos):
         real = row[:length].tolist()
         assert all(t not in (EOS, 3) for t in real[:-1])
@@ -253,7 +245,7 @@ def test_checking_for_the_end_every_few_tokens_changes_nothing():
     ids, mask = prompts()
     every = [
         FastSampler(model, check_every=k).sample(
-            ids, mask, 9, EOS, PAD, generator=torch.Generator().manual_seed(2)
+            ids, mask, SampleSettings(9, EOS, PAD), generator=torch.Generator().manual_seed(2)
         )
         for k in (1, 4)
     ]
@@ -271,7 +263,9 @@ def test_full_fine_tuning_shares_the_weights_and_follows_updates():
     ids, mask = prompts()
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)
-    comp = sampler.sample(ids, mask, 6, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    comp = sampler.sample(
+        ids, mask, SampleSettings(6, EOS, PAD), generator=torch.Generator().manual_seed(0)
+    )
     log_pf, _ = recomputed_log_q(model, ids, mask, comp)
     assert torch.allclose(comp.log_q, log_pf, atol=1e-4)
 
@@ -280,7 +274,7 @@ def test_gradient_checkpointing_gives_the_same_log_probs_and_gradients():
     model = lora_model()
     ids, mask = prompts()
     comp = sample_completions(
-        model, ids, mask, 5, EOS, PAD, generator=torch.Generator().manual_seed(0)
+        model, ids, mask, SampleSettings(5, EOS, PAD), torch.Generator().manual_seed(0)
     )
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -306,7 +300,7 @@ def test_the_compiled_decode_step_samples_the_same():
     )  # 8 rows: no padding
     runs = [
         FastSampler(model, compile=c).sample(
-            ids, mask, 6, EOS, PAD, generator=torch.Generator().manual_seed(3)
+            ids, mask, SampleSettings(6, EOS, PAD), generator=torch.Generator().manual_seed(3)
         )
         for c in (False, True)
     ]
@@ -333,7 +327,9 @@ def test_a_sliding_window_model_decodes_on_a_dynamic_cache():
         model = MistralForCausalLM(config).eval()
     ids, mask = prompts()
     sampler = FastSampler(model)
-    comp = sampler.sample(ids, mask, 8, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    comp = sampler.sample(
+        ids, mask, SampleSettings(8, EOS, PAD), generator=torch.Generator().manual_seed(0)
+    )
     assert sampler._cache[1] is None  # no static cache for these layers
     log_pf, _ = recomputed_log_q(model, ids, mask, comp)
     assert comp.mask.sum(1).max() > 4 and torch.allclose(comp.log_q, log_pf, atol=1e-4)

@@ -48,14 +48,14 @@ def test_shared_prompt_pass_equals_the_joint_pass():
 
 def test_sampler_log_q_is_the_log_prob_it_sampled_from():
     """At temperature 1 log_q equals the recomputed log pi; tempered, it is the tempered log-prob."""
-    from flowhf.sampling.generate import sample_completions
+    from flowhf.sampling.generate import SampleSettings, sample_completions
 
     model = tiny_llama(16, seed=1, hidden_size=32, num_layers=2).eval()
     prompt_ids, prompt_mask, _, _ = batch()
     for temperature in (1.0, 2.0):
         gen = torch.Generator().manual_seed(3)
         comp = sample_completions(
-            model, prompt_ids, prompt_mask, 4, 2, 0, temperature=temperature, generator=gen
+            model, prompt_ids, prompt_mask, SampleSettings(4, 2, 0, temperature=temperature), gen
         )
         with torch.no_grad():
             logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[0].float()
@@ -69,13 +69,13 @@ def test_sampler_log_q_is_the_log_prob_it_sampled_from():
 
 def test_tempered_tokens_heat_only_the_first_actions():
     """tempered_tokens=1: the first action is drawn at the temperature, the rest at 1, and log_q says so."""
-    from flowhf.sampling.generate import sample_completions
+    from flowhf.sampling.generate import SampleSettings, sample_completions
 
     model = tiny_llama(16, seed=1, hidden_size=32, num_layers=2).eval()
     prompt_ids, prompt_mask, _, _ = batch()
     gen = torch.Generator().manual_seed(3)
     comp = sample_completions(
-        model, prompt_ids, prompt_mask, 4, 2, 0, temperature=3.0, generator=gen, tempered_tokens=1
+        model, prompt_ids, prompt_mask, SampleSettings(4, 2, 0, 3.0, tempered_tokens=1), gen
     )
     with torch.no_grad():
         logits = _joint_forward(model, prompt_ids, prompt_mask, comp.ids, False)[

@@ -265,16 +265,19 @@ def load_tokenizer(
     return prepare_tokenizer(tokenizer, padding_side=padding_side)
 
 
-def prepare_tokenizer(tokenizer, padding_side: str = "left"):
-    """Ensure a pad token (EOS if missing) and set the padding side; returns the tokenizer."""
+def prepare_tokenizer(tokenizer, padding_side: str | None = "left", owner: str = "The tokenizer"):
+    """Ensure a pad token (EOS if missing) and set the padding side (None: keep it); returns the
+    tokenizer. The one place where pad := EOS: loading, prompt padding, classifier rewards and
+    reward-model training all call it. ``owner`` names the tokenizer in the error."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(
-                "The tokenizer has neither a pad nor an EOS token; set one, e.g. "
+                f"{owner} has neither a pad nor an EOS token; set one, e.g. "
                 "tokenizer.pad_token = '<pad>' (and resize the model's embeddings)."
             )
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = padding_side
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
     return tokenizer
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch.nn as nn
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -72,6 +73,24 @@ def _check_targets(targets: list[str] | tuple[str, ...] | str) -> list[str] | st
     return targets
 
 
+def build_lora_config(
+    settings: LoraSettings, task_type: str | None = "CAUSAL_LM", **extra: Any
+) -> LoraConfig:
+    """peft's ``LoraConfig`` of ``settings``, the one place FlowHF builds one (the policy's
+    adapters, TRL's ``peft_config``, PPO's value model, reward-model training). ``task_type``
+    None leaves peft's model type unset (adapters injected into a bare backbone); ``extra``
+    passes other LoraConfig fields (e.g. ``layers_to_transform``)."""
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        bias="none",
+        task_type=task_type,
+        **extra,
+    )
+
+
 def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
     """Wrap ``model`` with fresh LoRA adapters; only adapter weights stay trainable.
 
@@ -83,14 +102,7 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
             "apply_lora: the model already carries PEFT adapters; pass the bare base model, "
             "or keep training the existing PeftModel without new adapters (lora=None)."
         )
-    config = LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    config = build_lora_config(settings)
     try:
         with (
             warnings.catch_warnings()

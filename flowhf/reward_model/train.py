@@ -155,15 +155,14 @@ def _load_backbone(config: RewardModelConfig):
         AutoTokenizer,
     )
 
+    from flowhf.models.loading import prepare_tokenizer, resolve_model_path
+
     path = config.model
     if not Path(path).is_dir():
-        from flowhf.models.loading import resolve_model_path
-
         path = resolve_model_path(config.model)
     # init kwargs (not attributes) so the saved tokenizer_config.json keeps the sides for scorers
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="right", truncation_side="left")
-    if tokenizer.pad_token is None:  # the head reads the rightmost token that is not the pad id
-        tokenizer.pad_token = tokenizer.eos_token
+    prepare_tokenizer(tokenizer, None)  # the head reads the rightmost token that is not the pad id
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, dtype=torch.float32
     )
@@ -190,18 +189,14 @@ def _prepare_trainable(model, config: RewardModelConfig):
     """lora: wrap with PEFT (the score head trains in full); full: every weight trains."""
     if config.mode == "full":
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    from flowhf.models.lora import LoraSettings, build_lora_config
 
     total, top = model.config.num_hidden_layers, config.lora_layers
     layers = None if top is None else list(range(max(0, total - top), total))
-    lora = LoraConfig(
-        task_type="SEQ_CLS",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=LORA_TARGETS,
-        layers_to_transform=layers,
-    )
+    settings = LoraSettings(config.lora_r, config.lora_alpha, 0.0, LORA_TARGETS)
+    lora = build_lora_config(settings, "SEQ_CLS", layers_to_transform=layers)
     return get_peft_model(model, lora)
 
 

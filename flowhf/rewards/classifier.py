@@ -172,12 +172,9 @@ class ClassifierReward(Reward):
         padding we add must use the MODEL's pad id.
         """
         tok, cfg = self.tokenizer, self.model.config
-        if tok.pad_token_id is None:
-            if tok.eos_token_id is None:
-                raise ValueError(
-                    f"reward '{self.name}': the tokenizer has neither a pad nor an eos token; set one"
-                )
-            tok.pad_token = tok.eos_token
+        from flowhf.models.loading import prepare_tokenizer  # (rewards import no peft at load)
+
+        prepare_tokenizer(tok, None, f"reward '{self.name}': the tokenizer")
         if getattr(cfg, "pad_token_id", None) is None:
             logger.warning(
                 "reward '%s': model config has no pad_token_id; using the tokenizer's (%s)",

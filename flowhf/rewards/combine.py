@@ -7,12 +7,23 @@ columns and takes the ones it needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
 from flowhf.rewards.base import Reward, check_batch
+
+
+def weighted_sum(values: Iterable[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum_i weights[i] * values[i], added left to right: the one weighted sum of rewards (here,
+    and `flowhf.rewards.functions` for TRL's reward_funcs). ``values`` may be lazy: each is read
+    once, in order."""
+    total = None
+    for value, weight in zip(values, weights):
+        part = weight * value
+        total = part if total is None else total + part
+    return total
 
 
 def _format_weight(w: float) -> str:
@@ -65,17 +76,15 @@ class CombinedReward(Reward):
         return out
 
     def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
-        total = torch.zeros(len(completions), dtype=torch.float32)
-        for reward, weight in zip(self.rewards, self.weights):
-            total += weight * reward(prompts, completions, **columns)
-        return total
+        return weighted_sum(
+            (r(prompts, completions, **columns) for r in self.rewards), self.weights
+        )
 
     def score_prefixes(
         self, prompts: list[str], completion_ids: list[list[int]], tokenizer: Any, **columns: Any
     ) -> torch.Tensor:
         check_batch(prompts, completion_ids, columns, self.name)
-        total = None
-        for reward, weight in zip(self.rewards, self.weights):
-            part = weight * reward.score_prefixes(prompts, completion_ids, tokenizer, **columns)
-            total = part if total is None else total + part
-        return total
+        return weighted_sum(
+            (r.score_prefixes(prompts, completion_ids, tokenizer, **columns) for r in self.rewards),
+            self.weights,
+        )

@@ -45,6 +45,7 @@ from flowhf.rewards.base import (
     pad_prefix_rows,
     prefix_positions,
 )
+from flowhf.rewards.combine import weighted_sum
 from flowhf.sampling.prompts import as_completion, is_conversation, message_text
 
 # Keywords the trainer passes itself; a dataset column of one of these names would be ambiguous.
@@ -388,8 +389,8 @@ class RewardFunctions:
         return self._combine([(v[:, :width], a[:, :width]) for v, a in scored], batch, "prefix")
 
     def _combine(self, scored: list, batch: RewardBatch, what: str | None) -> torch.Tensor:
-        total = sum(
-            w * torch.where(a, v, torch.zeros_like(v)) for w, (v, a) in zip(self.weights, scored)
+        total = weighted_sum(
+            [torch.where(a, v, torch.zeros_like(v)) for v, a in scored], self.weights
         )
         none = ~torch.stack([a for _, a in scored]).any(0)
         if none.any():

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from flowhf.rewards.base import Reward, check_batch
+from flowhf.target import floor_reward, scale_reward
 
 NORMALIZE_MODES = ("none", "affine", "running")
 
@@ -103,14 +104,12 @@ class RewardTransform:
         """Transform rewards (any shape) with the current statistics; never updates them."""
         out = rewards.to(torch.float32)
         if self.normalize == "affine":
-            out = out * self.scale + self.shift
+            out = scale_reward(out, self.scale, self.shift)
         elif self.normalize == "running":
             out = (out - self.mean) / (self.var**0.5 + self.eps)
             if self.clip is not None:
                 out = out.clamp(-self.clip, self.clip)
-        if self.floor is not None:
-            out = out.clamp_min(self.floor)
-        return out.to(torch.float32)
+        return floor_reward(out, self.floor).to(torch.float32)
 
     def state_dict(self) -> dict[str, Any]:
         """Options and running statistics, for checkpoints (plain floats, JSON-friendly)."""

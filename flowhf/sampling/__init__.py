@@ -1,6 +1,11 @@
 """Sampling: generation with exploration, log-prob recomputation, replay."""
 
-from flowhf.sampling.generate import Completions, draw_temperature, sample_completions
+from flowhf.sampling.generate import (
+    Completions,
+    SampleSettings,
+    draw_temperature,
+    sample_completions,
+)
 from flowhf.sampling.logprobs import SequenceScores, completion_log_probs
 from flowhf.sampling.replay import ReplayBuffer, ReplayItem
 
@@ -8,6 +13,7 @@ __all__ = [
     "Completions",
     "ReplayBuffer",
     "ReplayItem",
+    "SampleSettings",
     "SequenceScores",
     "completion_log_probs",
     "draw_temperature",

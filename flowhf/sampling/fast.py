@@ -24,10 +24,12 @@ from transformers.cache_utils import StaticLayer
 
 from flowhf.sampling.generate import (
     Completions,
+    SampleSettings,
     cache_kwarg,
     distinct_rows,
     keep_top_k,
     mask_logits,
+    nucleus,
     positions_from_mask,
 )
 from flowhf.sampling.merged import MergedCopy
@@ -71,29 +73,21 @@ class FastSampler:
         self,
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
-        max_new_tokens: int,
-        eos_token_id: int | list[int],
-        pad_token_id: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        allowed_tokens: torch.Tensor | None = None,
+        settings: SampleSettings,
         generator: torch.Generator | None = None,
-        tempered_tokens: int = 0,
-        top_k: int = 0,
         adapters: bool = True,
     ) -> Completions:
         """`sample_completions`' arguments and result; ``adapters=False`` samples the reference
         (a LoRA policy with its adapters off)."""
-        model = self.copy.refresh(adapters)
+        s, model = settings, self.copy.refresh(adapters)
         B, P = prompt_ids.shape
         device = prompt_ids.device
-        rows = (
-            _bucket(B) if self.compile else B
-        )  # compiled: a few batch shapes, padded with copies of row 0
+        # compiled: a few batch shapes, padded with copies of row 0
+        rows = _bucket(B) if self.compile else B
         pick = torch.cat(
             [torch.arange(B, device=device), torch.zeros(rows - B, dtype=torch.long, device=device)]
         )
-        length = P + max_new_tokens
+        length = P + s.max_new_tokens
         cache, static = self._cache_for(
             model, rows, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET if self.compile else length
         )
@@ -103,27 +97,31 @@ class FastSampler:
         attention[:, :P] = prompt_mask[pick]
         logits = self._prefill(model, prompt_ids[pick], prompt_mask[pick], cache, static)  # [R, V]
         position = attention[:, :P].sum(dim=1, keepdim=True)  # [R, 1]
-        tokens = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-        alive = torch.ones(rows, dtype=torch.bool, device=device)  # [R] not yet ended
-        mask = torch.zeros(rows, max_new_tokens, device=device)
-        log_q = torch.zeros(rows, device=device)
-        eos_ids = torch.as_tensor(
-            [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device
+        tokens = torch.full(
+            (rows, s.max_new_tokens), s.pad_token_id, dtype=torch.long, device=device
         )
+        alive = torch.ones(rows, dtype=torch.bool, device=device)  # [R] not yet ended
+        mask = torch.zeros(rows, s.max_new_tokens, device=device)
+        log_q = torch.zeros(rows, device=device)
+        eos_ids = s.stop_ids(device)
         every = self.check_every or (1 if device.type == "cpu" else 8)
         # compiled only on the static cache: a growing DynamicCache would recompile every token
         decode = self._decode if static else self._forward
-        for t in range(max_new_tokens):
-            hot = tempered_tokens <= 0 or t < tempered_tokens
+        for t in range(s.max_new_tokens):
+            hot = s.hot(t)
             log_p = step_log_probs(
-                logits, allowed_tokens, temperature if hot else 1.0, top_p, top_k if hot else 0
+                logits,
+                s.allowed_tokens,
+                s.temperature if hot else 1.0,
+                s.top_p,
+                s.top_k if hot else 0,
             )  # [R, V]
             drawn = inverse_cdf_draw(log_p, generator)  # [R]
             log_q += torch.where(alive, log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), 0.0)
-            tokens[:, t] = torch.where(alive, drawn, pad_token_id)
+            tokens[:, t] = torch.where(alive, drawn, s.pad_token_id)
             mask[:, t] = alive.float()
             alive = alive & ~torch.isin(drawn, eos_ids)
-            if t == max_new_tokens - 1 or ((t + 1) % every == 0 and not bool(alive.any())):
+            if t == s.max_new_tokens - 1 or ((t + 1) % every == 0 and not bool(alive.any())):
                 break
             attention[:, P + t] = 1
             if self._graphs and static:
@@ -134,15 +132,9 @@ class FastSampler:
                 position + t,
                 cache,
             )
-        if not bool(
-            torch.isfinite(log_q[:B]).all()
-        ):  # plain multinomial raises on such logits; say so here too
-            raise RuntimeError(
-                "the fast sampler met non-finite or all-masked next-token logits (NaN/inf in the model, "
-                "or sampling.allowed_tokens excluding every token); log q is not finite"
-            )
+        _check_finite(log_q[:B])
         keep = int(mask[:B].sum(dim=1).max().item()) if B else 0
-        return Completions(tokens[:B, :keep], mask[:B, :keep], ~alive[:B], temperature, log_q[:B])
+        return Completions(tokens[:B, :keep], mask[:B, :keep], ~alive[:B], s.temperature, log_q[:B])
 
     def _forward(
         self, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache
@@ -208,17 +200,16 @@ def step_log_probs(
     log_p = torch.log_softmax(
         scores if temperature == 1.0 else scores / temperature, dim=-1
     )  # [R, V]
-    if top_p >= 1.0:
-        return log_p
-    sorted_log_p, order = log_p.sort(dim=-1, descending=True)
-    sorted_p = sorted_log_p.exp()
-    keep = (
-        sorted_p.cumsum(dim=-1) - sorted_p < top_p
-    )  # the smallest prefix holding top_p (as `_nucleus`)
-    kept = torch.full_like(log_p, float("-inf")).scatter(
-        -1, order, sorted_log_p.masked_fill(~keep, float("-inf"))
-    )
-    return kept - torch.logsumexp(kept, dim=-1, keepdim=True)
+    return log_p if top_p >= 1.0 else nucleus(log_p, top_p, log=True)
+
+
+def _check_finite(log_q: torch.Tensor) -> None:
+    """Plain multinomial raises on non-finite or all-masked logits; say so here too."""
+    if not bool(torch.isfinite(log_q).all()):
+        raise RuntimeError(
+            "the fast sampler met non-finite or all-masked next-token logits (NaN/inf in the model, "
+            "or sampling.allowed_tokens excluding every token); log q is not finite"
+        )
 
 
 def inverse_cdf_draw(log_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -95,77 +95,87 @@ def distinct_rows(
     return len(first), first, inverse
 
 
+@dataclass(frozen=True, eq=False)
+class SampleSettings:
+    """How a batch is drawn, for both samplers (`sample_completions`, `FastSampler.sample`).
+
+    Where a completion stops: after ``max_new_tokens`` actions or at any id of ``eos_token_id``
+    (one id or several, e.g. <|im_end|> and <|endoftext|>); ``pad_token_id`` fills the slots
+    after it. Which distribution each action is drawn from:
+    - ``temperature``: divides the (masked) logits; 1.0 samples pi itself.
+    - ``top_p``: nucleus sampling (1.0 = off). Anything but 1.0 samples from a policy other
+      than pi; the objectives stay valid (off-policy) but the mix changes.
+    - ``top_k``: on the tempered actions, draw only among the this-many most likely next tokens
+      (0 = all); log q is the renormalised top-k distribution, so the batch stays a valid
+      off-policy proposal (it cannot propose a token outside the top k).
+    - ``tempered_tokens``: apply `temperature` (and `top_k`) to the first this-many actions only
+      and sample the rest at temperature 1 (0 = every action). A hot first token varies what the
+      answer is about; hot later tokens mostly break its ending (a 49k-token vocabulary at
+      T >= 2 rarely emits EOS where the model would).
+    - ``allowed_tokens``: [V] bool, the action space (as in `flowhf.sampling.logprobs`).
+    """
+
+    max_new_tokens: int
+    eos_token_id: int | list[int]
+    pad_token_id: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    tempered_tokens: int = 0
+    allowed_tokens: torch.Tensor | None = None
+
+    def hot(self, t: int) -> bool:
+        """Whether action t (0-based) is drawn at the temperature (and top k)."""
+        return self.tempered_tokens <= 0 or t < self.tempered_tokens
+
+    def stop_ids(self, device: torch.device) -> torch.Tensor:
+        """The EOS ids as a tensor [E] (any of them ends a row)."""
+        eos = self.eos_token_id
+        return torch.as_tensor([eos] if isinstance(eos, int) else list(eos), device=device)
+
+
 @torch.no_grad()
 def sample_completions(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
-    max_new_tokens: int,
-    eos_token_id: int | list[int],
-    pad_token_id: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    allowed_tokens: torch.Tensor | None = None,
+    settings: SampleSettings,
     generator: torch.Generator | None = None,
-    tempered_tokens: int = 0,
-    top_k: int = 0,
 ) -> Completions:
     """Sample one completion per row of a LEFT-padded prompt batch.
 
     Args:
         prompt_ids: [B, P] left-padded prompt tokens; prompt_mask: [B, P].
-        eos_token_id: one id or several (e.g. <|im_end|> and <|endoftext|>); any ends a row.
-        top_p: nucleus sampling (1.0 = off). Anything but 1.0 samples from a policy other
-            than pi; the objectives stay valid (off-policy) but the mix changes.
-        tempered_tokens: apply `temperature` to the first this-many actions only and sample the
-            rest at temperature 1 (0 = every action). A hot first token varies what the answer is
-            about; hot later tokens mostly break its ending (a 49k-token vocabulary at T >= 2
-            rarely emits EOS where the model would).
-        top_k: on the tempered actions, draw only among the this-many most likely next tokens
-            (0 = all); log q is the renormalised top-k distribution, so the batch stays a valid
-            off-policy proposal (it cannot propose a token outside the top k).
+        settings: where completions stop and what each action is drawn from (`SampleSettings`).
     """
-    B, P = prompt_ids.shape
+    s = settings
+    B = prompt_ids.shape[0]
     device = prompt_ids.device
     attention = prompt_mask.long()  # [B, P]
     cache = DynamicCache()  # filled in place by every forward call
     cache_arg = {cache_kwarg(model): cache}
-    # k samples of one prompt: prefill each distinct prompt once, then index its cache out to the rows.
-    n_distinct, first, inverse = distinct_rows(prompt_ids, prompt_mask)
-    rows = first if n_distinct < B else slice(None)
-    out = model(
-        input_ids=prompt_ids[rows],
-        attention_mask=attention[rows],
-        position_ids=positions_from_mask(attention[rows]),
-        use_cache=True,
-        **cache_arg,
-    )
-    logits = out.logits[:, -1, :]  # [G, V]
-    if n_distinct < B:
-        cache.batch_select_indices(inverse)
-        logits = logits[inverse]  # [B, V]
+    logits = _prefill(model, prompt_ids, attention, cache_arg)  # [B, V]
     next_position = attention.sum(dim=1, keepdim=True)  # [B, 1]
-    tokens = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    mask = torch.zeros(B, max_new_tokens, device=device)
+    tokens = torch.full((B, s.max_new_tokens), s.pad_token_id, dtype=torch.long, device=device)
+    mask = torch.zeros(B, s.max_new_tokens, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     log_q = torch.zeros(B, device=device)
-    eos_ids = torch.as_tensor(
-        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device
-    )
-    for t in range(max_new_tokens):
-        hot = tempered_tokens <= 0 or t < tempered_tokens
-        scores = mask_logits(logits.float(), allowed_tokens)  # [B, V]
-        scores = keep_top_k(scores, top_k) / temperature if hot else scores
+    eos_ids = s.stop_ids(device)
+    for t in range(s.max_new_tokens):
+        scores = mask_logits(logits.float(), s.allowed_tokens)  # [B, V]
+        scores = keep_top_k(scores, s.top_k) / s.temperature if s.hot(t) else scores
         probs = torch.softmax(scores, dim=-1)
-        if top_p < 1.0:
-            probs = _nucleus(probs, top_p)
+        if s.top_p < 1.0:
+            probs = nucleus(probs, s.top_p)
         step_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
-        log_q += _log_prob_of(scores, probs, step_tokens, top_p) * (~finished).float()
-        step_tokens = torch.where(finished, torch.full_like(step_tokens, pad_token_id), step_tokens)
+        log_q += _log_prob_of(scores, probs, step_tokens, s.top_p) * (~finished).float()
+        step_tokens = torch.where(
+            finished, torch.full_like(step_tokens, s.pad_token_id), step_tokens
+        )
         tokens[:, t] = step_tokens
         mask[:, t] = (~finished).float()
         finished = finished | torch.isin(step_tokens, eos_ids)
-        if bool(finished.all()) or t == max_new_tokens - 1:
+        if bool(finished.all()) or t == s.max_new_tokens - 1:
             break
         attention = torch.cat(
             [attention, torch.ones(B, 1, dtype=attention.dtype, device=device)], dim=1
@@ -180,22 +190,49 @@ def sample_completions(
         next_position = next_position + 1
         logits = out.logits[:, -1, :]
     length = int(mask.sum(dim=1).max().item()) if B else 0
-    return Completions(tokens[:, :length], mask[:, :length], finished, temperature, log_q)
+    return Completions(tokens[:, :length], mask[:, :length], finished, s.temperature, log_q)
+
+
+def _prefill(model, prompt_ids, attention, cache_arg) -> torch.Tensor:
+    """Next-token logits of every row [B, V]: k samples of one prompt prefill each distinct
+    prompt once, then index its cache out to the rows."""
+    B = prompt_ids.shape[0]
+    n_distinct, first, inverse = distinct_rows(prompt_ids, attention)
+    rows = first if n_distinct < B else slice(None)
+    out = model(
+        input_ids=prompt_ids[rows],
+        attention_mask=attention[rows],
+        position_ids=positions_from_mask(attention[rows]),
+        use_cache=True,
+        **cache_arg,
+    )
+    logits = out.logits[:, -1, :]  # [G, V]
+    if n_distinct < B:
+        next(iter(cache_arg.values())).batch_select_indices(inverse)
+        logits = logits[inverse]  # [B, V]
+    return logits
 
 
 def _log_prob_of(
     scores: torch.Tensor, probs: torch.Tensor, tokens: torch.Tensor, top_p: float
 ) -> torch.Tensor:
     """[B] log-prob of the drawn tokens under the distribution they were drawn from."""
-    if (
-        top_p < 1.0
-    ):  # the nucleus renormalised probs; log_softmax of the scores would not match them
+    if top_p < 1.0:  # the nucleus renormalised probs; log_softmax of the scores would not match
         return probs.gather(1, tokens.unsqueeze(1)).squeeze(1).log()
     return torch.log_softmax(scores, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
-def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
-    filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
-    return filtered / filtered.sum(dim=-1, keepdim=True)
+def nucleus(values: torch.Tensor, top_p: float, log: bool = False) -> torch.Tensor:
+    """Top-p: the distribution renormalised over its nucleus, the smallest set of most likely
+    tokens holding probability top_p; tokens outside get probability 0. [B, V]
+
+    ``values`` are probabilities, or log-probabilities when ``log`` (the result is then too).
+    """
+    sorted_values, order = values.sort(dim=-1, descending=True)
+    sorted_p = sorted_values.exp() if log else sorted_values
+    keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p
+    fill = float("-inf") if log else 0.0
+    kept = torch.full_like(values, fill).scatter(-1, order, sorted_values.masked_fill(~keep, fill))
+    if log:
+        return kept - torch.logsumexp(kept, dim=-1, keepdim=True)
+    return kept / kept.sum(dim=-1, keepdim=True)

@@ -77,6 +77,19 @@ def _checkpointing(model: torch.nn.Module) -> bool:
     return model.training and torch.is_grad_enabled() and is_checkpointing(model)
 
 
+def _forward(model, input_ids, attention, positions, with_hidden: bool, cache=None):
+    """One forward pass; with a ``cache`` (DynamicCache) it is read and extended in place."""
+    kv = {} if cache is None else {cache_kwarg(model): cache}
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        output_hidden_states=with_hidden,
+        use_cache=cache is not None,
+        **kv,
+    )
+
+
 def _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden):
     """One pass over prompt + completion: logits [B, T, V], hidden [B, T+1, H], prompt hidden [B, P, H]."""
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
@@ -84,13 +97,7 @@ def _joint_forward(model, prompt_ids, prompt_mask, completion_ids, with_hidden):
     # Right padding after a completion cannot influence earlier positions of a causal model,
     # so those positions can attend normally; only the prompt's left padding is masked.
     attention = torch.cat([prompt_mask.long(), torch.ones_like(completion_ids)], dim=1)  # [B, P+T]
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention,
-        position_ids=positions_from_mask(attention),
-        output_hidden_states=with_hidden,
-        use_cache=False,
-    )
+    out = _forward(model, input_ids, attention, positions_from_mask(attention), with_hidden)
     logits = out.logits[:, P - 1 : P + T - 1, :]
     if not with_hidden:
         return logits, None, None
@@ -105,26 +112,12 @@ def _shared_prompt_forward(
     T = completion_ids.shape[1]
     p_ids, p_mask = prompt_ids[first], prompt_mask[first].long()  # [G, P]
     cache = DynamicCache()
-    out_p = model(
-        input_ids=p_ids,
-        attention_mask=p_mask,
-        position_ids=positions_from_mask(p_mask),
-        output_hidden_states=with_hidden,
-        use_cache=True,
-        **{cache_kwarg(model): cache},
-    )
+    out_p = _forward(model, p_ids, p_mask, positions_from_mask(p_mask), with_hidden, cache)
     cache.batch_select_indices(inverse)  # [G, ...] -> [B, ...]
     attention = torch.cat([prompt_mask.long(), torch.ones_like(completion_ids)], dim=1)  # [B, P+T]
     start = prompt_mask.long().sum(dim=1, keepdim=True)  # [B, 1]
     positions = start + torch.arange(T, device=start.device)  # [B, T]
-    out_c = model(
-        input_ids=completion_ids,
-        attention_mask=attention,
-        position_ids=positions,
-        output_hidden_states=with_hidden,
-        use_cache=True,
-        **{cache_kwarg(model): cache},
-    )
+    out_c = _forward(model, completion_ids, attention, positions, with_hidden, cache)
     logits = torch.cat(
         [out_p.logits[:, -1:, :][inverse], out_c.logits[:, : T - 1, :]], dim=1
     )  # [B, T, V]

@@ -136,20 +136,33 @@ def prompt_batch(
 @contextlib.contextmanager
 def left_padding(tokenizer: Any) -> Iterator[Any]:
     """Temporarily left-pad, with EOS as pad token when the tokenizer has none."""
+    from flowhf.models.loading import prepare_tokenizer  # here: peft loads only when padding
+
     old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(
-                "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token"
-            )
-        tokenizer.pad_token = tokenizer.eos_token
+    prepare_tokenizer(tokenizer, "left")
     try:
         yield tokenizer
     finally:
         tokenizer.padding_side = old_side
         if old_pad is None:
             tokenizer.pad_token = None
+
+
+def completion_token_ids(tokenizer: Any, text: str) -> list[int]:
+    """A completion text's canonical token ids: no special tokens and no EOS."""
+    return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def encode_completion(
+    tokenizer: Any, text: str, eos_id: int, max_new_tokens: int | None = None
+) -> tuple[list[int], bool]:
+    """A completion text as actions, and whether it ends with EOS: its ids + ``eos_id``; or, with
+    ``max_new_tokens`` ids or more, its first max_new_tokens ids and no EOS, exactly like a
+    sampled completion forced to end at the limit (None: no limit)."""
+    ids = completion_token_ids(tokenizer, text)
+    if max_new_tokens is None or len(ids) < max_new_tokens:
+        return ids + [eos_id], True
+    return ids[:max_new_tokens], False
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -17,7 +17,11 @@ import torch
 
 from flowhf.data.loading import DataError
 from flowhf.sampling.generate import Completions
-from flowhf.sampling.prompts import encode_prompts, left_pad  # noqa: F401  (the prompt path; importable here too)
+from flowhf.sampling.prompts import (  # noqa: F401  (the prompt path; importable here too)
+    encode_completion,
+    encode_prompts,
+    left_pad,
+)
 
 
 @dataclass
@@ -54,16 +58,8 @@ def completions_from_texts(
     A text longer than max_new_tokens is cut; it then ends without EOS exactly like a
     sampled completion forced to terminate, so the objectives treat both the same way.
     """
-    rows, eos_flags = [], []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) < max_new_tokens:
-            rows.append(ids + [eos_id])
-            eos_flags.append(True)
-        else:
-            rows.append(ids[:max_new_tokens])
-            eos_flags.append(False)
-    return completions_from_ids(rows, eos_flags, pad_id)
+    encoded = [encode_completion(tokenizer, text, eos_id, max_new_tokens) for text in texts]
+    return completions_from_ids([ids for ids, _ in encoded], [eos for _, eos in encoded], pad_id)
 
 
 def completions_from_ids(

@@ -34,7 +34,7 @@ from flowhf.objectives import get_objective
 from flowhf.rewards.functions import RewardBatch, RewardFunctions
 from flowhf.run_dir import claim_run_dir
 from flowhf.sampling import completion_log_probs, draw_temperature
-from flowhf.sampling.generate import Completions
+from flowhf.sampling.generate import Completions, SampleSettings
 from flowhf.sampling.prompts import encode_prompts, eos_ids, left_pad, prompt_key
 from flowhf.sampling.replay import ReplayBuffer
 from flowhf.target import floor_reward, prefix_target_log_reward, target_log_reward
@@ -258,15 +258,17 @@ class FlowHFTrainer:
             sampled = sample(
                 pids.to(self.device),
                 pmask.to(self.device),
-                s.max_new_tokens,
-                self.eos_ids,
-                self.pad_id,
-                temperature,
-                s.top_p,
-                self.allowed_tokens,
+                SampleSettings(
+                    s.max_new_tokens,
+                    self.eos_ids,
+                    self.pad_id,
+                    temperature,
+                    s.top_p,
+                    top_k=s.explore_top_k if temperature != 1.0 else 0,
+                    tempered_tokens=s.explore_tokens,
+                    allowed_tokens=self.allowed_tokens,
+                ),
                 self.generator if self.device.type == "cpu" else None,
-                tempered_tokens=s.explore_tokens,
-                top_k=s.explore_top_k if temperature != 1.0 else 0,
             )
         parts = [
             Completions(

@@ -27,7 +27,7 @@ from flowhf.distributed import barrier, is_main_process
 from flowhf.experiments.baselines.budget import Budget, BudgetCallback, TokenCounter
 from flowhf.experiments.baselines.metrics import MetricsCallback
 from flowhf.models.cache import atomic_folder
-from flowhf.models.lora import LoraSettings
+from flowhf.models.lora import LoraSettings, build_lora_config
 from flowhf.run_dir import acquire_lock, atomic_write_text, prepare_run_dir, release_lock
 from flowhf.sampling.prompts import as_conversation, encode_prompt, uses_chat_template  # noqa: F401  (runners import them here)
 
@@ -110,14 +110,7 @@ def lora_config(settings: LoraSettings | None, task_type: str = "CAUSAL_LM") -> 
         return None
     if not isinstance(settings, LoraSettings):
         raise TypeError(f"lora must be a LoraSettings or None, got {type(settings).__name__}")
-    return LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        bias="none",
-        task_type=task_type,
-    )
+    return build_lora_config(settings, task_type)
 
 
 def coerce_lora(value: LoraSettings | dict | None) -> LoraSettings | None:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from peft import LoraConfig, inject_adapter_in_model
+from peft import inject_adapter_in_model
 from transformers import AutoModelForSequenceClassification
 
-from flowhf.models.lora import LoraSettings
+from flowhf.models.lora import LoraSettings, build_lora_config
 from flowhf.sampling.prompts import eos_ids
 
 ADDED_PAD = "<|pad|>"
@@ -81,14 +81,7 @@ def build_value_model(
     target = getattr(value, value.base_model_prefix)
     target.load_state_dict(source.state_dict())
     if lora is not None and value_lora:
-        adapter = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            bias="none",
-        )
-        inject_adapter_in_model(adapter, target)
+        inject_adapter_in_model(build_lora_config(lora, task_type=None), target)
         for name, param in value.named_parameters():
             param.requires_grad = "lora_" in name or name.startswith("score.")
     return value

@@ -28,7 +28,12 @@ from flowhf.experiments.enumerable.exact import compare, exact_log_probs
 from flowhf.experiments.enumerable.targets import EnumerableTarget
 from flowhf.models.tiny import tiny_llama
 from flowhf.objectives import get_objective
-from flowhf.sampling import completion_log_probs, draw_temperature, sample_completions
+from flowhf.sampling import (
+    SampleSettings,
+    completion_log_probs,
+    draw_temperature,
+    sample_completions,
+)
 from flowhf.sampling.fast import FastSampler
 from flowhf.target import prefix_target_log_reward, target_log_reward
 from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
@@ -173,16 +178,10 @@ class ToyExperiment:
         temperature = draw_temperature(
             cfg.explore_prob, (cfg.temperature_low, cfg.temperature_high), self.rng
         )
-        comp = self.sample(
-            prompt_ids,
-            prompt_mask,
-            self.space.max_len,
-            self.eos_id,
-            self.eos_id,
-            temperature=temperature,
-            allowed_tokens=self.allowed,
-            generator=self.generator,
+        draw = SampleSettings(
+            self.space.max_len, self.eos_id, self.eos_id, temperature, allowed_tokens=self.allowed
         )
+        comp = self.sample(prompt_ids, prompt_mask, draw, self.generator)
         scores = completion_log_probs(
             self.model,
             prompt_ids,

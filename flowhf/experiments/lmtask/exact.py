@@ -24,7 +24,7 @@ from scipy.special import logsumexp
 from transformers import TrainerCallback
 
 from flowhf.models.modes import eval_mode
-from flowhf.sampling import completion_log_probs, sample_completions
+from flowhf.sampling import SampleSettings, completion_log_probs, sample_completions
 from flowhf.sampling.prompts import encode_prompts, eos_ids, left_pad
 from flowhf.training.batch import completions_from_ids
 
@@ -233,10 +233,8 @@ class ExactTarget:
                         model,
                         pids.to(device),
                         pmask.to(device),
-                        max_new_tokens,
-                        self.eos_ids,
-                        self.pad_id,
-                        generator=generator,
+                        SampleSettings(max_new_tokens, self.eos_ids, self.pad_id),
+                        generator,
                     )
                     for ids, length, eos in zip(
                         comp.ids.tolist(), comp.lengths.tolist(), comp.ended_with_eos.tolist()

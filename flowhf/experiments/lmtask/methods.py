@@ -5,7 +5,8 @@ same shape, the task's prompts encoded by the same chat template, the same `Answ
 the same completion limit and the same wall-clock budget. FlowHF methods train through
 `FlowHFTrainer` with `configs/lm_target.yaml` plus the task's target (beta, alpha); GRPO and PPO
 are TRL's trainers through `flowhf.experiments.baselines` with their project defaults. Each returns the
-trained model, which `ExactTarget.evaluate` then measures exactly.
+trained model, which `ExactTarget.evaluate` then measures exactly (in eval mode, by
+`flowhf.models.modes.eval_mode`, which puts the model's own mode back).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def train_method(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
     if spec.method not in METHODS:
         raise ValueError(f"unknown method {spec.method!r}: use one of {', '.join(METHODS)}")
     if spec.method == "untrained":
-        return Trained(start.model.eval(), 0, 0.0, {})
+        return Trained(start.model, 0, 0.0, {})
     if spec.method in FLOWHF_METHODS:
         return _train_flowhf(task, start, spec)
     return _train_trl(task, start, spec)
@@ -131,7 +132,7 @@ def _train_flowhf(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
         )
     begin = time.perf_counter()
     last = trainer.train()
-    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    model = trainer.accelerator.unwrap_model(trainer.model)
     details = {
         "config": config.to_dict(),
         "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
@@ -183,7 +184,7 @@ def _train_trl(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:
         "settings",
     )
     return Trained(
-        model.eval(),
+        model,
         int(result["steps"]),
         float(result["wall_clock_seconds"]),
         {k: result.get(k) for k in keep},

@@ -33,6 +33,7 @@ from typing import Any
 
 from flowhf.config.fields import Source, read_yaml_with_lines
 from flowhf.errors import ConfigError
+from flowhf.sampling.prompts import completion_token_ids
 
 KEYS = (
     "name",
@@ -87,10 +88,7 @@ class LMTask:
         where = (self.lines or Source(self.source)).where
         out = []
         for i, item in enumerate(self.items):
-            ids = {
-                text: list(tokenizer(text, add_special_tokens=False)["input_ids"])
-                for text in item.answers
-            }
+            ids = {text: completion_token_ids(tokenizer, text) for text in item.answers}
             seen: dict[tuple[int, ...], str] = {}
             for text, seq in ids.items():
                 if len(seq) + 1 > self.max_new_tokens:

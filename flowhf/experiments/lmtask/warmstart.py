@@ -24,7 +24,7 @@ from flowhf.models.cache import build_folder_once, cache_root
 from flowhf.models.loading import _is_model_folder, load_policy, resolve_model_path
 from flowhf.models.lora import LoraSettings
 from flowhf.sampling import completion_log_probs
-from flowhf.sampling.prompts import encode_prompts, left_pad
+from flowhf.sampling.prompts import encode_completion, encode_prompts, left_pad
 from flowhf.training.batch import completions_from_ids
 
 DATA_FILE = "short_answers.jsonl"
@@ -68,9 +68,7 @@ def train_warm_start(base_path: str, out_dir: Path, settings: WarmStartSettings)
     tok, model = bundle.tokenizer, bundle.model
     rows = short_answer_rows()
     prompts = encode_prompts(tok, [r["prompt"] for r in rows], True)
-    answers = [
-        tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in rows
-    ]
+    answers = [encode_completion(tok, r["answer"], tok.eos_token_id)[0] for r in rows]
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
     )
