@@ -24,10 +24,10 @@ from flowhf.config.fields import (
     Range,
     build_dataclass,
     parse_assignment,
-    read_yaml_mapping,
 )
 from flowhf.config.fields import help_field as _f
 from flowhf.errors import ConfigError
+from flowhf.io import read_yaml_mapping
 
 _REQUIRED = dataclasses.MISSING
 

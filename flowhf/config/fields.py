@@ -2,7 +2,7 @@
 every ``--help-config``) and the loading of YAML files and ``--set key=value`` overrides.
 
 FlowHFConfig (grouped keys), RewardModelConfig (flat keys) and the baseline configs
-(flat keys, a method each) are all read through `read_yaml_mapping`, `parse_assignment` and
+(flat keys, a method each) are all read through `flowhf.io`, `parse_assignment` and
 `build_dataclass`: one place that rejects unknown keys (naming the closest valid one) and
 type-checks values against the field annotations, then against the field's ``allowed`` range
 or choices. Errors are `ConfigError`s naming the file and line of the key (or the ``--set``
@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from flowhf import io
 from flowhf.errors import ConfigError
 
 
@@ -105,57 +106,11 @@ def suggest(key: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
-    """The mapping a YAML file holds (an empty file is {}); anything else is an error."""
-    return read_yaml_with_lines(path, what)[0]
-
-
 def read_yaml_with_lines(path: str | os.PathLike, what: str = "config") -> tuple[dict, Source]:
-    """The mapping a YAML file holds and its `Source` (the line of every key, for errors).
-    A missing file, bad syntax, non-UTF-8 bytes or a top level that is not a mapping are
-    `ConfigError`s naming the file (and line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"{what} file {path} does not exist", "check the path (shipped configs are in configs/)"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8"
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{path}{line}: YAML syntax error: {getattr(err, 'problem', None) or err}",
-            "fix the YAML syntax (indentation, ':' after keys, quotes)",
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}, line 1: expected a mapping of {what} keys (key: value), got a {type(data).__name__}",
-            "the top level of a config file is `key: value` lines",
-        )
-    return data, Source(path, _key_lines(node))
-
-
-def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """(key, subkey, ...) -> 1-based line of every key of a composed YAML mapping; an item
-    of a list is keyed by its index as a string (("prompts", "0", "answers"))."""
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, str(key.value))
-            lines[path] = key.start_mark.line + 1
-            lines.update(_key_lines(value, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*prefix, str(i))] = item.start_mark.line + 1
-            lines.update(_key_lines(item, (*prefix, str(i))))
-    return lines
+    """The mapping a YAML file holds and its `Source` (the line of every key, for errors);
+    a bad file is a `ConfigError` naming the file and line (`flowhf.io.read_yaml_with_lines`)."""
+    data, lines = io.read_yaml_with_lines(path, what)
+    return data, Source(Path(path), lines)
 
 
 def parse_assignment(item: str, example: str = "key=value") -> tuple[str, Any]:

@@ -37,7 +37,7 @@ from flowhf.config.reward_model import (
     load_reward_config,
 )
 from flowhf.data.loading import load_preference_pairs
-from flowhf.models.cache import atomic_files
+from flowhf.io import atomic_files
 
 logger = logging.getLogger(__name__)
 
@@ -388,10 +388,8 @@ def default_reward_model_dir() -> Path:
     ``$FLOWHF_CACHE_DIR`` (else ``~/.cache/flowhf``) / ``rm-stackexchange-smollm2``, built once
     (`build_folder_once`: under a lock, into a temporary folder renamed into place), so neither a
     killed run nor two processes at once leave a half model behind."""
-    from flowhf.models.cache import (  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
-        build_folder_once,
-        cache_root,
-    )
+    from flowhf.io import build_folder_once
+    from flowhf.models.cache import cache_root  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
 
     def build(tmp: Path) -> None:
         logger.warning(

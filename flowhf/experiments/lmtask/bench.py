@@ -34,6 +34,7 @@ from flowhf.experiments.lmtask.methods import (
     train_method,
 )
 from flowhf.experiments.lmtask.task import load_task
+from flowhf.io import atomic_write_text
 
 RESULTS = Path("benchmarks/results/lm_target")
 TABLE_KEYS = (
@@ -135,9 +136,7 @@ def run_one(
         )
     if out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_json.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, out_json)
+        atomic_write_text(out_json, json.dumps(result, indent=1) + "\n")
     return result
 
 

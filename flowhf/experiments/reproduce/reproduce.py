@@ -209,7 +209,7 @@ def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dic
 
     from flowhf import distributed
     from flowhf.experiments.reproduce.stages import Context
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     stage_funcs = _stage_functions()
 

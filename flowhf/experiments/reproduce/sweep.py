@@ -33,7 +33,7 @@ def stage_sweep(ctx) -> dict[str, Any]:
     """Train and judge every point not finished yet; returns {point name: result}. Under a
     multi-process launch every process trains (data-parallel) and the main one judges and writes."""
     from flowhf import distributed
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     main, points, results = distributed.is_main_process(), sweep_points(ctx.preset), {}
     start = start_models(ctx)
