@@ -2,8 +2,8 @@
 every ``--help-config``) and the loading of YAML files and ``--set key=value`` overrides.
 
 FlowHFConfig (grouped keys), RewardModelConfig (flat keys) and the baseline configs
-(flat keys, a method each) are all read through `flowhf.io`, `parse_assignment` and
-`build_dataclass`: one place that rejects unknown keys (naming the closest valid one) and
+(flat keys, a method each) are all read through `flowhf.io`, `apply_overrides` (the one
+``--set`` applier, `Overrides` saying how a config's keys nest) and `build_dataclass`: one place that rejects unknown keys (naming the closest valid one) and
 type-checks values against the field annotations, then against the field's ``allowed`` range
 or choices. Errors are `ConfigError`s naming the file and line of the key (or the ``--set``
 that gave it), the bad value and what is allowed, raised before any model loads.
@@ -17,6 +17,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,52 @@ def parse_assignment(item: str, example: str = "key=value") -> tuple[str, Any]:
         raise ConfigError(
             f"--set {item!r}: the value is not valid YAML", "quote it, e.g. --set key='a: b'"
         ) from None
+
+
+def _dotted(key: str) -> tuple[str, ...]:
+    return tuple(key.split("."))
+
+
+def _mapping_below(node: dict, part: str, item: str) -> dict:
+    """The mapping at ``node[part]`` (a new one when absent or null); anything else is an error."""
+    child = node.get(part)
+    if child is None:
+        return {}
+    if not isinstance(child, dict):
+        raise ConfigError(f"override {item!r}: {part!r} is {child!r}, not a mapping")
+    return child
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """How one config's ``--set key=value`` items land in its YAML mapping (`apply_overrides`):
+    ``path`` turns the key into the keys to descend and the one to set (checking them), and
+    ``child(mapping, key, item)`` is the mapping to descend into (created when absent)."""
+
+    example: str  # shown when an item is not key=value
+    path: Callable[[str], tuple[str, ...]] = _dotted
+    child: Callable[[dict, str, str], dict] = _mapping_below
+
+
+NESTED = Overrides("budget.max_steps=2")  # ``a.b.c=value`` at any depth
+FLAT = Overrides("epochs=3", path=lambda key: (key,))  # one level: the key is set as given
+
+
+def apply_overrides(data: dict, items: Iterable[str], how: Overrides = NESTED) -> set[str]:
+    """Apply ``key=value`` items (values parsed as YAML) to ``data`` in place, as ``how`` maps
+    their keys; returns the dotted keys set (errors then name the ``--set``, not the file).
+    The one override applier of every config (FlowHF, reward model, presets, baselines)."""
+    done = set()
+    for item in items:
+        key, value = parse_assignment(item, how.example)
+        *parents, last = how.path(key)
+        node = data
+        for part in parents:
+            node[part] = how.child(node, part, item)
+            node = node[part]
+        node[last] = value
+        done.add(".".join((*parents, last)))
+    return done
 
 
 def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISSING) -> Any:

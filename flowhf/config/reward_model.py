@@ -15,12 +15,13 @@ from pathlib import Path
 
 from flowhf.config.fields import (
     AT_LEAST_ONE,
+    FLAT,
     NON_NEGATIVE,
     POSITIVE,
     OneOf,
     Source,
+    apply_overrides,
     build_dataclass,
-    parse_assignment,
     read_yaml_with_lines,
 )
 from flowhf.config.fields import help_field as _f
@@ -172,10 +173,7 @@ def load_reward_config(
         if path is not None
         else ({}, Source("--set"))
     )
-    for item in overrides:
-        key, value = parse_assignment(item, "epochs=3")
-        data[key] = value
-        source.overridden.add(key)
+    source.overridden |= apply_overrides(data, overrides, FLAT)
     return build_dataclass(RewardModelConfig, data, "reward-model config", source)
 
 

@@ -33,9 +33,10 @@ from flowhf.config.fields import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
     POSITIVE,
+    Overrides,
     Source,
+    apply_overrides,
     build_dataclass,
-    parse_assignment,
     read_yaml_with_lines,
 )
 from flowhf.config.fields import help_field as _f
@@ -333,9 +334,7 @@ def load_preset(spec: str | os.PathLike, overrides: list[str] | tuple = ()) -> P
     `flowhf.config.budget.Budget`) before anything loads: errors name the file and line (or --set)."""
     data, source = _preset_file(spec)
     base = get_preset(data.pop("base", "smoke")) if str(spec) not in PRESETS else PRESETS[str(spec)]
-    for item in overrides:
-        _override(data, base, item)
-        source.overridden.add(parse_assignment(item)[0])
+    source.overridden |= apply_overrides(data, overrides, _preset_overrides(data, base))
     preset = build_dataclass(Preset, {**asdict(base), **data}, "preset", source)
     for key, cls in _checked_mappings().items():
         if getattr(preset, key) is not None:
@@ -361,22 +360,29 @@ def _preset_file(spec: str | os.PathLike) -> tuple[dict, Source]:
     return data, source
 
 
-def _override(data: dict, base: Preset, item: str) -> None:
-    """Apply ``--set key=value`` (``key.sub=value`` sets one key of a mapping, e.g. the budget)."""
-    key, value = parse_assignment(item, "budget.max_steps=5")
-    name, dot, sub = key.partition(".")
-    if not dot:
-        data[key] = value
-        return
-    current = data.get(name, getattr(base, name, None))
-    if not any(f.name == name for f in fields(Preset)) or not isinstance(
-        current, (dict, type(None))
-    ):
-        raise ConfigError(
-            f"--set {key}: {name!r} is not a preset key holding a mapping",
-            "mapping keys are budget, sft_budget, reward_model, per_prompt, stage_hours, stage_seconds",
-        )
-    data[name] = {**(current or {}), sub: value}
+def _preset_overrides(data: dict, base: Preset) -> Overrides:
+    """``--set key=value``; ``key.sub=value`` sets one key of a mapping (e.g. the budget),
+    over the file's value or else the base preset's (copied: the shipped preset stays)."""
+
+    def path(key: str) -> tuple[str, ...]:
+        name, dot, sub = key.partition(".")
+        if not dot:
+            return (key,)
+        current = data.get(name, getattr(base, name, None))
+        if not any(f.name == name for f in fields(Preset)) or not isinstance(
+            current, (dict, type(None))
+        ):
+            raise ConfigError(
+                f"--set {key}: {name!r} is not a preset key holding a mapping",
+                "mapping keys are budget, sft_budget, reward_model, per_prompt, stage_hours, stage_seconds",
+            )
+        return name, sub
+
+    return Overrides(
+        "budget.max_steps=5",
+        path,
+        lambda node, name, _item: dict(node.get(name, getattr(base, name, None)) or {}),
+    )
 
 
 def _checked_mappings() -> dict[str, type]:
