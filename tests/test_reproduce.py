@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from flowhf.config.preset import METHODS, PRESETS, STAGES
 from flowhf.errors import ConfigError, RunDirError
-from flowhf.experiments.reproduce.presets import METHODS, PRESETS, STAGES, load_preset
+from flowhf.experiments.reproduce.presets import load_preset
 from flowhf.experiments.reproduce.reproduce import build_plan, report_summary, run_reproduce
 
 ROOT = Path(__file__).resolve().parents[1]

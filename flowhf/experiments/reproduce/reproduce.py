@@ -1,6 +1,6 @@
 """`flowhf reproduce`: every stage of the report's comparison, cached per stage.
 
-Stages run in order (see ``presets.STAGES``). Each writes ``DIR/<stage>/DONE`` (last, by
+Stages run in order (see ``flowhf.config.preset.STAGES``). Each writes ``DIR/<stage>/DONE`` (last, by
 rename) holding its JSON result and the size of every output it wrote. One run per folder: a
 folder holding an earlier reproduce is refused unless ``--resume`` (continue it) or
 ``--overwrite`` (delete it). On ``--resume`` a stage is skipped only when its DONE verifies
@@ -21,14 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.preset import FLOWHF_METHODS, PRESETS, STAGES, Preset
 from flowhf.errors import ConfigError
-from flowhf.experiments.reproduce.presets import (
-    FLOWHF_METHODS,
-    PRESETS,
-    STAGES,
-    Preset,
-    load_preset,
-)
+from flowhf.experiments.reproduce.presets import load_preset
 from flowhf.experiments.reproduce.progress import RunClock, StageProgress, format_seconds
 
 
@@ -286,7 +281,7 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
         default="smoke",
         metavar="NAME_OR_FILE",
         help=f"Models, data and budget: one of {', '.join(sorted(PRESETS))}, or a preset YAML file "
-        "(`base: smoke` plus the keys to change; keys as in flowhf/experiments/reproduce/presets.py).",
+        "(`base: smoke` plus the keys to change; keys as in flowhf/config/preset.py).",
     )
     parser.add_argument(
         "--set",

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.preset import BASELINE_METHODS, METHODS, Preset
 from flowhf.experiments import CONFIGS
 from flowhf.experiments.reproduce.grid import describe_grid
-from flowhf.experiments.reproduce.presets import BASELINE_METHODS, METHODS, Preset
 
 
 @dataclass

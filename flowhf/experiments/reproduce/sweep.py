@@ -21,9 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.preset import BASELINE_METHODS
 from flowhf.errors import ConfigError
 from flowhf.experiments.reproduce.grid import SweepPoint, sweep_points
-from flowhf.experiments.reproduce.methods import BASELINE_METHODS
 from flowhf.experiments.reproduce.stages import train_baseline, train_flowhf
 
 RESULT = "result.json"
