@@ -67,7 +67,7 @@ def shipped_path(name: str) -> Path:
     if not path.is_file():
         raise DataError(
             f"shipped dataset {name!r} is missing: {path} does not exist; reinstall flowhf "
-            "or regenerate the StackExchange splits with `python -m flowhf.data.splits`"
+            "or regenerate the StackExchange splits with `flowhf data splits`"
         )
     return path
 

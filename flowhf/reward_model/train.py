@@ -1,4 +1,4 @@
-"""Bradley-Terry reward-model training: ``flowhf reward train --config FILE [--set k=v]``.
+"""Bradley-Terry reward-model training (``flowhf reward train``, flags in `flowhf.cli.reward`).
 
 A reward model r(x, y) is a sequence classifier with one output read at the last token of
 ``format_for_reward(x, y)``. Training minimises ``-log sigmoid(r(x, chosen) - r(x, rejected))``
@@ -15,7 +15,6 @@ cached features, turning CPU minutes per epoch into milliseconds. The saved fold
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -34,7 +33,6 @@ from flowhf.config.reward_model import (
     REWARD_META_FILE,
     RewardModelConfig,
     format_for_reward,
-    load_reward_config,
 )
 from flowhf.data.loading import load_preference_pairs
 from flowhf.io import atomic_files
@@ -400,57 +398,3 @@ def default_reward_model_dir() -> Path:
 
     target = cache_root() / DEFAULT_RM_FOLDER
     return build_folder_once(target, build, lambda folder: (folder / REWARD_META_FILE).is_file())
-
-
-def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", help="YAML file of RewardModelConfig keys (e.g. configs/reward_model.yaml)"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="delete a reward model already in output_dir"
-    )
-    parser.epilog = "config keys:\n" + "\n".join(
-        f"  {f.name} (default {f.default!r}): {f.metadata['help']}"
-        for f in dataclasses.fields(RewardModelConfig)
-    )
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.set_defaults(func=run_reward_train)
-
-
-def add_reward_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``reward train`` on the ``flowhf`` CLI; ``args.func(args)`` returns the exit code."""
-    reward = subparsers.add_parser("reward", help="reward-model tools")
-    commands = reward.add_subparsers(dest="reward_command", required=True)
-    _add_train_args(
-        commands.add_parser("train", help="train a Bradley-Terry reward model on preference pairs")
-    )
-    return reward
-
-
-def run_reward_train(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from flowhf.run_dir import claim_run_dir
-
-    config = load_reward_config(args.config, args.set)  # user errors: flowhf.errors.guarded
-    with claim_run_dir(config.output_dir, overwrite=args.overwrite):  # before the backbone loads
-        metrics = train_reward_model(config)
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-def train_reward_cli(argv: list[str] | None = None) -> int:
-    """``flowhf reward train`` as a function: ``argv`` is what follows ``train``."""
-    parser = argparse.ArgumentParser(
-        prog="flowhf reward train", description="Train a Bradley-Terry reward model."
-    )
-    _add_train_args(parser)
-    from flowhf.errors import guarded
-
-    return guarded(lambda: run_reward_train(parser.parse_args(argv)))
