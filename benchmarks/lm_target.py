@@ -9,8 +9,8 @@ Same as `flowhf bench lm-target ...`; see flowhf/cli/bench.py.
 
 import sys
 
-from flowhf.errors import guarded
 from flowhf.cli.bench import main
+from flowhf.errors import guarded
 
 if (
     __name__ == "__main__"
