@@ -219,7 +219,7 @@ def test_cli_reports_bad_data_with_row_and_key(tmp_path, capsys):
 
 
 def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
-    from flowhf.rewards import training
+    from flowhf.reward_model import train as training
 
     calls = []
 
@@ -252,7 +252,7 @@ def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
 def test_add_reward_parser_wires_reward_train():
     import argparse
 
-    from flowhf.reward_model.train import add_reward_parser, run_reward_train
+    from flowhf.cli.reward import add_reward_parser, run_reward_train
 
     parser = argparse.ArgumentParser(prog="flowhf")
     add_reward_parser(parser.add_subparsers(dest="command"))
@@ -269,7 +269,7 @@ def test_add_reward_parser_wires_reward_train():
 
 
 def test_feature_cache_shared_by_two_head_only_models_changes_nothing(tmp_path, monkeypatch):
-    from flowhf.rewards import training
+    from flowhf.reward_model import train as training
 
     config = _config(
         tmp_path, marker_at_end=True, mode="head_only", head_learning_rate=1e-2, head_epochs=30
