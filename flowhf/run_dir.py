@@ -269,14 +269,9 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim_run_dir(
-    folder: str | os.PathLike,
-    resume: bool = False,
-    overwrite: bool = False,
-    config: dict | None = None,
-    log=print,
-) -> Iterator[None]:
-    """`prepare_run_dir` then `run_lock` for the block: what a command does before loading."""
-    prepare_run_dir(folder, resume, overwrite, config, log)
+def claim_run_dir(folder: str | os.PathLike, *choice, **named_choice) -> Iterator[None]:
+    """`prepare_run_dir` (same arguments: resume, overwrite, config, log) then `run_lock` for
+    the block: what a command does before loading."""
+    prepare_run_dir(folder, *choice, **named_choice)
     with run_lock(folder):
         yield

@@ -173,6 +173,16 @@ def apply_overrides(data: dict, items: Iterable[str], how: Overrides = NESTED) -
     return done
 
 
+def read_with_overrides(
+    path: str | os.PathLike | None, overrides: Iterable[str], how: Overrides, what: str = "config"
+) -> tuple[dict, Source]:
+    """A config file's mapping (none: {}) with the ``--set`` items applied, and its `Source`
+    (each key's line, and which keys the ``--set`` gave): what every config loader starts from."""
+    data, source = read_yaml_with_lines(path, what) if path is not None else ({}, Source("--set"))
+    source.overridden |= apply_overrides(data, overrides, how)
+    return data, source
+
+
 def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISSING) -> Any:
     """``value`` if it fits the annotation ``hint`` (ints accepted for floats, None where the
     default is None); otherwise an error naming the key and the expected type."""

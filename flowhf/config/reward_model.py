@@ -19,10 +19,8 @@ from flowhf.config.fields import (
     NON_NEGATIVE,
     POSITIVE,
     OneOf,
-    Source,
-    apply_overrides,
     build_dataclass,
-    read_yaml_with_lines,
+    read_with_overrides,
 )
 from flowhf.config.fields import help_field as _f
 
@@ -168,12 +166,7 @@ def load_reward_config(
 ) -> RewardModelConfig:
     """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML),
     checked like every config (`flowhf.config.fields`)."""
-    data, source = (
-        read_yaml_with_lines(path, "reward-model config")
-        if path is not None
-        else ({}, Source("--set"))
-    )
-    source.overridden |= apply_overrides(data, overrides, FLAT)
+    data, source = read_with_overrides(path, overrides, FLAT, "reward-model config")
     return build_dataclass(RewardModelConfig, data, "reward-model config", source)
 
 

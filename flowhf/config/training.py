@@ -24,7 +24,7 @@ from flowhf.config.fields import (
     Range,
     Source,
     build_dataclass,
-    read_yaml_with_lines,
+    read_with_overrides,
     suggest,
 )
 from flowhf.config.fields import help_field as _f
@@ -497,9 +497,7 @@ class FlowHFConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> FlowHFConfig:
-        data, source = read_yaml_with_lines(path)
-        source.overridden = apply_overrides(data, overrides or [])
-        return cls.from_dict(data, source)
+        return cls.from_dict(*read_with_overrides(path, overrides or [], GROUPED))
 
 
 def _group(name: str, value: Any):

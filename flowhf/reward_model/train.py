@@ -74,17 +74,7 @@ def train_reward_model(config: RewardModelConfig, features: FeatureCache | None 
     ``features``: a cache of backbone features shared with other head_only models (same backbone)."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    cols = config.columns
-    train_pairs = load_preference_pairs(
-        config.train_data, columns=cols, split=config.train_split, limit=config.max_train_pairs
-    )
-    test_pairs = (
-        load_preference_pairs(config.test_data, columns=cols, split=config.test_split)
-        if config.test_data
-        else []
-    )
-    train_pairs += load_preference_pairs(config.extra_train_data) if config.extra_train_data else []
-    test_pairs += load_preference_pairs(config.extra_test_data) if config.extra_test_data else []
+    train_pairs, test_pairs = _load_pairs(config)
     model, tokenizer = _load_backbone(config)
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
@@ -113,27 +103,48 @@ def train_reward_model(config: RewardModelConfig, features: FeatureCache | None 
         "model": config.model,
     }
     if test_pairs:
-        started = time.perf_counter()
-        test_ids = _tokenize_pairs(tokenizer, test_pairs, config)
-        if config.mode == "head_only":  # the head on cached features is the model's own score
-            with torch.no_grad():
-                chosen, rejected = (
-                    model.score(features.features(model, test_ids, config)).squeeze(-1).unbind(1)
-                )
-        else:
-            chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
-        metrics.update(
-            {
-                "eval/accuracy": (chosen > rejected).float().mean().item(),
-                "eval/margin": (chosen - rejected).mean().item(),
-                "eval/n_pairs": len(test_pairs),
-                "eval/time_s": round(time.perf_counter() - started, 1),
-                **accuracy_by_kind(test_pairs, chosen > rejected),
-            }
-        )
+        metrics.update(_evaluate(model, tokenizer, test_pairs, features, config))
     _save(model, tokenizer, config, metrics)
     logger.info("reward model saved to %s: %s", config.output_dir, metrics)
     return metrics
+
+
+def _load_pairs(config: RewardModelConfig) -> tuple[list[dict], list[dict]]:
+    """(training pairs, held-out pairs), the extra ones appended to each."""
+    cols = config.columns
+    train_pairs = load_preference_pairs(
+        config.train_data, columns=cols, split=config.train_split, limit=config.max_train_pairs
+    )
+    test_pairs = (
+        load_preference_pairs(config.test_data, columns=cols, split=config.test_split)
+        if config.test_data
+        else []
+    )
+    train_pairs += load_preference_pairs(config.extra_train_data) if config.extra_train_data else []
+    test_pairs += load_preference_pairs(config.extra_test_data) if config.extra_test_data else []
+    return train_pairs, test_pairs
+
+
+def _evaluate(
+    model, tokenizer, test_pairs: list[dict], features: FeatureCache, config: RewardModelConfig
+) -> dict:
+    """Held-out pairwise accuracy and margin, overall and per rejected kind."""
+    started = time.perf_counter()
+    test_ids = _tokenize_pairs(tokenizer, test_pairs, config)
+    if config.mode == "head_only":  # the head on cached features is the model's own score
+        with torch.no_grad():
+            chosen, rejected = (
+                model.score(features.features(model, test_ids, config)).squeeze(-1).unbind(1)
+            )
+    else:
+        chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
+    return {
+        "eval/accuracy": (chosen > rejected).float().mean().item(),
+        "eval/margin": (chosen - rejected).mean().item(),
+        "eval/n_pairs": len(test_pairs),
+        "eval/time_s": round(time.perf_counter() - started, 1),
+        **accuracy_by_kind(test_pairs, chosen > rejected),
+    }
 
 
 def accuracy_by_kind(pairs: list[dict], correct: torch.Tensor) -> dict:

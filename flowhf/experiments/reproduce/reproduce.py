@@ -193,6 +193,23 @@ def _stage_functions() -> dict:
     }
 
 
+def _timed(stage_function, ctx, bar) -> dict:
+    """The stage's result, run under its progress ``bar``, with the seconds it took."""
+    started = time.perf_counter()
+    with bar:
+        result = stage_function(ctx)
+    return {**result, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _write_done(ctx, stage: str, result: dict) -> None:
+    """The stage's DONE (written last, by rename): its result and the size of every output."""
+    from flowhf.io import atomic_write_text
+
+    ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+    result["outputs"] = stage_outputs(ctx.out, ctx.stage_dir(stage), result)
+    atomic_write_text(ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str))
+
+
 def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dict[str, dict]:
     from transformers.utils import logging as hf_logging
 
@@ -237,21 +254,15 @@ def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dic
             fresh_stage_dir(ctx, stage)
         if stage not in MAIN_ONLY_STAGES:
             distributed.barrier()  # no process starts the stage before its folder is ready
-        started = time.perf_counter()
-        with (
+        bar = (
             StageProgress(stage, to_run.index(stage) + 1, clock, log=log)
             if main
             else contextlib.nullcontext()
-        ):
-            result = stage_funcs[stage](ctx)
-        result = {**result, "seconds": round(time.perf_counter() - started, 1)}
+        )
+        result = _timed(stage_funcs[stage], ctx, bar)
         clock.finish(stage, result["seconds"])
         if main:
-            ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
-            result["outputs"] = stage_outputs(out, ctx.stage_dir(stage), result)
-            atomic_write_text(
-                ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str)
-            )
+            _write_done(ctx, stage, result)
         ctx.results[stage] = result
         if stage not in NO_BARRIER_STAGES:
             distributed.barrier()
