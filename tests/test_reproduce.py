@@ -25,7 +25,7 @@ def test_paper_dry_run_prints_plan_and_touches_nothing(tmp_path):
         [
             sys.executable,
             "-m",
-            "flowhf.experiments.reproduce.reproduce",
+            "flowhf.cli",
             "reproduce",
             "--preset",
             "paper",

@@ -10,5 +10,6 @@ ranges, YAML with line numbers, dotted ``--set`` overrides) and the dataclasses 
     preset.py        Preset: what one `flowhf reproduce` run uses, and the shipped presets
 
 Light on purpose: nothing here imports torch, transformers or any other part of FlowHF
-except `flowhf.errors`, `flowhf.objectives` and `flowhf.target` (the names a config checks).
+except `flowhf.errors`, `flowhf.io` (YAML with line numbers), `flowhf.objectives` and
+`flowhf.target` (the names a config checks).
 """
