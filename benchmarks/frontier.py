@@ -65,10 +65,11 @@ def collect(run_dir: Path, results: Path) -> int:
 
 def report(preset_name: str, results: Path) -> Path:
     """frontier.json, frontier.png and report.md from the kept points."""
+    from flowhf.config.preset import BASELINE_METHODS
     from flowhf.experiments.analysis.frontier import write_frontier
     from flowhf.experiments.reproduce.grid import describe_grid
-    from flowhf.experiments.reproduce.presets import BASELINE_METHODS, load_preset
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.experiments.reproduce.presets import load_preset
+    from flowhf.io import atomic_write_text
 
     preset = load_preset(preset_name)
     points = [json.loads(p.read_text()) for p in sorted((results / "sweep").glob(f"*/{RESULT}"))]

@@ -4,13 +4,13 @@
         --seconds 600 --seed 0 --json benchmarks/results/lm_target/numbers.json
     python benchmarks/lm_target.py --task benchmarks/lm_tasks/numbers_uniform.yaml --all --seconds 600
 
-Same as `flowhf bench lm-target ...`; see flowhf/experiments/lmtask/bench.py.
+Same as `flowhf bench lm-target ...`; see flowhf/cli/bench.py.
 """
 
 import sys
 
+from flowhf.cli.bench import main
 from flowhf.errors import guarded
-from flowhf.experiments.lmtask.bench import main
 
 if (
     __name__ == "__main__"

@@ -269,36 +269,9 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim_run_dir(
-    folder: str | os.PathLike,
-    resume: bool = False,
-    overwrite: bool = False,
-    config: dict | None = None,
-    log=print,
-) -> Iterator[None]:
-    """`prepare_run_dir` then `run_lock` for the block: what a command does before loading."""
-    prepare_run_dir(folder, resume, overwrite, config, log)
+def claim_run_dir(folder: str | os.PathLike, *choice, **named_choice) -> Iterator[None]:
+    """`prepare_run_dir` (same arguments: resume, overwrite, config, log) then `run_lock` for
+    the block: what a command does before loading."""
+    prepare_run_dir(folder, *choice, **named_choice)
     with run_lock(folder):
         yield
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary sibling and rename it over ``path``: a reader (or a rerun
-    after a kill) sees the old file or the whole new one, never half of it."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling of ``path`` (same suffix, so writers that read the format from it,
-    e.g. matplotlib, still can) to write; renamed over ``path`` when the block succeeds,
-    deleted when it fails."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

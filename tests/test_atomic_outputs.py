@@ -1,6 +1,6 @@
 """Final outputs appear whole or not at all: model folders, reports, metrics and figures are
-written under a temporary name and renamed (models/cache.atomic_folder / atomic_files,
-run_dir.atomic_path); a cached model is built once even when two processes ask at once."""
+written under a temporary name and renamed (flowhf.io: atomic_folder / atomic_files,
+atomic_path); a cached model is built once even when two processes ask at once."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flowhf.models.cache import atomic_files
-from flowhf.run_dir import atomic_path, atomic_write_text
+from flowhf.io import atomic_files, atomic_path, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +144,7 @@ _BUILD = textwrap.dedent("""
 
 def test_tiny_model_built_once_by_two_processes(tmp_path):
     """As under `torchrun --nproc_per_node 2` on an empty cache: the second process waits for
-    the first one's build (models/cache.build_folder_once) and reuses its folder."""
+    the first one's build (flowhf.io.build_folder_once) and reuses its folder."""
     cache, signals = tmp_path / "cache", tmp_path / "signals"
     signals.mkdir()
     env = {

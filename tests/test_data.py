@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the Hub
 
 import pytest
 
+from flowhf.cli.main import main as cli_main
 from flowhf.data import (
     DataError,
     load_preference_pairs,
@@ -266,13 +267,15 @@ def test_read_parts_validates_rows(tmp_path):
         splits.read_parts(tmp_path)
 
 
-def test_write_splits_round_trip_and_check(tmp_path):
+def test_write_splits_round_trip_and_check(tmp_path, capsys):
     parts, out = tmp_path / "parts", tmp_path / "out"
     parts.mkdir(), out.mkdir()
     _jsonl(parts / "se_part1.jsonl", _synthetic())
     assert splits.write_splits(out, parts) == {"train": 35, "test": 9}
     first = (out / splits.TEST_FILE).read_text()
-    assert splits.main(["--parts-dir", str(parts), "--out-dir", str(out), "--check"]) == 0
+    check = ["data", "splits", "--parts-dir", str(parts), "--out-dir", str(out), "--check"]
+    assert cli_main(check) == 0
     assert (out / splits.TEST_FILE).read_text() == first
     (out / splits.TRAIN_FILE).write_text("")
-    assert splits.main(["--parts-dir", str(parts), "--out-dir", str(out), "--check"]) == 1
+    assert cli_main(check) == 2  # a user error: `flowhf: error: ...` and a hint
+    assert "is stale or missing; regenerate it with `flowhf data splits`" in capsys.readouterr().err

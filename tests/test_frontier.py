@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
+from flowhf.config.preset import get_preset
 from flowhf.errors import ConfigError
 from flowhf.experiments.analysis.frontier import (
     aggregate,
@@ -24,7 +25,6 @@ from flowhf.experiments.analysis.frontier import (
     write_frontier,
 )
 from flowhf.experiments.reproduce.grid import SweepPoint, check_sweep, sweep_points
-from flowhf.experiments.reproduce.presets import get_preset
 from flowhf.experiments.reproduce.sweep import check_start
 
 

@@ -30,7 +30,7 @@ ROW = {
 def test_shipped_gold_files_are_current_and_balanced():
     write_gold_pairs(
         check=True
-    )  # raises when the files are stale (regenerate: python -m flowhf.reward_model.gold_pairs)
+    )  # raises when the files are stale (regenerate: flowhf data gold-pairs)
     for split in ("train", "test"):
         extra = load_rows(f"stackexchange_gold_extra:{split}", required=["rejected_kind"])
         base = load_rows(f"stackexchange:{split}", required=["question"])
@@ -162,3 +162,24 @@ def test_reward_model_table_per_kind_with_wilson_intervals():
     assert text.index("| rude |") < text.index(
         "| partial_over_one_word |"
     )  # kinds both saw come first
+
+
+def test_gold_pairs_command_checks_and_rewrites(tmp_path, capsys):
+    """`flowhf data gold-pairs [--check]`: a current folder passes, a stale file is a user error
+    naming the command that regenerates it, and the command then writes the same files."""
+    import shutil
+
+    from flowhf.cli.main import main
+    from flowhf.data.splits import SHIPPED_DIR, TEST_FILE, TRAIN_FILE
+    from flowhf.reward_model.gold_pairs import GOLD_FILES
+
+    for name in (TRAIN_FILE, TEST_FILE, *GOLD_FILES.values()):
+        shutil.copy(SHIPPED_DIR / name, tmp_path / name)
+    check = ["data", "gold-pairs", "--out-dir", str(tmp_path), "--check"]
+    assert main(check) == 0
+    stale = tmp_path / GOLD_FILES[TEST_FILE]
+    stale.write_text("")
+    assert main(check) == 2
+    assert "regenerate it with `flowhf data gold-pairs`" in capsys.readouterr().err
+    assert main(check[:-1]) == 0 and main(check) == 0
+    assert stale.read_text() == (SHIPPED_DIR / GOLD_FILES[TEST_FILE]).read_text()

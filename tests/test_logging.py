@@ -48,7 +48,7 @@ def test_jsonl_and_csv_with_keys_appearing_late(tmp_path):
         and rows[0]["eval/diversity"] == ""
     )
     assert float(rows[1]["train/reward_mean"]) == 2.0 and float(rows[2]["eval/diversity"]) == 0.25
-    assert not (tmp_path / "metrics.csv.tmp").exists()
+    assert not (tmp_path / "metrics.csv.tmp").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_resume_appends_and_keeps_columns(tmp_path):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from flowhf.config.preset import METHODS, PRESETS, STAGES
 from flowhf.errors import ConfigError, RunDirError
-from flowhf.experiments.reproduce.presets import METHODS, PRESETS, STAGES, load_preset
+from flowhf.experiments.reproduce.presets import load_preset
 from flowhf.experiments.reproduce.reproduce import build_plan, report_summary, run_reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ def test_paper_dry_run_prints_plan_and_touches_nothing(tmp_path):
         [
             sys.executable,
             "-m",
-            "flowhf.experiments.reproduce.reproduce",
+            "flowhf.cli",
             "reproduce",
             "--preset",
             "paper",

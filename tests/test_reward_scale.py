@@ -31,8 +31,8 @@ def test_reward_scale_is_config_and_schedule_errors_come_first():
 
 
 def test_reproduce_records_the_reward_scale_instead_of_rewriting_beta(tmp_path):
+    from flowhf.config.preset import get_preset
     from flowhf.experiments import CONFIGS
-    from flowhf.experiments.reproduce.presets import get_preset
     from flowhf.experiments.reproduce.stages import Context
 
     ctx = Context(

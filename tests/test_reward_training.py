@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from flowhf.cli.reward import train_reward_cli
 from flowhf.config.reward_model import (
     REWARD_META_FILE,
     RewardModelConfig,
@@ -24,7 +25,7 @@ from flowhf.config.reward_model import (
     read_reward_meta,
 )
 from flowhf.models.tiny import tiny_llama_config
-from flowhf.reward_model.train import train_reward_cli, train_reward_model
+from flowhf.reward_model.train import train_reward_model
 
 FILLER = [f"w{i}" for i in range(30)]
 MARKER = "excellent"  # present in every chosen answer, absent from every rejected one
@@ -251,7 +252,7 @@ def test_default_reward_model_dir_trains_once_into_cache(tmp_path, monkeypatch):
 def test_add_reward_parser_wires_reward_train():
     import argparse
 
-    from flowhf.reward_model.train import add_reward_parser, run_reward_train
+    from flowhf.cli.reward import add_reward_parser, run_reward_train
 
     parser = argparse.ArgumentParser(prog="flowhf")
     add_reward_parser(parser.add_subparsers(dest="command"))

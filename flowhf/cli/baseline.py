@@ -7,6 +7,8 @@ import argparse
 import json
 import os
 
+from flowhf.cli.flags import add_run_dir_flags, add_set_flag
+
 SUMMARY_KEYS = (
     "method",
     "steps",
@@ -21,17 +23,12 @@ SUMMARY_KEYS = (
 def add_baseline_parser(sub) -> None:
     parser = sub.add_parser("baseline", help="run one TRL baseline (SFT / GRPO / PPO) from a YAML")
     parser.add_argument("config", help="YAML config, e.g. configs/baselines/grpo.yaml")
-    parser.add_argument(
-        "--set",
+    add_set_flag(
+        parser,
+        "Override a config key (dotted, YAML value), e.g. --set budget.max_steps=2",
         dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key (dotted, YAML value), e.g. --set budget.max_steps=2",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="delete a run already in output_dir"
-    )
+    add_run_dir_flags(parser, overwrite="delete a run already in output_dir")
     parser.set_defaults(func=_run)
 
 

@@ -7,6 +7,8 @@
     flowhf baseline CONFIG [--set key=value ...]   one TRL baseline (configs/baselines/)
     flowhf reproduce --preset {smoke,cpu,paper,FILE} [--set key=value ...] --output-dir DIR [--only STAGE ...] [--resume] [--dry-run]
     flowhf exact [--objective ...]      the exact-target benchmark (benchmarks/exact_target.py)
+    flowhf bench lm-target --task FILE ...   exact distribution matching on SmolLM2
+    flowhf data splits|gold-pairs [--check]  regenerate (or check) the shipped data files
     flowhf demo                         the README's main job on the embedded default
 
 A mistake the user can fix (a config or data problem, a missing model, an occupied output
@@ -21,6 +23,12 @@ import argparse
 import sys
 import warnings
 
+from flowhf.cli.baseline import add_baseline_parser
+from flowhf.cli.bench import LM_TARGET, add_bench_parser
+from flowhf.cli.data import add_data_parser
+from flowhf.cli.flags import add_run_dir_flags, add_set_flag
+from flowhf.cli.reproduce import add_reproduce_parser
+from flowhf.cli.reward import add_reward_parser
 from flowhf.errors import guarded
 
 
@@ -60,7 +68,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(quick=args.quick)
 
 
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train a policy with a GFlowNet objective")
+    train.add_argument("--config", help="YAML config (see configs/)")
+    add_set_flag(train, "override, e.g. --set target.beta=10")
+    train.add_argument("--output-dir", help="run directory (overrides logging.output_dir)")
+    add_run_dir_flags(
+        train,
+        resume="continue the run in the run directory from its newest verified checkpoint",
+        overwrite="delete the run already in the run directory and start again",
+    )
+    train.add_argument(
+        "--help-config", action="store_true", help="list every config option with its help"
+    )
+    train.set_defaults(func=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand; each registers its flags only (handlers import the heavy modules)."""
     parser = argparse.ArgumentParser(
         prog="flowhf", description="GFlowNet fine-tuning of Hugging Face causal LMs."
     )
@@ -68,61 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of errors (also FLOWHF_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train a policy with a GFlowNet objective")
-    train.add_argument("--config", help="YAML config (see configs/)")
-    train.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set target.beta=10"
-    )
-    train.add_argument("--output-dir", help="run directory (overrides logging.output_dir)")
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in the run directory from its newest verified checkpoint",
-    )
-    train.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete the run already in the run directory and start again",
-    )
-    train.add_argument(
-        "--help-config", action="store_true", help="list every config option with its help"
-    )
-    train.set_defaults(func=_train)
-
+    _add_train_parser(sub)
     from flowhf.cli.evaluate import add_compare_parser, add_eval_parser
 
     add_eval_parser(sub)
     add_compare_parser(sub)
-
-    from flowhf.cli.baseline import add_baseline_parser
-
     add_baseline_parser(sub)
-
-    from flowhf.reward_model.train import add_reward_parser
-
     add_reward_parser(sub)
-
-    from flowhf.experiments.reproduce.reproduce import add_reproduce_parser
-
     add_reproduce_parser(sub)
-
     sub.add_parser(
         "exact",
         help="exact-target benchmark (same flags as benchmarks/exact_target.py)",
         add_help=False,
     )
-
-    bench = sub.add_parser("bench", help="benchmarks on a real LM")
-    bench_sub = bench.add_subparsers(dest="bench", required=True)
-    from flowhf.experiments.lmtask.bench import build_parser as lm_target_parser
-    from flowhf.experiments.lmtask.bench import run_from_args
-
-    lm_target = bench_sub.add_parser(
-        "lm-target", help="exact distribution matching on SmolLM2 vs GRPO / PPO"
-    )
-    lm_target_parser(lm_target).set_defaults(func=run_from_args)
-
+    add_bench_parser(sub)
+    add_data_parser(sub)
     demo = sub.add_parser("demo", help="the README's main job on the embedded default")
     demo.add_argument("--quick", action="store_true", help="a shorter run (for a first look)")
     demo.set_defaults(func=_demo)
@@ -142,5 +127,9 @@ def _dispatch(argv: list[str]) -> int:
         from flowhf.cli.exact import main as exact_main
 
         return exact_main(argv[1:])
+    if argv[:2] == ["bench", LM_TARGET]:  # its parser names the methods, which import torch
+        from flowhf.cli.bench import main as lm_target_main
+
+        return lm_target_main(argv[2:], prog=f"flowhf bench {LM_TARGET}")
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)

@@ -7,7 +7,9 @@ ranges, YAML with line numbers, dotted ``--set`` overrides) and the dataclasses 
     budget.py        Budget: seconds / tokens / completions / steps
     reward_model.py  the Bradley-Terry reward model's config and its saved scoring contract
     baselines.py     the TRL baselines' configs (SFT / GRPO / PPO)
+    preset.py        Preset: what one `flowhf reproduce` run uses, and the shipped presets
 
 Light on purpose: nothing here imports torch, transformers or any other part of FlowHF
-except `flowhf.errors`, `flowhf.objectives` and `flowhf.target` (the names a config checks).
+except `flowhf.errors`, `flowhf.io` (YAML with line numbers), `flowhf.objectives` and
+`flowhf.target` (the names a config checks).
 """

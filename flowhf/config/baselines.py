@@ -19,15 +19,17 @@ from typing import Any
 
 from flowhf.config.fields import (
     AT_LEAST_ONE,
+    NESTED,
     NON_NEGATIVE,
     POSITIVE,
     Range,
+    apply_overrides,
     build_dataclass,
     parse_assignment,
-    read_yaml_mapping,
 )
 from flowhf.config.fields import help_field as _f
 from flowhf.errors import ConfigError
+from flowhf.io import read_yaml_mapping
 
 _REQUIRED = dataclasses.MISSING
 
@@ -167,24 +169,13 @@ def baseline_options(method: str, overrides: tuple[str, ...]) -> dict:
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The YAML mapping at ``path`` with ``key.sub=value`` overrides applied."""
     config = read_yaml_mapping(path, "baseline config")
-    for item in overrides:
-        apply_override(config, item)
+    apply_overrides(config, overrides, NESTED)
     return config
 
 
 def apply_override(config: dict[str, Any], item: str) -> None:
     """Set ``a.b=value`` in ``config`` (value parsed as YAML)."""
-    key, value = parse_assignment(item, "budget.max_steps=2")
-    parts = key.split(".")
-    node = config
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is {child!r}, not a mapping")
-        node = child
-    node[parts[-1]] = value
+    apply_overrides(config, [item], NESTED)
 
 
 def check_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -2,8 +2,8 @@
 every ``--help-config``) and the loading of YAML files and ``--set key=value`` overrides.
 
 FlowHFConfig (grouped keys), RewardModelConfig (flat keys) and the baseline configs
-(flat keys, a method each) are all read through `read_yaml_mapping`, `parse_assignment` and
-`build_dataclass`: one place that rejects unknown keys (naming the closest valid one) and
+(flat keys, a method each) are all read through `flowhf.io`, `apply_overrides` (the one
+``--set`` applier, `Overrides` saying how a config's keys nest) and `build_dataclass`: one place that rejects unknown keys (naming the closest valid one) and
 type-checks values against the field annotations, then against the field's ``allowed`` range
 or choices. Errors are `ConfigError`s naming the file and line of the key (or the ``--set``
 that gave it), the bad value and what is allowed, raised before any model loads.
@@ -17,12 +17,14 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from flowhf import io
 from flowhf.errors import ConfigError
 
 
@@ -105,57 +107,11 @@ def suggest(key: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
-    """The mapping a YAML file holds (an empty file is {}); anything else is an error."""
-    return read_yaml_with_lines(path, what)[0]
-
-
 def read_yaml_with_lines(path: str | os.PathLike, what: str = "config") -> tuple[dict, Source]:
-    """The mapping a YAML file holds and its `Source` (the line of every key, for errors).
-    A missing file, bad syntax, non-UTF-8 bytes or a top level that is not a mapping are
-    `ConfigError`s naming the file (and line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"{what} file {path} does not exist", "check the path (shipped configs are in configs/)"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {err.start})", "save the file as UTF-8"
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{path}{line}: YAML syntax error: {getattr(err, 'problem', None) or err}",
-            "fix the YAML syntax (indentation, ':' after keys, quotes)",
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}, line 1: expected a mapping of {what} keys (key: value), got a {type(data).__name__}",
-            "the top level of a config file is `key: value` lines",
-        )
-    return data, Source(path, _key_lines(node))
-
-
-def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """(key, subkey, ...) -> 1-based line of every key of a composed YAML mapping; an item
-    of a list is keyed by its index as a string (("prompts", "0", "answers"))."""
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, str(key.value))
-            lines[path] = key.start_mark.line + 1
-            lines.update(_key_lines(value, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*prefix, str(i))] = item.start_mark.line + 1
-            lines.update(_key_lines(item, (*prefix, str(i))))
-    return lines
+    """The mapping a YAML file holds and its `Source` (the line of every key, for errors);
+    a bad file is a `ConfigError` naming the file and line (`flowhf.io.read_yaml_with_lines`)."""
+    data, lines = io.read_yaml_with_lines(path, what)
+    return data, Source(Path(path), lines)
 
 
 def parse_assignment(item: str, example: str = "key=value") -> tuple[str, Any]:
@@ -169,6 +125,62 @@ def parse_assignment(item: str, example: str = "key=value") -> tuple[str, Any]:
         raise ConfigError(
             f"--set {item!r}: the value is not valid YAML", "quote it, e.g. --set key='a: b'"
         ) from None
+
+
+def _dotted(key: str) -> tuple[str, ...]:
+    return tuple(key.split("."))
+
+
+def _mapping_below(node: dict, part: str, item: str) -> dict:
+    """The mapping at ``node[part]`` (a new one when absent or null); anything else is an error."""
+    child = node.get(part)
+    if child is None:
+        return {}
+    if not isinstance(child, dict):
+        raise ConfigError(f"override {item!r}: {part!r} is {child!r}, not a mapping")
+    return child
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """How one config's ``--set key=value`` items land in its YAML mapping (`apply_overrides`):
+    ``path`` turns the key into the keys to descend and the one to set (checking them), and
+    ``child(mapping, key, item)`` is the mapping to descend into (created when absent)."""
+
+    example: str  # shown when an item is not key=value
+    path: Callable[[str], tuple[str, ...]] = _dotted
+    child: Callable[[dict, str, str], dict] = _mapping_below
+
+
+NESTED = Overrides("budget.max_steps=2")  # ``a.b.c=value`` at any depth
+FLAT = Overrides("epochs=3", path=lambda key: (key,))  # one level: the key is set as given
+
+
+def apply_overrides(data: dict, items: Iterable[str], how: Overrides = NESTED) -> set[str]:
+    """Apply ``key=value`` items (values parsed as YAML) to ``data`` in place, as ``how`` maps
+    their keys; returns the dotted keys set (errors then name the ``--set``, not the file).
+    The one override applier of every config (FlowHF, reward model, presets, baselines)."""
+    done = set()
+    for item in items:
+        key, value = parse_assignment(item, how.example)
+        *parents, last = how.path(key)
+        node = data
+        for part in parents:
+            node[part] = how.child(node, part, item)
+            node = node[part]
+        node[last] = value
+        done.add(".".join((*parents, last)))
+    return done
+
+
+def read_with_overrides(
+    path: str | os.PathLike | None, overrides: Iterable[str], how: Overrides, what: str = "config"
+) -> tuple[dict, Source]:
+    """A config file's mapping (none: {}) with the ``--set`` items applied, and its `Source`
+    (each key's line, and which keys the ``--set`` gave): what every config loader starts from."""
+    data, source = read_yaml_with_lines(path, what) if path is not None else ({}, Source("--set"))
+    source.overridden |= apply_overrides(data, overrides, how)
+    return data, source
 
 
 def check_value(key: str, value: Any, hint: Any, default: Any = dataclasses.MISSING) -> Any:

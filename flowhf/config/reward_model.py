@@ -15,13 +15,12 @@ from pathlib import Path
 
 from flowhf.config.fields import (
     AT_LEAST_ONE,
+    FLAT,
     NON_NEGATIVE,
     POSITIVE,
     OneOf,
-    Source,
     build_dataclass,
-    parse_assignment,
-    read_yaml_with_lines,
+    read_with_overrides,
 )
 from flowhf.config.fields import help_field as _f
 
@@ -167,15 +166,7 @@ def load_reward_config(
 ) -> RewardModelConfig:
     """Read a YAML file (flat keys) and apply ``key=value`` overrides (values parsed as YAML),
     checked like every config (`flowhf.config.fields`)."""
-    data, source = (
-        read_yaml_with_lines(path, "reward-model config")
-        if path is not None
-        else ({}, Source("--set"))
-    )
-    for item in overrides:
-        key, value = parse_assignment(item, "epochs=3")
-        data[key] = value
-        source.overridden.add(key)
+    data, source = read_with_overrides(path, overrides, FLAT, "reward-model config")
     return build_dataclass(RewardModelConfig, data, "reward-model config", source)
 
 

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowhf.config import fields
 from flowhf.config.fields import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
     POSITIVE,
     PROBABILITY,
     OneOf,
+    Overrides,
     Range,
     Source,
     build_dataclass,
-    parse_assignment,
-    read_yaml_with_lines,
+    read_with_overrides,
     suggest,
 )
 from flowhf.config.fields import help_field as _f
@@ -496,9 +497,7 @@ class FlowHFConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> FlowHFConfig:
-        data, source = read_yaml_with_lines(path)
-        source.overridden = apply_overrides(data, overrides or [])
-        return cls.from_dict(data, source)
+        return cls.from_dict(*read_with_overrides(path, overrides or [], GROUPED))
 
 
 def _group(name: str, value: Any):
@@ -520,28 +519,35 @@ def _key_to_group() -> dict[str, str]:
     return {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
 
 
+def _group_and_key(key: str) -> tuple[str, str]:
+    """(group, key) of a ``group.key`` or bare ``key`` override; unknown ones are errors."""
+    flat = _key_to_group()
+    if "." in key:
+        group, name = key.split(".", 1)
+    elif key in flat:
+        group, name = flat[key], key
+    else:
+        raise ConfigError(f"--set {key!r}: unknown key{suggest(key, flat)}")
+    if group not in GROUPS:
+        raise ConfigError(f"--set {key!r}: unknown group {group!r}{suggest(group, GROUPS)}")
+    valid = {f.name for f in dataclasses.fields(GROUPS[group])}
+    if name not in valid:
+        raise ConfigError(f"--set {key!r}: {group} has no key {name!r}{suggest(name, valid)}")
+    return group, name
+
+
+# a group that is not a mapping yet (absent, or `model:` with nothing under it) becomes one
+GROUPED = Overrides(
+    "target.beta=10",
+    path=_group_and_key,
+    child=lambda node, group, _item: node[group] if isinstance(node.get(group), dict) else {},
+)
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> set[str]:
     """Apply ``group.key=value`` / ``key=value`` overrides (values parsed as YAML) in place;
     returns the dotted keys set (errors then name the ``--set``, not the file)."""
-    flat, done = _key_to_group(), set()
-    for item in overrides:
-        key, value = parse_assignment(item, "target.beta=10")
-        if "." in key:
-            group, name = key.split(".", 1)
-        elif key in flat:
-            group, name = flat[key], key
-        else:
-            raise ConfigError(f"--set {key!r}: unknown key{suggest(key, flat)}")
-        if group not in GROUPS:
-            raise ConfigError(f"--set {key!r}: unknown group {group!r}{suggest(group, GROUPS)}")
-        valid = {f.name for f in dataclasses.fields(GROUPS[group])}
-        if name not in valid:
-            raise ConfigError(f"--set {key!r}: {group} has no key {name!r}{suggest(name, valid)}")
-        if not isinstance(data.get(group), dict):
-            data[group] = {}
-        data[group][name] = value
-        done.add(f"{group}.{name}")
-    return done
+    return fields.apply_overrides(data, overrides, GROUPED)
 
 
 def describe() -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flowhf.errors import UserError
+from flowhf.io import iter_jsonl
 
 SHIPPED_FILES = {
     "stackexchange:train": "stackexchange_train.jsonl",
@@ -66,7 +67,7 @@ def shipped_path(name: str) -> Path:
     if not path.is_file():
         raise DataError(
             f"shipped dataset {name!r} is missing: {path} does not exist; reinstall flowhf "
-            "or regenerate the StackExchange splits with `python -m flowhf.data.splits`"
+            "or regenerate the StackExchange splits with `flowhf data splits`"
         )
     return path
 
@@ -246,17 +247,14 @@ def _check_utf8(path: Path) -> None:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """One JSON object per line; blank lines are allowed, line numbers stay 1-based."""
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}: line {line_number}: malformed JSON ({err.msg} at column {err.colno}); "
-                    "each line must be one complete JSON object"
-                ) from None
+    return iter_jsonl(path, _malformed_line)
+
+
+def _malformed_line(path: Path, line_number: int, err: json.JSONDecodeError) -> DataError:
+    return DataError(
+        f"{path}: line {line_number}: malformed JSON ({err.msg} at column {err.colno}); "
+        "each line must be one complete JSON object"
+    )
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Any]]:

@@ -1,7 +1,7 @@
 """Merge the StackExchange part files into the shipped train/test splits.
 
-Run ``python -m flowhf.data.splits`` (``--check`` only verifies the shipped files are
-up to date). The split is stratified by topic (``test_fraction`` of every topic in test) and
+Run ``flowhf data splits`` (``--check`` only verifies the shipped files are up to date;
+flags: `flowhf.cli.data`). The split is stratified by topic (``test_fraction`` of every topic in test) and
 hash-based: questions are ranked by sha256(seed, question text), so file order never matters
 and adding rows moves at most the rows at a topic's quota boundary. Rows sharing a question
 (compared case- and whitespace-insensitively) land on the same side: no question leaks.
@@ -9,14 +9,13 @@ and adding rows moves at most the rows at a topic's quota boundary. Rows sharing
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 from flowhf.data.loading import DataError, load_rows
+from flowhf.io import atomic_write_text
 
 FIELDS = ["qid", "topic", "question", "response_j", "response_k", "rejected_kind"]
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -104,15 +103,18 @@ def write_splits(
     _assert_disjoint(train, test)
     outputs = {out_dir / TRAIN_FILE: train, out_dir / TEST_FILE: test}
     for path, rows in outputs.items():
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if check:
-            if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                raise DataError(
-                    f"{path} is stale or missing; regenerate it with `python -m flowhf.data.splits`"
-                )
-        else:
-            path.write_text(text, encoding="utf-8")
+        write_or_check(path, rows, check, "flowhf data splits")
     return {"train": len(train), "test": len(test)}
+
+
+def write_or_check(path: Path, rows: list[dict], check: bool, command: str) -> None:
+    """Write ``rows`` as JSONL to ``path`` or, with ``check``, only compare: a file that differs
+    from what ``command`` would write is an error saying to run it."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if not check:
+        atomic_write_text(path, text)
+    elif not path.is_file() or path.read_text(encoding="utf-8") != text:
+        raise DataError(f"{path} is stale or missing; regenerate it with `{command}`")
 
 
 def topic_counts(rows: list[dict]) -> dict[str, int]:
@@ -145,44 +147,3 @@ def _ordered(row: dict) -> dict:
         **{key: row[key] for key in FIELDS},
         **{k: v for k, v in row.items() if k not in FIELDS},
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flowhf.data.splits", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--parts-dir", type=Path, default=PARTS_DIR, help="folder holding se_part*.jsonl"
-    )
-    parser.add_argument(
-        "--out-dir", type=Path, default=SHIPPED_DIR, help="where the split files are written"
-    )
-    parser.add_argument(
-        "--test-fraction", type=float, default=0.2, help="share of every topic put in test"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed mixed into the question hash")
-    parser.add_argument(
-        "--check", action="store_true", help="verify the split files are current; write nothing"
-    )
-    args = parser.parse_args(argv)
-    try:
-        sizes = write_splits(
-            args.out_dir, args.parts_dir, args.test_fraction, args.seed, args.check
-        )
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    verb = "up to date" if args.check else "written"
-    print(
-        f"stackexchange splits {verb}: train={sizes['train']} test={sizes['test']} ({args.out_dir})"
-    )
-    if not args.check:
-        train, test = (
-            load_rows(args.out_dir / name, required=FIELDS) for name in (TRAIN_FILE, TEST_FILE)
-        )
-        print(f"per topic: train {topic_counts(train)}\n           test  {topic_counts(test)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

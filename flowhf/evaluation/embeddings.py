@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from flowhf.io import atomic_path
 from flowhf.models.cache import (  # noqa: F401  (shipped_minilm_path: importable here too)
     DEFAULT_EMBEDDING_MODEL,
     cache_root,
@@ -122,9 +123,8 @@ class Embedder:
             # A truncated or foreign file: recompute rather than trust it.
         emb = self.embed(texts)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, emb, allow_pickle=False)
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        with atomic_path(path) as tmp:  # a concurrent reader never sees half a file
+            np.save(tmp, emb, allow_pickle=False)
         return emb
 
     def _model_id(self) -> str:

@@ -144,7 +144,7 @@ def plot_training_curves(
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    from flowhf.run_dir import atomic_path
+    from flowhf.io import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowhf.run_dir import atomic_path, atomic_write_text
+from flowhf.io import atomic_path, atomic_write_text
 
 MAIN_COLUMNS = (
     ("Mean Reward", "mean_reward"),

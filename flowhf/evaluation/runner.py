@@ -38,7 +38,7 @@ from flowhf.evaluation.report import (
 )
 from flowhf.evaluation.sampling import length_metrics, sample_and_score, score  # noqa: F401  (also importable here)
 from flowhf.evaluation.stats import metric_cis, welch_one_sided
-from flowhf.run_dir import atomic_write_text
+from flowhf.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from flowhf.models.cache import build_folder_once, cache_root, installed_package_dir
+from flowhf.io import build_folder_once
+from flowhf.models.cache import cache_root, installed_package_dir
 from flowhf.models.lora import LoraSettings, apply_lora
 from flowhf.models.modes import eval_mode
 from flowhf.models.tiny import TINY_ALIAS, tiny_model_dir

@@ -20,7 +20,7 @@ import torch.nn as nn
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from flowhf.models.cache import atomic_files
+from flowhf.io import atomic_files
 from flowhf.models.heads import HEAD_CLASSES
 from flowhf.models.loading import load_causal_lm, load_tokenizer
 

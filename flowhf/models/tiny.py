@@ -90,7 +90,8 @@ def tiny_model_dir(cache_dir=None, seed: int = 0):
     Built once from the shipped prompt texts and reused; used by `configs/smoke.yaml`, the
     `smoke` pipeline preset and the CLI tests. Never downloads anything.
     """
-    from flowhf.models.cache import build_folder_once, cache_root
+    from flowhf.io import build_folder_once
+    from flowhf.models.cache import cache_root
 
     def build(folder):
         tokenizer = tiny_tokenizer(_shipped_texts())

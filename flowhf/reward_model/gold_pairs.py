@@ -24,21 +24,18 @@ files never depend on row order):
 Test rows give the held-out pairs that measure whether a reward model knows each kind
 (`benchmarks/gold_reward.py`).
 
-Run ``python -m flowhf.reward_model.gold_pairs`` after regenerating the splits (``--check`` only
-verifies the shipped files are current).
+Run ``flowhf data gold-pairs`` after regenerating the splits (``--check`` only verifies the
+shipped files are current).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import re
-import sys
 from pathlib import Path
 
 from flowhf.data.loading import DataError, load_rows
-from flowhf.data.splits import FIELDS, SHIPPED_DIR, TEST_FILE, TRAIN_FILE
+from flowhf.data.splits import FIELDS, SHIPPED_DIR, TEST_FILE, TRAIN_FILE, write_or_check
 
 GOLD_KINDS = ("one_word", "restates_question", "repetition", "cut_early", "cut_late")
 NON_ANSWERS = ("one_word", "restates_question", "repetition")
@@ -144,38 +141,6 @@ def write_gold_pairs(out_dir: Path = SHIPPED_DIR, check: bool = False) -> dict[s
     sizes = {}
     for split_file, gold_file in GOLD_FILES.items():
         rows = gold_pairs(load_rows(out_dir / split_file, required=FIELDS))
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        path = out_dir / gold_file
-        if check:
-            if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                raise DataError(
-                    f"{path} is stale or missing; regenerate it with `python -m flowhf.reward_model.gold_pairs`"
-                )
-        else:
-            path.write_text(text, encoding="utf-8")
+        write_or_check(out_dir / gold_file, rows, check, "flowhf data gold-pairs")
         sizes[gold_file] = len(rows)
     return sizes
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flowhf.reward_model.gold_pairs", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--out-dir", type=Path, default=SHIPPED_DIR, help="folder holding the split files"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="verify the gold files are current; write nothing"
-    )
-    args = parser.parse_args(argv)
-    try:
-        sizes = write_gold_pairs(args.out_dir, args.check)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"gold pairs {'up to date' if args.check else 'written'}: {sizes}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

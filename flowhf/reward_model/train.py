@@ -1,4 +1,4 @@
-"""Bradley-Terry reward-model training: ``flowhf reward train --config FILE [--set k=v]``.
+"""Bradley-Terry reward-model training (``flowhf reward train``, flags in `flowhf.cli.reward`).
 
 A reward model r(x, y) is a sequence classifier with one output read at the last token of
 ``format_for_reward(x, y)``. Training minimises ``-log sigmoid(r(x, chosen) - r(x, rejected))``
@@ -15,7 +15,6 @@ cached features, turning CPU minutes per epoch into milliseconds. The saved fold
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -34,10 +33,9 @@ from flowhf.config.reward_model import (
     REWARD_META_FILE,
     RewardModelConfig,
     format_for_reward,
-    load_reward_config,
 )
 from flowhf.data.loading import load_preference_pairs
-from flowhf.models.cache import atomic_files
+from flowhf.io import atomic_files
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +74,7 @@ def train_reward_model(config: RewardModelConfig, features: FeatureCache | None 
     ``features``: a cache of backbone features shared with other head_only models (same backbone)."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    cols = config.columns
-    train_pairs = load_preference_pairs(
-        config.train_data, columns=cols, split=config.train_split, limit=config.max_train_pairs
-    )
-    test_pairs = (
-        load_preference_pairs(config.test_data, columns=cols, split=config.test_split)
-        if config.test_data
-        else []
-    )
-    train_pairs += load_preference_pairs(config.extra_train_data) if config.extra_train_data else []
-    test_pairs += load_preference_pairs(config.extra_test_data) if config.extra_test_data else []
+    train_pairs, test_pairs = _load_pairs(config)
     model, tokenizer = _load_backbone(config)
     started = time.perf_counter()
     train_ids = _tokenize_pairs(tokenizer, train_pairs, config)
@@ -115,27 +103,48 @@ def train_reward_model(config: RewardModelConfig, features: FeatureCache | None 
         "model": config.model,
     }
     if test_pairs:
-        started = time.perf_counter()
-        test_ids = _tokenize_pairs(tokenizer, test_pairs, config)
-        if config.mode == "head_only":  # the head on cached features is the model's own score
-            with torch.no_grad():
-                chosen, rejected = (
-                    model.score(features.features(model, test_ids, config)).squeeze(-1).unbind(1)
-                )
-        else:
-            chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
-        metrics.update(
-            {
-                "eval/accuracy": (chosen > rejected).float().mean().item(),
-                "eval/margin": (chosen - rejected).mean().item(),
-                "eval/n_pairs": len(test_pairs),
-                "eval/time_s": round(time.perf_counter() - started, 1),
-                **accuracy_by_kind(test_pairs, chosen > rejected),
-            }
-        )
+        metrics.update(_evaluate(model, tokenizer, test_pairs, features, config))
     _save(model, tokenizer, config, metrics)
     logger.info("reward model saved to %s: %s", config.output_dir, metrics)
     return metrics
+
+
+def _load_pairs(config: RewardModelConfig) -> tuple[list[dict], list[dict]]:
+    """(training pairs, held-out pairs), the extra ones appended to each."""
+    cols = config.columns
+    train_pairs = load_preference_pairs(
+        config.train_data, columns=cols, split=config.train_split, limit=config.max_train_pairs
+    )
+    test_pairs = (
+        load_preference_pairs(config.test_data, columns=cols, split=config.test_split)
+        if config.test_data
+        else []
+    )
+    train_pairs += load_preference_pairs(config.extra_train_data) if config.extra_train_data else []
+    test_pairs += load_preference_pairs(config.extra_test_data) if config.extra_test_data else []
+    return train_pairs, test_pairs
+
+
+def _evaluate(
+    model, tokenizer, test_pairs: list[dict], features: FeatureCache, config: RewardModelConfig
+) -> dict:
+    """Held-out pairwise accuracy and margin, overall and per rejected kind."""
+    started = time.perf_counter()
+    test_ids = _tokenize_pairs(tokenizer, test_pairs, config)
+    if config.mode == "head_only":  # the head on cached features is the model's own score
+        with torch.no_grad():
+            chosen, rejected = (
+                model.score(features.features(model, test_ids, config)).squeeze(-1).unbind(1)
+            )
+    else:
+        chosen, rejected = _score_texts(model, test_ids, config).unbind(1)
+    return {
+        "eval/accuracy": (chosen > rejected).float().mean().item(),
+        "eval/margin": (chosen - rejected).mean().item(),
+        "eval/n_pairs": len(test_pairs),
+        "eval/time_s": round(time.perf_counter() - started, 1),
+        **accuracy_by_kind(test_pairs, chosen > rejected),
+    }
 
 
 def accuracy_by_kind(pairs: list[dict], correct: torch.Tensor) -> dict:
@@ -383,10 +392,8 @@ def default_reward_model_dir() -> Path:
     ``$FLOWHF_CACHE_DIR`` (else ``~/.cache/flowhf``) / ``rm-stackexchange-smollm2``, built once
     (`build_folder_once`: under a lock, into a temporary folder renamed into place), so neither a
     killed run nor two processes at once leave a half model behind."""
-    from flowhf.models.cache import (  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
-        build_folder_once,
-        cache_root,
-    )
+    from flowhf.io import build_folder_once
+    from flowhf.models.cache import cache_root  # $FLOWHF_CACHE_DIR else ~/.cache/flowhf
 
     def build(tmp: Path) -> None:
         logger.warning(
@@ -397,57 +404,3 @@ def default_reward_model_dir() -> Path:
 
     target = cache_root() / DEFAULT_RM_FOLDER
     return build_folder_once(target, build, lambda folder: (folder / REWARD_META_FILE).is_file())
-
-
-def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", help="YAML file of RewardModelConfig keys (e.g. configs/reward_model.yaml)"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="delete a reward model already in output_dir"
-    )
-    parser.epilog = "config keys:\n" + "\n".join(
-        f"  {f.name} (default {f.default!r}): {f.metadata['help']}"
-        for f in dataclasses.fields(RewardModelConfig)
-    )
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.set_defaults(func=run_reward_train)
-
-
-def add_reward_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``reward train`` on the ``flowhf`` CLI; ``args.func(args)`` returns the exit code."""
-    reward = subparsers.add_parser("reward", help="reward-model tools")
-    commands = reward.add_subparsers(dest="reward_command", required=True)
-    _add_train_args(
-        commands.add_parser("train", help="train a Bradley-Terry reward model on preference pairs")
-    )
-    return reward
-
-
-def run_reward_train(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from flowhf.run_dir import claim_run_dir
-
-    config = load_reward_config(args.config, args.set)  # user errors: flowhf.errors.guarded
-    with claim_run_dir(config.output_dir, overwrite=args.overwrite):  # before the backbone loads
-        metrics = train_reward_model(config)
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-def train_reward_cli(argv: list[str] | None = None) -> int:
-    """``flowhf reward train`` as a function: ``argv`` is what follows ``train``."""
-    parser = argparse.ArgumentParser(
-        prog="flowhf reward train", description="Train a Bradley-Terry reward model."
-    )
-    _add_train_args(parser)
-    from flowhf.errors import guarded
-
-    return guarded(lambda: run_reward_train(parser.parse_args(argv)))

@@ -29,7 +29,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from flowhf.errors import CheckpointError
-from flowhf.models.cache import atomic_folder, file_sha256
+from flowhf.io import atomic_folder
+from flowhf.models.cache import file_sha256
 
 CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")

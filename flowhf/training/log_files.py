@@ -7,32 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from flowhf.errors import InputError
-
-_JSONL_HINT = "the file was cut or edited: fix or delete that line, or rerun what wrote it"
-
-
-def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:
-    """Objects of a JSONL file (blank lines skipped), each with the ``required`` keys; a bad
-    line is an error naming the file and the line."""
-    path, rows = Path(path), []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"{path}, line {line_no}: not valid JSON ({err})", _JSONL_HINT
-                ) from None
-            if not isinstance(row, dict) or any(key not in row for key in required):
-                raise InputError(
-                    f"{path}, line {line_no}: expected a JSON object with keys {list(required)}",
-                    _JSONL_HINT,
-                )
-            rows.append(row)
-    return rows
+from flowhf.io import atomic_path, read_jsonl
 
 
 def read_metrics(run: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:
@@ -95,11 +70,10 @@ def _rewrite_if(
 ) -> int:
     if len(kept) == len(before):
         return 0
-    tmp = path.with_name(f".tmp-{path.name}")
-    if csv_rows is not None:
-        with tmp.open("w", newline="") as fh:
-            csv.writer(fh).writerows(csv_rows)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if csv_rows is not None:
+            with tmp.open("w", newline="") as fh:
+                csv.writer(fh).writerows(csv_rows)
+        else:
+            tmp.write_text(text, encoding="utf-8")
     return len(before) - len(kept)

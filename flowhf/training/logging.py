@@ -96,12 +96,12 @@ class CsvWriter:
         self._file = path.open("a", newline="")
 
     def _rewrite(self, rows: list[dict]) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        from flowhf.io import atomic_path
+
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
 
     def write(self, row: dict) -> None:
         new = [k for k in row if k not in self.columns]
@@ -313,7 +313,7 @@ def plot_histograms(
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    from flowhf.run_dir import atomic_path
+    from flowhf.io import atomic_path
 
     with atomic_path(png_path) as tmp:  # a kill never leaves half a figure
         fig.savefig(tmp, dpi=110)

@@ -35,7 +35,7 @@ def plot_run_curves(run_dir: str | Path, keys=CURVE_KEYS, smooth: int = 10) -> P
         ax.set_title(key)
         ax.set_xlabel("step")
     fig.tight_layout()
-    from flowhf.run_dir import atomic_path
+    from flowhf.io import atomic_path
 
     out = Path(run_dir) / "curves.png"
     with atomic_path(out) as tmp:  # a kill never leaves half a figure
@@ -69,7 +69,7 @@ def write_run_summary(run_dir: str | Path, window: int = 10) -> str:
         from flowhf.training.logging import plot_histograms
 
         summary["histograms_png"] = str(plot_histograms(hist, Path(run_dir) / "histograms.png"))
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=1))
     lines = [f"run {run_dir}: {summary['steps']} steps, {summary['seconds']:.0f} s of training"]

@@ -276,7 +276,7 @@ def write_frontier(
 ) -> FrontierResult:
     """Aggregate the sweep's points, test every other method (the SFT start aside) against each
     of ``baselines`` at matched gold, write ``frontier.json`` and ``frontier.png`` into ``out``."""
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -402,7 +402,7 @@ def plot_frontier(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowhf.run_dir import atomic_path
+    from flowhf.io import atomic_path
 
     panels = [(Y, "per-prompt diversity (mean pairwise embedding distance)")]
     if any(Y_LC in s for settings in frontier.values() for s in settings):

@@ -28,7 +28,7 @@ from flowhf.config.budget import (
     progress_of,
     publish_progress,
 )
-from flowhf.run_dir import atomic_write_text
+from flowhf.io import atomic_write_text
 
 
 class BudgetExhausted(RuntimeError):

@@ -26,9 +26,9 @@ from flowhf.data.loading import DataError, load_rows
 from flowhf.distributed import barrier, is_main_process
 from flowhf.experiments.baselines.budget import Budget, BudgetCallback, TokenCounter
 from flowhf.experiments.baselines.metrics import MetricsCallback
-from flowhf.models.cache import atomic_folder
+from flowhf.io import atomic_folder, atomic_write_text
 from flowhf.models.lora import LoraSettings, build_lora_config
-from flowhf.run_dir import acquire_lock, atomic_write_text, prepare_run_dir, release_lock
+from flowhf.run_dir import acquire_lock, prepare_run_dir, release_lock
 from flowhf.sampling.prompts import as_conversation, encode_prompt, uses_chat_template  # noqa: F401  (runners import them here)
 
 # Column layout of the StackExchange pairs -> the names the runners read.

@@ -1,4 +1,5 @@
-"""`flowhf bench lm-target` / `benchmarks/lm_target.py`: train a method on a task, measure it exactly.
+"""What `flowhf bench lm-target` / `benchmarks/lm_target.py` run (flags: `flowhf.cli.bench`):
+train a method on a task, measure it exactly.
 
 One run: warm start (cached) -> exact target from the starting model -> train `method` for
 `seconds` -> exact metrics (+ optional sampling check) -> JSON. `--all` runs every method on a
@@ -8,7 +9,6 @@ markdown table and one bar plot of learned vs target per method.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,19 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowhf.errors import ConfigError, InputError, UserError
+from flowhf.errors import InputError, UserError
 from flowhf.experiments.lmtask.methods import (
-    CONFIG,
     DEFAULT_SWEEP,
     FLOWHF_METHODS,
     METHODS,
     TRL_METHODS,
     RunSpec,
     StartModel,
-    baseline_options,
     train_method,
 )
 from flowhf.experiments.lmtask.task import load_task
+from flowhf.io import atomic_write_text
 
 RESULTS = Path("benchmarks/results/lm_target")
 TABLE_KEYS = (
@@ -135,9 +134,7 @@ def run_one(
         )
     if out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_json.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, out_json)
+        atomic_write_text(out_json, json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -313,130 +310,3 @@ def summarize(out_dir: Path) -> Path:
     fig.savefig(out_dir / "summary.png", dpi=110)
     plt.close(fig)
     return out_dir / "summary.md"
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="lm_target", description=__doc__)
-    parser.add_argument("--task", help="task YAML (see benchmarks/lm_tasks/)")
-    parser.add_argument(
-        "--summary",
-        action="store_true",
-        help="only write summary.md / summary.png of --out-dir (and each task's table and plot again)",
-    )
-    parser.add_argument("--method", choices=METHODS, help="one method (or --all)")
-    parser.add_argument(
-        "--all", action="store_true", help="every method, resumable; writes table + plot"
-    )
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        choices=METHODS,
-        help="with --all: only these methods, in this order (default: every method)",
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=600.0, help="wall-clock training budget per method"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="result JSON of one run")
-    parser.add_argument(
-        "--out-dir", type=Path, default=RESULTS, help="with --all: folder of JSON, table and plot"
-    )
-    parser.add_argument(
-        "--sample-check",
-        type=int,
-        default=0,
-        help="also draw N samples and compare with the exact figures",
-    )
-    parser.add_argument(
-        "--model", default="smollm2", help="starting model (every method starts from it)"
-    )
-    parser.add_argument(
-        "--no-warm-start",
-        dest="warm_start",
-        action="store_false",
-        help="start from --model itself, without the generic bare-answer warm start",
-    )
-    parser.add_argument(
-        "--trace",
-        type=int,
-        default=0,
-        metavar="N",
-        help="FlowHF methods: every N steps record the exact TV, coverage and answer probabilities in the JSON's 'trace'",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="FlowHF config override (key=value)",
-    )
-    parser.add_argument(
-        "--baseline-set",
-        dest="baseline_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="GRPO / PPO option (their runner's keys: lr=3e-4, beta=0, kl_coef=0.1, num_generations=16)",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_from_args(args)
-
-
-def check_args(args) -> None:
-    """What a run needs, checked before any model loads (user errors, one CLI line each): a
-    task file that loads, --method or --all, --set overrides that the FlowHF config accepts and
-    --baseline-set options that GRPO / PPO accept."""
-    if not args.task:
-        raise ConfigError(
-            "flowhf bench lm-target: --task FILE is required (or --summary)",
-            "shipped tasks are in benchmarks/lm_tasks/, e.g. --task benchmarks/lm_tasks/numbers_uniform.yaml",
-        )
-    if not (args.all or args.method):
-        raise ConfigError(
-            "flowhf bench lm-target: give --method METHOD or --all",
-            f"methods: {', '.join(METHODS)}",
-        )
-    if args.all and args.trace:
-        raise ConfigError(
-            "flowhf bench lm-target: --trace records one run's learning curve",
-            "use it with --method METHOD, not --all",
-        )
-    load_task(args.task)
-    methods = (args.methods or DEFAULT_SWEEP) if args.all else [args.method]
-    for method in [m for m in methods if m in TRL_METHODS]:
-        baseline_options(method, tuple(args.baseline_overrides))
-    if args.overrides:
-        from flowhf.config.training import FlowHFConfig
-
-        FlowHFConfig.from_yaml(CONFIG, list(args.overrides))
-
-
-def run_from_args(args) -> int:
-    if args.summary:
-        print(summarize(args.out_dir).read_text())
-        return 0
-    check_args(args)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    options = RunOptions(
-        args.seconds,
-        args.seed,
-        Start(args.model, args.warm_start),
-        args.sample_check,
-        tuple(args.overrides),
-        tuple(args.baseline_overrides),
-        args.trace,
-    )
-    if args.all:
-        run_all(args.task, args.out_dir, tuple(args.methods or DEFAULT_SWEEP), options)
-        return 0
-    result = run_one(args.task, args.method, args.json, options)
-    print(table_rows([result]))
-    if "sampling_check" in result:
-        print(
-            f"sampling check: max |z| {result['sampling_check']['max_abs_z']:.2f}, min chi2 p {result['sampling_check']['min_chi2_p']:.3f}"
-        )
-    return 0

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from flowhf.models.cache import build_folder_once, cache_root
+from flowhf.io import build_folder_once
+from flowhf.models.cache import cache_root
 from flowhf.models.loading import _is_model_folder, load_policy, resolve_model_path
 from flowhf.models.lora import LoraSettings
 from flowhf.sampling import completion_log_probs

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowhf.config.baselines import baseline_options
 from flowhf.config.fields import suggest
+from flowhf.config.preset import BASELINE_METHODS, SWEEP_METHODS, Preset
 from flowhf.config.training import FlowHFConfig
 from flowhf.errors import ConfigError
 from flowhf.experiments import CONFIGS
-from flowhf.experiments.reproduce.methods import BASELINE_METHODS, SWEEP_METHODS
-
-if TYPE_CHECKING:
-    from flowhf.experiments.reproduce.presets import Preset
 
 
 @dataclass(frozen=True)

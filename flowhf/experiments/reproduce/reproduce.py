@@ -1,19 +1,13 @@
-"""`flowhf reproduce`: every stage of the report's comparison, cached per stage.
+"""The `flowhf reproduce` pipeline (flags: `flowhf.cli.reproduce`): every stage of the report's
+comparison, cached per stage.
 
-Stages run in order (see ``presets.STAGES``). Each writes ``DIR/<stage>/DONE`` (last, by
-rename) holding its JSON result and the size of every output it wrote. One run per folder: a
-folder holding an earlier reproduce is refused unless ``--resume`` (continue it) or
-``--overwrite`` (delete it). On ``--resume`` a stage is skipped only when its DONE verifies
-(every output listed still there, same size); any other stage reruns from an emptied folder,
-except a FlowHF trainer stage with checkpoints, which continues from its own newest one.
-``--dry-run`` prints the plan and writes nothing, loads nothing and touches no network.
-``--preset`` is a shipped preset or a preset YAML file (``base: smoke`` and the keys to change),
-``--set key=value`` changes one key; both are checked (`presets.load_preset`) before anything else.
+Stages run in order (``flowhf.config.preset.STAGES``). Each writes ``DIR/<stage>/DONE`` (last,
+by rename) holding its JSON result and the size of every output it wrote; on ``--resume`` a
+stage is skipped only when its DONE verifies (every output listed still there, same size).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -21,14 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.preset import FLOWHF_METHODS, STAGES, Preset
 from flowhf.errors import ConfigError
-from flowhf.experiments.reproduce.presets import (
-    FLOWHF_METHODS,
-    PRESETS,
-    STAGES,
-    Preset,
-    load_preset,
-)
+from flowhf.experiments.reproduce.presets import load_preset
 from flowhf.experiments.reproduce.progress import RunClock, StageProgress, format_seconds
 
 
@@ -204,12 +193,29 @@ def _stage_functions() -> dict:
     }
 
 
+def _timed(stage_function, ctx, bar) -> dict:
+    """The stage's result, run under its progress ``bar``, with the seconds it took."""
+    started = time.perf_counter()
+    with bar:
+        result = stage_function(ctx)
+    return {**result, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _write_done(ctx, stage: str, result: dict) -> None:
+    """The stage's DONE (written last, by rename): its result and the size of every output."""
+    from flowhf.io import atomic_write_text
+
+    ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+    result["outputs"] = stage_outputs(ctx.out, ctx.stage_dir(stage), result)
+    atomic_write_text(ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str))
+
+
 def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dict[str, dict]:
     from transformers.utils import logging as hf_logging
 
     from flowhf import distributed
     from flowhf.experiments.reproduce.stages import Context
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     stage_funcs = _stage_functions()
 
@@ -248,21 +254,15 @@ def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dic
             fresh_stage_dir(ctx, stage)
         if stage not in MAIN_ONLY_STAGES:
             distributed.barrier()  # no process starts the stage before its folder is ready
-        started = time.perf_counter()
-        with (
+        bar = (
             StageProgress(stage, to_run.index(stage) + 1, clock, log=log)
             if main
             else contextlib.nullcontext()
-        ):
-            result = stage_funcs[stage](ctx)
-        result = {**result, "seconds": round(time.perf_counter() - started, 1)}
+        )
+        result = _timed(stage_funcs[stage], ctx, bar)
         clock.finish(stage, result["seconds"])
         if main:
-            ctx.stage_dir(stage).mkdir(parents=True, exist_ok=True)
-            result["outputs"] = stage_outputs(out, ctx.stage_dir(stage), result)
-            atomic_write_text(
-                ctx.stage_dir(stage) / "DONE", json.dumps(result, indent=2, default=str)
-            )
+            _write_done(ctx, stage, result)
         ctx.results[stage] = result
         if stage not in NO_BARRIER_STAGES:
             distributed.barrier()
@@ -271,69 +271,6 @@ def _run_stages(preset: Preset, out: Path, plan: dict, resume: bool, log) -> dic
             f"(run so far {format_seconds(time.perf_counter() - run_started)}, ETA {format_seconds(clock.remaining())})"
         )
     return ctx.results
-
-
-def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `flowhf reproduce` (sets ``args.func``)."""
-    parser = subparsers.add_parser(
-        "reproduce",
-        help="Run the report's full comparison (SFT, RM, PPO, GRPO, TB, FL, FlowHF, eval, report).",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--preset",
-        default="smoke",
-        metavar="NAME_OR_FILE",
-        help=f"Models, data and budget: one of {', '.join(sorted(PRESETS))}, or a preset YAML file "
-        "(`base: smoke` plus the keys to change; keys as in flowhf/experiments/reproduce/presets.py).",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Change one preset key, e.g. --set eval_n=8 --set budget.max_steps=5 (checked like the file).",
-    )
-    parser.add_argument(
-        "--output-dir", required=True, help="Folder for every stage's outputs and report.md."
-    )
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        metavar="STAGE",
-        choices=STAGES,
-        help=f"Run only these of {list(STAGES)}.",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="Continue the reproduce in --output-dir: verified stages are skipped, FlowHF stages continue "
-        "from their checkpoint, other unfinished stages rerun from an emptied folder.",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Delete the reproduce already in --output-dir and start again.",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="Print the plan; load nothing, write nothing."
-    )
-    parser.set_defaults(func=main)
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    preset = load_preset(args.preset, args.set)  # every value checked before anything loads
-    if args.dry_run:
-        print(format_plan(build_plan(preset, args.output_dir, args.only)))
-        return 0
-    results = run_reproduce(
-        preset, args.output_dir, args.only, args.resume, overwrite=args.overwrite
-    )
-    if "report" in results and "report" in results["report"]:
-        print(report_summary(results["report"]["report"]))
-    return 0
 
 
 def report_summary(report_path: str | os.PathLike) -> str:
@@ -348,12 +285,3 @@ def report_summary(report_path: str | os.PathLike) -> str:
         lines
         + ["", f"Full report (plots, t-tests, wall-clock per stage): {Path(report_path).resolve()}"]
     )
-
-
-if __name__ == "__main__":  # python -m flowhf.experiments.reproduce.reproduce ...
-    _parser = argparse.ArgumentParser(prog="flowhf")
-    add_reproduce_parser(_parser.add_subparsers(dest="command", required=True))
-    _args = _parser.parse_args()
-    from flowhf.errors import guarded
-
-    raise SystemExit(guarded(lambda: _args.func(_args)))

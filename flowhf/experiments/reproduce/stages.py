@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.preset import BASELINE_METHODS, METHODS, Preset
 from flowhf.experiments import CONFIGS
 from flowhf.experiments.reproduce.grid import describe_grid
-from flowhf.experiments.reproduce.presets import BASELINE_METHODS, METHODS, Preset
 
 
 @dataclass
@@ -272,7 +272,7 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     from flowhf.evaluation.compare import compare_evaluations
     from flowhf.evaluation.plots import plot_training_curves
     from flowhf.experiments.analysis.reach import format_reach_markdown, reach_table
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     ev = ctx.results["eval"]
     out = ctx.stage_dir("report")
@@ -332,7 +332,7 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
         length_slope,
     )
     from flowhf.evaluation.report import read_completions_jsonl
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     records = read_completions_jsonl(eval_dir / "completions.jsonl")
     if "proxy_reward" not in records[0]:

@@ -21,9 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.preset import BASELINE_METHODS
 from flowhf.errors import ConfigError
 from flowhf.experiments.reproduce.grid import SweepPoint, sweep_points
-from flowhf.experiments.reproduce.methods import BASELINE_METHODS
 from flowhf.experiments.reproduce.stages import train_baseline, train_flowhf
 
 RESULT = "result.json"
@@ -33,7 +33,7 @@ def stage_sweep(ctx) -> dict[str, Any]:
     """Train and judge every point not finished yet; returns {point name: result}. Under a
     multi-process launch every process trains (data-parallel) and the main one judges and writes."""
     from flowhf import distributed
-    from flowhf.run_dir import atomic_write_text
+    from flowhf.io import atomic_write_text
 
     main, points, results = distributed.is_main_process(), sweep_points(ctx.preset), {}
     start = start_models(ctx)
