@@ -1,5 +1,6 @@
 """The policy the trainer's three parts share: the model as accelerate prepared it, its bundle
-(tokenizer, reference) and how it runs (device, bf16 autocast, the tokens it may emit).
+(tokenizer, reference) and how it runs (device, bf16 autocast, the tokens it may emit); and
+`Trajectories`, a step's batch on its device, as the scorer and the update read it.
 
 The rollout samples from it, the scorer runs its reference, the update trains it; each reads
 it here rather than from the trainer.
@@ -15,6 +16,7 @@ from accelerate import Accelerator
 
 from flowhf.models.loading import PolicyBundle
 from flowhf.sampling.prompts import eos_ids
+from flowhf.training.batch import TrajectoryBatch
 
 
 @dataclass
@@ -60,3 +62,26 @@ class Policy:
         if self.autocast_bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+@dataclass
+class Trajectories:
+    """A step's token tensors on the training device: what the scorer and the update read."""
+
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    ids: torch.Tensor  # [B, T] completion actions
+    mask: torch.Tensor  # [B, T]
+    group_ids: torch.Tensor  # [B] prompt of each row
+    log_q: torch.Tensor | None  # [B] the sampler's log-prob of each row (NaN: not sampled now)
+
+    @classmethod
+    def of(cls, batch: TrajectoryBatch, device: torch.device) -> Trajectories:
+        return cls(
+            batch.prompt_ids.to(device),
+            batch.prompt_mask.to(device),
+            batch.ids.to(device),
+            batch.mask.to(device),
+            batch.group_ids.to(device),
+            batch.log_q.to(device) if batch.log_q is not None else None,
+        )

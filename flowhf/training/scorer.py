@@ -19,29 +19,7 @@ from flowhf.sampling import completion_log_probs
 from flowhf.target import floor_reward, prefix_target_log_reward, target_log_reward
 from flowhf.training.batch import TrajectoryBatch
 from flowhf.training.nonfinite import finite_rewards
-
-
-@dataclass
-class Trajectories:
-    """A step's token tensors on the training device: what the scorer and the update read."""
-
-    prompt_ids: torch.Tensor  # [B, P] left-padded
-    prompt_mask: torch.Tensor  # [B, P]
-    ids: torch.Tensor  # [B, T] completion actions
-    mask: torch.Tensor  # [B, T]
-    group_ids: torch.Tensor  # [B] prompt of each row
-    log_q: torch.Tensor | None  # [B] the sampler's log-prob of each row (NaN: not sampled now)
-
-    @classmethod
-    def of(cls, batch: TrajectoryBatch, device: torch.device) -> Trajectories:
-        return cls(
-            batch.prompt_ids.to(device),
-            batch.prompt_mask.to(device),
-            batch.ids.to(device),
-            batch.mask.to(device),
-            batch.group_ids.to(device),
-            batch.log_q.to(device) if batch.log_q is not None else None,
-        )
+from flowhf.training.policy import Policy, Trajectories
 
 
 @dataclass
@@ -91,7 +69,9 @@ class Scorer:
         needs_prefix: whether the objective reads every prefix's reward (the update says).
     """
 
-    def __init__(self, target: TargetArgs, reward: RewardFunctions, policy, needs_prefix: bool):
+    def __init__(
+        self, target: TargetArgs, reward: RewardFunctions, policy: Policy, needs_prefix: bool
+    ):
         self.args, self.reward, self.policy, self.needs_prefix = (
             target,
             reward,

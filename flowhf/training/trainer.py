@@ -42,11 +42,11 @@ from flowhf.training.callbacks import CallbackList
 from flowhf.training.checkpoint import RunCheckpoints
 from flowhf.training.loop import run_training
 from flowhf.training.nonfinite import NonFiniteStep  # noqa: F401  (importable here, as before)
-from flowhf.training.policy import Policy
+from flowhf.training.policy import Policy, Trajectories
 from flowhf.training.rollout import PromptRows, Rollout
 from flowhf.training.rows import reward_columns, training_rows
 from flowhf.training.sampler import sampling_dtype
-from flowhf.training.scorer import Scorer, Trajectories, build_reward
+from flowhf.training.scorer import Scorer, build_reward
 from flowhf.training.state import RunState
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 from flowhf.training.update import Update
@@ -132,7 +132,7 @@ class FlowHFTrainer:
         self.callbacks = CallbackList(callbacks)
         self.last_histograms: dict = {}  # the last step's (the loop logs them)
 
-    # ------------------------------------------------------------------ the parts' objects, by TRL's and earlier names
+    # ------------------------------------------------------------------ the parts' objects
 
     rows = property(lambda self: self.rollout.data.rows, doc="the training rows")
     columns = property(lambda self: self.rollout.data.columns, doc="the reward columns")

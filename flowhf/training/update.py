@@ -23,8 +23,8 @@ from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
 from flowhf.training.loss import objective_loss
 from flowhf.training.nonfinite import NonFiniteStep, fix_for, likely_cause, record_skip
 from flowhf.training.optim import build_optimizer, build_scheduler
-from flowhf.training.policy import Policy
-from flowhf.training.scorer import Target, Trajectories
+from flowhf.training.policy import Policy, Trajectories
+from flowhf.training.scorer import Target
 
 
 def step_inputs(

@@ -35,7 +35,8 @@ from flowhf.sampling.fast import FastSampler
 from flowhf.training.heads import build_heads, heads_read_hidden
 from flowhf.training.loss import objective_loss
 from flowhf.training.optim import build_optimizer, decay_factor, set_lr_factor
-from flowhf.training.scorer import Trajectories, step_target
+from flowhf.training.policy import Trajectories
+from flowhf.training.scorer import step_target
 from flowhf.training.update import step_inputs
 
 
