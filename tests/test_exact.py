@@ -168,3 +168,32 @@ def test_length_aware_tb_matches_the_target_within_each_length():
         assert np.isfinite(exp.step()["loss"])
     after = _within_length_tv(exp)
     assert after < 0.35 * before, (before, after)
+
+
+def test_the_toy_and_the_trainer_assemble_inputs_in_one_place():
+    """`step_inputs` (the trainer's and the toy harness's) carries the target, the reward pg
+    maximises (beta r) and the replay buffer's known set."""
+    from flowhf.sampling.logprobs import SequenceScores
+    from flowhf.training.policy import Trajectories
+    from flowhf.training.scorer import step_target
+    from flowhf.training.update import step_inputs
+
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    x = Trajectories(
+        torch.ones(2, 1, dtype=torch.long),
+        torch.ones(2, 1, dtype=torch.long),
+        torch.zeros(2, 2, dtype=torch.long),
+        mask,
+        torch.tensor([0, 0]),
+        torch.tensor([-1.0, -2.0]),
+    )
+    ref = torch.tensor([[-0.5, -0.5], [-1.0, 0.0]])
+    target = step_target(torch.tensor([1.0, 3.0]), None, 2.0, 1.0, ref, mask)
+    assert torch.allclose(target.log_reward, torch.tensor([2.0 - 1.0, 6.0 - 1.0]))
+    known = (torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([True, False]))
+    scores = SequenceScores(torch.full((2, 2), -0.1), None, None, None)
+    inputs = step_inputs(x, target, scores, {}, known)
+    assert torch.equal(inputs.reward, torch.tensor([2.0, 6.0]))
+    assert inputs.log_reward is target.log_reward and inputs.ref_log_pf is ref
+    assert torch.equal(inputs.known_member, known[1]) and inputs.log_q is x.log_q
+    assert step_inputs(x, target, scores, {}).known_log_z is None

@@ -74,7 +74,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     weights = root / "step-4" / "trainable.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     resumed = FlowHFTrainer(args=_config(tmp_path, 4))
-    assert checkpoint.resume_latest(resumed) == root / "step-2"
+    assert checkpoint.resume_latest(resumed.checkpoints, resumed.load_state_dict) == root / "step-2"
     assert resumed.state.global_step == 2
     out = capsys.readouterr().out
     assert (
@@ -86,7 +86,8 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     with pytest.raises(
         CheckpointError, match="can be restored.*step-4.*step-2: trainer_state.json"
     ):
-        checkpoint.resume_latest(FlowHFTrainer(args=_config(tmp_path, 4)))
+        again = FlowHFTrainer(args=_config(tmp_path, 4))
+        checkpoint.resume_latest(again.checkpoints, again.load_state_dict)
 
 
 def test_pruning_keeps_the_newest_verified_checkpoint(tmp_path):

@@ -94,9 +94,10 @@ def test_importance_log_z_reads_the_replay_buffer(tmp_path):
         metrics = trainer.training_step()
         assert math.isfinite(metrics["train/loss"]) and metrics["train/skipped"] == 0.0
     batch, _ = trainer.build_batch(trainer.next_prompt_rows())
-    known = trainer._known(batch, 5.0)
-    assert torch.isfinite(known["known_log_z"]).all()  # both prompts have stored completions
-    assert known["known_member"][
+    assert trainer.update.reads_known_set
+    known_log_z, known_member = trainer.rollout.known_set(batch, 5.0, cfg.target.alpha)
+    assert torch.isfinite(known_log_z).all()  # both prompts have stored completions
+    assert known_member[
         [s == "replay" for s in batch.sources]
     ].all()  # replayed rows are known by definition
     assert torch.isnan(batch.log_q[[s == "replay" for s in batch.sources]]).all()

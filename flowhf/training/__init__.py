@@ -1,4 +1,5 @@
-"""Training: config, the FlowHF trainer, the shared loss assembly, checkpoints, logging."""
+"""Training: the FlowHF trainer (a rollout, a scorer and an update over one policy), the shared
+loss assembly, checkpoints, logging."""
 
 from flowhf.config.training import FlowHFConfig
 from flowhf.training.logging import MetricsLogger, ProgressBar, plot_histograms

@@ -12,8 +12,10 @@ Layout of ``<output_dir>/checkpoints/step-N/``:
 Written to a temporary folder and renamed, so a killed save never leaves a half checkpoint
 (resume deletes the ``.tmp-step-*`` folders a killed save leaves). Resume takes the newest
 checkpoint whose manifest verifies and that loads, naming any it skipped and why; pruning
-keeps the newest verified one. What goes in is `FlowHFTrainer.state_dict()`; this module
-only owns the file layout.
+keeps the newest verified one. What goes in is `FlowHFTrainer.state_dict()`, the parts' own
+states (``run``: counters and the torch RNG; ``rollout``: replay buffer and exploration
+streams; ``update``: weights, heads, optimiser and schedule); this module only owns the file
+layout, which is the same as before the trainer had parts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,48 +40,75 @@ CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
-def save_checkpoint(trainer) -> Path | None:
-    """Write ``trainer.state_dict()`` as ``checkpoints/step-N`` (every process its own part,
-    rank 0 the folder), keeping the newest ones. Every process must call it."""
-    root = Path(trainer.output_dir) / CHECKPOINTS
-    final = root / f"step-{trainer.state.global_step}"
-    state = trainer.state_dict()
-    rank, main = trainer.accelerator.process_index, trainer.accelerator.is_main_process
-    if trainer.accelerator.num_processes > 1:  # each rank's own streams and replay, beside rank 0's
-        if not main:
-            root.mkdir(parents=True, exist_ok=True)
-            with atomic_folder(root / f".rank-{rank}-step-{trainer.state.global_step}") as tmp:
+def _alone() -> None:
+    """The barrier of a single-process run."""
+
+
+@dataclass(frozen=True)
+class RunCheckpoints:
+    """The checkpoints of one run folder as one of the run's processes sees them."""
+
+    output_dir: Path
+    rank: int = 0  # this process
+    processes: int = 1  # how many save together
+    keep: int = 0  # logging.save_total_limit (0: every checkpoint)
+    barrier: Callable[[], None] = _alone  # every process waits here for the others
+
+    @property
+    def root(self) -> Path:
+        return Path(self.output_dir) / CHECKPOINTS
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def say(self, message: str) -> None:
+        if self.main:  # one process speaks for the run
+            print(message)
+
+
+def save_checkpoint(site: RunCheckpoints, step: int, state: dict) -> Path | None:
+    """Write ``state`` (a `FlowHFTrainer.state_dict()`) as ``checkpoints/step-N`` (every process
+    its own part, rank 0 the folder), keeping the newest ones. Every process must call it."""
+    final = site.root / f"step-{step}"
+    if site.processes > 1:  # each rank's own streams and replay, beside rank 0's
+        if not site.main:
+            site.root.mkdir(parents=True, exist_ok=True)
+            with atomic_folder(site.root / f".rank-{site.rank}-step-{step}") as tmp:
                 _write_rank_state(tmp, state)
-        trainer.accelerator.wait_for_everyone()
+        site.barrier()
     try:
-        return _save_main(trainer, root, final, state) if main else None
+        return _save_main(site, step, final, state) if site.main else None
     finally:
-        if (
-            trainer.accelerator.num_processes > 1
-        ):  # no process starts its next save before this one is complete
-            trainer.accelerator.wait_for_everyone()
+        if site.processes > 1:  # no process starts its next save before this one is complete
+            site.barrier()
 
 
-def _save_main(trainer, root: Path, final: Path, state: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
+def _save_main(site: RunCheckpoints, step: int, final: Path, state: dict) -> Path:
+    update, rollout = state["update"], state["rollout"]
+    site.root.mkdir(parents=True, exist_ok=True)
     with atomic_folder(final) as tmp:
-        save_file(state["trainable"], str(tmp / "trainable.safetensors"))
-        save_file(state["heads"], str(tmp / "heads.safetensors"))
-        torch.save(state["optimizer"], tmp / "optimizer.pt")
+        save_file(update["trainable"], str(tmp / "trainable.safetensors"))
+        save_file(update["heads"], str(tmp / "heads.safetensors"))
+        torch.save(update["optimizer"], tmp / "optimizer.pt")
         _write_rank_state(tmp, state)
-        (tmp / "trainer_state.json").write_text(json.dumps(state["trainer_state"]))
-        for r in range(1, trainer.accelerator.num_processes):
-            os.replace(root / f".rank-{r}-step-{trainer.state.global_step}", tmp / f"rank-{r}")
+        counters = dict(state["run"]["counters"], python_rng=rollout["python_rng"])
+        (tmp / "trainer_state.json").write_text(json.dumps(counters))
+        for r in range(1, site.processes):
+            os.replace(site.root / f".rank-{r}-step-{step}", tmp / f"rank-{r}")
         _hook("FLOWHF_TEST_STALL_SAVE")
         write_manifest(tmp)  # last: a checkpoint without a verifying manifest is never trusted
-    _prune(root, trainer.args.logging.save_total_limit)
+    _prune(site.root, site.keep)
     return final
 
 
 def _write_rank_state(folder: Path, state: dict) -> None:
-    torch.save(state["rng"], folder / "rng.pt")
-    (folder / "replay.json").write_text(json.dumps(state["replay"]))
-    (folder / "python_rng.json").write_text(json.dumps(state["trainer_state"]["python_rng"]))
+    """One process's own part: the torch RNG, the rollout's streams and its replay buffer."""
+    rollout = state["rollout"]
+    rng = {"torch": state["run"]["torch_rng"], "generator": rollout["generator"]}
+    torch.save(rng, folder / "rng.pt")
+    (folder / "replay.json").write_text(json.dumps(rollout["replay"]))
+    (folder / "python_rng.json").write_text(json.dumps(rollout["python_rng"]))
 
 
 def _hook(name: str) -> None:
@@ -131,17 +162,23 @@ def load_checkpoint(path: str | Path, rank: int = 0) -> dict:
             f"{path} has no state of process {rank}: it was saved by fewer processes",
             "resume with the number of processes the run was saved with",
         )
-    trainer_state = json.loads((path / "trainer_state.json").read_text())
+    counters = json.loads((path / "trainer_state.json").read_text())
+    python_rng = counters.pop("python_rng")
     if (own / "python_rng.json").is_file():
-        trainer_state["python_rng"] = json.loads((own / "python_rng.json").read_text())
-    return {
+        python_rng = json.loads((own / "python_rng.json").read_text())
+    update = {
         "trainable": load_file(str(path / "trainable.safetensors")),
         "heads": load_file(str(path / "heads.safetensors")),
         "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
-        "rng": torch.load(own / "rng.pt", weights_only=True),
-        "trainer_state": trainer_state,
-        "replay": json.loads((own / "replay.json").read_text()),
     }
+    rng = torch.load(own / "rng.pt", weights_only=True)
+    rollout = {
+        "replay": json.loads((own / "replay.json").read_text()),
+        "python_rng": python_rng,
+        "generator": rng["generator"],
+    }
+    run = {"counters": counters, "torch_rng": rng["torch"]}
+    return {"run": run, "rollout": rollout, "update": update}
 
 
 def _steps(root: Path) -> list[tuple[int, Path]]:
@@ -176,36 +213,34 @@ def remove_leftovers(output_dir: str | Path) -> list[str]:
     return [p.name for p in stale]
 
 
-def resume_latest(trainer) -> Path | None:
+Restore = Callable[[dict], None]  # puts a loaded state back (`FlowHFTrainer.load_state_dict`)
+
+
+def resume_latest(site: RunCheckpoints, restore: Restore) -> Path | None:
     """Restore the newest checkpoint that verifies and loads (no-op with a note if there is
     none). Skipped checkpoints are named with the reason; if every one fails, CheckpointError."""
-    main = trainer.accelerator.is_main_process
-    say = print if main else (lambda *_: None)
-    if main:
-        removed = remove_leftovers(trainer.output_dir)
+    if site.main:
+        removed = remove_leftovers(site.output_dir)
         if removed:
-            say(
+            site.say(
                 f"[flowhf] removed {len(removed)} unfinished checkpoint save(s): {', '.join(sorted(removed))}"
             )
-    root = Path(trainer.output_dir) / CHECKPOINTS
-    if not _steps(root):
-        say(f"[flowhf] --resume: no checkpoint under {root}; starting from step 0")
+    if not _steps(site.root):
+        site.say(f"[flowhf] --resume: no checkpoint under {site.root}; starting from step 0")
         return None
-    return _restore_newest(trainer, root, say)
+    return _restore_newest(site, site.root, restore)
 
 
-def resume_from_path(trainer, path: Path) -> Path:
+def resume_from_path(site: RunCheckpoints, path: Path, restore: Restore) -> Path:
     """``train(resume_from_checkpoint=PATH)``: PATH is a checkpoint folder (``.../checkpoints/step-N``)
     or a run folder, whose newest verified checkpoint is taken. Anything else is a CheckpointError."""
-    main = trainer.accelerator.is_main_process
-    say = print if main else (lambda *_: None)
     if _steps(path / CHECKPOINTS):
-        return _restore_newest(trainer, path / CHECKPOINTS, say)
+        return _restore_newest(site, path / CHECKPOINTS, restore)
     if not (path / "trainer_state.json").is_file():
         raise CheckpointError(
             f"resume_from_checkpoint={str(path)!r} is neither a checkpoint folder (no "
             "trainer_state.json) nor a run folder with checkpoints/step-N folders",
-            f"pass a folder such as {Path(trainer.output_dir) / CHECKPOINTS / 'step-100'}, or True "
+            f"pass a folder such as {site.root / 'step-100'}, or True "
             "for the newest checkpoint of output_dir",
         )
     problem = verify(path)
@@ -213,43 +248,41 @@ def resume_from_path(trainer, path: Path) -> Path:
         raise CheckpointError(
             f"checkpoint {path} cannot be restored: {problem}", "pass another checkpoint folder"
         )
-    _load_into(trainer, path, load_checkpoint(path, trainer.accelerator.process_index))
-    say(f"[flowhf] resumed from {path} (step {trainer.state.global_step})")
+    _load_into(site, path, load_checkpoint(path, site.rank), restore)
     return path
 
 
-def _restore_newest(trainer, root: Path, say) -> Path:
+def _restore_newest(site: RunCheckpoints, root: Path, restore: Restore) -> Path:
     skipped = []
     for _, path in reversed(_steps(root)):
         problem = verify(path)
         if problem is None:
             try:
-                state = load_checkpoint(path, trainer.accelerator.process_index)
+                state = load_checkpoint(path, site.rank)
             except CheckpointError:
                 raise
             except Exception as err:  # noqa: BLE001  (a damaged file of any kind: try the previous one)
                 problem = f"{type(err).__name__}: {err}"
         if problem is not None:
             skipped.append(f"{path.name}: {problem}")
-            say(f"[flowhf] skipping checkpoint {path}: {problem}")
+            site.say(f"[flowhf] skipping checkpoint {path}: {problem}")
             continue
-        _load_into(trainer, path, state)
-        say(f"[flowhf] resumed from {path} (step {trainer.state.global_step})")
+        _load_into(site, path, state, restore)
         return path
     raise CheckpointError(
         f"no checkpoint under {root} can be restored (" + "; ".join(skipped) + ")"
     )
 
 
-def _load_into(trainer, path: Path, state: dict) -> None:
+def _load_into(site: RunCheckpoints, path: Path, state: dict, restore: Restore) -> None:
     try:
-        trainer.load_state_dict(state)
+        restore(state)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
+    site.say(f"[flowhf] resumed from {path} (step {state['run']['counters']['step']})")
 
 
-def write_config(trainer) -> None:
-    if trainer.accelerator.is_main_process:
-        (Path(trainer.output_dir) / "config.yaml").write_text(
-            yaml.safe_dump(trainer.args.to_dict(), sort_keys=False)
-        )
+def write_config(site: RunCheckpoints, config: dict) -> None:
+    """The run's config as ``config.yaml`` (what a resume compares against)."""
+    if site.main:
+        (Path(site.output_dir) / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -33,17 +33,8 @@ def run_training(trainer, resume_from: str | Path | None) -> dict:
     main = trainer.accelerator.is_main_process  # one process writes logs and the model
     if resume_from is not None:
         _resume(trainer, resume_from, main)
-    checkpoint.write_config(trainer)
-    logger = (
-        MetricsLogger(
-            trainer.output_dir,
-            report_to=cfg.logging.report_to or ["jsonl", "csv"],
-            histogram_every=cfg.logging.histogram_every,
-            purge_step=state.global_step + 1 if resume_from is not None else None,
-        )
-        if main
-        else None
-    )
+    checkpoint.write_config(trainer.checkpoints, cfg.to_dict())
+    logger = _logger(trainer, resume_from is not None) if main else None
     bar = ProgressBar(
         state.max_steps,
         initial=state.global_step,
@@ -92,11 +83,22 @@ def run_training(trainer, resume_from: str | Path | None) -> dict:
     return last
 
 
+def _logger(trainer, resumed: bool) -> MetricsLogger:
+    """The metric sinks; a resumed run's drop what was logged after its checkpoint."""
+    log = trainer.args.logging
+    return MetricsLogger(
+        trainer.output_dir,
+        report_to=log.report_to or ["jsonl", "csv"],
+        histogram_every=log.histogram_every,
+        purge_step=trainer.state.global_step + 1 if resumed else None,
+    )
+
+
 def _resume(trainer, resume_from: str | Path, main: bool) -> None:
     if resume_from == "latest":
-        checkpoint.resume_latest(trainer)
+        checkpoint.resume_latest(trainer.checkpoints, trainer.load_state_dict)
     else:
-        checkpoint.resume_from_path(trainer, Path(resume_from))
+        checkpoint.resume_from_path(trainer.checkpoints, Path(resume_from), trainer.load_state_dict)
     if main:  # rows logged after the checkpoint are logged again: drop them first
         dropped = cut_logs_back(trainer.output_dir, trainer.state.global_step)
         if dropped:
@@ -107,7 +109,7 @@ def _log(trainer, logger: MetricsLogger | None, metrics: dict) -> None:
     """Every logging_steps (and at the last step): the sinks, state.log_history, on_log."""
     state, every = trainer.state, trainer.args.logging.logging_steps
     if logger:
-        logger.log_histograms(state.global_step, trainer._last_hist)
+        logger.log_histograms(state.global_step, trainer.last_histograms)
     if state.global_step % every and state.global_step != state.max_steps:
         return
     if logger:
@@ -119,7 +121,7 @@ def _log(trainer, logger: MetricsLogger | None, metrics: dict) -> None:
 
 def _save(trainer) -> int:
     """A checkpoint now (every process), then on_save; returns the step saved."""
-    checkpoint.save_checkpoint(trainer)
+    checkpoint.save_checkpoint(trainer.checkpoints, trainer.state.global_step, trainer.state_dict())
     trainer.callbacks.control.should_save = False
     trainer.callbacks.fire("on_save", trainer)
     return trainer.state.global_step

@@ -18,9 +18,11 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from flowhf.config.training import SamplingArgs
 from flowhf.models.modes import eval_mode
 from flowhf.sampling.fast import FastSampler
 from flowhf.sampling.generate import Completions, sample_completions
+from flowhf.training.policy import Policy
 
 SampleFn = Callable[..., Completions]  # sample_completions' arguments after the model
 
@@ -29,44 +31,41 @@ class StepSamplers:
     """The sample function of each step, built on first use (a fast sampler copies the model).
 
     Args:
-        trainer: a FlowHFTrainer (its bundle, config, device, policy and autocast are read).
+        policy: the trainer's `flowhf.training.policy.Policy` (bundle, device, autocast).
+        sampling: the config's sampling group (which sampler, compile_decode).
     """
 
-    def __init__(self, trainer):
-        self.trainer = trainer
+    def __init__(self, policy: Policy, sampling: SamplingArgs):
+        self.policy, self.sampling = policy, sampling
         self.fast: dict[str, FastSampler] = {}
 
     @contextlib.contextmanager
     def use(self, reference: bool) -> Iterator[SampleFn]:
         """Yield the sampling function of this batch: the policy's, or the reference's for a batch
         drawn by the starting model (sampling.reference_prob; its log q is the reference's)."""
-        t = self.trainer
-        if t.args.sampling.sampler == "fast":
+        p = self.policy
+        if self.sampling.sampler == "fast":
             yield self._fast(reference)
             return
-        source = (
-            t.bundle.reference_mode()
-            if reference
-            else eval_mode(t.accelerator.unwrap_model(t.model))
-        )
-        with source as model, t._autocast():
+        source = p.bundle.reference_mode() if reference else eval_mode(p.unwrapped())
+        with source as model, p.autocast():
             yield functools.partial(sample_completions, model)
 
     def _fast(self, reference: bool) -> SampleFn:
         """A LoRA policy samples the reference from its own copy with the adapters left out; a
         fully fine-tuned one has a frozen reference model, which gets a copy of its own."""
-        t = self.trainer
-        if reference and t.bundle.reference is None and not t.bundle.is_lora:
+        p = self.policy
+        if reference and p.bundle.reference is None and not p.bundle.is_lora:
             raise RuntimeError(
                 "sampling.reference_prob > 0 needs a reference: this bundle has no frozen copy and no "
                 "LoRA adapters to switch off"
             )
-        separate = reference and t.bundle.reference is not None
+        separate = reference and p.bundle.reference is not None
         key = "reference" if separate else "policy"
         if key not in self.fast:
-            source = t.bundle.reference if separate else t.accelerator.unwrap_model(t.model)
+            source = p.bundle.reference if separate else p.unwrapped()
             self.fast[key] = FastSampler(
-                source, sampling_dtype(t.args), compile_decode(t.args.sampling, t.device)
+                source, p.sample_dtype, compile_decode(self.sampling, p.device)
             )
         return functools.partial(self.fast[key].sample, adapters=not reference)
 

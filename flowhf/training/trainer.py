@@ -9,15 +9,21 @@ text or conversational datasets (`flowhf.training.rows`), ``train(resume_from_ch
 ``save_model``, ``state.global_step`` / ``state.log_history`` and TrainerCallbacks
 (`flowhf.training.loop`, `flowhf.training.callbacks`).
 
-One step reads top to bottom in `training_step`: sample -> score -> target -> residuals ->
-update. It runs under `accelerate` (one process by default; `accelerate launch` or
-`torchrun` for more, each process sampling its own prompts).
+The trainer is composed of three parts, each given only its own config group(s), and a
+policy they share (`flowhf.training.policy`):
+
+- the rollout (`flowhf.training.rollout`; sampling, replay): prompts, samplers, replay buffer;
+- the scorer (`flowhf.training.scorer`; target): rewards and the target log R;
+- the update (`flowhf.training.update`; objective, optim): objective inputs, loss, step.
+
+One step reads top to bottom in `training_step`: sample -> score -> target -> update. Each
+part keeps its own state (`state_dict`), which checkpoints save and restore. It runs under
+`accelerate` (one process by default; `accelerate launch` or `torchrun` for more, each
+process sampling its own prompts).
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
 import time
 from pathlib import Path
 
@@ -30,40 +36,20 @@ from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
 from flowhf.models.lora import LoraSettings
 from flowhf.models.saved_run import save_policy
-from flowhf.objectives import get_objective
-from flowhf.rewards.functions import RewardBatch, RewardFunctions
 from flowhf.run_dir import claim_run_dir
-from flowhf.sampling import completion_log_probs, draw_temperature
-from flowhf.sampling.generate import Completions, SampleSettings
-from flowhf.sampling.prompts import encode_prompts, eos_ids, left_pad, prompt_key
-from flowhf.sampling.replay import ReplayBuffer
-from flowhf.target import floor_reward, prefix_target_log_reward, target_log_reward
-from flowhf.training.batch import (
-    TrajectoryBatch,
-    completions_from_ids,
-    completions_from_texts,
-    concat_completions,
-    fit_prompts,
-    step_prompt_rows,
-    steps_for_epochs,
-)
+from flowhf.training.batch import TrajectoryBatch, steps_for_epochs
 from flowhf.training.callbacks import CallbackList
-from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
-from flowhf.training.known_set import known_set
+from flowhf.training.checkpoint import RunCheckpoints
 from flowhf.training.loop import run_training
-from flowhf.training.loss import ObjectiveInputs, objective_loss
-from flowhf.training.nonfinite import (
-    NonFiniteStep,
-    finite_rewards,
-    fix_for,
-    likely_cause,
-    record_skip,
-)
-from flowhf.training.optim import build_optimizer, build_scheduler
+from flowhf.training.nonfinite import NonFiniteStep  # noqa: F401  (importable here, as before)
+from flowhf.training.policy import Policy, Trajectories
+from flowhf.training.rollout import PromptRows, Rollout
 from flowhf.training.rows import reward_columns, training_rows
-from flowhf.training.sampler import StepSamplers
-from flowhf.training.state import RunState, restore_trainer_state, trainer_state
+from flowhf.training.sampler import sampling_dtype
+from flowhf.training.scorer import Scorer, build_reward
+from flowhf.training.state import RunState
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
+from flowhf.training.update import Update
 
 
 class FlowHFTrainer:
@@ -108,13 +94,21 @@ class FlowHFTrainer:
         self.output_dir = Path(cfg.logging.output_dir)
         # Data and reward first: their errors (a missing column, a bad reward item) are
         # reported before the policy loads, as config errors are.
-        self.rows = training_rows(train_dataset, cfg)
-        self.columns = reward_columns(self.rows, cfg.data.prompt_column)
-        self._row_number = {id(row): i + 1 for i, row in enumerate(self.rows)}
-        self.state = self._new_state()
-        self.reward_fn = self._load_reward(
+        rows = training_rows(train_dataset, cfg)
+        prompts = PromptRows(
+            rows,
+            cfg.data.prompt_column,
+            reward_columns(rows, cfg.data.prompt_column),
+            cfg.optim.seed,
+        )
+        self.state = self._new_state(len(rows))
+        reward = build_reward(
             reward_funcs if reward_funcs is not None else cfg.target.reward,
-            reward_processing_classes,
+            cfg.target,
+            columns=cfg.data.reward_columns or [],
+            trainer_state=self.state,
+            processing_classes=reward_processing_classes,
+            trust_remote_code=cfg.model.trust_remote_code,
         )
         self.bundle = self._load_model(
             model if model is not None else cfg.model.name, _one(tokenizer, processing_class)
@@ -122,41 +116,42 @@ class FlowHFTrainer:
         self.tokenizer = self.bundle.tokenizer
         if cfg.model.gradient_checkpointing:
             enable_activation_checkpointing(self.bundle.model)
-        self.settings = cfg.objective
-        self.beta = cfg.target.beta_per_reward()
-        self.heads = build_heads(cfg.objective, self.bundle.model.config.hidden_size)
-        self.optimizer = build_optimizer(self.bundle.model, self.heads, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.state.max_steps)
-        self.model, self.optimizer, self.scheduler, *heads = self.accelerator.prepare(
-            self.bundle.model, self.optimizer, self.scheduler, *self.heads.values()
+        self.policy = Policy(
+            self.bundle,
+            self.accelerator,
+            autocast_bf16=cfg.model.autocast_bf16,
+            chat_template=cfg.model.chat_template,
+            sample_dtype=sampling_dtype(cfg),
         )
-        self.heads = dict(zip(self.heads.keys(), heads))
-        self.eos_ids = eos_ids(self.bundle.model, self.tokenizer)
-        self.pad_id = self.tokenizer.pad_token_id
-        self.replay = ReplayBuffer(
-            cfg.replay.replay_capacity,
-            cfg.replay.replay_prioritized,
-            cfg.replay.replay_temperature,
-            seed=cfg.optim.seed,
-            with_replacement=cfg.replay.replay_with_replacement,
+        self.update = Update(
+            cfg.objective, cfg.optim, self.policy, self.state.max_steps, self.output_dir
         )
-        rank = self.accelerator.process_index  # each process explores with its own stream
-        self.rng = random.Random(cfg.optim.seed + 7919 * rank)
-        self.generator = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + 7919 * rank)
-        self.allowed_tokens = None
+        self.model = self.policy.model  # as accelerate prepared it (with the optimiser and heads)
+        self.rollout = Rollout(cfg.sampling, cfg.replay, self.policy, prompts)
+        self.scorer = Scorer(cfg.target, reward, self.policy, self.update.needs_prefix_rewards)
         self.callbacks = CallbackList(callbacks)
-        self.samplers = StepSamplers(
-            self
-        )  # sampling.sampler: plain or fast (`flowhf.training.sampler`)
+        self.last_histograms: dict = {}  # the last step's (the loop logs them)
+
+    # ------------------------------------------------------------------ the parts' objects
+
+    rows = property(lambda self: self.rollout.data.rows, doc="the training rows")
+    columns = property(lambda self: self.rollout.data.columns, doc="the reward columns")
+    replay = property(lambda self: self.rollout.replay, doc="the rollout's replay buffer")
+    samplers = property(lambda self: self.rollout.samplers, doc="the rollout's samplers")
+    reward_fn = property(lambda self: self.scorer.reward, doc="the scorer's reward functions")
+    heads = property(lambda self: self.update.heads, doc="the update's heads, by name")
+    optimizer = property(lambda self: self.update.optimizer)
+    scheduler = property(lambda self: self.update.scheduler)
+    eos_ids = property(lambda self: self.policy.eos_ids, doc="every id that ends a completion")
 
     # ------------------------------------------------------------------ construction
 
-    def _new_state(self) -> RunState:
+    def _new_state(self, rows: int) -> RunState:
         """Counters, and TrainerState's fields as TRL fills them (max_steps: the step budget)."""
         cfg, acc, s = self.args, self.accelerator, self.args.sampling
         epochs = cfg.optim.num_train_epochs
         steps = (
-            steps_for_epochs(epochs, len(self.rows), s.prompts_per_step, acc.num_processes)
+            steps_for_epochs(epochs, rows, s.prompts_per_step, acc.num_processes)
             if epochs
             else cfg.optim.max_steps
         )
@@ -198,332 +193,92 @@ class FlowHFTrainer:
             tokenizer=tokenizer,
         )
 
-    def _load_reward(self, spec, processing_classes) -> RewardFunctions:
-        cfg = self.args
-        reward = RewardFunctions.build(
-            spec,
-            weights=cfg.target.reward_weights,
-            columns=cfg.data.reward_columns or [],
-            trainer_state=self.state,
-            processing_classes=processing_classes,
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
-        self.reward_name = reward.name
-        if cfg.target.nonfinite_reward == "floor":
-            reward.allow_nonfinite()  # the trainer floors them (and counts them) itself
-        reward.set_prefix_stride(cfg.target.prefix_stride)
-        self.needs_prefix = get_objective(cfg.objective.objective).needs_prefix_rewards(
-            cfg.objective
-        )
-        return reward
-
-    # ------------------------------------------------------------------ data
+    # ------------------------------------------------------------------ the step
 
     def next_prompt_rows(self) -> list[dict]:
         """This process's rows for the next step (`flowhf.training.batch.step_prompt_rows`)."""
-        n, acc = self.args.sampling.prompts_per_step, self.accelerator
-        return step_prompt_rows(
-            self.rows, n, acc.num_processes, acc.process_index, self.args.optim.seed, self.state
-        )
+        return self.rollout.next_prompt_rows(self.state)
 
     def build_batch(self, rows: list[dict]) -> tuple[TrajectoryBatch, float]:
-        """Prompts x k completions: on-policy (tempered), off-policy column, replay."""
-        s, cfg = self.args.sampling, self.args
-        k = s.samples_per_prompt
-        n_off = round(s.offpolicy_fraction * k)
-        prompts = [r[cfg.data.prompt_column] for r in rows]  # texts or chat messages
-        keys = [prompt_key(p) for p in prompts]  # the replay buffer's
-        # A prompt with nothing in the buffer yet gets on-policy samples in its replay slots.
-        n_replay = [
-            round(cfg.replay.replay_ratio * k) if self.replay.size(key) else 0 for key in keys
-        ]
-        context = getattr(self.bundle.model.config, "max_position_embeddings", None)
-        encoded, self._truncated = fit_prompts(
-            encode_prompts(self.tokenizer, prompts, cfg.model.chat_template),
-            keys,
-            context,
-            s.max_new_tokens,
-            s.long_prompts,
-            s.max_prompt_length,
-        )
-        order = [(g, "policy") for g in range(len(rows)) for _ in range(k - n_off - n_replay[g])]
-        by_reference = s.reference_prob > 0 and self.rng.random() < s.reference_prob
-        temperature = (
-            1.0
-            if by_reference
-            else draw_temperature(s.explore_prob, (s.temperature_low, s.temperature_high), self.rng)
-        )
-        pids, pmask = left_pad([encoded[g] for g, _ in order], self.pad_id)
-        with self.samplers.use(by_reference) as sample:
-            sampled = sample(
-                pids.to(self.device),
-                pmask.to(self.device),
-                SampleSettings(
-                    s.max_new_tokens,
-                    self.eos_ids,
-                    self.pad_id,
-                    temperature,
-                    s.top_p,
-                    top_k=s.explore_top_k if temperature != 1.0 else 0,
-                    tempered_tokens=s.explore_tokens,
-                    allowed_tokens=self.allowed_tokens,
-                ),
-                self.generator if self.device.type == "cpu" else None,
-            )
-        parts = [
-            Completions(
-                sampled.ids.cpu(),
-                sampled.mask.cpu(),
-                sampled.ended_with_eos.cpu(),
-                temperature,
-                sampled.log_q.cpu(),
-            )
-        ]
-        if n_off:
-            texts = [rows[g][s.offpolicy_column] for g in range(len(rows)) for _ in range(n_off)]
-            order += [(g, "offpolicy") for g in range(len(rows)) for _ in range(n_off)]
-            parts.append(
-                completions_from_texts(
-                    self.tokenizer, texts, s.max_new_tokens, self.eos_ids[0], self.pad_id
-                )
-            )
-        if any(n_replay):
-            drawn = self.replay.sample(
-                [key for key, n in zip(keys, n_replay) if n], [n for n in n_replay if n]
-            )
-            groups_with_replay = [g for g, n in enumerate(n_replay) if n]
-            items = [(g, item) for g, chunk in zip(groups_with_replay, drawn) for item in chunk]
-            order += [(g, "replay") for g, _ in items]
-            parts.append(
-                completions_from_ids(
-                    [list(it.token_ids) for _, it in items],
-                    [it.ended_with_eos for _, it in items],
-                    self.pad_id,
-                )
-            )
-        comp = concat_completions(parts, self.pad_id)
-        groups = [g for g, _ in order]
-        pids, pmask = left_pad([encoded[g] for g in groups], self.pad_id)
-        columns = {c: [rows[g].get(c) for g in groups] for c in self.columns}
-        batch = TrajectoryBatch(
-            pids,
-            pmask,
-            comp.ids,
-            comp.mask,
-            comp.ended_with_eos,
-            torch.as_tensor(groups),
-            [prompts[g] for g in groups],
-            [src for _, src in order],
-            columns,
-            comp.log_q,
-            [self._row_number.get(id(rows[g])) for g in groups],
-        )
-        return batch, temperature
-
-    # ------------------------------------------------------------------ the step
+        """Prompts x k completions and the on-policy temperature (`Rollout.draw`)."""
+        drawn = self.rollout.draw(rows)
+        return drawn.batch, drawn.temperature
 
     def training_step(self) -> dict:
-        """sample -> score -> target -> residuals -> update. Returns the step's metrics."""
-        cfg, t0 = self.args, time.perf_counter()
-        step = self.state.global_step
-        # 1. sample
-        batch, temperature = self.build_batch(self.next_prompt_rows())
+        """sample -> score -> target -> update. Returns the step's metrics."""
+        t0, step = time.perf_counter(), self.state.global_step
+        drawn = self.rollout.draw(self.next_prompt_rows())  # 1. sample
+        batch = drawn.batch
         t_sample = time.perf_counter()
         # 2. score: rewards of the texts (and of every prefix for FL / SubTB energies)
-        texts = self.tokenizer.batch_decode(batch.completion_lists(), skip_special_tokens=True)
-        scored = RewardBatch(
-            batch.prompts, texts, batch.completion_lists(), batch.columns, batch.row_numbers
-        )
-        raw = self.reward_fn(scored).float().cpu()  # [B]
-        self.state.completions_scored += len(texts) * self.accelerator.num_processes
-        n_nonfinite = int((~torch.isfinite(raw)).sum())
-        reward = floor_reward(self._finite(raw, scored), cfg.target.reward_floor)
-        prefix_reward = None
-        if self.needs_prefix:
-            prefix_reward = (
-                self.reward_fn.score_prefixes(scored, self.tokenizer)
-                .float()
-                .cpu()[:, : batch.ids.shape[1] + 1]
-            )
-            prefix_reward = floor_reward(
-                self._finite(prefix_reward, scored, "prefix "), cfg.target.reward_floor
-            )
+        rewards = self.scorer.rewards(batch, step + 1)
+        self.state.completions_scored += len(batch.prompts) * self.accelerator.num_processes
         t_reward = time.perf_counter()
         # 3. target log R = beta r + alpha log p_ref (reference log-probs also give the KL metric)
-        dev = self.device
-        ids, mask, pids, pmask = (
-            batch.ids.to(dev),
-            batch.mask.to(dev),
-            batch.prompt_ids.to(dev),
-            batch.prompt_mask.to(dev),
+        x = Trajectories.of(batch, self.device)
+        target = self.scorer.target(x, rewards, step)
+        known = (
+            self.rollout.known_set(batch, target.beta, self.args.target.alpha)
+            if self.update.reads_known_set
+            else None
         )
-        need_hidden = heads_read_hidden(self.heads)
-        with self.bundle.reference_mode() as reference, self._autocast():
-            ref_log_pf = completion_log_probs(
-                reference, pids, pmask, ids, mask, self.allowed_tokens
-            ).log_pf.float()
-        beta = self.beta(step)
-        log_reward = target_log_reward(
-            reward.to(dev), beta, cfg.target.alpha, ref_log_pf, mask
-        )  # [B]
-        prefix_log_reward = None
-        if prefix_reward is not None:
-            prefix_log_reward = prefix_target_log_reward(
-                prefix_reward.to(dev), beta, cfg.target.alpha, ref_log_pf, mask
-            )
-        # 4. residuals under the current policy (log-probs recomputed with gradient)
-        self.model.train()
-        with self._autocast():
-            scores = completion_log_probs(
-                self.model,
-                pids,
-                pmask,
-                ids,
-                mask,
-                self.allowed_tokens,
-                with_hidden=need_hidden,
-                with_entropy=True,
-            )
-        inputs = ObjectiveInputs(
-            log_pf=scores.log_pf.float(),
-            mask=mask,
-            log_reward=log_reward,
-            group_ids=batch.group_ids.to(dev),
-            prefix_log_reward=prefix_log_reward,
-            reward=beta * reward.to(dev),
-            ref_log_pf=ref_log_pf,
-            log_q=batch.log_q.to(dev),
-            **self._known(batch, beta),
-            **head_outputs(self.heads, scores, pmask),
-        )
-        out = objective_loss(self.settings, inputs)
-        # 5. update, never with a non-finite loss or gradient
-        skipped, grad_norm = self._update(
-            out.loss, {"log_reward": log_reward, "log_pf": inputs.log_pf, "log_z": out.log_z}
-        )
+        # 4. update under the current policy, never with a non-finite loss or gradient
+        done = self.update.step(x, target, known, self.state)
         t_end = time.perf_counter()
-        if (
-            skipped is None
-        ):  # a skipped step's rows (non-finite values) never enter the replay buffer
-            self._remember(batch, reward, log_reward, (ref_log_pf * mask).sum(dim=1))
+        if done.skipped is None:  # a skipped step's rows (non-finite values) never enter replay
+            self.rollout.remember(batch, target)
         metrics = step_metrics(
             StepRecord(
                 batch=batch,
-                reward=reward,
-                log_reward=log_reward,
-                scores=scores,
-                ref_log_pf=ref_log_pf,
-                out=out,
-                beta=beta,
-                temperature=temperature,
-                skipped=skipped,
-                grad_norm=grad_norm,
-                lr=self.optimizer.param_groups[0]["lr"],
+                reward=target.reward,
+                log_reward=target.log_reward,
+                scores=done.scores,
+                ref_log_pf=target.ref_log_pf,
+                out=done.out,
+                beta=target.beta,
+                temperature=drawn.temperature,
+                skipped=done.skipped,
+                grad_norm=done.grad_norm,
+                lr=done.lr,
                 skipped_total=self.state.skipped_total,
                 times=(t0, t_sample, t_reward, t_end),
             )
         )
-        metrics.update(self._reward_metrics())
-        self._last_hist = histogram_tensors(scores.log_pf, mask, inputs.log_flow)
-        if cfg.target.nonfinite_reward == "floor":
-            metrics["train/nonfinite_rewards"] = float(n_nonfinite)
-        if self._truncated:
-            metrics["train/truncated_prompts"] = float(self._truncated)
+        metrics.update(self.scorer.metrics(rewards))
+        self.last_histograms = histogram_tensors(done.scores.log_pf, x.mask, done.inputs.log_flow)
+        if drawn.truncated:
+            metrics["train/truncated_prompts"] = float(drawn.truncated)
         return metrics
-
-    def _finite(self, values: torch.Tensor, scored: RewardBatch, what: str = "") -> torch.Tensor:
-        """Non-finite rewards: an error, or floored (`flowhf.training.nonfinite.finite_rewards`)."""
-        return finite_rewards(
-            values, scored, self.args.target, self.reward_name, self.state.global_step + 1, what
-        )
-
-    def _reward_metrics(self) -> dict:
-        """train/reward/NAME per reward function (several of them) and what they log_metric'ed."""
-        means = self.reward_fn.last_means if len(self.reward_fn.items) > 1 else {}
-        return {
-            **{f"train/reward/{k}": v for k, v in means.items()},
-            **{f"train/{k}": v for k, v in self.reward_fn.log.pop().items()},
-        }
-
-    def _update(self, loss: torch.Tensor, named: dict) -> tuple[str | None, float]:
-        """Backward + clip + step. Returns (name of the non-finite quantity if skipped, grad norm)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        bad, grad_norm = (None if torch.isfinite(loss) else "train/loss"), float("nan")
-        if bad is None:
-            self.accelerator.backward(loss)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            max_norm = self.args.optim.max_grad_norm or float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-            if not torch.isfinite(torch.tensor(grad_norm)):
-                bad = "train/grad_norm"
-        if bad is not None:
-            for (
-                name,
-                value,
-            ) in named.items():  # name the culprit upstream of the loss if there is one
-                if value is not None and not torch.isfinite(value.detach()).all():
-                    bad = f"{bad} (non-finite {name})"
-                    break
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state.skipped_in_a_row += 1
-            self.state.skipped_total += 1
-            record_skip(
-                self.output_dir, self.accelerator.process_index, self.state.global_step + 1, bad
-            )
-            if self.state.skipped_in_a_row >= self.args.optim.max_skipped_steps:
-                raise NonFiniteStep(
-                    f"{self.state.skipped_in_a_row} consecutive steps skipped for a non-finite {bad}; "
-                    f"likely cause: {likely_cause(bad)}",
-                    fix_for(bad),
-                )
-            return bad, grad_norm
-        self.optimizer.step()
-        self.scheduler.step()
-        self.state.skipped_in_a_row = 0
-        return None, grad_norm
-
-    def _known(self, batch: TrajectoryBatch, beta: float) -> dict:
-        """The replay buffer's part of Z for the importance log Z (`flowhf.training.known_set`)."""
-        mode = get_objective(self.settings.objective).logz_mode(self.settings)
-        if not (mode and mode.known_set) or self.args.replay.replay_ratio <= 0:
-            return {}
-        known_log_z, member = known_set(self.replay, batch, beta, self.args.target.alpha)
-        return {"known_log_z": known_log_z.to(self.device), "known_member": member.to(self.device)}
-
-    def _remember(
-        self,
-        batch: TrajectoryBatch,
-        reward: torch.Tensor,
-        log_reward: torch.Tensor,
-        ref_log_prob: torch.Tensor,
-    ) -> None:
-        if self.args.replay.replay_ratio <= 0:
-            return
-        for i, tokens in enumerate(batch.completion_lists()):
-            if batch.sources[i] != "replay":
-                self.replay.add(
-                    prompt_key(batch.prompts[i]),
-                    tokens,
-                    bool(batch.ended_with_eos[i]),
-                    float(reward[i]),
-                    float(log_reward[i]),
-                    float(ref_log_prob[i]),
-                )
-
-    def _autocast(self):
-        if self.args.model.autocast_bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
-        """Everything an exact resume needs (`flowhf.training.state.trainer_state`)."""
-        return trainer_state(self)
+        """Everything an exact resume needs: the run's counters and the torch RNG, and each
+        part's own state (`flowhf.training.checkpoint` lays them out on disk)."""
+        return {
+            "run": {"counters": self.state.counters(), "torch_rng": torch.get_rng_state()},
+            "rollout": self.rollout.state_dict(),
+            "update": self.update.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict` taken from a trainer with the same model and settings."""
-        restore_trainer_state(self, state)
+        self.update.load_state_dict(state["update"])  # first: a model mismatch changes nothing
+        torch.set_rng_state(state["run"]["torch_rng"])
+        self.rollout.load_state_dict(state["rollout"])
+        self.state.load_counters(state["run"]["counters"], len(self.rows))
+
+    @property
+    def checkpoints(self) -> RunCheckpoints:
+        """This process's view of the run folder's checkpoints (`flowhf.training.checkpoint`)."""
+        acc = self.accelerator
+        return RunCheckpoints(
+            self.output_dir,
+            acc.process_index,
+            acc.num_processes,
+            self.args.logging.save_total_limit,
+            acc.wait_for_everyone,
+        )
 
     # ------------------------------------------------------------------ loop
 

@@ -5,9 +5,11 @@ Each prompt is one token; the action space is symbols + EOS (prompt tokens maske
 sampling, in the loss and in the exact evaluation alike).
 
 The training step is the trainer's: sample (tempered exploration) -> recompute log-probs
--> target log R (+ prefix log R) -> `flowhf.training.loss.objective_loss` -> update, with
-heads, optimiser groups and learning-rate decay built by the trainer's own functions
-(`flowhf.training.heads`, `flowhf.training.optim`).
+-> target log R (+ prefix log R, `flowhf.training.scorer.step_target`) -> the objective's
+inputs (`flowhf.training.update.step_inputs`, with the reward) ->
+`flowhf.training.loss.objective_loss` -> update, with heads, optimiser groups and
+learning-rate decay built by the trainer's own functions (`flowhf.training.heads`,
+`flowhf.training.optim`).
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from flowhf.sampling import (
     sample_completions,
 )
 from flowhf.sampling.fast import FastSampler
-from flowhf.target import prefix_target_log_reward, target_log_reward
-from flowhf.training.heads import build_heads, head_outputs, heads_read_hidden
-from flowhf.training.loss import ObjectiveInputs, objective_loss
+from flowhf.training.heads import build_heads, heads_read_hidden
+from flowhf.training.loss import objective_loss
 from flowhf.training.optim import build_optimizer, decay_factor, set_lr_factor
+from flowhf.training.policy import Trajectories
+from flowhf.training.scorer import step_target
+from flowhf.training.update import step_inputs
 
 
 @dataclass
@@ -202,21 +206,10 @@ class ToyExperiment:
         prefix_idx = torch.as_tensor(self.space.prefix_indices(symbols, content_len))  # [B, T+1]
         prefix_r = self.table[group_ids.unsqueeze(1), prefix_idx]  # [B, T+1]
         final_r = prefix_r[:, -1]  # [B] (prefix past the end repeats the full string)
-        log_reward = target_log_reward(final_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask)  # [B]
-        prefix_log_reward = prefix_target_log_reward(
-            prefix_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask
-        )
-        inputs = ObjectiveInputs(
-            log_pf=scores.log_pf,
-            mask=comp.mask,
-            log_reward=log_reward,
-            group_ids=group_ids,
-            prefix_log_reward=prefix_log_reward,
-            ref_log_pf=ref_log_pf,
-            log_q=comp.log_q,
-            **head_outputs(self.heads, scores, prompt_mask),
-        )
-        out = objective_loss(self.settings, inputs)
+        # the trainer's target and inputs (no replay here, so no known set)
+        target = step_target(final_r, prefix_r, cfg.beta, cfg.alpha, ref_log_pf, comp.mask)
+        x = Trajectories(prompt_ids, prompt_mask, comp.ids, comp.mask, group_ids, comp.log_q)
+        out = objective_loss(self.settings, step_inputs(x, target, scores, self.heads))
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
@@ -253,6 +246,22 @@ class ToyExperiment:
         return rows
 
 
+def _over_budget(config: ToyConfig, step: int, elapsed: float) -> bool:
+    """The run's budget (steps or seconds) is spent."""
+    if config.steps is not None:
+        return step >= config.steps
+    return elapsed >= config.seconds
+
+
+def _tv_point(step: int, seconds: float, rows: list[dict]) -> dict:
+    """A point of the TV curve from `ToyExperiment.evaluate`'s rows."""
+    return {
+        "step": step,
+        "seconds": round(seconds, 2),
+        "tv": float(np.mean([r["tv"] for r in rows])),
+    }
+
+
 def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyResult:
     """Train with `config` on `target` and compare the model with the target exactly."""
     torch.set_num_threads(config.threads)
@@ -262,9 +271,7 @@ def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyRe
     step, diverged = 0, False
     while True:
         elapsed = time.perf_counter() - start
-        if (config.steps is not None and step >= config.steps) or (
-            config.seconds is not None and elapsed >= config.seconds
-        ):
+        if _over_budget(config, step, elapsed):
             break
         if config.lr_decay != "constant":
             fraction = step / config.steps if config.steps is not None else elapsed / config.seconds
@@ -285,14 +292,7 @@ def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyRe
             )
         if time.perf_counter() - last_eval >= config.eval_every_seconds:
             eval_start = time.perf_counter()
-            rows = exp.evaluate()
-            curve.append(
-                {
-                    "step": step,
-                    "seconds": round(elapsed, 2),
-                    "tv": float(np.mean([r["tv"] for r in rows])),
-                }
-            )
+            curve.append(_tv_point(step, elapsed, exp.evaluate()))
             start += time.perf_counter() - eval_start  # evaluation time is not training time
             last_eval = time.perf_counter()
             if progress:
@@ -300,7 +300,7 @@ def run_toy(target: EnumerableTarget, config: ToyConfig, progress=None) -> ToyRe
     seconds = time.perf_counter() - start
     rows = exp.evaluate()
     mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
-    curve.append({"step": step, "seconds": round(seconds, 2), "tv": mean("tv")})
+    curve.append(_tv_point(step, seconds, rows))
     return ToyResult(
         config=asdict(config),
         target=target.name,
