@@ -63,16 +63,21 @@ def format_cell(value: Any, ci: Sequence[float] | None = None, digits: int = 3) 
     return text
 
 
-def _table(results: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
-    lines = [
-        "| Model | " + " | ".join(title for title, _ in columns) + " |",
-        "|---|" + "---|" * len(columns),
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table: the header row, the rule, one line per row of cells."""
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
     ]
-    for res in results:
+
+
+def _table(results: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
+    def cells(res: Mapping[str, Any]) -> list[str]:
         metrics, cis = res.get("metrics", {}), res.get("ci", {}) or {}
-        cells = [format_cell(metrics.get(key), cis.get(key)) for _, key in columns]
-        lines.append(f"| {res['model']} | " + " | ".join(cells) + " |")
-    return lines
+        return [res["model"], *(format_cell(metrics.get(key), cis.get(key)) for _, key in columns)]
+
+    return markdown_table(["Model", *(title for title, _ in columns)], map(cells, results))
 
 
 def _test_line(test: Mapping[str, Any]) -> str:

@@ -331,13 +331,10 @@ def stage_report(ctx: Context) -> dict[str, Any]:
 
 
 def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) -> list[str]:
-    """Report lines: gold vs proxy per model, length-controlled gold (`evaluation.gold_proxy`)."""
-    from flowhf.evaluation.gold_proxy import (
-        format_gold_proxy_markdown,
-        gold_proxy_rows,
-        length_slope,
-    )
+    """Report lines: gold vs proxy per model, length-controlled gold (`analysis.gold_proxy`)."""
+    from flowhf.evaluation.gold_proxy import gold_proxy_rows, length_slope
     from flowhf.evaluation.report import read_completions_jsonl
+    from flowhf.experiments.analysis.gold_proxy import format_gold_proxy_markdown
     from flowhf.run_dir import atomic_write_text
 
     records = read_completions_jsonl(eval_dir / "completions.jsonl")
@@ -346,7 +343,7 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
     rm = ctx.results["reward_model"]
     judges = []
     if rm.get("gold_metrics"):
-        from flowhf.evaluation.gold_proxy import format_reward_models_markdown
+        from flowhf.experiments.analysis.gold_proxy import format_reward_models_markdown
 
         judges = [
             "### The two reward models: held-out pairwise accuracy per rejected kind",
