@@ -18,8 +18,8 @@ from scipy import stats as sps
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from flowhf.config.evaluation import EvalArgs
 from flowhf.cli import evaluate as eval_cli
+from flowhf.config.evaluation import EvalArgs
 from flowhf.evaluation.compare import compare_evaluations
 from flowhf.evaluation.embeddings import Embedder, shipped_minilm_path
 from flowhf.evaluation.generation import (
