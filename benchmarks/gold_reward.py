@@ -33,7 +33,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     from flowhf.config.reward_model import RewardModelConfig, proxy_and_gold
-    from flowhf.evaluation.gold_proxy import format_reward_models_markdown, kind_accuracies
+    from flowhf.experiments.analysis.gold_proxy import (
+        format_reward_models_markdown,
+        kind_accuracies,
+    )
     from flowhf.io import atomic_write_text
     from flowhf.reward_model.train import FeatureCache, train_reward_model
 

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from flowhf.cli import evaluate as eval_cli
+from flowhf.config.evaluation import EvalArgs
 from flowhf.evaluation.compare import compare_evaluations
 from flowhf.evaluation.embeddings import Embedder, shipped_minilm_path
 from flowhf.evaluation.generation import (
@@ -40,9 +41,14 @@ from flowhf.evaluation.metrics import (
     top_k_indices,
 )
 from flowhf.evaluation.plots import plot_score_distributions, plot_training_curves
-from flowhf.evaluation.report import write_completions_jsonl, write_metrics_json, write_report_md
-from flowhf.evaluation.runner import evaluate_models
-from flowhf.evaluation.stats import bootstrap_ci, metric_cis, welch_one_sided
+from flowhf.evaluation.report import (
+    ReportInfo,
+    write_completions_jsonl,
+    write_metrics_json,
+    write_report_md,
+)
+from flowhf.evaluation.runner import EvalInputs, evaluate_models
+from flowhf.evaluation.stats import CompletionSample, bootstrap_ci, metric_cis, welch_one_sided
 from flowhf.evaluation.tasks import task_inputs
 from flowhf.models.tiny import tiny_llama
 
@@ -218,9 +224,8 @@ def test_metric_cis_recomputes_topk_per_resample():
     # and reaches 9 (a fixed top-K set would give the degenerate interval [9, 9]).
     rewards = np.arange(10.0)
     emb = np.eye(10)
-    cis = metric_cis(
-        rewards, emb, emb[:2], 1, completions=[f"w{i} x" for i in range(10)], n_boot=400, seed=0
-    )
+    sample = CompletionSample(rewards, emb, completions=[f"w{i} x" for i in range(10)])
+    cis = metric_cis(sample, emb[:2], 1, n_boot=400, seed=0)
     low, high = cis["topk_mean"]
     assert high == 9.0 and 5.0 <= low < 9.0
     assert cis["mean_reward"][0] < 4.5 < cis["mean_reward"][1]
@@ -259,14 +264,19 @@ def test_report_md_layout(tmp_path):
         }
     ]
     path = write_report_md(
-        [_result("sft", 1.0), _result("tb", 2.0)], tmp_path / "r.md", "stackexchange", "sft", tests
+        [_result("sft", 1.0), _result("tb", 2.0)],
+        tmp_path / "r.md",
+        ReportInfo("stackexchange", "sft", tests),
     )
     text = path.read_text()
     assert "Table 1" in text and HEADER in text
     assert "| tb | 2.000 | 1.000 | 7.000 [6.000, 8.000] | 3.000 | 0.500 | n/a |" in text
     assert "Distinct-1" in text and "t = 2.500, df = 30.2, p = 0.009" in text
     assert (
-        "Table 2" in write_report_md([_result("a", 1.0)], tmp_path / "t.md", "toxicity").read_text()
+        "Table 2"
+        in write_report_md(
+            [_result("a", 1.0)], tmp_path / "t.md", ReportInfo("toxicity")
+        ).read_text()
     )
 
 
@@ -410,20 +420,20 @@ def test_evaluate_models_end_to_end(tmp_path):
     with pytest.warns(UserWarning, match="cycling"):
         results = evaluate_models(
             [base, policy],
-            prompts,
-            count_w1,
-            reference_completions=["w1 w2 w3", "w9 w10"],
-            n=6,
-            k=3,
-            generation=gen,
-            embedder=embedder,
-            seed=0,
-            output_dir=tmp_path / "out",
-            run_dirs={"tb": run},
-            baseline="base",
+            EvalInputs(prompts, count_w1, reference_completions=["w1 w2 w3", "w9 w10"]),
+            EvalArgs(
+                tmp_path / "out",
+                n=6,
+                k=3,
+                generation=gen,
+                seed=0,
+                run_dirs={"tb": run},
+                baseline="base",
+                task="toxicity",
+                n_boot=50,
+            ),
+            embedder,
             reference_model=("ref", base[1], tok),
-            task="toxicity",
-            n_boot=50,
         )
     out = tmp_path / "out"
     for name in (

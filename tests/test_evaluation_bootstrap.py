@@ -7,12 +7,13 @@ def test_duplicate_sensitive_intervals_contain_the_estimate():
     import numpy as np
 
     from flowhf.evaluation.metrics import distinct_n
-    from flowhf.evaluation.stats import metric_cis
+    from flowhf.evaluation.stats import CompletionSample, metric_cis
 
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(list("abcdefghij"), size=8)) for _ in range(60)]
     emb = rng.normal(size=(60, 8))
-    cis = metric_cis(rng.normal(size=60), emb, None, 10, completions=texts, n_boot=300, seed=1)
+    sample = CompletionSample(rng.normal(size=60), emb, completions=texts)
+    cis = metric_cis(sample, None, 10, n_boot=300, seed=1)
     for key, value in (("distinct_1", distinct_n(texts, 1)), ("distinct_2", distinct_n(texts, 2))):
         low, high = cis[key]
         assert low <= value <= high, (key, low, value, high)

@@ -140,7 +140,11 @@ def test_gold_proxy_rows_by_hand():
 
 
 def test_reward_model_table_per_kind_with_wilson_intervals():
-    from flowhf.evaluation.gold_proxy import format_reward_models_markdown, kind_accuracies, wilson
+    from flowhf.experiments.analysis.gold_proxy import (
+        format_reward_models_markdown,
+        kind_accuracies,
+        wilson,
+    )
 
     low, high = wilson(0.5, 100)
     assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)

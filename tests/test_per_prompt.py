@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from flowhf.config.evaluation import EvalArgs
 from flowhf.evaluation.generation import GenerationSettings
 from flowhf.evaluation.per_prompt import (
     PerPromptSettings,
@@ -18,7 +19,7 @@ from flowhf.evaluation.per_prompt import (
     prompt_metrics,
     summarise,
 )
-from flowhf.evaluation.runner import evaluate_models
+from flowhf.evaluation.runner import EvalInputs, evaluate_models
 from flowhf.evaluation.sampling import length_metrics
 from tests.test_evaluation import FakeEmbedder, count_w1, tiny_model, word_tokenizer
 
@@ -84,18 +85,9 @@ def test_evaluate_models_with_judge_and_per_prompt(tmp_path):
     models = [("a", tiny_model(0), tok), ("b", tiny_model(1), tok)]
     evaluate_models(
         models,
-        ["w1 w2", "w3", "w4"],
-        count_w1,
-        reference_completions=None,
-        n=3,
-        k=2,
-        generation=gen,
-        embedder=FakeEmbedder(),
-        seed=0,
-        output_dir=tmp_path,
-        n_boot=20,
-        judges={"proxy": half_w1},
-        per_prompt=settings,
+        EvalInputs(["w1 w2", "w3", "w4"], count_w1, judges={"proxy": half_w1}),
+        EvalArgs(tmp_path, n=3, k=2, generation=gen, seed=0, n_boot=20, per_prompt=settings),
+        FakeEmbedder(),
     )
     records = [
         json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()

@@ -321,6 +321,18 @@ def _rm(tiny_rm, tok, **kw) -> ClassifierReward:
     return ClassifierReward(model=tiny_rm, tokenizer=tok, batch_size=3, **kw)
 
 
+def test_classifier_options_and_keyword_overrides(tiny_rm, bpe_tokenizer):
+    from flowhf.rewards.classifier import ClassifierOptions
+
+    options = ClassifierOptions(batch_size=5, prefix_mode="text")
+    rm = ClassifierReward(
+        model=tiny_rm, tokenizer=bpe_tokenizer, options=options, batch_size=2, name="rm"
+    )
+    assert (rm.batch_size, rm.prefix_mode, rm.name, rm.input_format) == (2, "text", "rm", "concat")
+    with pytest.raises(ValueError, match="classifier output must be one of"):
+        ClassifierReward(model=tiny_rm, tokenizer=bpe_tokenizer, output="nope")
+
+
 def _direct(model, ids: list[int]) -> float:
     """The model's own forward on ONE unpadded sequence (the ground truth)."""
     with torch.no_grad():

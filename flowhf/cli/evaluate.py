@@ -16,13 +16,27 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from flowhf.config.evaluation import EvalArgs, GenerationSettings
 from flowhf.config.fields import AT_LEAST_ONE
 from flowhf.errors import ConfigError
-from flowhf.evaluation.generation import GenerationSettings
 from flowhf.evaluation.tasks import DEFAULT_REWARDS, TASKS
 
-_GEN_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(GenerationSettings)}
 _GEN_DEFAULT = GenerationSettings()
+# The generation flags: (flag, GenerationSettings field, type); the flag's dest is its name.
+_GEN_FLAGS = (
+    ("--temperature", "temperature", float),
+    ("--top-p", "top_p", float),
+    ("--sampling-top-k", "top_k", int),
+    ("--repetition-penalty", "repetition_penalty", float),
+    ("--max-new-tokens", "max_new_tokens", int),
+    ("--batch-size", "batch_size", int),
+)
+
+
+def _help(config: type, name: str) -> str:
+    """A config field's help (one place for it), escaped for argparse."""
+    meta = next(f for f in dataclasses.fields(config) if f.name == name).metadata
+    return meta["help"].replace("%", "%%")
 
 
 def _run_dir(text: str) -> tuple[str, str]:
@@ -39,6 +53,21 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Evaluate models: reward stats, top-K diversity / novelty, CIs, report.md",
         description="Generate n completions per model, score them and write the report's tables.",
     )
+    _add_input_flags(p)
+    for flag, name, kind in _GEN_FLAGS:
+        default = getattr(_GEN_DEFAULT, name)
+        p.add_argument(flag, type=kind, default=default, help=_help(GenerationSettings, name))
+    p.add_argument("--greedy", action="store_true", help="Greedy decoding instead of sampling.")
+    p.add_argument(
+        "--no-chat-template", action="store_true", help="Feed raw prompts, no chat template."
+    )
+    _add_measure_flags(p)
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def _add_input_flags(p: argparse.ArgumentParser) -> None:
+    """What is evaluated: models, task, reward, n / K, prompts, D0, the output folder."""
     p.add_argument(
         "--model",
         action="append",
@@ -53,11 +82,9 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SPEC",
         help="Reward spec for flowhf.rewards.build_reward (toxicity default: 'toxicity').",
     )
-    p.add_argument(
-        "--n", type=int, default=200, help="Number of test prompts / completions per model."
-    )
-    p.add_argument("--top-k", type=int, default=20, help="K of the top-K metrics.")
-    p.add_argument("--output-dir", required=True, type=Path, help="Where the outputs are written.")
+    p.add_argument("--n", type=int, default=200, help=_help(EvalArgs, "n"))
+    p.add_argument("--top-k", type=int, default=20, help=_help(EvalArgs, "k"))
+    p.add_argument("--output-dir", required=True, type=Path, help=_help(EvalArgs, "output_dir"))
     p.add_argument(
         "--prompts",
         default=None,
@@ -76,39 +103,12 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="Column of D0 texts (default 'completion'; 'response_j' for stackexchange).",
     )
-    p.add_argument(
-        "--temperature", type=float, default=_GEN_DEFAULT.temperature, help=_GEN_HELP["temperature"]
-    )
-    p.add_argument("--top-p", type=float, default=_GEN_DEFAULT.top_p, help=_GEN_HELP["top_p"])
-    p.add_argument(
-        "--sampling-top-k", type=int, default=_GEN_DEFAULT.top_k, help=_GEN_HELP["top_k"]
-    )
-    p.add_argument(
-        "--repetition-penalty",
-        type=float,
-        default=_GEN_DEFAULT.repetition_penalty,
-        help=_GEN_HELP["repetition_penalty"],
-    )
-    p.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=_GEN_DEFAULT.max_new_tokens,
-        help=_GEN_HELP["max_new_tokens"],
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=_GEN_DEFAULT.batch_size, help=_GEN_HELP["batch_size"]
-    )
-    p.add_argument("--greedy", action="store_true", help="Greedy decoding instead of sampling.")
-    p.add_argument(
-        "--no-chat-template", action="store_true", help="Feed raw prompts, no chat template."
-    )
-    p.add_argument("--seed", type=int, default=0, help="Seed of generation and of the bootstrap.")
-    p.add_argument(
-        "--baseline",
-        default=None,
-        metavar="NAME",
-        help="Model (as passed to --model) the others are t-tested against.",
-    )
+
+
+def _add_measure_flags(p: argparse.ArgumentParser) -> None:
+    """How it is measured: seed, baseline, reference model, embeddings, bootstrap, run dirs."""
+    p.add_argument("--seed", type=int, default=0, help=_help(EvalArgs, "seed"))
+    p.add_argument("--baseline", default=None, metavar="NAME", help=_help(EvalArgs, "baseline"))
     p.add_argument(
         "--reference-model",
         default=None,
@@ -124,7 +124,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--embedding-batch-size", type=int, default=64, help="Texts per embedding batch."
     )
-    p.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% CIs.")
+    p.add_argument("--n-boot", type=int, default=1000, help=_help(EvalArgs, "n_boot"))
     p.add_argument(
         "--run-dir",
         action="append",
@@ -133,8 +133,6 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="Training run dir (with metrics.jsonl) for training_curves.png; repeatable.",
     )
-    p.set_defaults(func=run_eval)
-    return p
 
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -154,15 +152,9 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def generation_from_args(args: argparse.Namespace) -> GenerationSettings:
+    values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in _GEN_FLAGS}
     return GenerationSettings(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.sampling_top_k,
-        repetition_penalty=args.repetition_penalty,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        do_sample=not args.greedy,
-        use_chat_template=not args.no_chat_template,
+        **values, do_sample=not args.greedy, use_chat_template=not args.no_chat_template
     )
 
 
@@ -210,7 +202,7 @@ def check_eval_args(args: argparse.Namespace) -> GenerationSettings:
 
 def run_eval(args: argparse.Namespace) -> int:
     from flowhf.evaluation.embeddings import Embedder
-    from flowhf.evaluation.runner import evaluate_models
+    from flowhf.evaluation.runner import EvalInputs, evaluate_models
     from flowhf.evaluation.tasks import task_inputs
 
     spec = args.reward or DEFAULT_REWARDS.get(args.task)
@@ -230,26 +222,30 @@ def run_eval(args: argparse.Namespace) -> int:
     reward = build_reward_from_spec(spec)  # a bad spec is an error before any policy loads
     evaluate_models(
         args.model,
-        inputs.prompts,
-        reward,
-        reference_completions=inputs.reference_completions,
-        n=args.n,
-        k=args.top_k,
-        generation=generation,
-        embedder=Embedder(args.embedding_model, batch_size=args.embedding_batch_size),
-        seed=args.seed,
-        output_dir=args.output_dir,
-        run_dirs=dict(args.run_dir) or None,
-        baseline=args.baseline,
-        reference_model=args.reference_model,
-        task=args.task,
-        n_boot=args.n_boot,
-        reward_columns=inputs.reward_columns,
-        metadata={
-            "reward": spec,
-            "prompt_source": inputs.prompt_source,
-            "reference_source": inputs.reference_source,
-        },
+        EvalInputs(
+            inputs.prompts,
+            reward,
+            inputs.reference_completions,
+            inputs.reward_columns,
+            metadata={
+                "reward": spec,
+                "prompt_source": inputs.prompt_source,
+                "reference_source": inputs.reference_source,
+            },
+        ),
+        EvalArgs(
+            args.output_dir,
+            n=args.n,
+            k=args.top_k,
+            seed=args.seed,
+            n_boot=args.n_boot,
+            task=args.task,
+            baseline=args.baseline,
+            run_dirs=dict(args.run_dir),
+            generation=generation,
+        ),
+        Embedder(args.embedding_model, batch_size=args.embedding_batch_size),
+        args.reference_model,
     )
     print((args.output_dir / "report.md").read_text(encoding="utf-8"))
     print(f"outputs written to {args.output_dir}")

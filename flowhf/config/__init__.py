@@ -6,6 +6,7 @@ ranges, YAML with line numbers, dotted ``--set`` overrides) and the dataclasses 
     trl_names.py     TRL's flat GRPOConfig names -> FlowHF group keys (a table the config reads)
     budget.py        Budget: seconds / tokens / completions / steps
     reward_model.py  the Bradley-Terry reward model's config and its saved scoring contract
+    evaluation.py    the evaluation's: GenerationSettings, PerPromptSettings, EvalArgs
     baselines.py     the TRL baselines' configs (SFT / GRPO / PPO)
     preset.py        Preset: what one `flowhf reproduce` run uses, and the shipped presets
 

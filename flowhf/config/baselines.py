@@ -25,9 +25,9 @@ from flowhf.config.fields import (
     Range,
     apply_overrides,
     build_dataclass,
+    help_field as _f,
     parse_assignment,
 )
-from flowhf.config.fields import help_field as _f
 from flowhf.errors import ConfigError
 from flowhf.io import read_yaml_mapping
 

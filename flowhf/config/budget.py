@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flowhf.config.fields import POSITIVE
-from flowhf.config.fields import help_field as _f
+from flowhf.config.fields import POSITIVE, help_field as _f
 
 KEYS = ("seconds", "generated_tokens", "completions", "max_steps")
 

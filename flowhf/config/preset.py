@@ -29,8 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, make_dataclass, replace
 from typing import Any
 
-from flowhf.config.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
-from flowhf.config.fields import help_field as _f
+from flowhf.config.fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, help_field as _f
 from flowhf.errors import ConfigError
 
 # The stages of `flowhf reproduce`, in order, and the methods each group of stages trains.

@@ -20,9 +20,9 @@ from flowhf.config.fields import (
     POSITIVE,
     OneOf,
     build_dataclass,
+    help_field as _f,
     read_with_overrides,
 )
-from flowhf.config.fields import help_field as _f
 
 REWARD_TEMPLATE = "Question: {prompt}\n\nAnswer: {completion}"
 REWARD_META_FILE = "flowhf_reward.json"

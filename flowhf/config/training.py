@@ -24,10 +24,10 @@ from flowhf.config.fields import (
     Range,
     Source,
     build_dataclass,
+    help_field as _f,
     read_with_overrides,
     suggest,
 )
-from flowhf.config.fields import help_field as _f
 from flowhf.config.trl_names import SAME_MEANING, apply_trl_names
 from flowhf.errors import ConfigError
 from flowhf.objectives import OBJECTIVES, get_objective, logz_modes

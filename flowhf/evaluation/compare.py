@@ -18,7 +18,7 @@ import numpy as np
 
 from flowhf.errors import InputError
 from flowhf.evaluation.plots import plot_score_distributions
-from flowhf.evaluation.report import read_completions_jsonl, write_report_md
+from flowhf.evaluation.report import ReportInfo, read_completions_jsonl, write_report_md
 from flowhf.evaluation.stats import welch_one_sided
 
 EVAL_HINT = "pass the folders `flowhf eval` wrote (each holds metrics.json and completions.jsonl)"
@@ -110,7 +110,7 @@ def compare_evaluations(
     n, k = next(iter(settings)) if len(settings) == 1 else (None, None)
     task = tasks.pop()
     output = Path(output)
-    report = write_report_md(results, output, task, baseline, tests, n=n, k=k, notes=notes)
+    report = write_report_md(results, output, ReportInfo(task, baseline, tests, n, k, notes))
     figure = plot_score_distributions(
         scores,
         output.with_name(f"{output.stem}_score_distributions.png"),

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from flowhf.config.evaluation import GenerationSettings  # noqa: F401  (its old home)
 from flowhf.sampling.logprobs import completion_log_probs
 from flowhf.sampling.prompts import (  # noqa: F401  (old names)
     completion_mask,
@@ -25,64 +26,6 @@ from flowhf.sampling.prompts import (  # noqa: F401  (old names)
     pad_token_id,
     prompt_batch,
 )
-
-
-@dataclass
-class GenerationSettings:
-    """Sampling settings of the evaluation (defaults follow the report: temperature 0.1)."""
-
-    temperature: float = field(
-        default=0.1, metadata={"help": "Sampling temperature (the report uses 0.1)."}
-    )
-    top_p: float = field(
-        default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1.0 disables it."}
-    )
-    top_k: int = field(
-        default=0,
-        metadata={"help": "Top-k filtering; 0 disables it (HF's own default would be 50)."},
-    )
-    repetition_penalty: float = field(
-        default=1.0, metadata={"help": "HF repetition penalty (> 0); 1.0 disables it."}
-    )
-    max_new_tokens: int = field(
-        default=64, metadata={"help": "Maximum tokens generated per completion."}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
-    do_sample: bool = field(
-        default=True,
-        metadata={"help": "Sample (True) or greedy decode (False; temperature/top_p unused)."},
-    )
-    use_chat_template: bool = field(
-        default=True,
-        metadata={"help": "Wrap prompts in the tokenizer's chat template when it has one."},
-    )
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(
-                f"temperature must be > 0, got {self.temperature} (use do_sample=False for greedy)"
-            )
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate`` (sampling knobs only when sampling)."""
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        return kwargs
 
 
 @dataclass

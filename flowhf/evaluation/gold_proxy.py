@@ -1,4 +1,6 @@
-"""Gold vs proxy reward per model, and the gold reward with length regressed out.
+"""Gold vs proxy reward per model, and the gold reward with length regressed out: the
+per-completion figures (`flowhf.evaluation.per_prompt` needs them); the report's tables of them are
+`flowhf.experiments.analysis.gold_proxy`.
 
 After Gao, Schulman and Hilton (2022): a policy trained on a proxy reward model is judged by a
 gold one it never saw. Reward hacking reads as the proxy rising while the gold does not. The two
@@ -15,7 +17,6 @@ the pooled mean length. It separates "better answers" from "longer (or shorter) 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,80 +65,3 @@ def gold_proxy_rows(
 def _z(value: float, scale: tuple[float, float] | None) -> float:
     mean, std = scale if scale else (0.0, 1.0)
     return (float(value) - mean) / std
-
-
-def format_gold_proxy_markdown(rows: Sequence[Mapping[str, Any]], slope_note: str) -> str:
-    cols = [
-        ("gold", "Gold"),
-        ("gold_lc", "Gold, length-controlled"),
-        ("proxy", "Proxy"),
-        ("gold_z", "Gold (z)"),
-        ("proxy_z", "Proxy (z)"),
-        ("gap", "Proxy - gold (z)"),
-        ("tokens", "Generated tokens"),
-        ("eos_rate", "EOS rate"),
-    ]
-    lines = [
-        "| Model | " + " | ".join(title for _, title in cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for row in rows:
-        cells = [_cell(row.get(key)) for key, _ in cols]
-        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", slope_note])
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion p observed on n trials."""
-    if n == 0:
-        return float("nan"), float("nan")
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
-def kind_accuracies(metrics: Mapping[str, Any]) -> dict[str, dict]:
-    """{kind: {accuracy, n, ci}} from a reward model's metrics (``eval/accuracy/KIND``)."""
-    out = {}
-    for key, value in metrics.items():
-        if key.startswith("eval/accuracy/"):
-            kind = key.split("/", 2)[2]
-            n = int(metrics[f"eval/n_pairs/{kind}"])
-            out[kind] = {"accuracy": value, "n": n, "ci": wilson(value, n)}
-    return out
-
-
-def format_reward_models_markdown(proxy: Mapping[str, Any], gold: Mapping[str, Any]) -> str:
-    """Held-out pairwise accuracy per rejected kind of the proxy and the gold (metrics dicts)."""
-    from flowhf.reward_model.gold_pairs import GOLD_KINDS, PARTIAL_KINDS
-
-    only_gold = GOLD_KINDS + PARTIAL_KINDS
-    p_kinds, g_kinds = kind_accuracies(proxy), kind_accuracies(gold)
-    lines = [
-        "| rejected kind | trained on by | n | proxy accuracy [95% CI] | gold accuracy [95% CI] |",
-        "|---|---|---|---|---|",
-    ]
-    for kind in sorted(g_kinds, key=lambda k: (k in only_gold, k)):
-        cells = [
-            f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r else "n/a"
-            for r in (p_kinds.get(kind), g_kinds[kind])
-        ]
-        lines.append(
-            f"| {kind} | {'gold only' if kind in only_gold else 'both'} | {g_kinds[kind]['n']} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    for name, m in (("proxy", proxy), ("gold", gold)):
-        lines.append(
-            f"\n{name}: {m['train/n_pairs']} training pairs, held-out accuracy {m['eval/accuracy']:.3f} "
-            f"on {m['eval/n_pairs']} pairs, training score std {m['train/score_std']:.3g}."
-        )
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    return (
-        "n/a"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else f"{value:.3f}"
-    )

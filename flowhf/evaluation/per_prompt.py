@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from flowhf.config.fields import AT_LEAST_ONE, POSITIVE, Range
-from flowhf.config.fields import help_field as _f
+from flowhf.config.evaluation import PerPromptSettings  # noqa: F401  (its old home)
 from flowhf.evaluation.metrics import distinct_n, l2_normalise, pairwise_cosine_distance_mean
-from flowhf.evaluation.sampling import length_metrics, sample_and_score, score
+from flowhf.evaluation.sampling import SamplingPlan, length_metrics, sample_and_score, score
 
 METRICS = (
     "pairwise_distance",
@@ -43,34 +42,6 @@ METRICS = (
     "eos_rate",
     "mean_length",
 )
-
-
-@dataclass
-class PerPromptSettings:
-    """Which prompts, how many samples each, at what temperature, and the same-answer threshold."""
-
-    n_prompts: int = _f(
-        32, "N evaluation prompts, evenly spaced over the prompt file.", allowed=AT_LEAST_ONE
-    )
-    k: int = _f(8, "Completions per prompt.", allowed=Range(2))
-    temperature: float = _f(
-        1.0, "Sampling temperature (1.0: the trained policy itself).", allowed=POSITIVE
-    )
-    threshold: float = _f(
-        0.15,
-        "Cosine distance under which two answers count as the same.",
-        allowed=Range(0, 2, low_open=True, high_open=True),
-    )
-
-    def __post_init__(self) -> None:
-        if self.n_prompts < 1 or self.k < 2:
-            raise ValueError(
-                f"per-prompt diversity needs n_prompts >= 1 and k >= 2, got {self.n_prompts}, {self.k}"
-            )
-        if not (self.temperature > 0 and 0 < self.threshold < 2):
-            raise ValueError(
-                f"temperature must be > 0 and threshold in (0, 2), got {self.temperature}, {self.threshold}"
-            )
 
 
 def distinct_answers(embeddings: Any, threshold: float) -> int:
@@ -166,59 +137,75 @@ def summarise(
 def evaluate_per_prompt(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    plan: SamplingPlan,
     rewards: Mapping[str, Callable],
     settings: PerPromptSettings,
-    generation: Any,
     embedder: Any,
-    seed: int,
-    columns: Mapping[str, Sequence] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per prompt: its k completions and every metric (plus one mean score per reward).
 
-    ``rewards`` maps a name (the row's key) to a reward callable, the headline first; ``columns``
-    are the reward's extra per-prompt columns aligned with ``prompts``.
+    ``plan`` holds the prompts to choose from, the reward's extra columns aligned with them, the
+    generation settings (their temperature replaced by ``settings.temperature``) and the seed;
+    ``rewards`` maps a name (the row's key) to a reward callable, the headline first.
     """
     from flowhf.evaluation.tasks import evenly_spaced
 
-    keep = evenly_spaced(len(prompts), settings.n_prompts)
-    chosen = [prompts[i] for i in keep]
-    repeated = [p for p in chosen for _ in range(settings.k)]
-    cols = {
-        key: [values[i] for i in keep for _ in range(settings.k)]
-        for key, values in (columns or {}).items()
-    }
-    gen = replace(generation, temperature=settings.temperature, do_sample=True)
-    names = list(rewards)
-    sampled = sample_and_score(
-        "per-prompt", model, tokenizer, repeated, rewards[names[0]], gen, seed, cols, None
+    keep = evenly_spaced(len(plan.prompts), settings.n_prompts)
+    chosen = [plan.prompts[i] for i in keep]
+    repeated = SamplingPlan(
+        [p for p in chosen for _ in range(settings.k)],
+        replace(plan.generation, temperature=settings.temperature, do_sample=True),
+        plan.seed,
+        {
+            key: [values[i] for i in keep for _ in range(settings.k)]
+            for key, values in plan.columns.items()
+        },
     )
+    names = list(rewards)
+    sampled = sample_and_score("per-prompt", model, tokenizer, repeated, rewards[names[0]])
     scores = {names[0]: sampled["rewards"]}
     for name in names[1:]:
         scores[name] = score(
-            rewards[name], repeated, sampled["completions"], cols, f"per-prompt reward {name!r}"
+            rewards[name],
+            repeated.prompts,
+            sampled["completions"],
+            repeated.columns,
+            f"per-prompt reward {name!r}",
         )
     emb = np.asarray(embedder.embed(sampled["completions"]))
-    rows = []
-    for i, prompt in enumerate(chosen):
-        part = slice(i * settings.k, (i + 1) * settings.k)
-        row = {
-            "index": i,
-            "prompt": prompt,
-            "completions": sampled["completions"][part],
-            **prompt_metrics(
-                sampled["completions"][part],
-                emb[part],
-                sampled["ended"][part],
-                sampled["lengths"][part],
-                settings.threshold,
-            ),
-        }
-        row.update({name: float(np.mean(values[part])) for name, values in scores.items()})
-        row.update(
-            scores={name: [float(v) for v in values[part]] for name, values in scores.items()},
-            lengths=[int(n) for n in sampled["lengths"][part]],
-            ended=[bool(e) for e in sampled["ended"][part]],
-        )
-        rows.append(row)
-    return rows
+    k = settings.k
+    return [
+        _prompt_row(i, prompt, sampled, scores, emb, slice(i * k, (i + 1) * k), settings.threshold)
+        for i, prompt in enumerate(chosen)
+    ]
+
+
+def _prompt_row(
+    index: int,
+    prompt: str,
+    sampled: Mapping[str, Any],
+    scores: Mapping[str, np.ndarray],
+    emb: np.ndarray,
+    part: slice,
+    threshold: float,
+) -> dict[str, Any]:
+    """The row of one prompt, whose k answers are ``part`` of the sampled completions."""
+    row = {
+        "index": index,
+        "prompt": prompt,
+        "completions": sampled["completions"][part],
+        **prompt_metrics(
+            sampled["completions"][part],
+            emb[part],
+            sampled["ended"][part],
+            sampled["lengths"][part],
+            threshold,
+        ),
+    }
+    row.update({name: float(np.mean(values[part])) for name, values in scores.items()})
+    row.update(
+        scores={name: [float(v) for v in values[part]] for name, values in scores.items()},
+        lengths=[int(n) for n in sampled["lengths"][part]],
+        ended=[bool(e) for e in sampled["ended"][part]],
+    )
+    return row

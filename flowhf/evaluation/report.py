@@ -15,6 +15,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,21 @@ def format_cell(value: Any, ci: Sequence[float] | None = None, digits: int = 3) 
     return text
 
 
-def _table(results: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
-    lines = [
-        "| Model | " + " | ".join(title for title, _ in columns) + " |",
-        "|---|" + "---|" * len(columns),
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table: the header row, the rule, one line per row of cells."""
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
     ]
-    for res in results:
+
+
+def _table(results: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
+    def cells(res: Mapping[str, Any]) -> list[str]:
         metrics, cis = res.get("metrics", {}), res.get("ci", {}) or {}
-        cells = [format_cell(metrics.get(key), cis.get(key)) for _, key in columns]
-        lines.append(f"| {res['model']} | " + " | ".join(cells) + " |")
-    return lines
+        return [res["model"], *(format_cell(metrics.get(key), cis.get(key)) for _, key in columns)]
+
+    return markdown_table(["Model", *(title for title, _ in columns)], map(cells, results))
 
 
 def _test_line(test: Mapping[str, Any]) -> str:
@@ -83,36 +89,70 @@ def _test_line(test: Mapping[str, Any]) -> str:
     )
 
 
+@dataclass
+class ReportInfo:
+    """What report.md says beside the results: the task (its table title), n and K, the baseline
+    and the t-tests against it, free notes."""
+
+    task: str
+    baseline: str | None = None
+    tests: Sequence[Mapping[str, Any]] = ()
+    n: int | None = None
+    k: int | None = None
+    notes: Sequence[str] = ()
+
+
+_MAIN_NOTE = (
+    "Cells: estimate [95% percentile bootstrap interval over completions]. Std columns are "
+    "population std (ddof=0). Diversity: mean pairwise cosine distance of the top-K "
+    "completions' embeddings (i != j); Novelty: mean over the top K of the minimum cosine "
+    "distance to the training completions D0 (n/a without D0). Mean Length is the report's: the "
+    "decoded text re-tokenised, EOS not counted; the other tables count the generated tokens, EOS included."
+)
+_PER_PROMPT_NOTE = (
+    "k answers to each of the same prompts at the training "
+    "temperature (`flowhf.evaluation.per_prompt`); cells: mean over prompts [95% bootstrap interval "
+    "over prompts]."
+)
+
+
 def write_report_md(
-    results: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike,
-    task: str,
-    baseline: str | None = None,
-    tests: Iterable[Mapping[str, Any]] | None = None,
-    *,
-    n: int | None = None,
-    k: int | None = None,
-    notes: Sequence[str] = (),
+    results: Sequence[Mapping[str, Any]], path: str | os.PathLike, info: ReportInfo
 ) -> Path:
     """Write the report-layout markdown tables for ``results`` (one entry per model)."""
     if not results:
         raise ValueError("write_report_md needs at least one model result")
-    title = _TABLE_TITLES.get(task, f"Table: {task}")
-    setting = ", ".join(s for s in (f"n = {n}" if n else "", f"K = {k}" if k else "") if s)
-    lines = [f"# Evaluation: {task}", "", f"## {title}" + (f" ({setting})" if setting else ""), ""]
-    lines += _table(results, MAIN_COLUMNS)
-    lines += [
-        "",
-        "Cells: estimate [95% percentile bootstrap interval over completions]. Std columns are "
-        "population std (ddof=0). Diversity: mean pairwise cosine distance of the top-K "
-        "completions' embeddings (i != j); Novelty: mean over the top K of the minimum cosine "
-        "distance to the training completions D0 (n/a without D0). Mean Length is the report's: the "
-        "decoded text re-tokenised, EOS not counted; the other tables count the generated tokens, EOS included.",
-        "",
-        "## Extra metrics",
-        "",
-    ]
-    judges = sorted(
+    title = _TABLE_TITLES.get(info.task, f"Table: {info.task}")
+    setting = ", ".join(
+        s for s in (f"n = {info.n}" if info.n else "", f"K = {info.k}" if info.k else "") if s
+    )
+    lines = [f"# Evaluation: {info.task}", "", f"## {title}" + (f" ({setting})" if setting else "")]
+    lines += ["", *_table(results, MAIN_COLUMNS), "", _MAIN_NOTE, "", "## Extra metrics", ""]
+    judges = _judge_keys(results)
+    lines += _table(
+        results, EXTRA_COLUMNS + tuple((f"{key[:-7].title()} reward", key) for key in judges)
+    )
+    if any("pp_pairwise_distance" in r.get("metrics", {}) for r in results):
+        lines += ["", "## Per-prompt diversity", "", _PER_PROMPT_NOTE, ""]
+        lines += _table(
+            results,
+            PER_PROMPT_COLUMNS
+            + tuple((f"{key[:-7].title()} reward", f"pp_{key}") for key in judges),
+        )
+    tests = list(info.tests or [])
+    if info.baseline is not None or tests:
+        lines += ["", f"## Welch one-sided t-tests vs baseline ({info.baseline or 'n/a'})", ""]
+        lines += [_test_line(t) for t in tests] or ["- no other model to compare"]
+    if info.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in info.notes]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, "\n".join(lines) + "\n")  # a kill never leaves half a report
+
+
+def _judge_keys(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The judges' metric keys (``NAME_reward``) of any result, sorted."""
+    return sorted(
         {
             key
             for r in results
@@ -121,33 +161,6 @@ def write_report_md(
         }
         - {key for _, key in MAIN_COLUMNS}
     )
-    lines += _table(
-        results, EXTRA_COLUMNS + tuple((f"{key[:-7].title()} reward", key) for key in judges)
-    )
-    if any("pp_pairwise_distance" in r.get("metrics", {}) for r in results):
-        lines += [
-            "",
-            "## Per-prompt diversity",
-            "",
-            "k answers to each of the same prompts at the training "
-            "temperature (`flowhf.evaluation.per_prompt`); cells: mean over prompts [95% bootstrap interval "
-            "over prompts].",
-            "",
-        ]
-        lines += _table(
-            results,
-            PER_PROMPT_COLUMNS
-            + tuple((f"{key[:-7].title()} reward", f"pp_{key}") for key in judges),
-        )
-    tests = list(tests or [])
-    if baseline is not None or tests:
-        lines += ["", f"## Welch one-sided t-tests vs baseline ({baseline or 'n/a'})", ""]
-        lines += [_test_line(t) for t in tests] or ["- no other model to compare"]
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, "\n".join(lines) + "\n")  # a kill never leaves half a report
 
 
 def jsonable(value: Any) -> Any:

@@ -9,6 +9,7 @@ score_distributions.png and, when training run dirs are given, training_curves.p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -16,6 +17,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +26,28 @@ import torch
 from tqdm import tqdm
 
 from flowhf.config.budget import Progress, progress_is_shown, publish_progress
+from flowhf.config.evaluation import EvalArgs, GenerationSettings  # noqa: F401  (also importable here)
 from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
-from flowhf.evaluation.generation import GenerationSettings
 from flowhf.evaluation.metrics import compute_metrics
-from flowhf.evaluation.per_prompt import PerPromptSettings, evaluate_per_prompt, summarise
+from flowhf.evaluation.per_prompt import evaluate_per_prompt, summarise
 from flowhf.evaluation.plots import plot_score_distributions, plot_training_curves
 from flowhf.evaluation.report import (
+    ReportInfo,
     jsonable,
     write_completions_jsonl,
     write_metrics_json,
     write_report_md,
 )
-from flowhf.evaluation.sampling import length_metrics, sample_and_score, score  # noqa: F401  (also importable here)
-from flowhf.evaluation.stats import metric_cis, welch_one_sided
+from flowhf.evaluation.sampling import (  # noqa: F401  (also importable here)
+    SamplingPlan,
+    length_metrics,
+    sample_and_score,
+    score,
+)
+from flowhf.evaluation.stats import CompletionSample, metric_cis, welch_one_sided
 from flowhf.io import atomic_write_text
+from flowhf.models.modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -119,220 +128,264 @@ def _select_columns(columns: Mapping[str, Sequence], n_prompts: int, n: int) -> 
     return {key: [values[i % n_prompts] for i in range(n)] for key, values in columns.items()}
 
 
+@dataclass
+class EvalInputs:
+    """What the models are evaluated on: the prompts and the headline reward, with what goes
+    beside them.
+
+    ``reward_columns`` are extra per-prompt columns passed to the reward (aligned with
+    ``prompts``); ``reference_completions`` (the training completions D0) give the novelty;
+    ``judges`` are more rewards scoring the same completions (e.g. ``{"proxy": proxy_rm}`` beside
+    a gold ``reward``: metric ``NAME_reward`` and a field per completion); ``metadata`` (e.g. the
+    reward spec and data sources) is recorded in metrics.json.
+    """
+
+    prompts: Sequence[str]
+    reward: Callable
+    reference_completions: Sequence[str] | None = None
+    reward_columns: Mapping[str, Sequence] = field(default_factory=dict)
+    judges: Mapping[str, Callable] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 def evaluate_models(
     models: Sequence[ModelSpec],
-    prompts: Sequence[str],
-    reward: Callable,
-    *,
-    reference_completions: Sequence[str] | None,
-    n: int,
-    k: int,
-    generation: GenerationSettings,
+    inputs: EvalInputs,
+    args: EvalArgs,
     embedder: TextEmbedder,
-    seed: int,
-    output_dir: str | os.PathLike,
-    run_dirs: Mapping[str, str | os.PathLike] | None = None,
-    baseline: str | None = None,
     reference_model: ModelSpec | None = None,
-    task: str = "custom",
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    reward_columns: Mapping[str, Sequence] | None = None,
-    device: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    judges: Mapping[str, Callable] | None = None,
-    per_prompt: PerPromptSettings | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate ``models`` on ``n`` prompts and write all outputs; returns one result per model.
+    """Evaluate ``models`` on ``args.n`` of ``inputs.prompts`` and write all outputs to
+    ``args.output_dir``; returns one result per model.
 
-    ``reward_columns`` are extra per-prompt columns passed to the reward (aligned with the
-    selected prompts). ``reference_model`` adds a per-token KL of each model's samples to it.
-    ``metadata`` (e.g. the reward spec and data sources) is recorded in metrics.json.
-    ``judges`` are more rewards scoring the same completions (e.g. ``{"proxy": proxy_rm}`` beside
-    a gold ``reward``): metric ``NAME_reward`` and a field per completion. ``per_prompt`` adds the
-    per-prompt diversity metrics (`flowhf.evaluation.per_prompt`, prefix ``pp_``, per_prompt.jsonl).
-    Each result holds ``model``, ``metrics``, ``ci`` plus ``rewards`` and ``completions``.
+    ``reference_model`` adds a per-token KL of each model's samples to it; ``args.per_prompt``
+    adds the per-prompt diversity metrics (`flowhf.evaluation.per_prompt`, prefix ``pp_``,
+    per_prompt.jsonl). Each result holds ``model``, ``metrics``, ``ci`` plus ``rewards`` and
+    ``completions``.
     """
+    check_request(models, inputs, args)
+    session = _Session.start(inputs, args, embedder)
+    ref_name, ref_m, ref_tok, ref_loaded_here = (None, None, None, False)
+    if reference_model is not None:
+        ref_name, ref_m, ref_tok, ref_loaded_here = load_model(reference_model, args.device)
+    with eval_mode(ref_m) if ref_m is not None else contextlib.nullcontext():
+        session.reference = (ref_m, ref_tok) if ref_m is not None else None
+        for number, spec in enumerate(
+            tqdm(
+                models,
+                desc=f"evaluating ({args.task})",
+                unit="model",
+                leave=False,
+                disable=progress_is_shown(),
+            )
+        ):  # (a reproduce stage bar shows it instead)
+            publish_progress(Progress(number, len(models), f"models ({args.task})"))
+            session.evaluate(spec, ref_name)
+    if ref_loaded_here:
+        ref_m = session.reference = None
+        release_memory()
+    session.write(ref_name)
+    return session.results
+
+
+def check_request(models: Sequence[ModelSpec], inputs: EvalInputs, args: EvalArgs) -> None:
+    """The user errors (ConfigError) of an evaluation, raised before any model loads."""
     if not models:
         raise ValueError("evaluate_models needs at least one model")
-    if n < 1 or not 1 <= k <= n:  # user errors (ConfigError), raised before any model loads
+    n, k = args.n, args.k
+    if n < 1 or not 1 <= k <= n:
         raise ConfigError(
             f"n={n}, top-k={k}: need n >= 1 and 1 <= top-k <= n", "change --n / --top-k"
         )
     names = [_spec_name(m) for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be unique, got {names}", "give each --model once")
-    if baseline is not None and baseline not in names:
+    if args.baseline is not None and args.baseline not in names:
         raise ConfigError(
-            f"baseline {baseline!r} is not one of the evaluated models {names}",
+            f"baseline {args.baseline!r} is not one of the evaluated models {names}",
             "--baseline takes one of the --model values as written",
         )
-    if reference_completions is not None and len(reference_completions) == 0:
+    if inputs.reference_completions is not None and len(inputs.reference_completions) == 0:
         raise ValueError("reference_completions is empty: pass None to skip novelty")
-    eval_prompts, n_unique = select_prompts(prompts, n)
-    columns = _select_columns(reward_columns or {}, len(prompts), n)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
-    ref_emb = embedder.embed_cached(list(reference_completions)) if reference_completions else None
-    reference, ref_name, ref_loaded_here = None, None, False
-    if reference_model is not None:
-        ref_name, ref_m, ref_tok, ref_loaded_here = load_model(reference_model, device)
-        reference = (ref_m.eval(), ref_tok)
 
-    results, records, per_prompt_records = [], [], []
-    for number, spec in enumerate(
-        tqdm(
-            models,
-            desc=f"evaluating ({task})",
-            unit="model",
-            leave=False,
-            disable=progress_is_shown(),
-        )
-    ):  # (a reproduce stage bar shows it instead)
-        publish_progress(Progress(number, len(models), f"models ({task})"))
-        name, model, tokenizer, loaded_here = load_model(spec, device)
-        if reference is not None and len(reference[1]) != len(tokenizer):
+@dataclass
+class _Session:
+    """One `evaluate_models` call: its inputs and settings, what is measured once (the selected
+    prompts, D0's embeddings), and what every model adds (results and records)."""
+
+    inputs: EvalInputs
+    args: EvalArgs
+    embedder: TextEmbedder
+    plan: SamplingPlan
+    n_unique: int
+    ref_emb: Any
+    reference: tuple[Any, Any] | None = None
+    results: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+    per_prompt_records: list = field(default_factory=list)
+
+    @classmethod
+    def start(cls, inputs: EvalInputs, args: EvalArgs, embedder: TextEmbedder) -> _Session:
+        prompts, n_unique = select_prompts(inputs.prompts, args.n)
+        columns = _select_columns(inputs.reward_columns or {}, len(inputs.prompts), args.n)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        refs = inputs.reference_completions
+        ref_emb = embedder.embed_cached(list(refs)) if refs else None
+        plan = SamplingPlan(prompts, args.generation, args.seed, columns)
+        return cls(inputs, args, embedder, plan, n_unique, ref_emb)
+
+    def evaluate(self, spec: ModelSpec, ref_name: str | None) -> None:
+        """Sample, score and measure one model; add its result and records."""
+        name, model, tokenizer, loaded_here = load_model(spec, self.args.device)
+        ref = self.reference
+        if ref is not None and len(ref[1]) != len(tokenizer):
             raise ValueError(
-                f"reference model {ref_name!r} has a {len(reference[1])}-token vocabulary but "
+                f"reference model {ref_name!r} has a {len(ref[1])}-token vocabulary but "
                 f"{name!r} has {len(tokenizer)}: KL needs the same tokenizer"
             )
         sampled = sample_and_score(
-            name, model, tokenizer, eval_prompts, reward, generation, seed, columns, reference
+            name, model, tokenizer, self.plan, self.inputs.reward, self.reference
         )
+        extra = _judge_scores(self.inputs.judges or {}, self.plan, sampled, name)
+        metrics, cis = self._measure(sampled, tokenizer, extra)
+        if self.args.per_prompt is not None:
+            self._per_prompt(name, model, tokenizer, metrics, cis)
+        self.results.append(
+            {
+                "model": name,
+                "metrics": metrics,
+                "ci": cis,
+                "rewards": sampled["rewards"].tolist(),
+                "completions": sampled["completions"],
+            }
+        )
+        self.records += completion_records(name, self.plan.prompts, sampled, extra)
+        model = None  # drop our reference; a model we loaded is then freed before the next
+        if loaded_here:
+            release_memory()
+
+    def _measure(
+        self, sampled: Mapping[str, Any], tokenizer: Any, extra: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """(metrics, their bootstrap intervals) of one model's sampled completions."""
+        args, emb = self.args, self.embedder.embed(sampled["completions"])
         kl = None
-        if reference is not None:
+        if self.reference is not None:
             kl = float(sampled["kl_sums"].sum() / max(sampled["kl_counts"].sum(), 1.0))
-        emb = embedder.embed(sampled["completions"])
         metrics = compute_metrics(
             sampled["rewards"],
             sampled["completions"],
             emb,
-            ref_emb,
-            k,
+            self.ref_emb,
+            args.k,
             tokenizer=tokenizer,
             kl_per_token=kl,
         )
-        cis = metric_cis(
+        sample = CompletionSample(
             sampled["rewards"],
             emb,
-            ref_emb,
-            k,
-            completions=sampled["completions"],
-            tokenizer=tokenizer,
-            kl_sums=sampled.get("kl_sums"),
-            kl_counts=sampled.get("kl_counts"),
-            n_boot=n_boot,
-            seed=seed,
-            alpha=alpha,
+            sampled["completions"],
+            tokenizer,
+            sampled.get("kl_sums"),
+            sampled.get("kl_counts"),
         )
-        extra = _judge_scores(judges or {}, eval_prompts, sampled, columns, name)
+        cis = metric_cis(
+            sample, self.ref_emb, args.k, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha
+        )
         metrics.update(length_metrics(sampled["rewards"], sampled["ended"], sampled["lengths"]))
         metrics.update(
             {f"{judge}_reward": float(np.mean(values)) for judge, values in extra.items()}
         )
-        result = {
-            "model": name,
-            "metrics": metrics,
-            "ci": cis,
-            "rewards": sampled["rewards"].tolist(),
-            "completions": sampled["completions"],
-        }
-        if per_prompt is not None:
-            rows = evaluate_per_prompt(
-                model,
-                tokenizer,
-                eval_prompts[:n_unique],
-                {"reward": reward, **{f"{j}_reward": fn for j, fn in (judges or {}).items()}},
-                per_prompt,
-                generation,
-                embedder,
-                seed,
-                columns,
-            )
-            pp_metrics, pp_ci = summarise(rows, n_boot, seed, alpha)
-            metrics.update({f"pp_{key}": value for key, value in pp_metrics.items()})
-            cis.update({f"pp_{key}": value for key, value in pp_ci.items()})
-            per_prompt_records += [{"model": name, **row} for row in rows]
-        results.append(result)
-        records += [
-            {
-                "model": name,
-                "index": i,
-                "prompt": p,
-                "completion": c,
-                "reward": float(r),
-                "ended": bool(sampled["ended"][i]),
-                "length": int(sampled["lengths"][i]),
-                **{f"{judge}_reward": float(values[i]) for judge, values in extra.items()},
-            }
-            for i, (p, c, r) in enumerate(
-                zip(eval_prompts, sampled["completions"], sampled["rewards"])
-            )
-        ]
-        model = None  # drop our reference; a model we loaded is then freed before the next
-        if loaded_here:
-            release_memory()
-    if ref_loaded_here:
-        reference = None
-        release_memory()
+        return metrics, cis
 
-    tests = welch_tests(results, baseline)
-    files = write_outputs(
-        results,
-        records,
-        tests,
-        output_dir,
-        task=task,
-        n=n,
-        k=k,
-        baseline=baseline,
-        run_dirs=run_dirs,
-    )
-    if per_prompt is not None:
-        text = "".join(
-            json.dumps(jsonable(row), ensure_ascii=False) + "\n" for row in per_prompt_records
-        )
-        files["per_prompt"] = atomic_write_text(output_dir / "per_prompt.jsonl", text).name
-    payload = {
-        **dict(metadata or {}),
-        "task": task,
-        "n": n,
-        "k": k,
-        "n_unique_prompts": n_unique,
-        "seeds": {"generation": seed, "bootstrap": seed},
-        "bootstrap": {
-            "n_boot": n_boot,
-            "alpha": alpha,
-            "resampling": "completions, top-K re-selected per resample",
-        },
-        "generation": dataclasses.asdict(generation),
-        "embedding_model": getattr(embedder, "name", type(embedder).__name__),
-        "reference_completions": len(reference_completions) if reference_completions else None,
-        "reward_columns": sorted(columns),
-        "reference_model": ref_name,
-        "baseline": baseline,
-        "tests": tests,
-        "files": files,
-        "judges": sorted(judges or {}),
-        "per_prompt": dataclasses.asdict(per_prompt) if per_prompt is not None else None,
-        "models": [{key: r[key] for key in ("model", "metrics", "ci")} for r in results],
-    }
-    write_metrics_json(payload, output_dir / "metrics.json")
-    return results
+    def _per_prompt(self, name: str, model: Any, tokenizer: Any, metrics: dict, cis: dict) -> None:
+        """Add the per-prompt diversity metrics (``pp_``) and rows of one model."""
+        args, judges = self.args, self.inputs.judges or {}
+        rewards = {"reward": self.inputs.reward, **{f"{j}_reward": fn for j, fn in judges.items()}}
+        plan = replace(self.plan, prompts=self.plan.prompts[: self.n_unique])
+        rows = evaluate_per_prompt(model, tokenizer, plan, rewards, args.per_prompt, self.embedder)
+        pp_metrics, pp_ci = summarise(rows, args.n_boot, args.seed, args.alpha)
+        metrics.update({f"pp_{key}": value for key, value in pp_metrics.items()})
+        cis.update({f"pp_{key}": value for key, value in pp_ci.items()})
+        self.per_prompt_records += [{"model": name, **row} for row in rows]
+
+    def write(self, ref_name: str | None) -> None:
+        """metrics.json, completions.jsonl, report.md, the figures (and per_prompt.jsonl)."""
+        args, output_dir = self.args, Path(self.args.output_dir)
+        tests = welch_tests(self.results, args.baseline)
+        files = write_outputs(self.results, self.records, tests, args)
+        if args.per_prompt is not None:
+            text = "".join(
+                json.dumps(jsonable(row), ensure_ascii=False) + "\n"
+                for row in self.per_prompt_records
+            )
+            files["per_prompt"] = atomic_write_text(output_dir / "per_prompt.jsonl", text).name
+        write_metrics_json(self._payload(tests, files, ref_name), output_dir / "metrics.json")
+
+    def _payload(self, tests: list, files: dict, ref_name: str | None) -> dict[str, Any]:
+        """metrics.json: the settings, the tests, the files and every model's metrics."""
+        args, inputs = self.args, self.inputs
+        refs = inputs.reference_completions
+        return {
+            **dict(inputs.metadata or {}),
+            "task": args.task,
+            "n": args.n,
+            "k": args.k,
+            "n_unique_prompts": self.n_unique,
+            "seeds": {"generation": args.seed, "bootstrap": args.seed},
+            "bootstrap": {
+                "n_boot": args.n_boot,
+                "alpha": args.alpha,
+                "resampling": "completions, top-K re-selected per resample",
+            },
+            "generation": dataclasses.asdict(args.generation),
+            "embedding_model": getattr(self.embedder, "name", type(self.embedder).__name__),
+            "reference_completions": len(refs) if refs else None,
+            "reward_columns": sorted(self.plan.columns),
+            "reference_model": ref_name,
+            "baseline": args.baseline,
+            "tests": tests,
+            "files": files,
+            "judges": sorted(inputs.judges or {}),
+            "per_prompt": dataclasses.asdict(args.per_prompt) if args.per_prompt else None,
+            "models": [{key: r[key] for key in ("model", "metrics", "ci")} for r in self.results],
+        }
+
+
+def completion_records(
+    name: str,
+    prompts: Sequence[str],
+    sampled: Mapping[str, Any],
+    extra: Mapping[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """completions.jsonl's records of one model: prompt, completion, reward, judges' scores."""
+    return [
+        {
+            "model": name,
+            "index": i,
+            "prompt": p,
+            "completion": c,
+            "reward": float(r),
+            "ended": bool(sampled["ended"][i]),
+            "length": int(sampled["lengths"][i]),
+            **{f"{judge}_reward": float(values[i]) for judge, values in extra.items()},
+        }
+        for i, (p, c, r) in enumerate(zip(prompts, sampled["completions"], sampled["rewards"]))
+    ]
 
 
 def _judge_scores(
-    judges: Mapping[str, Callable],
-    prompts: list[str],
-    sampled: Mapping[str, Any],
-    columns: Mapping[str, Sequence],
-    model: str,
+    judges: Mapping[str, Callable], plan: SamplingPlan, sampled: Mapping[str, Any], model: str
 ) -> dict[str, np.ndarray]:
     """Every judge's scores of the completions one model sampled."""
     return {
         name: score(
-            judge, prompts, sampled["completions"], columns, f"model {model!r}, judge {name!r}"
+            judge,
+            plan.prompts,
+            sampled["completions"],
+            plan.columns,
+            f"model {model!r}, judge {name!r}",
         )
         for name, judge in judges.items()
     }
@@ -359,29 +412,24 @@ def write_outputs(
     results: Sequence[Mapping[str, Any]],
     records: Sequence[Mapping[str, Any]],
     tests: Sequence[Mapping[str, Any]],
-    output_dir: Path,
-    *,
-    task: str,
-    n: int,
-    k: int,
-    baseline: str | None,
-    run_dirs: Mapping[str, str | os.PathLike] | None,
+    args: EvalArgs,
 ) -> dict[str, str]:
-    """completions.jsonl, report.md and the figures; returns {kind: file name}."""
+    """completions.jsonl, report.md and the figures in ``args.output_dir``; returns
+    {kind: file name}."""
+    output_dir, task, n = Path(args.output_dir), args.task, args.n
+    info = ReportInfo(task, args.baseline, tests, n=n, k=args.k)
     files = {
         "completions": write_completions_jsonl(records, output_dir / "completions.jsonl").name,
-        "report": write_report_md(
-            results, output_dir / "report.md", task, baseline, tests, n=n, k=k
-        ).name,
+        "report": write_report_md(results, output_dir / "report.md", info).name,
         "score_distributions": plot_score_distributions(
             {r["model"]: r["rewards"] for r in results},
             output_dir / "score_distributions.png",
             title=f"Reward distributions ({task}, n={n})",
         ).name,
     }
-    if run_dirs:
+    if args.run_dirs:
         files["training_curves"] = plot_training_curves(
-            run_dirs, output_dir / "training_curves.png"
+            args.run_dirs, output_dir / "training_curves.png"
         ).name
     files["metrics"] = "metrics.json"
     return files

@@ -1,6 +1,6 @@
 """Sample completions of one model and score them: the one path every evaluation uses.
 
-`sample_and_score` draws (seeded per model, so a model's samples do not depend on the order
+`sample_and_score` draws for a `SamplingPlan` (seeded per model, so a model's samples do not depend on the order
 models are evaluated in), `score` checks a reward's output at the boundary (one finite score per
 completion, naming where it failed), `length_metrics` relates reward to length.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from flowhf.evaluation.generation import GenerationSettings, completion_logprobs, generate_batch
 from flowhf.evaluation.metrics import per_token_kl_sums
+from flowhf.models.modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -44,50 +46,74 @@ def score(
     return arr.astype(np.float64)
 
 
+@dataclass
+class SamplingPlan:
+    """What a model is asked for: the prompts (one completion each), the reward's extra columns
+    aligned with them, how to sample and the seed."""
+
+    prompts: list[str]
+    generation: GenerationSettings
+    seed: int
+    columns: Mapping[str, Sequence] = field(default_factory=dict)
+
+
 def sample_and_score(
     name: str,
     model: Any,
     tokenizer: Any,
-    prompts: list[str],
+    plan: SamplingPlan,
     reward: Callable,
-    generation: GenerationSettings,
-    seed: int,
-    columns: Mapping[str, Sequence],
-    reference: tuple[Any, Any] | None,
+    reference: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Completions, rewards, whether each ended with EOS, token lengths (EOS included) and (with a
-    reference model) per-completion KL sums of one model."""
-    model.eval()
-    torch.manual_seed(seed)  # same seed per model: each model's samples do not depend on order
-    completions: list[str] = []
-    rewards, kl_sums, kl_counts, ended, lengths = [], [], [], [], []
-    size = generation.batch_size
-    for start in range(0, len(prompts), size):
-        batch_prompts = prompts[start : start + size]
-        batch = generate_batch(model, tokenizer, batch_prompts, generation)
-        cols = {key: list(values[start : start + size]) for key, values in columns.items()}
-        where = f"model {name!r}, prompts {start}..{start + len(batch_prompts) - 1}"
-        rewards.append(score(reward, batch_prompts, batch.texts, cols, where))
-        completions.extend(batch.texts)
-        ended.extend(batch.ended)
-        lengths.extend(batch.lengths)
-        if reference is not None:
-            sums, counts = per_token_kl_sums(
-                completion_logprobs(model, batch),
-                completion_logprobs(reference[0], batch),
-                batch.completion_mask,
-            )
-            kl_sums.append(sums)
-            kl_counts.append(counts)
-        logger.info("%s: %d/%d completions", name, len(completions), len(prompts))
+    reference model) per-completion KL sums of one model (sampled in eval mode, its training
+    mode restored after)."""
+    with eval_mode(model):
+        torch.manual_seed(plan.seed)  # same seed per model: samples do not depend on order
+        parts = [
+            _sample_batch(name, model, tokenizer, plan, reward, reference, start)
+            for start in range(0, len(plan.prompts), plan.generation.batch_size)
+        ]
     out = {
-        "completions": completions,
-        "rewards": np.concatenate(rewards),
-        "ended": ended,
-        "lengths": lengths,
+        "completions": [text for part in parts for text in part["completions"]],
+        "rewards": np.concatenate([part["rewards"] for part in parts]),
+        "ended": [e for part in parts for e in part["ended"]],
+        "lengths": [n for part in parts for n in part["lengths"]],
     }
     if reference is not None:
-        out["kl_sums"], out["kl_counts"] = np.concatenate(kl_sums), np.concatenate(kl_counts)
+        out["kl_sums"] = np.concatenate([part["kl_sums"] for part in parts])
+        out["kl_counts"] = np.concatenate([part["kl_counts"] for part in parts])
+    return out
+
+
+def _sample_batch(
+    name: str,
+    model: Any,
+    tokenizer: Any,
+    plan: SamplingPlan,
+    reward: Callable,
+    reference: tuple[Any, Any] | None,
+    start: int,
+) -> dict[str, Any]:
+    """`sample_and_score` of the batch of prompts from ``start``."""
+    stop = start + plan.generation.batch_size
+    prompts = plan.prompts[start:stop]
+    batch = generate_batch(model, tokenizer, prompts, plan.generation)
+    cols = {key: list(values[start:stop]) for key, values in plan.columns.items()}
+    where = f"model {name!r}, prompts {start}..{start + len(prompts) - 1}"
+    out = {
+        "completions": batch.texts,
+        "rewards": score(reward, prompts, batch.texts, cols, where),
+        "ended": batch.ended,
+        "lengths": batch.lengths,
+    }
+    if reference is not None:
+        out["kl_sums"], out["kl_counts"] = per_token_kl_sums(
+            completion_logprobs(model, batch),
+            completion_logprobs(reference[0], batch),
+            batch.completion_mask,
+        )
+    logger.info("%s: %d/%d completions", name, start + len(prompts), len(plan.prompts))
     return out
 
 

@@ -12,6 +12,7 @@ pairwise statistic. Intervals are percentile intervals.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -128,16 +129,79 @@ def _pairwise_mean_unit(unit: np.ndarray) -> float:
 DUPLICATE_BIASED = ("diversity", "diversity_all", "distinct_1", "distinct_2")
 
 
+@dataclass
+class CompletionSample:
+    """One model's ``n`` scored completions, the unit the bootstrap resamples: rewards and
+    embeddings, and optionally the texts (distinct-n, length; ``tokenizer`` counts its tokens) and
+    the per-completion KL sums and token counts to a reference model."""
+
+    rewards: Any
+    embeddings: Any
+    completions: Sequence[str] | None = None
+    tokenizer: Any | None = None
+    kl_sums: Any | None = None
+    kl_counts: Any | None = None
+
+
+class _Resampled:
+    """Per-completion quantities computed once (nearest distance to D0, n-gram ids, lengths, KL
+    sums), so each resample only re-indexes them."""
+
+    def __init__(self, sample: CompletionSample, ref_embeddings: Any | None, k: int) -> None:
+        self.rewards = _as_rewards(sample.rewards)
+        n = self.rewards.size
+        _check_k(k, n)
+        self.k, self.unit = k, l2_normalise(sample.embeddings)
+        if self.unit.shape[0] != n:
+            raise ValueError(f"embeddings have {self.unit.shape[0]} rows for {n} rewards")
+        self.nearest = None
+        if ref_embeddings is not None and np.asarray(ref_embeddings).size:
+            self.nearest = nearest_cosine_distance(self.unit, ref_embeddings)
+        self.grams = self.lengths = None
+        if sample.completions is not None:
+            if len(sample.completions) != n:
+                raise ValueError(f"{len(sample.completions)} completions for {n} rewards")
+            self.grams = {i: _NgramIndex(sample.completions, i) for i in (1, 2)}
+            self.lengths = token_lengths(sample.completions, sample.tokenizer)
+        if (sample.kl_sums is None) != (sample.kl_counts is None):
+            raise ValueError("pass both kl_sums and kl_counts, or neither")
+        self.kl = None
+        if sample.kl_sums is not None:
+            self.kl = tuple(
+                np.asarray(v, dtype=np.float64) for v in (sample.kl_sums, sample.kl_counts)
+            )
+            if self.kl[0].shape != (n,) or self.kl[1].shape != (n,):
+                raise ValueError(f"kl_sums / kl_counts need one entry per completion ({n})")
+
+    def metrics(self, idx: np.ndarray) -> dict[str, float]:
+        """Every metric of the completions ``idx`` (a resample), the top K re-selected in it."""
+        arr, r = self.rewards, self.rewards[idx]
+        top = idx[np.argsort(-r, kind="stable")[: self.k]]
+        row = {
+            "mean_reward": r.mean(),
+            "std_reward": r.std(ddof=0),
+            "topk_mean": arr[top].mean(),
+            "topk_std": arr[top].std(ddof=0),
+            "diversity": _pairwise_mean_unit(self.unit[top]),
+            "diversity_all": _pairwise_mean_unit(self.unit[idx]),
+        }
+        if self.nearest is not None:
+            row["novelty"] = self.nearest[top].mean()
+        if self.grams is not None:
+            row["distinct_1"] = self.grams[1].distinct(idx)
+            row["distinct_2"] = self.grams[2].distinct(idx)
+            row["mean_length"] = self.lengths[idx].mean()
+        if self.kl is not None:
+            counts = self.kl[1][idx].sum()
+            row["kl_per_token"] = self.kl[0][idx].sum() / counts if counts else np.nan
+        return row
+
+
 def metric_cis(
-    rewards: Any,
-    embeddings: Any,
+    sample: CompletionSample,
     ref_embeddings: Any | None,
     k: int,
     *,
-    completions: Sequence[str] | None = None,
-    tokenizer: Any | None = None,
-    kl_sums: Any | None = None,
-    kl_counts: Any | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
@@ -145,64 +209,18 @@ def metric_cis(
     """Percentile bootstrap intervals ``{metric: [low, high]}`` for every metric
     (bias-shifted for the duplicate-sensitive ones in DUPLICATE_BIASED).
 
-    Per-completion quantities (nearest distance to D0, n-gram ids, lengths, KL sums) are
-    computed once; each resample then only re-indexes them, which keeps 1000 resamples
+    Per-completion quantities are computed once (`_Resampled`), which keeps 1000 resamples
     cheap even with a large D0. Metrics match ``compute_metrics`` keys.
     """
     _check_bootstrap_args(n_boot, alpha)
-    arr = _as_rewards(rewards)
-    n = arr.size
-    _check_k(k, n)
-    unit = l2_normalise(embeddings)
-    if unit.shape[0] != n:
-        raise ValueError(f"embeddings have {unit.shape[0]} rows for {n} rewards")
-    nearest = None
-    if ref_embeddings is not None and np.asarray(ref_embeddings).size:
-        nearest = nearest_cosine_distance(unit, ref_embeddings)
-    grams = lengths = None
-    if completions is not None:
-        if len(completions) != n:
-            raise ValueError(f"{len(completions)} completions for {n} rewards")
-        grams = {1: _NgramIndex(completions, 1), 2: _NgramIndex(completions, 2)}
-        lengths = token_lengths(completions, tokenizer)
-    if (kl_sums is None) != (kl_counts is None):
-        raise ValueError("pass both kl_sums and kl_counts, or neither")
-    if kl_sums is not None:
-        kl_sums, kl_counts = (
-            np.asarray(kl_sums, dtype=np.float64),
-            np.asarray(kl_counts, dtype=np.float64),
-        )
-        if kl_sums.shape != (n,) or kl_counts.shape != (n,):
-            raise ValueError(f"kl_sums / kl_counts need one entry per completion ({n})")
-
-    def metrics_of(idx: np.ndarray) -> dict[str, float]:
-        r = arr[idx]
-        top = idx[np.argsort(-r, kind="stable")[:k]]
-        row = {
-            "mean_reward": r.mean(),
-            "std_reward": r.std(ddof=0),
-            "topk_mean": arr[top].mean(),
-            "topk_std": arr[top].std(ddof=0),
-            "diversity": _pairwise_mean_unit(unit[top]),
-            "diversity_all": _pairwise_mean_unit(unit[idx]),
-        }
-        if nearest is not None:
-            row["novelty"] = nearest[top].mean()
-        if grams is not None:
-            row["distinct_1"] = grams[1].distinct(idx)
-            row["distinct_2"] = grams[2].distinct(idx)
-            row["mean_length"] = lengths[idx].mean()
-        if kl_sums is not None:
-            counts = kl_counts[idx].sum()
-            row["kl_per_token"] = kl_sums[idx].sum() / counts if counts else np.nan
-        return row
-
+    resampled = _Resampled(sample, ref_embeddings, k)
+    n = resampled.rewards.size
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
-        for key, value in metrics_of(rng.integers(0, n, n)).items():
+        for key, value in resampled.metrics(rng.integers(0, n, n)).items():
             samples.setdefault(key, []).append(float(value))
-    estimate = metrics_of(np.arange(n))
+    estimate = resampled.metrics(np.arange(n))
     out = {}
     for key, vals in samples.items():
         low, high = _percentile_interval(np.array(vals), alpha)

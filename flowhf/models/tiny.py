@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
 
 def tiny_llama_config(
     vocab_size: int,
@@ -16,10 +18,13 @@ def tiny_llama_config(
     num_layers: int = 2,
     num_heads: int = 4,
     max_position_embeddings: int = 512,
-    bos_token_id: int | None = None,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
+    **token_ids: int | None,
 ) -> LlamaConfig:
+    """A small LlamaConfig; ``token_ids``: ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id``,
+    None when not given (not LlamaConfig's own defaults)."""
+    unknown = sorted(set(token_ids) - set(SPECIAL_TOKEN_IDS))
+    if unknown:
+        raise TypeError(f"tiny_llama_config() got unexpected keyword arguments {unknown}")
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -28,9 +33,7 @@ def tiny_llama_config(
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
         max_position_embeddings=max_position_embeddings,
-        bos_token_id=bos_token_id,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
+        **{key: token_ids.get(key) for key in SPECIAL_TOKEN_IDS},
         tie_word_embeddings=True,
     )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -91,6 +92,51 @@ def resolve_label(config: Any, label: int | str | None) -> int:
     raise ValueError(f"unknown label {label!r}; the classifier's labels are {listing}")
 
 
+@dataclass
+class ClassifierOptions:
+    """How a classifier's head output becomes the reward, and how the classifier is run (see the
+    module docstring). ``max_length`` left at 512 takes a saved reward model's own."""
+
+    label: int | str | None = None
+    output: str = "auto"
+    input_format: str | None = None
+    template: str | None = None
+    batch_size: int = 16
+    max_length: int = 512
+    device: str | torch.device | None = None
+    dtype: Any = None
+    trust_remote_code: bool = False
+    prefix_mode: str = "auto"
+    verify_one_pass: bool = True
+
+    def resolved(self, meta: dict[str, Any]) -> ClassifierOptions:
+        """These options with a saved reward model's ``meta`` (template, max length) filled in,
+        checked."""
+        template = self.template or meta.get("template")
+        input_format = self.input_format
+        if input_format is None:
+            input_format = "template" if template else "concat"
+        if input_format == "template" and (not template or not template.endswith("{completion}")):
+            raise ValueError(
+                "input_format='template' needs a template ending with '{completion}', "
+                "e.g. 'Question: {prompt}\n\nAnswer: {completion}'"
+            )
+        max_length = self.max_length
+        if meta.get("max_length") and max_length == 512:
+            max_length = int(meta["max_length"])
+        for value, allowed, key in (
+            (self.output, OUTPUTS, "output"),
+            (input_format, INPUT_FORMATS, "input_format"),
+            (self.prefix_mode, PREFIX_MODES, "prefix_mode"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"classifier {key} must be one of {allowed}, got {value!r}")
+        return replace(self, input_format=input_format, template=template, max_length=max_length)
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(ClassifierOptions))
+
+
 class ClassifierReward(Reward):
     """Sequence-classifier reward (see the module docstring for the options)."""
 
@@ -100,64 +146,45 @@ class ClassifierReward(Reward):
         *,
         model: Any = None,
         tokenizer: Any = None,
-        label: int | str | None = None,
-        output: str = "auto",
-        input_format: str | None = None,
-        template: str | None = None,
-        batch_size: int = 16,
-        max_length: int = 512,
-        device: str | torch.device | None = None,
-        dtype: Any = None,
-        trust_remote_code: bool = False,
-        prefix_mode: str = "auto",
-        verify_one_pass: bool = True,
-        **base_kwargs: Any,
+        options: ClassifierOptions | None = None,
+        **kwargs: Any,
     ) -> None:
+        """``kwargs``: any `ClassifierOptions` field (over ``options``), then the `Reward` base's
+        keywords (``name``, ``prefix_stride``, ...)."""
+        picked = {key: kwargs.pop(key) for key in list(kwargs) if key in _OPTION_NAMES}
         meta = _saved_meta(path)
-        if input_format is None:
-            input_format = "template" if (template or meta.get("template")) else "concat"
-        template = template or meta.get("template")
-        if input_format == "template" and (not template or not template.endswith("{completion}")):
-            raise ValueError(
-                "input_format='template' needs a template ending with '{completion}', "
-                "e.g. 'Question: {prompt}\n\nAnswer: {completion}'"
-            )
-        if meta.get("max_length") and max_length == 512:
-            max_length = int(meta["max_length"])
-        for value, allowed, key in (
-            (output, OUTPUTS, "output"),
-            (input_format, INPUT_FORMATS, "input_format"),
-            (prefix_mode, PREFIX_MODES, "prefix_mode"),
-        ):
-            if value not in allowed:
-                raise ValueError(f"classifier {key} must be one of {allowed}, got {value!r}")
+        opts = replace(options or ClassifierOptions(), **picked).resolved(meta)
         if (path is None) == (model is None):
             raise ValueError(
                 "pass either path= (folder, Hub id or .gguf file) or model= and tokenizer="
             )
         if model is not None and tokenizer is None:
             raise ValueError("a prebuilt classifier model needs its tokenizer= too")
+        device = opts.device
         if path is not None:
-            model, tokenizer = load_classifier(path, _dtype(dtype), trust_remote_code)
+            model, tokenizer = load_classifier(path, _dtype(opts.dtype), opts.trust_remote_code)
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        base_kwargs.setdefault("name", f"classifier:{path or type(model).__name__}")
-        super().__init__(**base_kwargs)
+        kwargs.setdefault("name", f"classifier:{path or type(model).__name__}")
+        super().__init__(**kwargs)
         if device is not None:
             model = model.to(device)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.label_index = resolve_label(model.config, label)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self._set_options(opts, meta)
+
+    def _set_options(self, opts: ClassifierOptions, meta: dict[str, Any]) -> None:
+        """The scoring attributes the rest of the class reads."""
+        config = self.model.config
+        self.label_index = resolve_label(config, opts.label)
         self.output = (
-            output if output != "auto" else ("logit" if model.config.num_labels == 1 else "prob")
+            opts.output
+            if opts.output != "auto"
+            else ("logit" if config.num_labels == 1 else "prob")
         )
-        self.input_format = input_format
-        self.template = template
+        self.input_format, self.template = opts.input_format, opts.template
         if meta.get("truncation_side"):
             self.tokenizer.truncation_side = meta["truncation_side"]  # as at training time
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.prefix_mode = prefix_mode
-        self.verify_one_pass = verify_one_pass
+        self.batch_size, self.max_length = opts.batch_size, opts.max_length
+        self.prefix_mode, self.verify_one_pass = opts.prefix_mode, opts.verify_one_pass
         self.pad_id = self._ensure_pad_token()
         self._vocab_match: dict[int, bool] = {}
         self._one_pass_verified = False

@@ -1,2 +1,2 @@
 """The report's analyses over finished runs: the frontier across a sweep, reach (time to a
-reference reward)."""
+reference reward), gold vs proxy (its tables)."""

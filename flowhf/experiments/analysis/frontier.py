@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from flowhf.evaluation.report import markdown_table
+
 X, Y = "reward", "pairwise_distance"  # gold reward of the per-prompt samples, per-prompt diversity
 TARGET_RATIO = 1.15  # the aim: FlowHF's diversity >= 1.15x the baseline's at its best gold
 Y_LC = "pairwise_distance_lc"  # per-prompt diversity with the sweep's pooled length trend removed
@@ -323,17 +325,19 @@ def format_frontier_markdown(
         ("corr_reward_length", "corr(gold, length)"),
         ("corr_proxy_length", "corr(proxy, length)"),
     ]
-    lines = [
-        "| Method | Setting | Seeds | " + " | ".join(t for _, t in cols) + " |",
-        "|---|---|---|" + "---|" * len(cols),
-    ]
-    for method, settings in frontier.items():
-        for s in settings:
-            setting = "start" if s["knob"] is None else f"{s['knob']}={s['value']}"
-            cells = [_pm(s.get(key), s.get(f"{key}_ci")) for key, _ in cols]
-            lines.append(
-                f"| {method} | {setting} | {len(s['seeds'])} | " + " | ".join(cells) + " |"
-            )
+    lines = markdown_table(
+        ["Method", "Setting", "Seeds", *(t for _, t in cols)],
+        (
+            [
+                method,
+                "start" if s["knob"] is None else f"{s['knob']}={s['value']}",
+                str(len(s["seeds"])),
+                *(_pm(s.get(key), s.get(f"{key}_ci")) for key, _ in cols),
+            ]
+            for method, settings in frontier.items()
+            for s in settings
+        ),
+    )
     lines += [
         "",
         "Cells: mean ± 95% Student-t half-width across seeds. Gap and correlations are over each run's "

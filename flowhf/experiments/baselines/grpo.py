@@ -14,20 +14,20 @@ logging every step.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flowhf.config.baselines import GRPOArgs
-from flowhf.experiments.baselines.common import (
-    finish_run,
-    load_training_rows,
-    lora_config,
-    start_run,
-    step_cap,
-    trainer_kwargs,
-)
+from flowhf.experiments.baselines.common import finish_run, start_run, step_cap, trainer_kwargs
 from flowhf.experiments.baselines.reward_adapters import grpo_reward_function
-from flowhf.sampling.prompts import as_conversation, uses_chat_template
+from flowhf.experiments.baselines.run_parts import (
+    PathLike,
+    RewardSpec,
+    build_trainer,
+    read_rows,
+    rl_args,
+    shared_settings,
+)
+from flowhf.sampling.prompts import as_conversation
 
 
 def grpo_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
@@ -43,9 +43,9 @@ def grpo_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]
 
 def run_grpo(
     model: Any,
-    prompts_source: str | os.PathLike,
-    reward_spec: Any,
-    output_dir: str | os.PathLike,
+    prompts_source: PathLike,
+    reward_spec: RewardSpec,
+    output_dir: PathLike,
     *,
     tokenizer: Any = None,
     **options: Any,
@@ -63,13 +63,7 @@ def run_grpo(
 
     from flowhf.rewards import build_reward
 
-    a = GRPOArgs(
-        model=model,
-        prompts_source=prompts_source,
-        reward_spec=reward_spec,
-        output_dir=output_dir,
-        **options,
-    )
+    a = rl_args(GRPOArgs, model, prompts_source, reward_spec, output_dir, options)
     batch_size = a.batch_size or a.num_generations
     if batch_size % a.num_generations:
         raise ValueError(
@@ -78,46 +72,37 @@ def run_grpo(
         )
     reward = build_reward(reward_spec)
     run = start_run("grpo", model, tokenizer, a)
-    recorder, tokenizer = run.recorder, run.tokenizer
-    chat = uses_chat_template(tokenizer, a.use_chat_template)
-    rows = load_training_rows(prompts_source, ["prompt"], a.columns, a.split, a.limit)
-    dataset = Dataset.from_list(grpo_examples(rows, chat))
-
+    started = read_rows(run, a, prompts_source, ["prompt"])
     config_kwargs = {
-        **trainer_kwargs(a, recorder),
+        **trainer_kwargs(a, run.recorder),
         "per_device_train_batch_size": batch_size,
         "num_generations": a.num_generations,
         "max_completion_length": a.max_completion_length,
         "temperature": a.temperature,
         "beta": a.beta,
         "data_seed": a.seed,
-        "max_steps": step_cap(recorder.budget),
+        "max_steps": step_cap(run.recorder.budget),
         **(a.trl_overrides or {}),
     }
-    trainer = GRPOTrainer(
+    trainer = build_trainer(
+        GRPOTrainer,
+        run,
+        GRPOConfig(**config_kwargs),
         model=run.policy,
-        reward_funcs=grpo_reward_function(reward, recorder.counter),
-        args=GRPOConfig(**config_kwargs),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(run.lora),
-        callbacks=recorder.callbacks,
+        reward_funcs=grpo_reward_function(reward, run.recorder.counter),
+        train_dataset=Dataset.from_list(grpo_examples(started.rows, started.chat)),
+        processing_class=run.tokenizer,
     )
     trainer.train()
 
     settings = {
         "prompts_source": prompts_source,
         "reward": reward_spec if isinstance(reward_spec, (str, dict, list)) else repr(reward),
-        "rows": len(rows),
-        "chat_template": chat,
         "num_generations": a.num_generations,
         "max_completion_length": a.max_completion_length,
-        "lr": a.lr,
         "batch_size": batch_size,
         "beta": a.beta,
         "temperature": a.temperature,
-        "seed": a.seed,
-        "lora": run.lora,
-        "trl_config": config_kwargs,
+        **shared_settings(started, a, config_kwargs),
     }
-    return finish_run(run, trainer.model, tokenizer, settings)
+    return finish_run(run, trainer.model, run.tokenizer, settings)

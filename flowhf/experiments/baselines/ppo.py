@@ -23,7 +23,6 @@ here and the model is saved as usual.
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any
 
 from peft import PeftModel
@@ -31,17 +30,19 @@ from torch import nn
 
 from flowhf.config.baselines import PPOArgs
 from flowhf.experiments.baselines.budget import BudgetExhausted
-from flowhf.experiments.baselines.common import (
-    finish_run,
-    load_training_rows,
-    lora_config,
-    start_run,
-    step_cap,
-    trainer_kwargs,
-)
+from flowhf.experiments.baselines.common import finish_run, start_run, step_cap, trainer_kwargs
 from flowhf.experiments.baselines.ppo_models import build_value_model, ensure_distinct_pad
 from flowhf.experiments.baselines.reward_adapters import PPOCountingRM, PPOTextReward
-from flowhf.sampling.prompts import encode_prompt, uses_chat_template
+from flowhf.experiments.baselines.run_parts import (
+    PathLike,
+    RewardSpec,
+    Started,
+    build_trainer,
+    read_rows,
+    rl_args,
+    shared_settings,
+)
+from flowhf.sampling.prompts import encode_prompt
 
 
 def build_reward_module(
@@ -81,9 +82,9 @@ def build_reward_module(
 
 def run_ppo(
     model: Any,
-    prompts_source: str | os.PathLike,
-    reward_spec: Any,
-    output_dir: str | os.PathLike,
+    prompts_source: PathLike,
+    reward_spec: RewardSpec | nn.Module,
+    output_dir: PathLike,
     *,
     tokenizer: Any = None,
     **options: Any,
@@ -97,13 +98,7 @@ def run_ppo(
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    a = PPOArgs(
-        model=model,
-        prompts_source=prompts_source,
-        reward_spec=reward_spec,
-        output_dir=output_dir,
-        **options,
-    )
+    a = rl_args(PPOArgs, model, prompts_source, reward_spec, output_dir, options)
     run = start_run("ppo", model, tokenizer, a, raise_on_stop=True, vf_coef=None)
     recorder, policy, original_tokenizer = run.recorder, run.policy, run.tokenizer
     tokenizer = copy.deepcopy(original_tokenizer)  # the pad change stays inside this run
@@ -111,8 +106,8 @@ def run_ppo(
     pad = ensure_distinct_pad(tokenizer, policy)
     tokenizer.padding_side = "left"  # TRL's PPO expects left-padded queries
 
-    chat = uses_chat_template(tokenizer, a.use_chat_template)
-    rows = load_training_rows(prompts_source, ["prompt"], a.columns, a.split, a.limit)
+    started = read_rows(run, a, prompts_source, ["prompt"])
+    rows = started.rows
     if len(rows) < a.batch_size:
         raise ValueError(
             f"{prompts_source}: {len(rows)} prompt rows but batch_size={a.batch_size}; TRL's PPO drops the last "
@@ -122,9 +117,36 @@ def run_ppo(
     reward_model = build_reward_module(
         reward_spec, tokenizer, rows, prompt_ids, recorder.counter, len(original_tokenizer)
     )
-    value_model = build_value_model(policy, pad["pad_token_id"], run.lora, a.value_lora)
+    config_kwargs = _ppo_config_kwargs(a, recorder)
+    args = PPOConfig(**config_kwargs)
+    recorder.metrics_callback.vf_coef = args.vf_coef
+    trainer = build_trainer(
+        PPOTrainer,
+        run,
+        args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=None,
+        reward_model=reward_model,
+        train_dataset=Dataset.from_dict({"input_ids": prompt_ids}),
+        value_model=build_value_model(policy, pad["pad_token_id"], run.lora, a.value_lora),
+    )
+    try:
+        trainer.train()
+    except BudgetExhausted:
+        pass  # the step that used the budget up has finished and been logged
 
-    config_kwargs = {
+    trained = trainer.accelerator.unwrap_model(trainer.model).policy
+    base = trained.get_base_model() if isinstance(trained, PeftModel) else trained
+    base.generation_config = original_generation  # TRL rewrote its eos_token_id for the rollouts
+    keep_tokenizer = original_tokenizer if pad["how"] != "added" else tokenizer
+    settings = _ppo_settings(started, a, pad, config_kwargs)
+    return finish_run(run, trained, keep_tokenizer, settings)
+
+
+def _ppo_config_kwargs(a: PPOArgs, recorder: Any) -> dict[str, Any]:
+    """PPOConfig's keywords: the shared ones, PPO's own, then the run's trl_overrides."""
+    return {
         **trainer_kwargs(a, recorder),
         "per_device_train_batch_size": a.batch_size,
         "gradient_accumulation_steps": 1,
@@ -138,48 +160,27 @@ def run_ppo(
         "num_sample_generations": 0,
         **(a.trl_overrides or {}),
     }
-    args = PPOConfig(**config_kwargs)
-    recorder.metrics_callback.vf_coef = args.vf_coef
-    trainer = PPOTrainer(
-        args=args,
-        processing_class=tokenizer,
-        model=policy,
-        ref_model=None,
-        reward_model=reward_model,
-        train_dataset=Dataset.from_dict({"input_ids": prompt_ids}),
-        value_model=value_model,
-        peft_config=lora_config(run.lora),
-        callbacks=recorder.callbacks,
-    )
-    try:
-        trainer.train()
-    except BudgetExhausted:
-        pass  # the step that used the budget up has finished and been logged
 
-    trained = trainer.accelerator.unwrap_model(trainer.model).policy
-    base = trained.get_base_model() if isinstance(trained, PeftModel) else trained
-    base.generation_config = original_generation  # TRL rewrote its eos_token_id for the rollouts
-    keep_tokenizer = original_tokenizer if pad["how"] != "added" else tokenizer
-    settings = {
-        "prompts_source": prompts_source,
+
+def _ppo_settings(
+    started: Started, a: PPOArgs, pad: dict[str, Any], config_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What result.json records of a PPO run."""
+    reward_spec = a.reward_spec
+    return {
+        "prompts_source": a.prompts_source,
         "reward": reward_spec
         if isinstance(reward_spec, (str, dict, list))
         else repr(type(reward_spec)),
         "reward_route": "native_classifier"
         if isinstance(reward_spec, nn.Module)
         else "flowhf_text_reward",
-        "rows": len(rows),
-        "chat_template": chat,
         "max_completion_length": a.max_completion_length,
         "batch_size": a.batch_size,
-        "lr": a.lr,
         "kl_coef": a.kl_coef,
         "num_ppo_epochs": a.num_ppo_epochs,
         "temperature": a.temperature,
-        "seed": a.seed,
-        "lora": run.lora,
         "value_lora": a.value_lora,
         "pad": pad,
-        "trl_config": config_kwargs,
+        **shared_settings(started, a, config_kwargs),
     }
-    return finish_run(run, trained, keep_tokenizer, settings)

@@ -13,19 +13,17 @@ folder that GFlowNet, GRPO and PPO runs start from.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flowhf.config.baselines import SFTArgs
-from flowhf.experiments.baselines.common import (
-    finish_run,
-    load_training_rows,
-    lora_config,
-    start_run,
-    step_cap,
-    trainer_kwargs,
+from flowhf.experiments.baselines.common import finish_run, start_run, step_cap, trainer_kwargs
+from flowhf.experiments.baselines.run_parts import (
+    PathLike,
+    build_trainer,
+    read_rows,
+    shared_settings,
 )
-from flowhf.sampling.prompts import as_conversation, uses_chat_template
+from flowhf.sampling.prompts import as_conversation
 
 
 def sft_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
@@ -49,8 +47,8 @@ def sft_examples(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]
 
 def run_sft(
     model: Any,
-    train_source: str | os.PathLike,
-    output_dir: str | os.PathLike,
+    train_source: PathLike,
+    output_dir: PathLike,
     *,
     tokenizer: Any = None,
     **options: Any,
@@ -69,10 +67,7 @@ def run_sft(
     run = start_run("sft", model, tokenizer, a)
     recorder, tokenizer = run.recorder, run.tokenizer
     tokenizer.padding_side = "right"  # training batches; left padding is only for generation
-    chat = uses_chat_template(tokenizer, a.use_chat_template)
-    rows = load_training_rows(train_source, ["prompt", "completion"], a.columns, a.split, a.limit)
-    dataset = Dataset.from_list(sft_examples(rows, chat))
-
+    started = read_rows(run, a, train_source, ["prompt", "completion"])
     max_steps = recorder.budget.max_steps or (
         -1 if a.epochs is not None else step_cap(recorder.budget)
     )
@@ -87,27 +82,22 @@ def run_sft(
         "packing": False,
         **(a.trl_overrides or {}),
     }
-    trainer = SFTTrainer(
+    trainer = build_trainer(
+        SFTTrainer,
+        run,
+        SFTConfig(**config_kwargs),
         model=run.policy,
-        args=SFTConfig(**config_kwargs),
-        train_dataset=dataset,
+        train_dataset=Dataset.from_list(sft_examples(started.rows, started.chat)),
         processing_class=tokenizer,
-        peft_config=lora_config(run.lora),
-        callbacks=recorder.callbacks,
     )
     trainer.train()
 
     tokenizer.padding_side = "left"  # saved for generation, as FlowHF's loader prepares it
     settings = {
         "train_source": train_source,
-        "rows": len(rows),
-        "chat_template": chat,
         "max_length": a.max_length,
-        "lr": a.lr,
         "batch_size": a.batch_size,
-        "seed": a.seed,
         "epochs": a.epochs,
-        "lora": run.lora,
-        "trl_config": config_kwargs,
+        **shared_settings(started, a, config_kwargs),
     }
     return finish_run(run, trainer.model, tokenizer, settings)

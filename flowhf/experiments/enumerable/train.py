@@ -23,8 +23,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from flowhf.config.fields import AT_LEAST_ONE, POSITIVE, PROBABILITY, OneOf
-from flowhf.config.fields import help_field as _f
+from flowhf.config.fields import AT_LEAST_ONE, POSITIVE, PROBABILITY, OneOf, help_field as _f
 from flowhf.config.training import ObjectiveArgs, OptimArgs
 from flowhf.experiments.enumerable.exact import compare, exact_log_probs
 from flowhf.experiments.enumerable.targets import EnumerableTarget

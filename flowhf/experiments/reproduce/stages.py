@@ -214,10 +214,9 @@ def flowhf_stage(method: str):
 def stage_eval(ctx: Context) -> dict[str, Any]:
     """Evaluate every method on StackExchange test (gold reward, proxy beside it, per-prompt diversity)
     and on the toxicity probes (toxicity reward)."""
+    from flowhf.config.evaluation import EvalArgs, GenerationSettings, PerPromptSettings
     from flowhf.evaluation.embeddings import Embedder
-    from flowhf.evaluation.generation import GenerationSettings
-    from flowhf.evaluation.per_prompt import PerPromptSettings
-    from flowhf.evaluation.runner import evaluate_models
+    from flowhf.evaluation.runner import EvalInputs, evaluate_models
     from flowhf.evaluation.tasks import spread, task_inputs
     from flowhf.rewards import build_reward
 
@@ -232,14 +231,12 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
     embedder = Embedder()
     # StackExchange: the gold judges (headline), the proxy the policies trained on scores the same text
     gold, proxy = ctx.gold_reward(), ctx.se_reward()
-    se_extra = {
-        "judges": {"proxy": build_reward(proxy)} if gold != proxy else {},
-        "per_prompt": PerPromptSettings(**p.per_prompt) if p.per_prompt is not None else None,
-    }
+    judges = {"proxy": build_reward(proxy)} if gold != proxy else {}
+    per_prompt = PerPromptSettings(**p.per_prompt) if p.per_prompt is not None else None
     out = {}
-    for task, source, reward, extra in (
-        ("stackexchange", p.eval_prompts, gold, se_extra),
-        ("toxicity", p.toxicity_prompts, p.toxicity_reward, {}),
+    for task, source, reward, se in (
+        ("stackexchange", p.eval_prompts, gold, True),
+        ("toxicity", p.toxicity_prompts, p.toxicity_reward, False),
     ):
         inputs = spread(
             task_inputs(task, prompts_source=source), p.eval_n
@@ -247,21 +244,30 @@ def stage_eval(ctx: Context) -> dict[str, Any]:
         directory = ctx.stage_dir("eval") / task
         evaluate_models(
             list(models.items()),
-            inputs.prompts,
-            build_reward(reward),
-            reference_completions=inputs.reference_completions,
-            n=p.eval_n,
-            k=p.eval_k,
-            generation=gen,
-            embedder=embedder,
-            seed=0,
-            output_dir=directory,
-            baseline="ppo",
-            task=task,
-            n_boot=p.n_boot,
-            reward_columns=inputs.reward_columns,
-            metadata={"reward": reward, "proxy_reward": proxy if extra else None, "preset": p.name},
-            **extra,
+            EvalInputs(
+                inputs.prompts,
+                build_reward(reward),
+                inputs.reference_completions,
+                inputs.reward_columns,
+                judges=judges if se else {},
+                metadata={
+                    "reward": reward,
+                    "proxy_reward": proxy if se else None,
+                    "preset": p.name,
+                },
+            ),
+            EvalArgs(
+                directory,
+                n=p.eval_n,
+                k=p.eval_k,
+                seed=0,
+                n_boot=p.n_boot,
+                task=task,
+                baseline="ppo",
+                generation=gen,
+                per_prompt=per_prompt if se else None,
+            ),
+            embedder,
         )
         out[task] = str(directory)
     return {"eval_dirs": out, "run_dirs": run_dirs}
@@ -325,13 +331,10 @@ def stage_report(ctx: Context) -> dict[str, Any]:
 
 
 def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) -> list[str]:
-    """Report lines: gold vs proxy per model, length-controlled gold (`evaluation.gold_proxy`)."""
-    from flowhf.evaluation.gold_proxy import (
-        format_gold_proxy_markdown,
-        gold_proxy_rows,
-        length_slope,
-    )
+    """Report lines: gold vs proxy per model, length-controlled gold (`analysis.gold_proxy`)."""
+    from flowhf.evaluation.gold_proxy import gold_proxy_rows, length_slope
     from flowhf.evaluation.report import read_completions_jsonl
+    from flowhf.experiments.analysis.gold_proxy import format_gold_proxy_markdown
     from flowhf.io import atomic_write_text
 
     records = read_completions_jsonl(eval_dir / "completions.jsonl")
@@ -340,7 +343,7 @@ def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) ->
     rm = ctx.results["reward_model"]
     judges = []
     if rm.get("gold_metrics"):
-        from flowhf.evaluation.gold_proxy import format_reward_models_markdown
+        from flowhf.experiments.analysis.gold_proxy import format_reward_models_markdown
 
         judges = [
             "### The two reward models: held-out pairwise accuracy per rejected kind",

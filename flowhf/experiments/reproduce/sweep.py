@@ -124,15 +124,11 @@ def train_point(ctx, point: SweepPoint, out: Path) -> dict[str, Any]:
 def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
     """Per-prompt metrics of one model (`flowhf.evaluation.per_prompt`), gold and proxy, plus the
     completion-level gold-vs-proxy gap and reward-length correlations (`completion_level`)."""
+    from flowhf.config.evaluation import GenerationSettings, PerPromptSettings
     from flowhf.evaluation.embeddings import Embedder
-    from flowhf.evaluation.generation import GenerationSettings
-    from flowhf.evaluation.per_prompt import (
-        PerPromptSettings,
-        completion_level,
-        evaluate_per_prompt,
-        summarise,
-    )
+    from flowhf.evaluation.per_prompt import completion_level, evaluate_per_prompt, summarise
     from flowhf.evaluation.runner import load_model, release_memory
+    from flowhf.evaluation.sampling import SamplingPlan
     from flowhf.evaluation.tasks import task_inputs
     from flowhf.rewards import build_reward
 
@@ -144,17 +140,8 @@ def judge_point(ctx, model_dir: str, seed: int) -> dict[str, float]:
     settings = PerPromptSettings(**(p.per_prompt or {}))
     gen = GenerationSettings(max_new_tokens=p.eval_max_new_tokens, batch_size=16)
     _, model, tokenizer, _ = load_model(model_dir)
-    rows = evaluate_per_prompt(
-        model,
-        tokenizer,
-        inputs.prompts,
-        rewards,
-        settings,
-        gen,
-        Embedder(),
-        seed,
-        inputs.reward_columns,
-    )
+    plan = SamplingPlan(inputs.prompts, gen, seed, inputs.reward_columns or {})
+    rows = evaluate_per_prompt(model, tokenizer, plan, rewards, settings, Embedder())
     model = None
     release_memory()
     metrics, ci = summarise(rows, p.n_boot, seed)
