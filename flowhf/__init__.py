@@ -10,7 +10,7 @@ import os as _os
 # another process shares the cores, so threads wait passively. On an idle machine that
 # costs decoding about 1.8x (the threads sleep between small matmuls); GOMP_SPINCOUNT=3000
 # (GNU OpenMP, Linux wheels) wins that back but is as much slower when a neighbour keeps the
-# cores busy (README, speed). Only takes effect if set before torch is first imported;
+# cores busy (docs/speed.md). Only takes effect if set before torch is first imported;
 # users may override either.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -244,7 +244,7 @@ class SamplingArgs:
     compile_decode: bool | None = _f(
         None,
         "fast sampler: torch.compile the decoding step (CUDA graphs on GPU): true | false | "
-        "null (= on GPU only: on CPU it did not pay, see the README's speed section).",
+        "null (= on GPU only: on CPU it did not pay, see docs/speed.md).",
     )
     top_p: float = _f(
         1.0,
@@ -410,7 +410,7 @@ class FlowHFConfig:
         FlowHFConfig(optim=OptimArgs(learning_rate=1e-5), sampling={"samples_per_prompt": 8})
 
     TRL's flat `GRPOConfig` names are accepted too, where FlowHF has the same meaning, and
-    land in the same group keys (`flowhf.config.trl_names`, the README's "Coming from TRL"
+    land in the same group keys (`flowhf.config.trl_names`, docs/coming-from-trl.md's
     table): ``FlowHFConfig(learning_rate=1e-5, num_generations=8)`` saves the same config.yaml.
     They can also be read back (``config.output_dir``), as TrainerCallbacks read ``args``.
     """

@@ -5,7 +5,7 @@ and gets the FlowHF config the grouped form gives (the same config.yaml): the gr
 stays the primary one, so each flat name is turned into group keys here, once, and then
 checked by the same loader as YAML files (`flowhf.config.fields.build_dataclass`).
 
-Three kinds of names (the README's "Coming from TRL" table lists each one, and a test applies
+Three kinds of names (docs/coming-from-trl.md's table lists each one, and a test applies
 every row of that table):
 - `SAME_MEANING`: one FlowHF key means exactly what the TRL name means.
 - `CONVERTED`: the meaning is the same but the unit differs (TRL's batch size counts
@@ -228,7 +228,7 @@ def _check_known(name: str, groups: dict[str, type]) -> None:
     if name in _trl_fields():
         raise ConfigError(
             f"FlowHFConfig({name}=...): TRL's {name} has no FlowHF equivalent",
-            "remove it; the README's 'Coming from TRL' table lists the TRL names FlowHF takes",
+            "remove it; the table in docs/coming-from-trl.md lists the TRL names FlowHF takes",
         )
     raise ConfigError(
         f"FlowHFConfig got an unknown keyword {name!r}{suggest(name, [*TRL_NAMES, *groups])}",

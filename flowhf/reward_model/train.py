@@ -36,6 +36,7 @@ from flowhf.config.reward_model import (
 )
 from flowhf.data.loading import load_preference_pairs
 from flowhf.io import atomic_files
+from flowhf.models.modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -250,23 +251,24 @@ def _score_texts(model, ids: list, config: RewardModelConfig, fn=_rewards) -> to
 @torch.no_grad()
 def _score_seqs(model, seqs: list, config: RewardModelConfig, fn=_rewards) -> torch.Tensor:
     """``fn`` over every token sequence: [N, ...]. Texts are batched by their own length (not by
-    pair), which on the StackExchange data cuts padding from ~40% to ~1%."""
-    model.eval()
+    pair), which on the StackExchange data cuts padding from ~40% to ~1%. Scored in eval mode,
+    the model's training mode restored after."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     outputs, width, started = {}, 2 * config.batch_size, time.perf_counter()
-    for number, start in enumerate(range(0, len(seqs), width), start=1):
-        batch = order[start : start + width]
-        values = fn(
-            model, *_collate([seqs[i] for i in batch], model.config.pad_token_id), config.bf16
-        )
-        outputs.update(zip(batch, values))
-        if number % config.log_every == 0:
-            logger.info(
-                "scored %d/%d texts (%.0fs)",
-                start + len(batch),
-                len(seqs),
-                time.perf_counter() - started,
+    with eval_mode(model):
+        for number, start in enumerate(range(0, len(seqs), width), start=1):
+            batch = order[start : start + width]
+            values = fn(
+                model, *_collate([seqs[i] for i in batch], model.config.pad_token_id), config.bf16
             )
+            outputs.update(zip(batch, values))
+            if number % config.log_every == 0:
+                logger.info(
+                    "scored %d/%d texts (%.0fs)",
+                    start + len(batch),
+                    len(seqs),
+                    time.perf_counter() - started,
+                )
     return torch.stack([outputs[i] for i in range(len(seqs))])
 
 

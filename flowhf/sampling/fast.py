@@ -45,7 +45,7 @@ class FastSampler:
     Args:
         policy: the trained model (PeftModel or plain); the copy follows it on `sample`.
         dtype: the copy's dtype (bfloat16 when the policy already computes in bf16).
-        compile: torch.compile the decode step (pays on GPU; measured on CPU in the README).
+        compile: torch.compile the decode step (pays on GPU; measured on CPU in docs/speed.md).
         check_every: tokens between all-rows-ended checks (default 1 on CPU, 8 on GPU).
     """
 

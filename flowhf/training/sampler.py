@@ -80,7 +80,7 @@ def sampling_dtype(config) -> torch.dtype:
 
 
 def compile_decode(sampling_args, device: torch.device) -> bool:
-    """sampling.compile_decode: true, false, or null (on GPU only; on CPU it did not pay, see the README)."""
+    """sampling.compile_decode: true, false, or null (on GPU only; on CPU it did not pay, see docs/speed.md)."""
     if sampling_args.compile_decode is None:
         return device.type == "cuda"
     return bool(sampling_args.compile_decode)
