@@ -10,23 +10,18 @@ Names are imported on first use, so a light submodule (`flowhf.evaluation.tasks`
 
 import importlib
 
-_WHERE = {
-    "compare_evaluations": "compare",
-    "Embedder": "embeddings",
-    "GenerationSettings": "generation",
-    "compute_metrics": "metrics",
-    "distinct_n": "metrics",
-    "mean_length": "metrics",
-    "novelty": "metrics",
-    "pairwise_cosine_distance_mean": "metrics",
-    "per_token_kl": "metrics",
-    "reward_stats": "metrics",
-    "top_k_indices": "metrics",
-    "evaluate_models": "runner",
-    "bootstrap_ci": "stats",
-    "metric_cis": "stats",
-    "welch_one_sided": "stats",
-}
+_NAMES = {  # module -> the names it holds
+    "compare": ("compare_evaluations",),
+    "embeddings": ("Embedder",),
+    "generation": ("GenerationSettings",),
+    "metrics": (
+        "compute_metrics", "distinct_n", "mean_length", "novelty",
+        "pairwise_cosine_distance_mean", "per_token_kl", "reward_stats", "top_k_indices",
+    ),
+    "runner": ("evaluate_models",),
+    "stats": ("bootstrap_ci", "metric_cis", "welch_one_sided"),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
 
 __all__ = sorted(_WHERE)
 
