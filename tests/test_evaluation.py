@@ -26,9 +26,6 @@ from flowhf.evaluation.generation import (
     GeneratedBatch,
     GenerationSettings,
     completion_logprobs,
-    completion_mask,
-    encode_prompts,
-    left_padding,
 )
 from flowhf.evaluation.metrics import (
     compute_metrics,
@@ -51,6 +48,7 @@ from flowhf.evaluation.runner import EvalInputs, evaluate_models
 from flowhf.evaluation.stats import CompletionSample, bootstrap_ci, metric_cis, welch_one_sided
 from flowhf.evaluation.tasks import task_inputs
 from flowhf.models.tiny import tiny_llama
+from flowhf.sampling.prompts import completion_mask, left_padding, prompt_batch as encode_prompts
 
 HEADER = "| Model | Mean Reward | Std Reward | Top K Mean | Top K Std | Diversity | Novelty |"
 WORDS = [f"w{i}" for i in range(24)]

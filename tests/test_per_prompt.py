@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowhf.config.evaluation import EvalArgs
-from flowhf.evaluation.generation import GenerationSettings
+from flowhf.config.evaluation import EvalArgs, GenerationSettings
 from flowhf.evaluation.per_prompt import (
     PerPromptSettings,
     completion_level,

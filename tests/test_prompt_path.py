@@ -4,7 +4,8 @@ evaluation's sampling and the three TRL baselines (their dataset rows as TRL tok
 import pytest
 from trl.data_utils import _tokenize as trl_tokenize
 
-from flowhf.evaluation.generation import GenerationSettings, generate_batch
+from flowhf.config.evaluation import GenerationSettings
+from flowhf.evaluation.generation import generate_batch
 from flowhf.experiments.baselines.common import encode_prompt
 from flowhf.experiments.baselines.grpo import grpo_examples
 from flowhf.experiments.baselines.sft import sft_examples

@@ -1,4 +1,4 @@
-"""``flowhf eval`` and ``flowhf compare`` sub-commands (registered by flowhf/cli.py).
+"""``flowhf eval`` and ``flowhf compare`` sub-commands (registered by flowhf/cli/main.py).
 
     flowhf eval --model PATH_OR_ID [--model ...] --task {stackexchange,toxicity} \
         [--reward SPEC] --n 200 --top-k 20 --output-dir DIR

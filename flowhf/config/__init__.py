@@ -10,7 +10,8 @@ ranges, YAML with line numbers, dotted ``--set`` overrides) and the dataclasses 
     baselines.py     the TRL baselines' configs (SFT / GRPO / PPO)
     preset.py        Preset: what one `flowhf reproduce` run uses, and the shipped presets
 
-Light on purpose: nothing here imports torch, transformers or any other part of FlowHF
-except `flowhf.errors`, `flowhf.io` (YAML with line numbers), `flowhf.objectives` and
-`flowhf.target` (the names a config checks).
+Light on purpose: no module here imports torch or transformers itself, and no part of FlowHF
+but `flowhf.errors`, `flowhf.io` (YAML with line numbers) and, for `training.py` only,
+`flowhf.objectives` and `flowhf.target` (the objective names and schedules a config checks;
+those import torch).
 """

@@ -107,7 +107,7 @@ def suggest(key: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def read_yaml_with_lines(path: str | os.PathLike, what: str = "config") -> tuple[dict, Source]:
+def read_yaml_source(path: str | os.PathLike, what: str = "config") -> tuple[dict, Source]:
     """The mapping a YAML file holds and its `Source` (the line of every key, for errors);
     a bad file is a `ConfigError` naming the file and line (`flowhf.io.read_yaml_with_lines`)."""
     data, lines = io.read_yaml_with_lines(path, what)
@@ -178,7 +178,7 @@ def read_with_overrides(
 ) -> tuple[dict, Source]:
     """A config file's mapping (none: {}) with the ``--set`` items applied, and its `Source`
     (each key's line, and which keys the ``--set`` gave): what every config loader starts from."""
-    data, source = read_yaml_with_lines(path, what) if path is not None else ({}, Source("--set"))
+    data, source = read_yaml_source(path, what) if path is not None else ({}, Source("--set"))
     source.overridden |= apply_overrides(data, overrides, how)
     return data, source
 

@@ -77,7 +77,7 @@ class Preset:
     gold_reward: str | None = _f(
         None,
         "Given gold reward spec, the evaluation's headline judge; None: a gold reward model is trained beside "
-        "the proxy (rm_config.proxy_and_gold) when se_reward is None, else se_reward judges itself (no gold).",
+        "the proxy (flowhf.config.reward_model.proxy_and_gold) when se_reward is None, else se_reward judges itself (no gold).",
     )
     per_prompt: dict | None = _f(
         {},

@@ -558,8 +558,3 @@ def describe() -> str:
         for f in dataclasses.fields(cls):
             lines.append(f"  {f.name} = {f.default!r}\n      {f.metadata['help']}")
     return "\n".join(lines)
-
-
-def config_value(cfg: Any, dotted: str) -> Any:
-    group, key = dotted.split(".")
-    return getattr(getattr(cfg, group), key)

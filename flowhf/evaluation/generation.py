@@ -17,15 +17,9 @@ from typing import Any
 
 import torch
 
-from flowhf.config.evaluation import GenerationSettings  # noqa: F401  (its old home)
+from flowhf.config.evaluation import GenerationSettings
 from flowhf.sampling.logprobs import completion_log_probs
-from flowhf.sampling.prompts import (  # noqa: F401  (old names)
-    completion_mask,
-    eos_ids,
-    left_padding,
-    pad_token_id,
-    prompt_batch,
-)
+from flowhf.sampling.prompts import completion_mask, eos_ids, pad_token_id, prompt_batch
 
 
 @dataclass
@@ -41,10 +35,6 @@ class GeneratedBatch:
         default_factory=list
     )  # [B] the completion stopped at an EOS (not cut at max_new_tokens)
     lengths: list[int] = field(default_factory=list)  # [B] tokens, the EOS included
-
-
-# The evaluation's old names for the shared prompt path.
-encode_prompts = prompt_batch
 
 
 @torch.inference_mode()

@@ -34,15 +34,6 @@ from flowhf.config.evaluation import PerPromptSettings  # noqa: F401  (its old h
 from flowhf.evaluation.metrics import distinct_n, l2_normalise, pairwise_cosine_distance_mean
 from flowhf.evaluation.sampling import SamplingPlan, length_metrics, sample_and_score, score
 
-METRICS = (
-    "pairwise_distance",
-    "distinct_1",
-    "distinct_2",
-    "distinct_answers",
-    "eos_rate",
-    "mean_length",
-)
-
 
 def distinct_answers(embeddings: Any, threshold: float) -> int:
     """Clusters of complete linkage on cosine distance cut at ``threshold``: every pair of

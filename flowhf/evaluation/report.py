@@ -198,6 +198,6 @@ def write_completions_jsonl(records: Iterable[Mapping[str, Any]], path: str | os
 
 def read_completions_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Records written by ``write_completions_jsonl``; a bad line names file and line."""
-    from flowhf.training.logging import read_jsonl
+    from flowhf.io import read_jsonl
 
     return read_jsonl(path, required=("model", "reward"))

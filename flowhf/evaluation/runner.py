@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from flowhf.config.budget import Progress, progress_is_shown, publish_progress
-from flowhf.config.evaluation import EvalArgs, GenerationSettings  # noqa: F401  (also importable here)
+from flowhf.config.evaluation import EvalArgs
 from flowhf.errors import ConfigError
 from flowhf.evaluation.embeddings import TextEmbedder
 from flowhf.evaluation.metrics import compute_metrics

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowhf.evaluation.generation import GenerationSettings, completion_logprobs, generate_batch
+from flowhf.config.evaluation import GenerationSettings
+from flowhf.evaluation.generation import completion_logprobs, generate_batch
 from flowhf.evaluation.metrics import per_token_kl_sums
 from flowhf.models.modes import eval_mode
 

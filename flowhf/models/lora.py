@@ -50,6 +50,15 @@ class LoraSettings:
         self.target_modules = _check_targets(self.target_modules)
 
 
+def lora_shape(model_args) -> dict:
+    """`LoraSettings` keywords from a config's model group (``lora_r``, ``lora_alpha``,
+    ``lora_dropout``, ``lora_target_modules``): one mapping for the trainer and for the
+    baselines that must get the same adapters."""
+    m = model_args
+    shape = {"r": m.lora_r, "alpha": m.lora_alpha, "dropout": m.lora_dropout}
+    return {**shape, "target_modules": m.lora_target_modules} if m.lora_target_modules else shape
+
+
 def _check_targets(targets: list[str] | tuple[str, ...] | str) -> list[str] | str:
     """Accept 'all-linear' or a non-empty list of module-name strings; tuples become lists
     so the settings round-trip through YAML/JSON unchanged."""

@@ -98,7 +98,7 @@ def save_policy(
     """Save a ``PolicyBundle``: adapter (LoRA) or full model, tokenizer, heads.
 
     The files are written to a temporary folder and renamed into ``directory`` (heads JSON
-    last; `models.cache.atomic_files`): a run folder killed mid-save never holds half a model.
+    last; `flowhf.io.atomic_files`): a run folder killed mid-save never holds half a model.
 
     Under LoRA the adapter config records the base model's concrete path/id (``base_model``,
     else the loaded model's ``name_or_path``), so that plain

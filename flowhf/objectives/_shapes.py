@@ -25,11 +25,3 @@ def terminal_one_hot(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     lengths = lengths_from_mask(mask)  # [B]
     positions = torch.arange(T + 1, device=mask.device)  # [T+1]
     return (positions.unsqueeze(0) == lengths.unsqueeze(1)).to(dtype)  # [B, T+1]
-
-
-def state_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, T+1]: 1 for the visited states s_0..s_L, 0 for padding."""
-    B, T = mask.shape
-    lengths = lengths_from_mask(mask)  # [B]
-    positions = torch.arange(T + 1, device=mask.device)  # [T+1]
-    return (positions.unsqueeze(0) <= lengths.unsqueeze(1)).to(dtype)  # [B, T+1]

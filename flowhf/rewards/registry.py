@@ -79,7 +79,6 @@ REWARD_TYPES: dict[str, tuple[Callable[..., Reward], str | None, bool]] = {
     "python": (_python, "function", True),
     "stackexchange-rm": (_stackexchange_rm, None, False),
 }
-COMMON_KEYS = ("type", "weight", "normalize", "floor", "prefix_stride", "name")
 _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*(.+?)\s*$")
 
 

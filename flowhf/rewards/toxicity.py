@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -52,8 +51,3 @@ class ToxicityReward(Reward):
         else:
             values = p
         return torch.as_tensor(values, dtype=torch.float32)
-
-    @property
-    def min_value(self) -> float:
-        """The lowest reward this mode can return (log(eps) for log1m)."""
-        return {"log1m": math.log(self.eps), "neg_prob": -1.0, "prob": 0.0}[self.mode]

@@ -68,10 +68,6 @@ class RewardTransform:
         self.mean = 0.0
         self.var = 0.0
 
-    @property
-    def is_identity(self) -> bool:
-        return self.normalize == "none" and self.floor is None
-
     def update(self, rewards: torch.Tensor) -> None:
         """Add a batch of full-completion rewards to the running statistics."""
         if self.normalize != "running":

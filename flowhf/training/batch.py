@@ -17,11 +17,7 @@ import torch
 
 from flowhf.data.loading import DataError
 from flowhf.sampling.generate import Completions
-from flowhf.sampling.prompts import (  # noqa: F401  (the prompt path; importable here too)
-    encode_completion,
-    encode_prompts,
-    left_pad,
-)
+from flowhf.sampling.prompts import encode_completion
 
 
 @dataclass

@@ -195,11 +195,6 @@ def _prune(root: Path, keep: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    steps = _steps(Path(output_dir) / CHECKPOINTS)
-    return steps[-1][1] if steps else None
-
-
 def remove_leftovers(output_dir: str | Path) -> list[str]:
     """Delete the temporary folders killed saves left (the caller holds the run's lock)."""
     root = Path(output_dir) / CHECKPOINTS

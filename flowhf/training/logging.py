@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 BACKENDS = ("jsonl", "csv", "tensorboard", "wandb")
-RESERVED_KEYS = ("step", "time", "nonfinite")
 
 
 def check_metric_key(key: object) -> str:

@@ -1,8 +1,9 @@
 """The scorer: a batch's rewards (and every prefix's, for FL / SubTB energies) and its target
 log R = beta r + alpha log p_ref (`flowhf.target`).
 
-It reads the target group only (`TargetArgs`). It keeps no state across steps: the rewards
-are functions of the batch, and beta of the step number, so there is nothing to checkpoint.
+It reads the target group only (`TargetArgs`). It checkpoints nothing: beta is a function of
+the step number and the rewards of the batch, except a reward spec with `normalize: running`,
+whose running mean and variance are not saved (a resumed run restarts them).
 `step_target` is the target's one assembly, shared with the exact-target harness
 (`flowhf.experiments.enumerable.train`).
 """
@@ -64,7 +65,7 @@ class Scorer:
 
     Args:
         target: the config's target group.
-        reward: the reward functions (`build_reward`).
+        reward: the reward functions (`build_reward_functions`).
         policy: the shared `flowhf.training.policy.Policy` (tokenizer, reference, autocast).
         needs_prefix: whether the objective reads every prefix's reward (the update says).
     """
@@ -129,7 +130,7 @@ class Scorer:
         return metrics
 
 
-def build_reward(spec, target: TargetArgs, **sources) -> RewardFunctions:
+def build_reward_functions(spec, target: TargetArgs, **sources) -> RewardFunctions:
     """The reward functions of ``spec`` under the target group's weights, non-finite policy and
     prefix stride (``sources``: `RewardFunctions.build`'s other keywords)."""
     reward = RewardFunctions.build(spec, weights=target.reward_weights, **sources)

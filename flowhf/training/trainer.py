@@ -34,7 +34,7 @@ from flowhf.config.training import FlowHFConfig
 from flowhf.config.trl_names import refuse_eval_dataset, with_peft_config
 from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
-from flowhf.models.lora import LoraSettings
+from flowhf.models.lora import LoraSettings, lora_shape
 from flowhf.models.saved_run import save_policy
 from flowhf.run_dir import claim_run_dir
 from flowhf.training.batch import TrajectoryBatch, steps_for_epochs
@@ -46,7 +46,7 @@ from flowhf.training.policy import Policy, Trajectories
 from flowhf.training.rollout import PromptRows, Rollout
 from flowhf.training.rows import reward_columns, training_rows
 from flowhf.training.sampler import sampling_dtype
-from flowhf.training.scorer import Scorer, build_reward
+from flowhf.training.scorer import Scorer, build_reward_functions
 from flowhf.training.state import RunState
 from flowhf.training.step_metrics import StepRecord, histogram_tensors, step_metrics
 from flowhf.training.update import Update
@@ -102,7 +102,7 @@ class FlowHFTrainer:
             cfg.optim.seed,
         )
         self.state = self._new_state(len(rows))
-        reward = build_reward(
+        reward = build_reward_functions(
             reward_funcs if reward_funcs is not None else cfg.target.reward,
             cfg.target,
             columns=cfg.data.reward_columns or [],
@@ -138,7 +138,6 @@ class FlowHFTrainer:
     columns = property(lambda self: self.rollout.data.columns, doc="the reward columns")
     replay = property(lambda self: self.rollout.replay, doc="the rollout's replay buffer")
     samplers = property(lambda self: self.rollout.samplers, doc="the rollout's samplers")
-    reward_fn = property(lambda self: self.scorer.reward, doc="the scorer's reward functions")
     heads = property(lambda self: self.update.heads, doc="the update's heads, by name")
     optimizer = property(lambda self: self.update.optimizer)
     scheduler = property(lambda self: self.update.scheduler)
@@ -169,16 +168,7 @@ class FlowHFTrainer:
         if isinstance(model, PolicyBundle):
             return model
         m = self.args.model
-        lora = (
-            LoraSettings(
-                r=m.lora_r,
-                alpha=m.lora_alpha,
-                dropout=m.lora_dropout,
-                **({"target_modules": m.lora_target_modules} if m.lora_target_modules else {}),
-            )
-            if m.lora
-            else None
-        )
+        lora = LoraSettings(**lora_shape(m)) if m.lora else None
         if tokenizer is None and isinstance(
             model, torch.nn.Module
         ):  # as TRL: the tokenizer of the model's folder

@@ -35,17 +35,6 @@ from flowhf.experiments.lmtask.task import load_task
 from flowhf.io import atomic_write_text
 
 RESULTS = Path("benchmarks/results/lm_target")
-TABLE_KEYS = (
-    "tv",
-    "kl",
-    "answer_mass",
-    "coverage",
-    "answers_total",
-    "top_share",
-    "entropy",
-    "steps",
-    "seconds",
-)
 
 
 @dataclass(frozen=True)

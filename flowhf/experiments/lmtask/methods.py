@@ -107,10 +107,9 @@ def flowhf_config(task: LMTask, start_dir: Path, spec: RunSpec):
 def adapter_shape(config: Path) -> dict:
     """The LoRA shape of the FlowHF config, so GRPO and PPO get exactly the same adapters."""
     from flowhf.config.training import FlowHFConfig
+    from flowhf.models.lora import lora_shape
 
-    m = FlowHFConfig.from_yaml(config).model
-    shape = {"r": m.lora_r, "alpha": m.lora_alpha, "dropout": m.lora_dropout}
-    return {**shape, "target_modules": m.lora_target_modules} if m.lora_target_modules else shape
+    return lora_shape(FlowHFConfig.from_yaml(config).model)
 
 
 def _train_flowhf(task: LMTask, start: StartModel, spec: RunSpec) -> Trained:

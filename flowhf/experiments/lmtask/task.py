@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowhf.config.fields import Source, read_yaml_with_lines
+from flowhf.config.fields import Source, read_yaml_source
 from flowhf.errors import ConfigError
 from flowhf.sampling.prompts import completion_token_ids
 
@@ -112,7 +112,7 @@ class LMTask:
 
 def load_task(path: str | Path) -> LMTask:
     """Read and check a task file (see the module docstring for the format). Errors name the
-    file and the line of the key (`flowhf.config.fields.read_yaml_with_lines`, as for every config)."""
+    file and the line of the key (`flowhf.config.fields.read_yaml_source`, as for every config)."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(
@@ -120,7 +120,7 @@ def load_task(path: str | Path) -> LMTask:
             "check the path (shipped tasks are in benchmarks/lm_tasks/)",
         )
     try:
-        data, lines = read_yaml_with_lines(path, "task")
+        data, lines = read_yaml_source(path, "task")
     except (
         ConfigError
     ) as err:  # syntax, encoding, top level not a mapping: the same errors as configs

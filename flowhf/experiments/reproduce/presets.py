@@ -15,7 +15,7 @@ from flowhf.config.fields import (
     Source,
     apply_overrides,
     build_dataclass,
-    read_yaml_with_lines,
+    read_yaml_source,
 )
 from flowhf.config.preset import PRESETS, Preset, StageTable, get_preset
 from flowhf.errors import ConfigError
@@ -47,7 +47,7 @@ def _preset_file(spec: str | os.PathLike) -> tuple[dict, Source]:
     path = Path(spec)
     if not path.exists() and path.suffix not in (".yaml", ".yml"):
         get_preset(str(spec))  # the unknown-name error
-    data, source = read_yaml_with_lines(path, "preset")
+    data, source = read_yaml_source(path, "preset")
     if "base" in data and data["base"] not in PRESETS:
         raise ConfigError(
             f"{source.where('base')}: base={data['base']!r}: must be one of {', '.join(sorted(PRESETS))}",
@@ -84,8 +84,8 @@ def _preset_overrides(data: dict, base: Preset) -> Overrides:
 def _checked_mappings() -> dict[str, type]:
     """Preset keys holding a mapping -> the dataclass whose fields check its keys and values."""
     from flowhf.config.budget import Budget
+    from flowhf.config.evaluation import PerPromptSettings
     from flowhf.config.reward_model import RewardModelConfig
-    from flowhf.evaluation.per_prompt import PerPromptSettings
 
     return {
         "budget": Budget,

@@ -55,7 +55,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"  train prompts:    {p['train_prompts']}",
         f"  eval prompts:     {p['eval_prompts']} (Table 1), {p['toxicity_prompts']} (Table 2)",
         f"  SE reward:        {p['se_reward'] or 'trained in stage reward_model: ' + json.dumps(p['reward_model'])}",
-        f"  gold judge:       {p['gold_reward'] or ('trained beside the proxy (rm_config.proxy_and_gold)' if not p['se_reward'] else 'the SE reward itself (no gold)')}",
+        f"  gold judge:       {p['gold_reward'] or ('trained beside the proxy (flowhf.config.reward_model.proxy_and_gold)' if not p['se_reward'] else 'the SE reward itself (no gold)')}",
         f"  toxicity reward:  {p['toxicity_reward']}",
         f"  budget / method:  {json.dumps(p['budget'])} (SFT: {json.dumps(p['sft_budget'] or p['budget'])})",
         f"  eval:             n={p['eval_n']}, K={p['eval_k']}, max_new_tokens={p['eval_max_new_tokens']}, "
@@ -139,7 +139,7 @@ def fresh_stage_dir(ctx, stage: str) -> None:
     directory = ctx.stage_dir(stage)
     if ctx.resume and stage in FLOWHF_METHODS and (directory / "checkpoints").is_dir():
         return
-    if ctx.resume and stage == "sweep":  # finished points are kept (pipeline/sweep.py)
+    if ctx.resume and stage == "sweep":  # finished points are kept (experiments/reproduce/sweep.py)
         return
     if directory.exists():
         shutil.rmtree(directory)

@@ -86,7 +86,7 @@ def stage_sft(ctx: Context) -> dict[str, Any]:
 
 def stage_reward_model(ctx: Context) -> dict[str, Any]:
     """Train the proxy SE reward model the policies optimise and its gold judge
-    (`rm_config.proxy_and_gold`), or record the preset's given reward specs."""
+    (`flowhf.config.reward_model.proxy_and_gold`), or record the preset's given reward specs."""
     p = ctx.preset
     if p.se_reward is not None:
         return {
