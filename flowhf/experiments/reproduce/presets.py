@@ -84,8 +84,8 @@ def _preset_overrides(data: dict, base: Preset) -> Overrides:
 def _checked_mappings() -> dict[str, type]:
     """Preset keys holding a mapping -> the dataclass whose fields check its keys and values."""
     from flowhf.config.budget import Budget
+    from flowhf.config.evaluation import PerPromptSettings
     from flowhf.config.reward_model import RewardModelConfig
-    from flowhf.evaluation.per_prompt import PerPromptSettings
 
     return {
         "budget": Budget,
