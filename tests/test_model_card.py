@@ -91,6 +91,16 @@ def test_hub_base_model_follows_what_a_folder_records(tmp_path: Path):
     assert hub_dataset("hf:org/data:cfg") == "org/data" and hub_dataset("sentiment_prompts") is None
 
 
+def test_the_converted_default_model_and_what_starts_from_it_name_smollm2(tmp_path, monkeypatch):
+    default = tmp_path / "smollm2-folder"
+    default.mkdir()
+    monkeypatch.setenv("FLOWHF_DEFAULT_MODEL_DIR", str(default))
+    sft = tmp_path / "sft-model"  # as reproduce's SFT stage: a model trained from that folder
+    sft.mkdir()
+    (sft / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(default)}))
+    assert hub_base_model(default) == SMOLLM2 and hub_base_model(sft) == SMOLLM2
+
+
 def test_card_shows_nonfinite_metrics_and_no_base():
     card = build_model_card(
         "run",

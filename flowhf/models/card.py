@@ -22,6 +22,8 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from flowhf.models.loading import default_model_path
+
 CARD_FILE = "README.md"
 # Shipped model names -> their Hub id (None: a model that exists on no Hub page).
 SHIPPED_BASE_MODELS = {
@@ -118,8 +120,15 @@ def hub_base_model(source: str | os.PathLike | None, depth: int = 0) -> str | No
         return SHIPPED_BASE_MODELS[spec.lower()]
     path = Path(spec).expanduser()
     if path.is_dir():
+        if _is_default_folder(path):
+            return SHIPPED_BASE_MODELS["smollm2"]
         return _recorded_base(path, depth) if depth < _MAX_DEPTH else None
     return spec if _is_hub_id(spec) and not path.exists() else None
+
+
+def _is_default_folder(path: Path) -> bool:
+    """Whether ``path`` is the converted default model (SmolLM2), in the default cache."""
+    return path.resolve() == default_model_path().resolve()
 
 
 def _is_hub_id(spec: str) -> bool:
