@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from flowhf.cli.evaluate import per_prompt_from_args
+from flowhf.cli.main import build_parser
 from flowhf.config.training import FlowHFConfig
+from flowhf.errors import ConfigError
 from flowhf.models.tiny import tiny_model_dir
 from flowhf.training.trainer import FlowHFTrainer
 
@@ -99,13 +102,16 @@ def evaluate(models: list[Path], out: Path, prompts: Path) -> dict:
         "20",
         "--temperature",
         "1.0",
+        "--per-prompt",
+        "3",
+        "--per-prompt-k",
+        "3",
         "--output-dir",
         str(out),
     )
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.slow  # about 35 s on 2 shared cores: three trainings, two evaluations
 def test_eval_and_compare_a_trl_grpo_run_beside_a_flowhf_run(tmp_path: Path):
     trl_lora = trl_grpo(tmp_path / "grpo-lora", lora=True)
     trl_full = trl_grpo(tmp_path / "grpo-full", lora=False)
@@ -119,7 +125,7 @@ def test_eval_and_compare_a_trl_grpo_run_beside_a_flowhf_run(tmp_path: Path):
     assert [m["model"] for m in theirs["models"]] == [str(trl_lora), str(trl_full)]
     assert [m["model"] for m in mine["models"]] == [str(ours)]
     for entry in theirs["models"] + mine["models"]:
-        for key in ("diversity", "diversity_all"):
+        for key in ("diversity", "diversity_all", "pp_pairwise_distance", "pp_distinct_answers"):
             assert math.isfinite(entry["metrics"][key]), (entry["model"], key)
     report = (tmp_path / "eval-trl" / "report.md").read_text()
     assert str(trl_lora) in report and str(trl_full) in report
@@ -136,3 +142,15 @@ def test_eval_and_compare_a_trl_grpo_run_beside_a_flowhf_run(tmp_path: Path):
     for model in (trl_lora, trl_full, ours):
         assert model.name in text, model
     assert "report:" in stdout
+
+
+def test_eval_per_prompt_flags_build_the_settings():
+    base = ["eval", "--model", "m", "--task", "toxicity", "--output-dir", "o"]
+    parser = build_parser()
+    assert per_prompt_from_args(parser.parse_args(base)) is None
+    settings = per_prompt_from_args(
+        parser.parse_args(base + ["--per-prompt", "4", "--per-prompt-k", "3"])
+    )
+    assert (settings.n_prompts, settings.k, settings.temperature) == (4, 3, 1.0)
+    with pytest.raises(ConfigError, match="k >= 2"):
+        per_prompt_from_args(parser.parse_args(base + ["--per-prompt", "4", "--per-prompt-k", "1"]))
