@@ -26,8 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives._shapes import accumulation_dtype
 
 

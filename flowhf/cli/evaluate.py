@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from flowhf.config.evaluation import EvalArgs, GenerationSettings
+from flowhf.config.evaluation import EvalArgs, GenerationSettings, PerPromptSettings
 from flowhf.config.fields import AT_LEAST_ONE
 from flowhf.errors import ConfigError
 from flowhf.evaluation.tasks import DEFAULT_REWARDS, TASKS
@@ -30,6 +30,14 @@ _GEN_FLAGS = (
     ("--repetition-penalty", "repetition_penalty", float),
     ("--max-new-tokens", "max_new_tokens", int),
     ("--batch-size", "batch_size", int),
+)
+
+_PP_DEFAULT = PerPromptSettings()
+# Per-prompt diversity's flags: (flag, PerPromptSettings field, type); --per-prompt turns it on.
+_PP_FLAGS = (
+    ("--per-prompt-k", "k", int),
+    ("--per-prompt-temperature", "temperature", float),
+    ("--per-prompt-threshold", "threshold", float),
 )
 
 
@@ -126,6 +134,18 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--n-boot", type=int, default=1000, help=_help(EvalArgs, "n_boot"))
     p.add_argument(
+        "--per-prompt",
+        type=int,
+        default=None,
+        metavar="N_PROMPTS",
+        help="Also measure per-prompt diversity (distinct answers among K samples of each of "
+        "N_PROMPTS prompts; metrics pp_*, per_prompt.jsonl). "
+        + _help(PerPromptSettings, "n_prompts"),
+    )
+    for flag, name, kind in _PP_FLAGS:
+        default = getattr(_PP_DEFAULT, name)
+        p.add_argument(flag, type=kind, default=default, help=_help(PerPromptSettings, name))
+    p.add_argument(
         "--run-dir",
         action="append",
         type=_run_dir,
@@ -166,6 +186,19 @@ def build_reward_from_spec(spec: str) -> Any:
             f"flowhf.rewards.build_reward is unavailable ({err}); cannot build reward {spec!r}"
         ) from err
     return build_reward(spec)
+
+
+def per_prompt_from_args(args: argparse.Namespace) -> PerPromptSettings | None:
+    """The per-prompt diversity settings (None without --per-prompt), checked."""
+    if args.per_prompt is None:
+        return None
+    values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in _PP_FLAGS}
+    try:
+        return PerPromptSettings(n_prompts=args.per_prompt, **values)
+    except ValueError as err:  # its own range checks (the message names the setting)
+        raise ConfigError(
+            f"flowhf eval: {err}", "fix the --per-prompt flag it names (flowhf eval --help)"
+        ) from None
 
 
 def check_eval_args(args: argparse.Namespace) -> GenerationSettings:
@@ -212,6 +245,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "e.g. --reward classifier:PATH_TO_REWARD_MODEL",
         )
     generation = check_eval_args(args)
+    per_prompt = per_prompt_from_args(args)
     inputs = task_inputs(
         args.task,
         args.prompts,
@@ -243,6 +277,7 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             run_dirs=dict(args.run_dir),
             generation=generation,
+            per_prompt=per_prompt,
         ),
         Embedder(args.embedding_model, batch_size=args.embedding_batch_size),
         args.reference_model,

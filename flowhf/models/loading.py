@@ -48,14 +48,19 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 # ----------------------------------------------------------------------------- cache / paths
 
 
+def default_model_path(cache_dir: str | Path | None = None) -> Path:
+    """Where the default model's converted folder is (or will be); nothing is converted."""
+    env = os.environ.get("FLOWHF_DEFAULT_MODEL_DIR")
+    return Path(env).expanduser() if env else cache_root(cache_dir) / SMOLLM2_DIRNAME
+
+
 def default_model_dir(cache_dir: str | Path | None = None) -> Path:
     """Folder of the default model (SmolLM2-135M-Instruct), converting the GGUF once if needed.
 
     ``$FLOWHF_DEFAULT_MODEL_DIR`` replaces the folder path; a complete model folder there is
     used as is (no conversion), an absent one is filled by the conversion.
     """
-    env = os.environ.get("FLOWHF_DEFAULT_MODEL_DIR")
-    out_dir = Path(env).expanduser() if env else cache_root(cache_dir) / SMOLLM2_DIRNAME
+    out_dir = default_model_path(cache_dir)
     if _is_model_folder(out_dir):
         return out_dir
     return convert_gguf(_smollm2_gguf_path(), out_dir)

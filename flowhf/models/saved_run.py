@@ -21,6 +21,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from flowhf.io import atomic_files
+from flowhf.models.card import RunSummary, write_model_card
 from flowhf.models.heads import HEAD_CLASSES
 from flowhf.models.loading import load_causal_lm, load_tokenizer
 
@@ -94,8 +95,10 @@ def save_policy(
     heads: dict[str, nn.Module] | None = None,
     meta: dict | None = None,
     base_model: str | None = None,
+    summary: RunSummary | None = None,
 ) -> Path:
-    """Save a ``PolicyBundle``: adapter (LoRA) or full model, tokenizer, heads.
+    """Save a ``PolicyBundle``: adapter (LoRA) or full model, tokenizer, heads, and a model card
+    (README.md, `flowhf.models.card`; ``summary``: the last metrics it shows).
 
     The files are written to a temporary folder and renamed into ``directory`` (heads JSON
     last; `flowhf.io.atomic_files`): a run folder killed mid-save never holds half a model.
@@ -128,6 +131,7 @@ def save_policy(
         bundle.model.save_pretrained(tmp)
         if bundle.tokenizer is not None:
             bundle.tokenizer.save_pretrained(tmp)
+        write_model_card(directory, meta, summary, into=tmp)  # after PEFT's own README.md
         save_heads(tmp, heads or {}, meta)
     return directory
 

@@ -6,7 +6,7 @@ are right-padded: actions live on [B, T], states on [B, T+1] (see ARCHITECTURE.m
 
 from __future__ import annotations
 
-import torch
+from flowhf._torch import torch
 
 
 def accumulation_dtype(*tensors: torch.Tensor) -> torch.dtype:

@@ -9,8 +9,7 @@ computed here; a test checks it against an independent implementation.
 
 from __future__ import annotations
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives._shapes import accumulation_dtype, terminal_one_hot
 from flowhf.objectives.fl import forward_looking
 from flowhf.objectives.regression import Penalty

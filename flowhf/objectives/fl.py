@@ -20,8 +20,7 @@ p_ref(EOS) energy change). Forced trajectories have no EOS action.
 
 from __future__ import annotations
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives._shapes import accumulation_dtype, terminal_one_hot
 from flowhf.objectives.regression import Penalty
 from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec

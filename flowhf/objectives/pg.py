@@ -15,8 +15,7 @@ with A detached; kl_coef > 0 is the sequence-level KL-penalised RLHF objective.
 
 from __future__ import annotations
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives._shapes import accumulation_dtype
 from flowhf.objectives.regression import Penalty
 from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
+from flowhf._torch import torch
 
-Penalty = Callable[[torch.Tensor], torch.Tensor]
+Penalty = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 def squared(residual: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives.regression import Penalty
 
 

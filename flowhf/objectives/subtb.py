@@ -20,8 +20,7 @@ Trajectory Balance (a test checks the equality). Memory is O(B T^2): fine for T 
 
 from __future__ import annotations
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives._shapes import accumulation_dtype, lengths_from_mask, terminal_one_hot
 from flowhf.objectives.regression import Penalty, squared
 from flowhf.objectives.spec import LossOutput, ObjectiveInputs, ObjectiveSpec

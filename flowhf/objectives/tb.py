@@ -37,8 +37,7 @@ log Z starts near beta * E[r] and stays O(beta).
 
 from __future__ import annotations
 
-import torch
-
+from flowhf._torch import torch
 from flowhf.objectives._shapes import accumulation_dtype
 from flowhf.objectives.regression import Penalty
 from flowhf.objectives.spec import LogZMode, LossOutput, ObjectiveInputs, ObjectiveSpec

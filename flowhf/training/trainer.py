@@ -32,6 +32,7 @@ from accelerate import Accelerator
 
 from flowhf.config.training import FlowHFConfig
 from flowhf.config.trl_names import refuse_eval_dataset, with_peft_config
+from flowhf.models.card import RunSummary
 from flowhf.models.checkpointing import enable_activation_checkpointing
 from flowhf.models.loading import PolicyBundle, load_policy, tokenizer_beside
 from flowhf.models.lora import LoraSettings, lora_shape
@@ -40,6 +41,7 @@ from flowhf.run_dir import claim_run_dir
 from flowhf.training.batch import TrajectoryBatch, steps_for_epochs
 from flowhf.training.callbacks import CallbackList
 from flowhf.training.checkpoint import RunCheckpoints
+from flowhf.training.log_files import read_metrics
 from flowhf.training.loop import run_training
 from flowhf.training.nonfinite import NonFiniteStep  # noqa: F401  (importable here, as before)
 from flowhf.training.policy import Policy, Trajectories
@@ -302,7 +304,8 @@ class FlowHFTrainer:
 
     def save_model(self, output_dir: str | Path | None = None) -> Path:
         """Save the policy (adapter or full model), tokenizer and heads as a loadable folder
-        (default: the run's output_dir), as TRL's save_model does."""
+        (default: the run's output_dir), as TRL's save_model does; its README.md is the model
+        card (`flowhf.models.card`), with the last logged metrics."""
         heads = {name: self.accelerator.unwrap_model(h) for name, h in self.heads.items()}
         meta = {"objective": self.args.objective.objective, "config": self.args.to_dict()}
         return save_policy(
@@ -310,7 +313,14 @@ class FlowHFTrainer:
             output_dir if output_dir is not None else self.output_dir,
             heads=heads,
             meta=meta,
+            summary=RunSummary(self._last_metrics(), getattr(self.reward_fn, "name", None)),
         )
+
+    def _last_metrics(self) -> dict:
+        """The last row of the run's metrics.jsonl (else of state.log_history; none: {})."""
+        path = self.output_dir / "metrics.jsonl"
+        rows = read_metrics(path) if path.is_file() else self.state.log_history
+        return dict(rows[-1]) if rows else {}
 
 
 def _one(tokenizer, processing_class):
