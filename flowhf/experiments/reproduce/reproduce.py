@@ -172,19 +172,20 @@ def run_reproduce(
         preset if isinstance(preset, Preset) else load_preset(preset)
     )  # checked before the folder is touched
     plan = build_plan(preset, output_dir, only)
-    require_trl_for(preset, plan["stages"])
+    require_trl_for(plan["stages"], preset)
     with claim_run_dir(output_dir, resume, overwrite, log=log):
         return _run_stages(preset, Path(output_dir), plan, resume, log)
 
 
-def require_trl_for(preset: Preset, stages: list[str]) -> None:
-    """A `MissingExtra` error, before the folder is touched, when a planned stage trains with TRL
-    (SFT, PPO, GRPO, a sweep with PPO / GRPO points) and TRL (with PPO when PPO runs) is absent."""
+def require_trl_for(stages: list[str], preset: Preset | None = None) -> None:
+    """A `MissingExtra` error, before anything loads, when a planned stage trains with TRL (SFT,
+    PPO, GRPO, a sweep of ``preset`` with PPO / GRPO points) and TRL (with PPO when PPO runs)
+    is absent. Without ``preset`` (before it is read) the sweep is not looked at."""
     from flowhf.experiments.baselines.requires import require_trl
     from flowhf.experiments.reproduce.grid import sweep_points
 
     methods = set(stages) & {"sft", *BASELINE_METHODS}
-    if "sweep" in stages:
+    if "sweep" in stages and preset is not None:
         methods |= {p.method for p in sweep_points(preset)} & set(BASELINE_METHODS)
     if methods:
         require_trl(f"flowhf reproduce (stages {', '.join(sorted(methods))})", ppo="ppo" in methods)
