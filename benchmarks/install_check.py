@@ -87,7 +87,7 @@ def core_checks(log: list, work: Path, src: Path) -> dict:
     bin_ = fresh_venv(log, work / "core", src)
     size_torch = du_mb(work / "core")
     install = step(log, "core: pip install .", [str(bin_ / "pip"), "install", "-q", "."], src)
-    size = du_mb(work / "core")
+    size, packages = du_mb(work / "core"), package_count(bin_)
     step(log, "core: pip show trl (must fail)", [str(bin_ / "pip"), "show", "trl"], src, 1)
     flowhf = str(bin_ / "flowhf")
     smoke = work / "smoke"
@@ -117,6 +117,7 @@ def core_checks(log: list, work: Path, src: Path) -> dict:
         "install_seconds": install["seconds"],
         "venv_mb": size,
         "venv_mb_torch_only": size_torch,
+        "packages": packages,
         "reproduce_error": repro["stderr_tail"].strip().splitlines(),
     }
 
@@ -129,7 +130,21 @@ def full_install(log: list, work: Path, src: Path) -> dict:
     version = next(
         line.split()[1] for line in trl["stdout_tail"].splitlines() if line.startswith("Version")
     )
-    return {"install_seconds": install["seconds"], "venv_mb": du_mb(work / "full"), "trl": version}
+    site = next((work / "full" / "lib").glob("python3*/site-packages"))
+    return {
+        "install_seconds": install["seconds"],
+        "venv_mb": du_mb(work / "full"),
+        "trl": version,
+        "trl_package_mb": du_mb(site / "trl"),
+        "packages": package_count(bin_),
+    }
+
+
+def package_count(bin_: Path) -> int:
+    out = subprocess.run(
+        [str(bin_ / "pip"), "list", "--format=freeze"], capture_output=True, text=True
+    )
+    return len(out.stdout.splitlines())
 
 
 def main() -> int:
