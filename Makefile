@@ -49,7 +49,7 @@ train-demo: $(STAMP)
 # the suite under the extra's TRL (1.12.0), then the TRL-facing tests beside TRL $(TRL_CURRENT)
 test: $(STAMP) $(TRL_CURRENT_STAMP)
 	$(BIN)/python -m pytest tests
-	FLOWHF_EXPECT_TRL=$(TRL_CURRENT) PYTHONPATH=$(TRL_CURRENT_SITE) $(BIN)/python -m pytest $(TRL_CURRENT_TESTS)
+	FLOWHF_EXPECT_TRL=$(TRL_CURRENT) PYTHONPATH=$(abspath $(TRL_CURRENT_SITE)) $(BIN)/python -m pytest $(TRL_CURRENT_TESTS)
 
 # ruff (configured in pyproject.toml): lint, then the formatter's check; CI runs it before the tests
 lint: $(STAMP)

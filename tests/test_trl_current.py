@@ -41,6 +41,7 @@ def test_the_examples_subprocesses_import_the_same_trl(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", "import trl; print(trl.__version__)"],
         env=example_env(tmp_path),
+        cwd=tmp_path,  # as the examples run: a relative PYTHONPATH would miss the second TRL
         capture_output=True,
         text=True,
         check=True,
