@@ -54,8 +54,10 @@ def test_the_only_flowhf_line_is_the_trl_import_swap(path):
             assert "flowhf" not in node.id.lower(), f"{path.name} uses the name {node.id}"
 
 
-def run_example(script: Path, tmp_path: Path) -> str:
-    env = dict(
+def example_env(tmp_path: Path) -> dict[str, str]:
+    """The environment an example runs in: the tiny model, 2 steps, and this checkout (then
+    whatever PYTHONPATH holds, e.g. a second TRL) on the path."""
+    return dict(
         os.environ,
         EXAMPLE_MODEL=str(tiny_model_dir()),
         EXAMPLE_MAX_STEPS="2",
@@ -64,6 +66,10 @@ def run_example(script: Path, tmp_path: Path) -> str:
         HF_HUB_OFFLINE="1",
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
+
+
+def run_example(script: Path, tmp_path: Path) -> str:
+    env = example_env(tmp_path)
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

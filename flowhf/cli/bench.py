@@ -114,6 +114,7 @@ def check_args(args) -> None:
     task file that loads, --method or --all, --set overrides that the FlowHF config accepts and
     --baseline-set options that GRPO / PPO accept."""
     from flowhf.errors import ConfigError
+    from flowhf.experiments.baselines.requires import require_trl
     from flowhf.experiments.lmtask.methods import (
         CONFIG,
         DEFAULT_SWEEP,
@@ -142,6 +143,7 @@ def check_args(args) -> None:
     methods = (args.methods or DEFAULT_SWEEP) if args.all else [args.method]
     for method in [m for m in methods if m in TRL_METHODS]:
         baseline_options(method, tuple(args.baseline_overrides))
+        require_trl(f"flowhf bench lm-target --method {method}", ppo=method == "ppo")
     if args.overrides:
         from flowhf.config.training import FlowHFConfig
 

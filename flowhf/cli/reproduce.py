@@ -68,9 +68,12 @@ def main(args: argparse.Namespace) -> int:
         build_plan,
         format_plan,
         report_summary,
+        require_trl_for,
         run_reproduce,
     )
 
+    if not args.dry_run:
+        require_trl_for(args.only or list(STAGES))  # first: TRL missing is the one thing to fix
     preset = load_preset(args.preset, args.set)  # every value checked before anything loads
     if args.dry_run:
         print(format_plan(build_plan(preset, args.output_dir, args.only)))

@@ -19,6 +19,7 @@ from flowhf.experiments.baselines.budget import (
 )
 from flowhf.experiments.baselines.grpo import run_grpo
 from flowhf.experiments.baselines.ppo import run_ppo
+from flowhf.experiments.baselines.requires import require_trl
 from flowhf.experiments.baselines.sft import run_sft
 
 __all__ = [
@@ -37,6 +38,7 @@ RUNNERS = {"sft": run_sft, "grpo": run_grpo, "ppo": run_ppo}
 
 def run_config(path, overrides=()) -> dict:
     """Run the baseline described by the YAML file at ``path`` (``--set`` style ``overrides``);
-    returns its result dict. The config is checked before TRL loads."""
+    returns its result dict. The config, then TRL's presence, is checked before TRL loads."""
     method, kwargs = check_config(load_config(path, overrides))
+    require_trl(f"flowhf baseline ({method})", ppo=method == "ppo")
     return RUNNERS[method](**kwargs)

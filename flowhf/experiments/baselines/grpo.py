@@ -18,6 +18,7 @@ from typing import Any
 
 from flowhf.config.baselines import GRPOArgs
 from flowhf.experiments.baselines.common import finish_run, start_run, step_cap, trainer_kwargs
+from flowhf.experiments.baselines.requires import require_trl
 from flowhf.experiments.baselines.reward_adapters import grpo_reward_function
 from flowhf.experiments.baselines.run_parts import (
     PathLike,
@@ -58,6 +59,7 @@ def run_grpo(
     signature). ``batch_size``: completions per optimizer step (default ``num_generations``:
     one prompt).
     """
+    require_trl("run_grpo (TRL's GRPOTrainer)")  # before any model loads
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 

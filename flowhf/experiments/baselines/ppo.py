@@ -32,6 +32,7 @@ from flowhf.config.baselines import PPOArgs
 from flowhf.experiments.baselines.budget import BudgetExhausted
 from flowhf.experiments.baselines.common import finish_run, start_run, step_cap, trainer_kwargs
 from flowhf.experiments.baselines.ppo_models import build_value_model, ensure_distinct_pad
+from flowhf.experiments.baselines.requires import require_trl
 from flowhf.experiments.baselines.reward_adapters import PPOCountingRM, PPOTextReward
 from flowhf.experiments.baselines.run_parts import (
     PathLike,
@@ -95,6 +96,7 @@ def run_ppo(
     (``budget`` is required). ``batch_size``: prompts (= completions) per PPO update; one
     update = one step of the budget.
     """
+    require_trl("run_ppo (TRL's PPOTrainer)", ppo=True)  # before any model loads
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 

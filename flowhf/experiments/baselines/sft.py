@@ -17,6 +17,7 @@ from typing import Any
 
 from flowhf.config.baselines import SFTArgs
 from flowhf.experiments.baselines.common import finish_run, start_run, step_cap, trainer_kwargs
+from flowhf.experiments.baselines.requires import require_trl
 from flowhf.experiments.baselines.run_parts import (
     PathLike,
     build_trainer,
@@ -60,6 +61,7 @@ def run_sft(
     (``budget`` is required: seconds and/or max_steps; SFT generates no tokens, so a token
     limit never fires).
     """
+    require_trl("run_sft (TRL's SFTTrainer)")  # before any model loads
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 

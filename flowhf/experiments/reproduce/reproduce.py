@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowhf.config.preset import FLOWHF_METHODS, STAGES, Preset
+from flowhf.config.preset import BASELINE_METHODS, FLOWHF_METHODS, STAGES, Preset
 from flowhf.errors import ConfigError
 from flowhf.experiments.reproduce.presets import load_preset
 from flowhf.experiments.reproduce.progress import RunClock, StageProgress, format_seconds
@@ -172,8 +172,23 @@ def run_reproduce(
         preset if isinstance(preset, Preset) else load_preset(preset)
     )  # checked before the folder is touched
     plan = build_plan(preset, output_dir, only)
+    require_trl_for(plan["stages"], preset)
     with claim_run_dir(output_dir, resume, overwrite, log=log):
         return _run_stages(preset, Path(output_dir), plan, resume, log)
+
+
+def require_trl_for(stages: list[str], preset: Preset | None = None) -> None:
+    """A `MissingExtra` error, before anything loads, when a planned stage trains with TRL (SFT,
+    PPO, GRPO, a sweep of ``preset`` with PPO / GRPO points) and TRL (with PPO when PPO runs)
+    is absent. Without ``preset`` (before it is read) the sweep is not looked at."""
+    from flowhf.experiments.baselines.requires import require_trl
+    from flowhf.experiments.reproduce.grid import sweep_points
+
+    methods = set(stages) & {"sft", *BASELINE_METHODS}
+    if "sweep" in stages and preset is not None:
+        methods |= {p.method for p in sweep_points(preset)} & set(BASELINE_METHODS)
+    if methods:
+        require_trl(f"flowhf reproduce (stages {', '.join(sorted(methods))})", ppo="ppo" in methods)
 
 
 def _stage_functions() -> dict:
