@@ -51,7 +51,7 @@ RUN_FILES = (
     "flowhf_reward.json",
     "report.md",
     "plan.json",
-    # the rest of a saved policy folder (PEFT writes README.md as its model card)
+    # the rest of a saved policy folder (README.md is FlowHF's model card, flowhf.models.card)
     "adapter_config.json",
     "flowhf_heads.json",
     "flowhf_heads.safetensors",

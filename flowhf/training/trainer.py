@@ -313,7 +313,7 @@ class FlowHFTrainer:
             output_dir if output_dir is not None else self.output_dir,
             heads=heads,
             meta=meta,
-            summary=RunSummary(self._last_metrics(), getattr(self.reward_fn, "name", None)),
+            summary=RunSummary(self._last_metrics(), getattr(self.scorer.reward, "name", None)),
         )
 
     def _last_metrics(self) -> dict:
