@@ -40,8 +40,8 @@ _TEMPLATE = """---
 
 # {{ title }}
 
-A policy fine-tuned with [FlowHF](https://github.com/flowhf/flowhf): GFlowNet fine-tuning of a
-causal LM toward the target distribution below ({{ kind }}).
+A policy fine-tuned with FlowHF (GFlowNet fine-tuning of a
+causal LM toward the target distribution below; {{ kind }}).
 
 ## Base model
 
