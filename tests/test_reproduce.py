@@ -209,6 +209,9 @@ def test_smoke_end_to_end_then_cached(tmp_path, monkeypatch):
     for method in ("sft", "ppo", "grpo"):  # model folders renamed into place whole
         assert (out / method / "model" / "config.json").is_file(), method
     assert "## Time to reach PPO's final reward" in report and "## Wall-clock per stage" in report
+    # beside Table 1: its intervals are not over training seeds; where the seed spread is
+    assert "do not cover training variance" in report
+    assert "benchmarks/results/reproduce_cpu_full/report.md" in report
     summary = report_summary(out / "report.md")  # what `flowhf reproduce` prints at the end
     assert "## Table 1" in summary and "## Table 2" in summary and "## Time to reach" in summary
     assert summary.endswith(str((out / "report.md").resolve()))
@@ -276,3 +279,22 @@ def test_smoke_two_processes(tmp_path):
             for line in (out / method / "metrics.jsonl").read_text().splitlines()
         ]
         assert steps == sorted(set(steps)) and steps[-1] == 2, (method, steps)
+
+
+def test_training_spread_note_reads_the_cpu_full_frontier(tmp_path):
+    """Table 1's note gives each Table 1 method's seed half-width of gold at its default setting
+    from the committed cpu-full frontier (read, not hard-coded); without the JSON, the pointer."""
+    from flowhf.experiments.reproduce.stages import CPU_FULL_DIR, training_spread_note
+
+    frontier = json.loads((CPU_FULL_DIR / "frontier.json").read_text())["frontier"]
+    note = training_spread_note()
+    assert "reproduce_cpu_full/report.md" in note and "3 seeds" in note
+    defaults = {"recommended": 8.0, "fl_kl": 10.0, "ppo": 0.05, "grpo": 0.04}
+    for method, value in defaults.items():
+        (point,) = [p for p in frontier[method] if p["value"] == value]
+        assert f"{method} {point['reward']:.2f} ± {point['reward_ci']:.2f}" in note, method
+    (sft,) = frontier["sft"]
+    assert f"sft {sft['reward']:.2f} ± {sft['reward_ci']:.2f}" in note
+    assert "length_tb" not in note  # not a Table 1 method
+    missing = training_spread_note(tmp_path / "absent.json")
+    assert missing.endswith("(benchmarks/results/reproduce_cpu_full/report.md).")

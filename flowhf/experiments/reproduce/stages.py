@@ -303,6 +303,8 @@ def stage_report(ctx: Context) -> dict[str, Any]:
             f"![{task} reward distributions](report/{Path(written['score_distributions']).name})",
             "",
         ]
+        if task == "stackexchange":  # beside Table 1
+            parts += [training_spread_note(), ""]
     parts += _toxicity_note(ctx, Path(ev["eval_dirs"]["toxicity"]))
     parts += _gold_proxy_section(ctx, Path(ev["eval_dirs"]["stackexchange"]), out, files)
     parts += _frontier_section(ctx, out, files)
@@ -328,6 +330,68 @@ def stage_report(ctx: Context) -> dict[str, Any]:
     parts.append("")
     report = atomic_write_text(ctx.out / "report.md", "\n".join(parts))
     return {"report": str(report), "files": files}
+
+
+# the committed cpu-full frontier: the same methods trained from 3 seeds (issue 31)
+CPU_FULL_DIR = CONFIGS.parent / "benchmarks" / "results" / "reproduce_cpu_full"
+
+
+def training_spread_note(frontier_json: Path = CPU_FULL_DIR / "frontier.json") -> str:
+    """The line beside Table 1: its intervals are over completions of one trained model per
+    method, not over training seeds; the seed spread of the same methods is in the cpu-full
+    frontier, whose gold half-widths at each method's default knob are read from its JSON."""
+    import math
+
+    from flowhf.config.preset import PRESETS
+
+    note = (
+        "Table 1's intervals are over the completions of one trained model per method: they do not "
+        "cover training variance. The across-seed spread of the same methods is in the `cpu-full` "
+        f"frontier ({CPU_FULL_DIR.relative_to(CONFIGS.parent) / 'report.md'}"
+    )
+    try:
+        frontier = json.loads(frontier_json.read_text(encoding="utf-8"))["frontier"]
+    except (OSError, ValueError, KeyError):
+        return note + ")."
+    full = PRESETS["cpu-full"]
+    chosen = [
+        (method, point)
+        for method in METHODS
+        for point in frontier.get(method, [])
+        if math.isfinite(point.get("reward_ci") or math.nan) and _at_default(full, method, point)
+    ]
+    if not chosen:
+        return note + ")."
+    seeds = max(len(point.get("seeds", [])) for _, point in chosen)
+    spreads = ", ".join(f"{m} {pt['reward']:.2f} ± {pt['reward_ci']:.2f}" for m, pt in chosen)
+    return (
+        f"{note}; gold mean ± 95% half-width over {seeds} seeds at each method's default setting, "
+        f"budget {json.dumps(full.budget)}, each method's cpu-full learning rate: {spreads})."
+    )
+
+
+def _at_default(preset: Preset, method: str, point: dict) -> bool:
+    """Whether a frontier point is ``method``'s default setting under ``preset`` (its config's,
+    or the runner's, value of the swept knob; a point without a knob, e.g. sft, always is)."""
+    import math
+
+    knob = point.get("knob")
+    if knob is None:
+        return True
+    options = preset.method_options.get(method, {})
+    if knob in options:
+        default = options[knob]
+    elif method in BASELINE_METHODS:
+        from flowhf.config.baselines import METHOD_ARGS
+
+        default = METHOD_ARGS[method].__dataclass_fields__[knob].default
+    else:
+        from flowhf.config.training import FlowHFConfig
+
+        group, name = knob.split(".", 1)
+        cfg = FlowHFConfig.from_yaml(CONFIGS / f"{method}.yaml")
+        default = getattr(getattr(cfg, group), name)
+    return math.isclose(float(default), float(point["value"]))
 
 
 def _gold_proxy_section(ctx: Context, eval_dir: Path, out: Path, files: dict) -> list[str]:
