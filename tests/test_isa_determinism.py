@@ -29,6 +29,12 @@ def _has_avx2() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 31 item 1 open: measured here, fp32 training under the AVX2 cap already differs at "
+    "step 2 (the fp32 forward does not: oneDNN is on the training path); strict, so the fix that "
+    "makes it pass must remove this mark",
+)
 def test_fp32_stage_same_weights_under_two_isa_caps(tmp_path):
     if not _has_avx2():
         pytest.skip("the CPU lacks AVX2 (or /proc/cpuinfo is missing): the AVX2 cap means nothing")
