@@ -31,9 +31,9 @@ def _has_avx2() -> bool:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 31 item 1 open: measured here, fp32 training under the AVX2 cap already differs at "
-    "step 2 (the fp32 forward does not: oneDNN is on the training path); strict, so the fix that "
-    "makes it pass must remove this mark",
+    reason="issue 31 item 1 open: measured here, the fp32 stage's step-2 loss already differs "
+    "between two runs under the same (default) cap, and the fp32 forward does not differ across "
+    "oneDNN caps; strict, so the fix that makes it pass must remove this mark",
 )
 def test_fp32_stage_same_weights_under_two_isa_caps(tmp_path):
     if not _has_avx2():
