@@ -14,6 +14,10 @@ weights and the loss of every step. ``AVX2+MKL`` caps MKL too (``MKL_ENABLE_INST
 matmuls go through MKL, not oneDNN, so a oneDNN cap alone does not show what another host's MKL
 dispatch does to fp32.
 
+A third kind, ``fp32_deterministic``, trains in fp32 with ``torch.use_deterministic_algorithms(True)``
+and ``MKL_CBWR=AVX2`` (MKL's conditional numerical reproducibility: one code path on every host
+that has AVX2): the candidate route to FlowHF stages that are bit-identical across hosts.
+
     .venv/bin/python benchmarks/isa_determinism.py           # -> results/isa_determinism.json
     .venv/bin/python benchmarks/isa_determinism.py --train   # + the training part (minutes)
 """
@@ -110,10 +114,18 @@ def train_once(out: Path, bf16: bool, steps: int = TRAIN_STEPS) -> dict:
     return {"sha256": weights_sha256(out), "losses": losses, "steps": trainer.state.global_step}
 
 
-def run_capped(isa: str, args: list[str]) -> dict:
+PRECISIONS = ("fp32", "bf16_autocast", "fp32_deterministic")
+# MKL's reproducible code path, read when MKL loads (with torch): the deterministic kind's only
+REPRODUCIBLE_MKL = {"MKL_CBWR": "AVX2"}
+
+
+def run_capped(isa: str, args: list[str], extra_env: dict | None = None) -> dict:
     """This script with ``args`` in a subprocess under the cap ``isa``; its last JSON line."""
     out = subprocess.run(
-        [sys.executable, __file__, *args], env=cap_env(isa), capture_output=True, text=True
+        [sys.executable, __file__, *args],
+        env={**cap_env(isa), **(extra_env or {})},
+        capture_output=True,
+        text=True,
     )
     if out.returncode:
         raise RuntimeError(f"{isa} {args}: exit {out.returncode}\n{out.stderr[-3000:]}")
@@ -123,11 +135,12 @@ def run_capped(isa: str, args: list[str]) -> dict:
 def train_part(tmp: Path) -> dict:
     """Per precision, per cap: the stage's SHA-256 and losses, and whether the caps agree."""
     runs: dict[str, dict] = {}
-    for precision in ("fp32", "bf16_autocast"):
+    for precision in PRECISIONS:
         runs[precision] = {}
+        extra = REPRODUCIBLE_MKL if precision == "fp32_deterministic" else None
         for isa in TRAIN_ISAS:
             out = tmp / f"{precision}-{isa}"
-            runs[precision][isa] = run_capped(isa, ["--train-one", str(out), precision])
+            runs[precision][isa] = run_capped(isa, ["--train-one", str(out), precision], extra)
             print("train", precision, isa, runs[precision][isa], flush=True)
     return {
         "onednn_isa": {isa: onednn_isa(isa) for isa in TRAIN_ISAS},
@@ -173,6 +186,10 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--train-one":
         steps = int(sys.argv[4]) if len(sys.argv) > 4 else TRAIN_STEPS
+        if sys.argv[3] == "fp32_deterministic":
+            import torch
+
+            torch.use_deterministic_algorithms(True)
         print(json.dumps(train_once(Path(sys.argv[2]), sys.argv[3] == "bf16_autocast", steps)))
         return
     load_start = os.getloadavg()
