@@ -284,7 +284,7 @@ def test_smoke_two_processes(tmp_path):
 def test_training_spread_note_reads_the_cpu_full_frontier(tmp_path):
     """Table 1's note gives each Table 1 method's seed half-width of gold at its default setting
     from the committed cpu-full frontier (read, not hard-coded); without the JSON, the pointer."""
-    from flowhf.experiments.reproduce.stages import CPU_FULL_DIR, training_spread_note
+    from flowhf.experiments.reproduce.report_stage import CPU_FULL_DIR, training_spread_note
 
     frontier = json.loads((CPU_FULL_DIR / "frontier.json").read_text())["frontier"]
     note = training_spread_note()

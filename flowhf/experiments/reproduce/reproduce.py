@@ -193,7 +193,7 @@ def require_trl_for(stages: list[str], preset: Preset | None = None) -> None:
 
 def _stage_functions() -> dict:
     """Stage name -> its function (imported here: the stages load torch and TRL)."""
-    from flowhf.experiments.reproduce import stages
+    from flowhf.experiments.reproduce import report_stage, stages
     from flowhf.experiments.reproduce.sweep import stage_sweep
 
     return {
@@ -204,7 +204,7 @@ def _stage_functions() -> dict:
         **{m: stages.flowhf_stage(m) for m in FLOWHF_METHODS},
         "eval": stages.stage_eval,
         "sweep": stage_sweep,
-        "report": stages.stage_report,
+        "report": report_stage.stage_report,
     }
 
 
